@@ -1,0 +1,94 @@
+"""Command-line interface: the only package that knows click.
+
+Commands live one per module and are imported lazily, so `headstart --help` does not pay for importing torch.
+Library errors are mapped to click exceptions here, at the boundary, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from headstart import __version__
+from headstart.errors import ConfigError, HeadstartError
+
+# command name -> "module:attribute"; each module defines one click command or group.
+COMMANDS: dict[str, str] = {
+    "backbones": "headstart.cli.backbones:backbones",
+    "extract": "headstart.cli.extract:extract",
+    "cache": "headstart.cli.cache:cache",
+    "heads": "headstart.cli.heads:heads",
+    "finetune": "headstart.cli.finetune:finetune",
+    "compare": "headstart.cli.compare:compare",
+    "demo": "headstart.cli.demo:demo",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a command's module only when that command runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(name for name, target in COMMANDS.items() if _module_exists(target))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None or not _module_exists(target):
+            return None
+        module_name, attr = target.split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+
+def _module_exists(target: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(target.split(":")[0]) is not None
+
+
+class HeadstartCommandMixin:
+    """Turns library errors into one-line click errors with the contract's exit codes."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)  # type: ignore[misc]
+        except ConfigError as exc:
+            raise click.UsageError(str(exc), ctx=ctx) from None
+        except HeadstartError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            raise click.ClickException("interrupted; rerun the same command to resume") from None
+
+
+class Command(HeadstartCommandMixin, click.Command):
+    """Base class for every headstart command (pass `cls=Command`)."""
+
+
+class Group(HeadstartCommandMixin, click.Group):
+    """Base class for command groups such as `headstart cache`."""
+
+    command_class = Command
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s" if not verbose else "%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("headstart")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="headstart")
+@click.option("-v", "--verbose", count=True, help="More log output (debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+def cli(verbose: int, quiet: bool) -> None:
+    """headstart: extract frozen-backbone features once, iterate heads in seconds."""
+    _setup_logging(verbose, quiet)
+
+
+def main() -> None:
+    cli(prog_name="headstart")

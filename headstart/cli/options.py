@@ -1,0 +1,58 @@
+"""Options shared by several commands, written once as decorators."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import click
+
+F = Callable[..., object]
+
+
+def seed_option(f: F) -> F:
+    return click.option("--seed", type=int, default=0, show_default=True, help="Seed for splits and training.")(f)
+
+
+def device_option(f: F) -> F:
+    return click.option(
+        "--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda or cuda:i."
+    )(f)
+
+
+def precision_option(f: F) -> F:
+    return click.option(
+        "--precision",
+        type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+        default="auto",
+        show_default=True,
+        help="auto: fp16 autocast on CUDA, fp32 on CPU (bf16 measured slower on CPUs without AMX).",
+    )(f)
+
+
+def weights_option(f: F) -> F:
+    return click.option(
+        "--weights",
+        default="imagenet",
+        show_default=True,
+        help="imagenet (torchvision weights via the torch hub cache), random, or a PATH to a local state dict.",
+    )(f)
+
+
+def image_size_option(f: F) -> F:
+    return click.option(
+        "--image-size",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Square input size fed to the backbone (default: the backbone's own, 224 for most).",
+    )(f)
+
+
+def split_options(f: F) -> F:
+    """Options that define splits; extract and finetune share them so both derive identical splits."""
+    f = click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
+                     show_default=True, help="Fraction of train carved out as val when val is missing or < 50 images.")(f)
+    f = click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
+                     show_default=True, help="Fraction carved out as test when there is no test split.")(f)
+    f = click.option("--group-pattern", default=None,
+                     help="Regex whose first group (or whole match) on the file name is the patient id.")(f)
+    return seed_option(f)

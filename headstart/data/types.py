@@ -1,0 +1,56 @@
+"""Plain records shared by every data source, the splitter, extraction and fine-tuning."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from PIL import Image
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled image. Sources create these; the splitter fills in `split` where it is empty."""
+
+    id: str  # stable, unique within a data set: path relative to DATA (or "train/00012" for an npz row)
+    label: int  # index into the data set's `classes`
+    split: str = ""  # "train" | "val" | "test", or "" when the source gives no split
+    group: str = ""  # patient id for grouped splitting; "" when unknown
+    path: str = ""  # absolute path of the file holding the image (the npz itself for npz rows)
+    index: int = -1  # row inside an array file; -1 for one-image-per-file sources
+
+
+@dataclass
+class SplitConfig:
+    """How missing splits are carved. extract and finetune share it, so they derive identical splits."""
+
+    val_fraction: float = 0.1  # carved from train when val is missing or too small
+    test_fraction: float = 0.2  # carved from train when there is no test split
+    min_val: int = 50  # a given val smaller than this (Kaggle has 16) is merged into train and re-carved
+    seed: int = 0  # seeds the grouped, stratified shuffle
+    group_pattern: str | None = None  # regex on the file name giving the patient id
+
+
+class ImageSource(Protocol):
+    """What extraction and fine-tuning need from any data source."""
+
+    root: str  # the DATA argument, resolved
+    kind: str  # "folder" | "split-folder" | "manifest" | "npz" | "dicom"
+    classes: list[str]
+    samples: list[Sample]
+
+    def load(self, sample: Sample) -> Image.Image:
+        """Decode one sample as an RGB PIL image. Raises DataError naming the file when it cannot."""
+        ...
+
+
+@dataclass
+class Dataset:
+    """A source after splitting: what the cache stores as /samples."""
+
+    source: ImageSource
+    samples: list[Sample]  # every sample has split set
+    classes: list[str]
+    duplicates: dict = field(default_factory=dict)  # content-hash duplicates across splits, for the record

@@ -1,0 +1,29 @@
+"""One error hierarchy for the whole library.
+
+Library code raises these; only `headstart.cli` maps them to click exceptions and exit codes.
+Messages are one line: what was found, what was expected, and what to do.
+"""
+
+
+class HeadstartError(Exception):
+    """Base class of every error headstart raises on purpose. Exit code 1 at the CLI."""
+
+
+class DataError(HeadstartError):
+    """Input images, folders, manifests or labels are missing or malformed."""
+
+
+class CacheError(HeadstartError):
+    """A feature cache is missing, unreadable, incomplete or of an unknown format."""
+
+
+class CacheMismatchError(CacheError):
+    """A cache (or partial extraction) exists but was made for a different request."""
+
+
+class WeightsError(HeadstartError):
+    """Pretrained weights cannot be found, downloaded or loaded."""
+
+
+class ConfigError(HeadstartError):
+    """An option or configuration value is invalid. Exit code 2 at the CLI (a usage error)."""
