@@ -41,8 +41,12 @@ class ImageSource(Protocol):
     classes: list[str]
     samples: list[Sample]
 
-    def load(self, sample: Sample) -> Image.Image:
-        """Decode one sample as an RGB PIL image. Raises DataError naming the file when it cannot."""
+    def load(self, sample: Sample, *, min_size: int | None = None) -> Image.Image:
+        """Decode one sample as an RGB PIL image. Raises DataError naming the file when it cannot.
+
+        `min_size` lets large JPEGs decode at reduced scale (PIL draft mode) while the shorter side stays
+        >= min_size; sources without a cheaper path ignore it.
+        """
         ...
 
 
