@@ -1,0 +1,59 @@
+"""`headstart extract`: stage one, from a data folder/manifest/npz to an HDF5 feature cache."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from headstart.cli import Command
+from headstart.cli.options import device_option, image_size_option, precision_option, split_options, weights_option
+
+log = logging.getLogger(__name__)
+
+
+@click.command(cls=Command)
+@click.argument("data", type=click.Path(path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=str), help="Cache file to create or extend.")
+@click.option("-b", "--backbone", "backbones", multiple=True, default=("resnet18",), show_default=True,
+              help="Backbone to extract (repeat for several; one decode feeds all). See `headstart backbones`.")
+@weights_option
+@image_size_option
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@device_option
+@precision_option
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="Decode processes (default: sized to the machine).")
+@click.option("--feature-dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
+@split_options
+@click.option("--on-bad-image", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
+              help="fail: stop and name the file; skip: count it, record it in the cache, continue.")
+@click.option("--overwrite", is_flag=True, help="Replace a feature set (or cache) made for a different request.")
+def extract(data: str, output: str, backbones: tuple[str, ...], weights: str, image_size: int | None,
+            batch_size: int, device: str, precision: str, workers: int | None, feature_dtype: str,
+            val_fraction: float, test_fraction: float, group_pattern: str | None, seed: int,
+            on_bad_image: str, overwrite: bool) -> None:
+    """Run frozen backbones once over DATA and cache their pooled features in OUTPUT (HDF5).
+
+    DATA is a folder with train/val/test class folders (the Kaggle layout), a folder of class folders, a CSV
+    manifest (path,label[,split][,group]) or a MedMNIST-style .npz. An interrupted run resumes when the same
+    command is run again.
+    """
+    from headstart.data.types import SplitConfig
+    from headstart.extract.config import ExtractConfig
+    from headstart.extract.runner import run_extract
+
+    config = ExtractConfig(
+        backbones=list(backbones), weights=weights, image_size=image_size, batch_size=batch_size, device=device,
+        precision=precision, workers=workers, feature_dtype=feature_dtype, on_bad_image=on_bad_image,
+        overwrite=overwrite, seed=seed,
+        split=SplitConfig(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, group_pattern=group_pattern),
+    )
+    result = run_extract(data=data, output=output, config=config)
+    if result.extracted:
+        click.echo(f"extracted {', '.join(result.extracted)} for {result.n_images} images in {result.seconds:.1f} s "
+                   f"({result.images_per_second:.1f} images/s) -> {result.cache_path}")
+    if result.already_done:
+        click.echo(f"already complete in {result.cache_path}: {', '.join(result.already_done)}")
+    if result.skipped:
+        shown = ", ".join(result.skipped[:5]) + (" ..." if len(result.skipped) > 5 else "")
+        click.echo(f"skipped {len(result.skipped)} unreadable image(s), recorded in the cache: {shown}", err=True)

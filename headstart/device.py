@@ -1,0 +1,73 @@
+"""Device and precision resolution shared by extraction and fine-tuning.
+
+`auto` means: CUDA when present (one GPU per rank under torchrun, chosen by LOCAL_RANK), else CPU. Autocast
+is used only where it was measured to help: fp16 on CUDA; on CPU fp32 unless bf16 is asked for explicitly
+(on AVX2-only CPUs such as this project's CI machine bf16 autocast is slower than fp32).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+from headstart.errors import ConfigError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """Turn `auto|cpu|cuda|cuda:i` into a torch.device, refusing CUDA requests on machines without it."""
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+        return torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ConfigError(f"--device {spec!r} is not a device; expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {spec} was requested but CUDA is not available here; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present; use cuda:0..cuda:{torch.cuda.device_count() - 1}"
+            )
+    elif device.type != "cpu":
+        raise ConfigError(f"--device {spec!r} is not supported; expected auto, cpu, cuda or cuda:N")
+    return device
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a precision request on a device, or None for plain fp32."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision {precision!r} is not valid; expected one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else None
+    if precision == "fp32":
+        return None
+    if precision == "fp16" and device.type == "cpu":
+        raise ConfigError("--precision fp16 is CUDA-only; use --precision bf16 or fp32 on the CPU")
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """An autocast context, or a no-op one, so callers never branch on precision."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    return {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
+
+
+def default_workers(device: torch.device) -> int:
+    """Decode workers: on a GPU, all but one core (decode is the bottleneck); on CPU, one core decodes
+    while the rest run the network, since both compete for the same cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if device.type == "cuda":
+        return max(1, min(cores - 1, 16))
+    return 1 if cores >= 2 else 0

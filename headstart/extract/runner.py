@@ -1,0 +1,201 @@
+"""Stage one: run every requested frozen backbone once over the data set and cache the pooled features.
+
+The loop is deliberately plain: decode (workers) -> normalise on device -> forward each backbone under
+`inference_mode` -> stage the batch durably. All persistence, resume and atomic publication live in
+`headstart.cache.writer`, so this module only decides *what* to compute.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from headstart import __version__
+from headstart.backbones.registry import create_backbone
+from headstart.backbones.types import Backbone
+from headstart.cache.fingerprint import compute_fingerprint
+from headstart.cache.writer import CacheWriter, FeatureSetSpec, SamplesTable
+from headstart.data.dataset import build_dataset, manifest_hash
+from headstart.data.types import Dataset
+from headstart.device import autocast, autocast_dtype, default_workers, precision_name, resolve_device
+from headstart.errors import ConfigError, DataError
+from headstart.extract.config import ExtractConfig
+from headstart.extract.loader import DecodedImages, geometry_key, make_loader
+from headstart.extract.preprocess import normalize_batch
+
+log = logging.getLogger(__name__)
+
+FEATURE_DTYPES = ("float16", "float32")
+BAD_IMAGE_POLICIES = ("fail", "skip")
+
+
+@dataclass
+class ExtractResult:
+    """What one extraction did, for the CLI summary and for benchmarks."""
+
+    cache_path: str
+    extracted: list[str] = field(default_factory=list)  # feature sets computed by this run
+    already_done: list[str] = field(default_factory=list)  # sets that were complete and matched
+    n_images: int = 0  # images decoded by this run (resume skips staged rows)
+    seconds: float = 0.0  # wall time of the decode+forward loop
+    skipped: list[str] = field(default_factory=list)  # ids of bad images skipped
+
+    @property
+    def images_per_second(self) -> float:
+        return self.n_images / self.seconds if self.seconds > 0 else float("nan")
+
+
+def versions() -> dict[str, str]:
+    import h5py
+    import torchvision
+
+    return {"headstart": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "h5py": h5py.__version__, "numpy": np.__version__}
+
+
+def _validate(config: ExtractConfig) -> None:
+    if not config.backbones:
+        raise ConfigError("no backbone given; pass -b NAME (e.g. -b resnet18), see `headstart backbones`")
+    if len(set(config.backbones)) != len(config.backbones):
+        raise ConfigError(f"backbone names repeat in {config.backbones}; give each -b once")
+    if config.batch_size < 1:
+        raise ConfigError(f"--batch-size {config.batch_size} is invalid; expected a positive integer")
+    if config.image_size is not None and config.image_size < 1:
+        raise ConfigError(f"--image-size {config.image_size} is invalid; expected a positive number of pixels")
+    if config.feature_dtype not in FEATURE_DTYPES:
+        raise ConfigError(f"--feature-dtype {config.feature_dtype!r} is invalid; expected float16 or float32")
+    if config.on_bad_image not in BAD_IMAGE_POLICIES:
+        raise ConfigError(f"--on-bad-image {config.on_bad_image!r} is invalid; expected fail or skip")
+
+
+def samples_table(dataset: Dataset, *, data: str, config: ExtractConfig) -> SamplesTable:
+    """The /samples table and root metadata of the cache for a split data set."""
+    return SamplesTable(
+        ids=[s.id for s in dataset.samples],
+        labels=[s.label for s in dataset.samples],
+        splits=[s.split for s in dataset.samples],
+        groups=[s.group for s in dataset.samples],
+        classes=list(dataset.classes),
+        manifest_hash=manifest_hash(dataset.samples, dataset.classes),
+        attrs={
+            "source": {"data": str(Path(data).resolve()), "kind": dataset.source.kind},
+            "split_config": asdict(config.split),
+            "duplicates": dataset.duplicates,
+        },
+    )
+
+
+def feature_spec(backbone: Backbone, *, table: SamplesTable, dtype: str) -> FeatureSetSpec:
+    prep = backbone.preprocessing.to_dict()
+    return FeatureSetSpec(
+        name=backbone.name,
+        backbone=backbone.name,
+        weights_tag=backbone.weights_tag,
+        weights_sha256=backbone.weights_sha256,
+        preprocessing=prep,
+        dim=backbone.num_features,
+        dtype=dtype,
+        fingerprint=compute_fingerprint(
+            backbone=backbone.name,
+            weights_tag=backbone.weights_tag,
+            weights_sha256=backbone.weights_sha256,
+            preprocessing=prep,
+            manifest_hash=table.manifest_hash,
+        ),
+    )
+
+
+def _prepare_model(backbone: Backbone, device: torch.device) -> torch.nn.Module:
+    module = backbone.module.eval().requires_grad_(False)
+    return module.to(device, memory_format=torch.channels_last)
+
+
+def run_extract(*, data: str, output: str, config: ExtractConfig) -> ExtractResult:
+    """Extract every backbone in `config` over `data` into the cache at `output` (resumable, atomic)."""
+    _validate(config)
+    device = resolve_device(config.device)
+    amp_dtype = autocast_dtype(config.precision, device)
+    out = Path(output)
+    if out.is_dir():
+        raise DataError(f"output {out} is a directory; expected a file path such as {out / 'features.h5'}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    dataset = build_dataset(data, split_config=config.split)
+    backbones = [
+        create_backbone(name, weights=config.weights, image_size=config.image_size, seed=config.seed)
+        for name in config.backbones
+    ]
+    table = samples_table(dataset, data=data, config=config)
+    specs = [feature_spec(b, table=table, dtype=config.feature_dtype) for b in backbones]
+    writer = CacheWriter(out, table, specs, overwrite=config.overwrite)
+    result = ExtractResult(cache_path=str(out))
+    result.already_done = [s.name for s in specs if s.name not in writer.todo]
+    for name in result.already_done:
+        log.info("feature set %s is already complete in %s (same fingerprint); skipping it", name, out)
+    todo = [b for b in backbones if b.name in writer.todo]
+    if not todo:
+        return result
+
+    with writer:
+        rows = np.flatnonzero(~writer.done_mask())
+        if len(rows) < len(table.ids):
+            log.info("resuming: %d of %d images already staged", len(table.ids) - len(rows), len(table.ids))
+        models = {b.name: _prepare_model(b, device) for b in todo}
+        workers = default_workers(device) if config.workers is None else config.workers
+        images = DecodedImages(dataset.source, dataset.samples, rows, [b.preprocessing for b in todo])
+        loader = make_loader(images, batch_size=config.batch_size, workers=workers if len(rows) > config.batch_size else 0,
+                             pin_memory=device.type == "cuda")
+        skipped: list[str] = []
+        bar = tqdm(total=len(rows), unit="img", desc=f"extract {'+'.join(b.name for b in todo)}", disable=None)
+        forward_seconds = {b.name: 0.0 for b in todo}
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for batch in loader:
+                ok = batch["ok"].numpy().astype(bool)
+                for j in np.flatnonzero(~ok):
+                    if config.on_bad_image == "fail":
+                        raise DataError(f"{batch['error'][j]}; fix or remove the file, or pass --on-bad-image skip")
+                    skipped.append(dataset.samples[int(batch["row"][j])].id)
+                    log.warning("skipping bad image: %s", batch["error"][j])
+                feats = {}
+                for b in todo:
+                    t0 = time.perf_counter()
+                    x = normalize_batch(batch[geometry_key(b.preprocessing)], b.preprocessing, device=device)
+                    with autocast(device, amp_dtype):
+                        y = models[b.name](x)
+                    feats[b.name] = y.float().cpu().numpy()  # .cpu() synchronises, so the timing is honest
+                    feats[b.name][~ok] = 0.0
+                    forward_seconds[b.name] += time.perf_counter() - t0
+                writer.write_batch(batch["row"].numpy(), feats, ok)
+                bar.update(len(ok))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+        bar.close()
+        # Each set is charged its own forward time plus an equal share of the shared decode/write time, so a
+        # set's `seconds` is what extracting it would cost, and the sets of one run sum to the loop time.
+        shared = max(0.0, seconds - sum(forward_seconds.values())) / len(todo)
+        stats = {
+            b.name: {
+                "device": str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
+                "seconds": forward_seconds[b.name] + shared,
+                "loop_seconds": seconds,
+                "forward_seconds": forward_seconds[b.name],
+                "images_per_second": len(rows) / (forward_seconds[b.name] + shared) if seconds > 0 else 0.0,
+                "precision": precision_name(amp_dtype),
+                "batch_size": config.batch_size,
+                "versions": versions(),
+            }
+            for b in todo
+        }
+        # Skipped images of earlier (interrupted) sessions are staged with valid=False; the writer knows them.
+        writer.finish(stats=stats, skipped=skipped)
+    result.extracted = [b.name for b in todo]
+    result.n_images, result.seconds, result.skipped = len(rows), seconds, skipped
+    return result
