@@ -126,11 +126,12 @@ def run_extract(*, data: str, output: str, config: ExtractConfig) -> ExtractResu
         raise DataError(f"output {out} is a directory; expected a file path such as {out / 'features.h5'}")
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    dataset = build_dataset(data, split_config=config.split)
+    # Backbones first: an unknown name or missing weights should fail before the data set is scanned.
     backbones = [
         create_backbone(name, weights=config.weights, image_size=config.image_size, seed=config.seed)
         for name in config.backbones
     ]
+    dataset = build_dataset(data, split_config=config.split)
     table = samples_table(dataset, data=data, config=config)
     specs = [feature_spec(b, table=table, dtype=config.feature_dtype) for b in backbones]
     writer = CacheWriter(out, table, specs, overwrite=config.overwrite)
