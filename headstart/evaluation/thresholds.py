@@ -1,0 +1,83 @@
+"""Decision thresholds chosen on validation and then frozen for test (test never picks its own cut).
+
+Candidate cuts are the distinct validation scores: cut s predicts positive when p >= s. Every threshold in
+(next lower score, s] gives the same validation predictions, so the returned value is the midpoint of that
+interval; test scores that fall between two validation scores are then split evenly rather than by accident.
+Ties on the criterion go to the highest cut (fewest positives), which makes the choice deterministic.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from headstart.errors import ConfigError, DataError
+from headstart.evaluation.metrics import DEFAULT_THRESHOLD
+
+logger = logging.getLogger(__name__)
+
+RULE_FORMS = "youden, f1, sensitivity:<0-1>, specificity:<0-1>, fixed:<0-1>"
+
+
+def parse_threshold_rule(rule: str) -> tuple[str, float | None]:
+    """Split `name[:value]` and validate it; the CLI calls this early so a typo fails before training."""
+    name, _, value_text = str(rule).strip().partition(":")
+    if name in ("youden", "f1") and not value_text:
+        return name, None
+    if name in ("sensitivity", "specificity", "fixed") and value_text:
+        try:
+            value = float(value_text)
+        except ValueError:
+            value = float("nan")
+        if 0.0 <= value <= 1.0:
+            return name, value
+    raise ConfigError(f"unknown threshold rule {rule!r}; expected one of: {RULE_FORMS} (e.g. sensitivity:0.95)")
+
+
+def choose_threshold(y_true: np.ndarray, p_pos: np.ndarray, *, rule: str = "youden") -> float:
+    """Threshold on the positive-class probability, chosen on validation by `rule` (see module docstring).
+
+    - `youden`: maximise sensitivity + specificity - 1;
+    - `f1`: maximise F1 of the positive class;
+    - `sensitivity:X` / `specificity:X`: the highest (resp. lowest) cut whose sensitivity (specificity) is >= X;
+    - `fixed:T`: T itself.
+    A validation split with a single class falls back to 0.5 with a warning.
+    """
+    name, value = parse_threshold_rule(rule)
+    if name == "fixed":
+        return float(value)
+    y = np.asarray(y_true).astype(np.int64)
+    p = np.asarray(p_pos, dtype=np.float64)
+    if p.ndim != 1 or y.shape != p.shape:
+        raise DataError(f"threshold inputs have shapes {y.shape} and {p.shape}; expected two equal 1-D arrays")
+    if np.unique(y).size < 2:
+        logger.warning("validation split has one class; cannot choose a %s threshold, using %s", name, DEFAULT_THRESHOLD)
+        return DEFAULT_THRESHOLD
+
+    cuts = np.unique(p)[::-1]  # distinct scores, highest first
+    positive = y == 1
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    # true/false positives at each cut "p >= cut": count scores per distinct value, then accumulate
+    index = np.searchsorted(-cuts, -p)
+    tp = np.cumsum(np.bincount(index, weights=positive, minlength=cuts.size))
+    fp = np.cumsum(np.bincount(index, weights=~positive, minlength=cuts.size))
+    sensitivity, specificity = tp / n_pos, 1.0 - fp / n_neg
+
+    if name == "youden":
+        best = int(np.argmax(sensitivity + specificity - 1.0))  # argmax takes the first = highest cut
+    elif name == "f1":
+        best = int(np.argmax(2 * tp / (tp + fp + n_pos)))
+    elif name == "sensitivity":
+        best = int(np.argmax(sensitivity >= value - 1e-12))  # sensitivity rises as the cut falls
+    else:  # specificity: the lowest cut that still keeps specificity >= value
+        reaching = np.flatnonzero(specificity >= value - 1e-12)
+        best = int(reaching[-1]) if reaching.size else 0
+    return _midpoint_below(cuts, best)
+
+
+def _midpoint_below(cuts: np.ndarray, best: int) -> float:
+    """Midpoint between cut `best` and the next lower distinct score (the cut itself if it is the lowest)."""
+    if best + 1 < cuts.size:
+        return float((cuts[best] + cuts[best + 1]) / 2.0)
+    return float(cuts[best])
