@@ -1,0 +1,178 @@
+"""Stage one end to end: CLI contract, one decode per image, resume, refusal of mismatched caches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from headstart.cli import cli
+from headstart.data.types import SplitConfig
+from headstart.extract.config import ExtractConfig
+from headstart.extract.runner import run_extract
+
+BASE = ["--weights", "random", "--image-size", "32", "--batch-size", "8", "--workers", "0"]
+
+
+def invoke(*args: str):
+    result = CliRunner().invoke(cli, list(args))
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def features(path: Path, name: str) -> np.ndarray:
+    with h5py.File(path, "r") as f:
+        return f["features"][name][...]
+
+
+def test_extract_writes_contract_schema(phantom_dir, tmp_path):
+    out = tmp_path / "c.h5"
+    r = invoke("extract", str(phantom_dir), "-o", str(out), "-b", "resnet18", *BASE)
+    assert r.exit_code == 0, r.output
+    with h5py.File(out, "r") as f:
+        n = len(f["samples/id"])
+        assert f["features/resnet18"].shape == (n, 512)
+        assert f["features/resnet18"].dtype == np.float16
+        assert set(x.decode() for x in f["samples/split"][...]) == {"train", "val", "test"}
+        assert json.loads(f.attrs["classes"]) == ["NORMAL", "PNEUMONIA"]
+        assert bool(f["features/resnet18"].attrs["complete"])
+        assert np.isfinite(f["features/resnet18"][...]).all()
+    info = invoke("cache", "info", str(out), "--json")
+    assert info.exit_code == 0, info.output
+    data = json.loads(info.output)
+    assert data["n_samples"] == n
+    assert [s["name"] for s in data["feature_sets"]] == ["resnet18"]
+    assert data["feature_sets"][0]["dim"] == 512 and data["feature_sets"][0]["complete"] is True
+
+
+def test_each_image_decoded_once_for_two_backbones(phantom_dir, tmp_path, monkeypatch):
+    from headstart.data import sources
+
+    calls: list[str] = []
+    real = sources.load_source
+
+    def counting_load_source(*a, **k):
+        src = real(*a, **k)
+        orig = src.load
+
+        def load(sample, **kw):
+            calls.append(sample.id)
+            return orig(sample, **kw)
+
+        src.load = load
+        return src
+
+    monkeypatch.setattr("headstart.data.dataset.load_source", counting_load_source)
+    cfg = ExtractConfig(backbones=["resnet18", "densenet121"], weights="random", image_size=32, batch_size=8,
+                        workers=0)
+    result = run_extract(data=str(phantom_dir), output=str(tmp_path / "c.h5"), config=cfg)
+    assert result.extracted == ["resnet18", "densenet121"]
+    assert len(calls) == result.n_images == len(set(calls))
+    assert features(tmp_path / "c.h5", "densenet121").shape[1] == 1024
+
+
+def test_interrupted_extraction_resumes_to_identical_features(phantom_dir, tmp_path, monkeypatch):
+    cfg = ExtractConfig(backbones=["resnet18"], weights="random", image_size=32, batch_size=8, workers=0)
+    ref = tmp_path / "ref.h5"
+    run_extract(data=str(phantom_dir), output=str(ref), config=cfg)
+
+    from headstart.cache.writer import CacheWriter
+
+    real_write = CacheWriter.write_batch
+    count = {"n": 0}
+
+    def flaky_write(self, *a, **k):
+        if count["n"] == 3:
+            raise KeyboardInterrupt
+        count["n"] += 1
+        return real_write(self, *a, **k)
+
+    monkeypatch.setattr(CacheWriter, "write_batch", flaky_write)
+    out = tmp_path / "c.h5"
+    with pytest.raises(KeyboardInterrupt):
+        run_extract(data=str(phantom_dir), output=str(out), config=cfg)
+    assert not out.exists()  # nothing published until complete
+    monkeypatch.setattr(CacheWriter, "write_batch", real_write)
+    result = run_extract(data=str(phantom_dir), output=str(out), config=cfg)
+    with h5py.File(ref, "r") as f:
+        n = len(f["samples/id"])
+    assert result.n_images == n - 3 * 8  # three staged batches were not redone
+    np.testing.assert_array_equal(features(out, "resnet18"), features(ref, "resnet18"))
+    assert invoke("cache", "verify", str(out)).exit_code == 0
+
+
+def test_second_backbone_adds_a_set_and_same_request_is_a_no_op(phantom_dir, tmp_path):
+    out = tmp_path / "c.h5"
+    assert invoke("extract", str(phantom_dir), "-o", str(out), "-b", "resnet18", *BASE).exit_code == 0
+    first = features(out, "resnet18")
+    again = invoke("extract", str(phantom_dir), "-o", str(out), "-b", "resnet18", *BASE)
+    assert again.exit_code == 0 and "already complete" in again.output
+    assert invoke("extract", str(phantom_dir), "-o", str(out), "-b", "efficientnet_b0", *BASE).exit_code == 0
+    np.testing.assert_array_equal(features(out, "resnet18"), first)
+    with h5py.File(out, "r") as f:
+        assert set(f["features"]) == {"resnet18", "efficientnet_b0"}
+
+
+def test_different_fingerprint_is_refused_and_file_untouched(phantom_dir, tmp_path):
+    out = tmp_path / "c.h5"
+    assert invoke("extract", str(phantom_dir), "-o", str(out), "-b", "resnet18", *BASE).exit_code == 0
+    before = sha256(out)
+    args = ["extract", str(phantom_dir), "-o", str(out), "-b", "resnet18", "--weights", "random",
+            "--image-size", "48", "--batch-size", "8", "--workers", "0"]
+    r = invoke(*args)
+    assert r.exit_code == 1
+    assert "--overwrite" in r.output and len(r.output.strip().splitlines()) == 1
+    assert sha256(out) == before
+    r = invoke(*args, "--overwrite")
+    assert r.exit_code == 0, r.output
+    with h5py.File(out, "r") as f:
+        assert json.loads(f["features/resnet18"].attrs["preprocessing"])["input_size"] == 48
+
+
+def test_bad_image_fail_names_file_and_skip_records_it(phantom_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(phantom_dir, data)
+    bad = data / "train" / "NORMAL" / "IM-9999-0001.jpeg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    out = tmp_path / "c.h5"
+    r = invoke("extract", str(data), "-o", str(out), *BASE)
+    assert r.exit_code == 1 and "IM-9999-0001.jpeg" in r.output and "--on-bad-image skip" in r.output
+    assert not out.exists()
+    r = invoke("extract", str(data), "-o", str(out), *BASE, "--on-bad-image", "skip", "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert "skipped 1" in r.output
+    with h5py.File(out, "r") as f:
+        ids = [x.decode() for x in f["samples/id"][...]]
+        row = ids.index("train/NORMAL/IM-9999-0001.jpeg")
+        assert not f["valid/resnet18"][row]
+        assert f["valid/resnet18"][...].sum() == len(ids) - 1
+        assert "train/NORMAL/IM-9999-0001.jpeg" in json.loads(f["features/resnet18"].attrs["skipped_ids"])
+
+
+@pytest.mark.parametrize(
+    "args, code, needle",
+    [
+        (["extract", "{missing}", "-o", "{out}", *BASE], 1, "does-not-exist"),
+        (["extract", "{data}", "-o", "{tmp}", *BASE], 1, "directory"),
+        (["extract", "{data}", "-o", "{out}", "-b", "resnet181", *BASE], 2, "resnet18"),
+        (["extract", "{data}", "-o", "{out}", "--weights", "random", "--image-size", "0"], 2, "image-size"),
+        (["extract", "{data}", "-o", "{out}", "--image-size", "32"], 1, "--weights random"),
+    ],
+)
+def test_bad_input_one_line_errors(phantom_dir, tmp_path, args, code, needle):
+    subst = {"missing": str(tmp_path / "does-not-exist"), "out": str(tmp_path / "c.h5"), "tmp": str(tmp_path),
+             "data": str(phantom_dir)}
+    r = invoke(*[a.format(**subst) for a in args])
+    assert r.exit_code == code, r.output
+    assert needle in r.output
+    assert not (tmp_path / "c.h5").exists()
