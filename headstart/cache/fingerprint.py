@@ -1,0 +1,48 @@
+"""Fingerprints: what a feature set was computed from, reduced to one comparable hash.
+
+A cached set is reused only when its fingerprint equals the request's, so any change of backbone, weights,
+preprocessing or the sample table (images, labels, splits) forces a refusal instead of silent reuse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+
+FINGERPRINT_VERSION = 1  # bump when the hashed fields change, so old fingerprints stop matching
+
+
+def canonical_json(value: object) -> str:
+    """JSON with sorted keys and no whitespace: equal data always gives equal text (tuples become lists)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def compute_fingerprint(
+    *, backbone: str, weights_tag: str, weights_sha256: str, preprocessing: dict, manifest_hash: str
+) -> str:
+    """sha256 hex of the canonical JSON of everything that determines a feature set's values."""
+    payload = {
+        "fingerprint_version": FINGERPRINT_VERSION,
+        "backbone": backbone,
+        "weights_tag": weights_tag,
+        "weights_sha256": weights_sha256,
+        "preprocessing": preprocessing,
+        "manifest_hash": manifest_hash,
+    }
+    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+
+
+def compute_samples_sha256(
+    *, ids: Sequence[str], labels: Sequence[int], splits: Sequence[str], groups: Sequence[str], classes: Sequence[str]
+) -> str:
+    """sha256 of the sample table as stored, so `verify` can detect damage to /samples (vlen strings carry no
+    HDF5 checksum). Also usable as a manifest hash by callers that have nothing better."""
+    payload = {
+        "classes": list(classes),
+        "ids": [str(i) for i in ids],
+        "labels": [int(v) for v in labels],
+        "splits": [str(s) for s in splits],
+        "groups": [str(g) for g in groups],
+    }
+    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()

@@ -1,0 +1,61 @@
+"""The documented on-disk layout of a headstart feature cache: names, attributes and file-name conventions.
+
+Everything that knows a path inside the HDF5 file or a sibling file name (staging area, lock) reads it here,
+so the README table, the writer, the reader and `verify` cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from headstart import CACHE_FORMAT_VERSION
+
+FORMAT_NAME = "headstart-cache"  # root attr `format`: tells a headstart cache from any other HDF5 file
+FORMAT_VERSION = CACHE_FORMAT_VERSION  # root attr `format_version`; readers refuse newer versions
+
+# Root attributes stored as plain scalars; every other root attribute is a JSON string.
+ROOT_PLAIN_ATTRS = ("format", "format_version", "manifest_hash", "samples_sha256", "created_by")
+
+SAMPLES = "samples"  # group: one row per image, in table order
+SAMPLE_FIELDS = ("id", "label", "split", "group")  # datasets inside /samples
+FEATURES = "features"  # group: /features/<name> (N, D) float16|float32
+VALID = "valid"  # group: /valid/<name> (N,) bool; False = image skipped, its feature row is zeros
+
+FEATURE_DTYPES = ("float16", "float32")
+# Feature-set attributes stored as JSON strings; the rest are plain scalars (str, float, int, bool).
+FEATURE_JSON_ATTRS = ("preprocessing", "versions", "skipped_ids")
+FEATURE_STAT_KEYS = ("device", "seconds", "images_per_second", "precision", "batch_size")
+
+# ~1 MiB per chunk: large enough that reads stream, small enough that one damaged chunk names a narrow row range.
+CHUNK_BYTES = 1 << 20
+# Measured (see README "Cache format"): float16 features from ReLU backbones gain little from gzip/lzf and the
+# filter costs read time, so features are stored uncompressed; fletcher32 is always on so damage is detected.
+FEATURE_COMPRESSION: str | None = None
+MAX_SKIPPED_IDS_ATTR = 1000  # skipped ids listed in the attribute; /valid/<name> is the complete record
+
+# HDF5 object names: a set name becomes a path component, so keep it to a safe alphabet.
+SET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+STAGING_SUFFIX = ".parts"  # sibling folder holding an in-progress extraction
+LOCK_SUFFIX = ".lock"  # sibling file flock-ed by the single writer
+STAGING_STATE = "state.json"
+STAGING_FORMAT = "headstart-staging"
+STAGING_VERSION = 1
+
+
+def staging_dir(path: str | Path) -> Path:
+    """Where a resumable extraction into `path` keeps its finished batches."""
+    path = Path(path)
+    return path.with_name(path.name + STAGING_SUFFIX)
+
+
+def lock_path(path: str | Path) -> Path:
+    """The file a writer of `path` holds an exclusive flock on."""
+    path = Path(path)
+    return path.with_name(path.name + LOCK_SUFFIX)
+
+
+def chunk_rows(dim: int, itemsize: int, n_rows: int) -> int:
+    """Rows per chunk so that one chunk holds about CHUNK_BYTES."""
+    return max(1, min(n_rows, CHUNK_BYTES // max(1, dim * itemsize)))

@@ -1,0 +1,174 @@
+"""The staging area of a resumable extraction: `<cache>.parts/` next to the cache file.
+
+`state.json` records what is being extracted (manifest hash, N, and per set its fingerprint, dim and dtype).
+Each finished batch is one `part-<seq>.npz` holding `rows`, `valid` and one `f__<set>` array per set, written
+to a temporary name, fsync-ed and renamed. A kill -9 therefore loses at most the batch in flight; a part that
+is damaged anyway (zip CRC or shape check fails) is dropped and its rows are extracted again. Later parts win
+over earlier ones for the same row, so a redone row never conflicts.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from headstart.cache import durable
+from headstart.cache.schema import STAGING_FORMAT, STAGING_STATE, STAGING_VERSION
+
+logger = logging.getLogger(__name__)
+
+PART_RE = re.compile(r"^part-(\d{8})\.npz$")
+FEATURE_KEY = "f__"  # npz member prefix of a set's feature array
+
+
+@dataclass
+class StagedPart:
+    """What one intact part file covers; its arrays are re-read when the cache is published."""
+
+    path: Path
+    seq: int
+    rows: np.ndarray  # int64 row indices into the sample table
+    sets: tuple[str, ...]  # feature sets present in this part
+
+
+class StagingArea:
+    """Reads and writes the staging folder of one cache path. Only the lock holder writes or deletes."""
+
+    def __init__(self, folder: str | Path, *, n_rows: int, manifest_hash: str):
+        self.folder = Path(folder)
+        self.n_rows = n_rows
+        self.manifest_hash = manifest_hash
+        self.parts: list[StagedPart] = []
+        self._next_seq = 0
+
+    # state.json -------------------------------------------------------------------------------------------
+    def read_state(self) -> dict | None:
+        """The recorded state, or None when there is none or it is unusable (JSON only, never pickle)."""
+        file = self.folder / STAGING_STATE
+        if not file.exists():
+            return None
+        try:
+            state = json.loads(file.read_text("utf-8"))
+            if state.get("format") != STAGING_FORMAT or not isinstance(state.get("sets"), dict):
+                raise ValueError("not a headstart staging state")
+        except (OSError, ValueError) as exc:
+            logger.warning("ignoring unreadable staging state %s (%s)", file, exc)
+            return None
+        return state
+
+    def compatible(self, state: dict | None) -> bool:
+        """True when staged batches were made for this sample table and can be resumed."""
+        return bool(
+            state
+            and state.get("version") == STAGING_VERSION
+            and state.get("manifest_hash") == self.manifest_hash
+            and state.get("n_rows") == self.n_rows
+        )
+
+    def write_state(self, sets: dict[str, dict]) -> None:
+        self.folder.mkdir(exist_ok=True)
+        state = {
+            "format": STAGING_FORMAT,
+            "version": STAGING_VERSION,
+            "manifest_hash": self.manifest_hash,
+            "n_rows": self.n_rows,
+            "sets": sets,  # name -> {"fingerprint", "dim", "dtype"}
+        }
+        durable.write_bytes_atomic(self.folder / STAGING_STATE, json.dumps(state, indent=1).encode("utf-8"))
+
+    # parts ------------------------------------------------------------------------------------------------
+    def scan(self, sets: dict[str, dict], *, delete_damaged: bool) -> list[StagedPart]:
+        """Find intact parts. Each is fully read once, so a torn or bit-flipped file is caught here (zip CRC)."""
+        self.parts = []
+        if not self.folder.is_dir():
+            return self.parts
+        for file in sorted(self.folder.iterdir()):
+            match = PART_RE.match(file.name)
+            if not match:
+                if file.name.startswith(".") and delete_damaged:
+                    file.unlink(missing_ok=True)  # a temporary file left by a killed writer
+                continue
+            seq = int(match.group(1))
+            self._next_seq = max(self._next_seq, seq + 1)
+            try:
+                rows, _, feats = self._read_part(file, sets)
+            except Exception as exc:  # noqa: BLE001 - any damage (zip, header, shape) means "redo these rows"
+                logger.warning("staged batch %s is damaged (%s); its rows will be extracted again", file, exc)
+                if delete_damaged:
+                    file.unlink(missing_ok=True)
+                continue
+            self.parts.append(StagedPart(file, seq, rows, tuple(feats)))
+        return self.parts
+
+    def done_mask(self, names: list[str]) -> np.ndarray:
+        """Rows staged for every one of `names`."""
+        done = {name: np.zeros(self.n_rows, dtype=bool) for name in names}
+        for part in self.parts:
+            for name in names:
+                if name in part.sets:
+                    done[name][part.rows] = True
+        mask = np.ones(self.n_rows, dtype=bool)
+        for name in names:
+            mask &= done[name]
+        return mask if names else np.ones(self.n_rows, dtype=bool)
+
+    def write_part(self, rows: np.ndarray, valid: np.ndarray, features: dict[str, np.ndarray]) -> StagedPart:
+        buffer = io.BytesIO()
+        arrays = {"rows": rows, "valid": valid, **{FEATURE_KEY + k: v for k, v in features.items()}}
+        np.savez(buffer, **arrays)
+        file = self.folder / f"part-{self._next_seq:08d}.npz"
+        durable.write_bytes_atomic(file, buffer.getvalue())
+        part = StagedPart(file, self._next_seq, rows, tuple(features))
+        self._next_seq += 1
+        self.parts.append(part)
+        return part
+
+    def read_part(self, part: StagedPart, sets: dict[str, dict]):
+        """(rows, valid, {set: features}) of one part, re-validated."""
+        return self._read_part(part.path, sets)
+
+    def _read_part(self, file: Path, sets: dict[str, dict]):
+        with np.load(file, allow_pickle=False) as npz:
+            rows = np.asarray(npz["rows"])
+            valid = np.asarray(npz["valid"])
+            feats = {k[len(FEATURE_KEY):]: np.asarray(npz[k]) for k in npz.files if k.startswith(FEATURE_KEY)}
+        n = len(rows)
+        if rows.ndim != 1 or rows.dtype.kind not in "iu" or valid.shape != (n,) or valid.dtype != bool:
+            raise ValueError("bad rows/valid arrays")
+        if n and (rows.min() < 0 or rows.max() >= self.n_rows or len(np.unique(rows)) != n):
+            raise ValueError("row indices out of range or repeated")
+        for name, arr in list(feats.items()):
+            spec = sets.get(name)
+            if spec is None:
+                del feats[name]  # a set no longer being extracted
+                continue
+            if arr.shape != (n, spec["dim"]) or arr.dtype != np.dtype(spec["dtype"]):
+                raise ValueError(f"set {name!r} has shape {arr.shape} {arr.dtype}, expected ({n}, {spec['dim']})")
+        return rows.astype(np.int64), valid, feats
+
+    def staged_rows(self) -> int:
+        """How many distinct rows the intact parts cover, for `cache info` (reads only the `rows` arrays)."""
+        seen = np.zeros(self.n_rows, dtype=bool)
+        for file in self.folder.glob("part-*.npz"):
+            try:
+                with np.load(file, allow_pickle=False) as npz:
+                    rows = np.asarray(npz["rows"])
+                seen[rows[(rows >= 0) & (rows < self.n_rows)]] = True
+            except Exception:  # noqa: BLE001 - damaged parts are simply not counted
+                continue
+        return int(seen.sum())
+
+    def discard(self) -> None:
+        """Remove the staging folder (after publishing, or when --overwrite drops a mismatched extraction)."""
+        if self.folder.exists():
+            shutil.rmtree(self.folder)
+            durable.fsync_dir(self.folder.parent)
+        self.parts = []
+        self._next_seq = 0

@@ -1,0 +1,71 @@
+"""`headstart cache info|verify`: inspect and check a feature cache file."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from headstart.cli import Group
+
+
+@click.group(cls=Group)
+def cache() -> None:
+    """Inspect or check a feature cache made by `headstart extract`."""
+
+
+@cache.command()
+@click.argument("cache_path", metavar="CACHE", type=click.Path(dir_okay=True, path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def info(cache_path: str, as_json: bool) -> None:
+    """Samples, classes, split counts and feature sets of CACHE."""
+    from headstart.cache.reader import FeatureCache
+
+    with FeatureCache(cache_path) as fc:
+        summary = fc.info()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(f"{summary['path']}  (format {summary['format_version']}, {_mib(summary['size_bytes'])})")
+    click.echo(f"samples: {summary['n_samples']}   classes: {', '.join(summary['classes'])}")
+    for split, count in summary["splits"].items():
+        by_class = summary["splits_by_class"].get(split, {})
+        detail = ", ".join(f"{c} {n}" for c, n in by_class.items())
+        click.echo(f"  {split:<5} {count:>7}  ({detail})")
+    rows = [("set", "backbone", "weights", "dim", "dtype", "complete", "img/s", "skipped")]
+    for s in summary["feature_sets"]:
+        ips = s.get("images_per_second")
+        rows.append((s["name"], str(s["backbone"]), str(s["weights"]), str(s["dim"]), s["dtype"],
+                     "yes" if s["complete"] else "NO", f"{ips:.1f}" if isinstance(ips, (int, float)) else "-",
+                     str(s.get("n_skipped", 0))))
+    if len(rows) == 1:
+        click.echo("feature sets: none")
+    else:
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            click.echo("  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+    staged = summary.get("staged")
+    if staged:
+        done = staged["rows_staged"]
+        click.echo(f"in progress: {', '.join(staged['sets']) or '?'} in {staged['folder']}"
+                   + (f" ({done} of {summary['n_samples']} images staged)" if done is not None else ""))
+
+
+@cache.command()
+@click.argument("cache_path", metavar="CACHE", type=click.Path(dir_okay=True, path_type=str))
+def verify(cache_path: str) -> None:
+    """Check shapes, labels, splits, checksums, NaN/Inf and fingerprints of CACHE; exit 1 on any problem."""
+    from headstart.cache.reader import FeatureCache, verify_cache
+
+    problems = verify_cache(cache_path)
+    if problems:
+        for problem in problems:
+            click.echo(f"problem: {problem}", err=True)
+        raise click.ClickException(f"{cache_path}: {len(problems)} problem(s) found")
+    with FeatureCache(cache_path) as fc:
+        sets = ", ".join(f"{n} ({m['dim']}-d {m['dtype']})" for n, m in fc.feature_sets.items()) or "no feature sets"
+        click.echo(f"OK {cache_path}: {fc.n_samples} samples, {len(fc.classes)} classes, {sets}")
+
+
+def _mib(size: int | None) -> str:
+    return f"{size / 2**20:.1f} MiB" if size is not None else "size unknown"
