@@ -1,0 +1,81 @@
+"""k-nearest neighbours under cosine similarity: a training-free check of how well the features cluster."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from headstart.errors import ConfigError
+
+_CHUNK = 1024  # query rows per similarity matmul, bounds the (rows, n_train) matrix
+
+
+class KNNHead(ClassifierMixin, BaseEstimator):
+    """Cosine kNN: rows are L2-normalised, neighbours found by one matmul + top-k (torch, on the CPU).
+
+    `weights="distance"` weights each vote by 1 / cosine distance (sklearn's rule), `"uniform"` counts votes.
+    `class_weight="balanced"` divides each class's votes by its train frequency, so a majority class does
+    not win by sheer numbers; None leaves votes as they are.
+    """
+
+    def __init__(self, *, k: int = 15, weights: str = "distance", class_weight: str | None = None) -> None:
+        self.k = k
+        self.weights = weights
+        self.class_weight = class_weight
+
+    def fit(self, X, y):
+        if self.weights not in ("distance", "uniform"):
+            raise ConfigError(f"KNNHead weights {self.weights!r} is not valid; expected 'distance' or 'uniform'")
+        self.classes_, y_idx = np.unique(np.asarray(y), return_inverse=True)
+        self.train_ = _l2_normalise(np.asarray(X, dtype=np.float32))
+        self.y_ = y_idx
+        counts = np.bincount(y_idx, minlength=len(self.classes_)).astype(np.float64)
+        self.vote_weight_ = (len(y_idx) / (len(counts) * counts) if self.class_weight == "balanced"
+                             else np.ones(len(counts))).astype(np.float32)
+        self.n_features_in_ = self.train_.shape[1]
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        sims, idx = neighbours(self.train_, np.asarray(X, dtype=np.float32), k=self.k)
+        return vote(sims, idx, self.y_, k=self.k, n_classes=len(self.classes_), weights=self.weights,
+                    vote_weight=self.vote_weight_)
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+def neighbours(train_normalised: np.ndarray, X: np.ndarray, *, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine similarities and indices of the k nearest train rows for each row of X, most similar first.
+
+    A sweep over k calls this once with the largest k and slices, since the top-k of a smaller k is a prefix.
+    """
+    train = torch.from_numpy(train_normalised)
+    q = torch.from_numpy(_l2_normalise(X))
+    k = min(k, train.shape[0])
+    sims, idx = [], []
+    for start in range(0, q.shape[0], _CHUNK):
+        s, i = torch.topk(q[start : start + _CHUNK] @ train.T, k, dim=1)
+        sims.append(s)
+        idx.append(i)
+    if not sims:
+        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+    return torch.cat(sims).numpy(), torch.cat(idx).numpy()
+
+
+def vote(sims: np.ndarray, idx: np.ndarray, y_train: np.ndarray, *, k: int, n_classes: int, weights: str,
+         vote_weight: np.ndarray) -> np.ndarray:
+    """Class probabilities from the first k neighbours' (weighted) votes."""
+    sims, idx = sims[:, :k], idx[:, :k]
+    # sklearn's "distance" rule, 1 / d, on cosine distance d = 1 - similarity; duplicates are capped, not inf
+    w = 1.0 / np.maximum(1.0 - sims, 1e-6) if weights == "distance" else np.ones_like(sims)
+    labels = y_train[idx]
+    w = w * vote_weight[labels] + 1e-12  # keeps an all-zero row from dividing by zero
+    proba = np.zeros((sims.shape[0], n_classes), dtype=np.float64)
+    np.add.at(proba, (np.arange(sims.shape[0])[:, None], labels), w)
+    return (proba / proba.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _l2_normalise(X: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return (X / np.maximum(norms, 1e-12)).astype(np.float32)

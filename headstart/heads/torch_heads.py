@@ -1,0 +1,101 @@
+"""PyTorch linear and MLP heads as scikit-learn estimators.
+
+`fit` is the K = 1 case of `headstart.heads.batched.train_batched`, the same code a sweep runs for all its
+configs at once, so a head fitted alone equals the same config fitted inside a sweep.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from headstart.device import resolve_device
+from headstart.heads.batched import HeadResult, TorchHeadConfig, TrainSettings, predict_proba, train_batched
+
+
+class _TorchHead(ClassifierMixin, BaseEstimator):
+    """Shared fit/predict; subclasses only declare their hyperparameters."""
+
+    def _config(self) -> TorchHeadConfig:
+        return TorchHeadConfig(lr=self.lr, weight_decay=self.weight_decay)
+
+    def _settings(self) -> TrainSettings:
+        return TrainSettings(epochs=self.epochs, batch_size=self.batch_size, patience=self.patience,
+                             class_weight=self.class_weight)
+
+    def fit(self, X, y, *, X_val=None, y_val=None):
+        """Fit on (X, y); with (X_val, y_val), stop early on val loss and keep the best epoch's weights."""
+        X = np.asarray(X, dtype=np.float32)
+        self.classes_, y_idx = np.unique(np.asarray(y), return_inverse=True)
+        yv_idx = None
+        if X_val is not None and y_val is not None:
+            yv_idx = np.searchsorted(self.classes_, np.asarray(y_val))
+            known = np.isin(np.asarray(y_val), self.classes_)
+            X_val, yv_idx = np.asarray(X_val, dtype=np.float32)[known], yv_idx[known]
+        (result,) = train_batched(X, y_idx, X_val, yv_idx, configs=[self._config()], settings=self._settings(),
+                                  n_classes=len(self.classes_), device=resolve_device(self.device), seed=self.seed)
+        self._set_result(result)
+        return self
+
+    def _set_result(self, result: HeadResult) -> None:
+        self.params_ = result.params
+        self.mean_, self.scale_ = result.mean, result.scale
+        self.history_ = result.history
+        self.best_epoch_ = result.best_epoch
+        self.n_features_in_ = result.mean.shape[0]
+
+    def predict_proba(self, X) -> np.ndarray:
+        proba = predict_proba(self.params_, self.mean_, self.scale_, np.asarray(X, dtype=np.float32))
+        return proba[:, : len(self.classes_)]  # a one-class fit still trains a 2-logit head
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+class LinearHead(_TorchHead):
+    """A linear layer on standardised features, trained with AdamW + cosine decay and val early stopping."""
+
+    def __init__(self, *, lr: float = 1e-3, weight_decay: float = 1e-4, epochs: int = 50, batch_size: int = 256,
+                 class_weight: str | None = None, patience: int = 8, seed: int = 0, device: str = "cpu") -> None:
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.class_weight = class_weight
+        self.patience = patience
+        self.seed = seed
+        self.device = device
+
+
+class MLPHead(_TorchHead):
+    """One hidden ReLU layer with dropout; otherwise trained exactly like `LinearHead`."""
+
+    def __init__(self, *, lr: float = 1e-3, weight_decay: float = 1e-4, epochs: int = 50, batch_size: int = 256,
+                 class_weight: str | None = None, patience: int = 8, seed: int = 0, device: str = "cpu",
+                 hidden: int = 512, dropout: float = 0.0) -> None:
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.class_weight = class_weight
+        self.patience = patience
+        self.seed = seed
+        self.device = device
+        self.hidden = hidden
+        self.dropout = dropout
+
+    def _config(self) -> TorchHeadConfig:
+        return TorchHeadConfig(lr=self.lr, weight_decay=self.weight_decay, hidden=self.hidden, dropout=self.dropout)
+
+
+def head_from_result(result: HeadResult, classes: np.ndarray, *, settings: TrainSettings, seed: int,
+                     device: str = "cpu") -> LinearHead | MLPHead:
+    """Wrap one head of a batched sweep as the fitted estimator `fit` would have produced."""
+    cfg = result.config
+    common = dict(lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=settings.epochs, batch_size=settings.batch_size,
+                  class_weight=settings.class_weight, patience=settings.patience, seed=seed, device=device)
+    head = MLPHead(hidden=cfg.hidden, dropout=cfg.dropout, **common) if cfg.hidden else LinearHead(**common)
+    head.classes_ = np.asarray(classes)
+    head._set_result(result)
+    return head
+
