@@ -64,16 +64,21 @@ def choose_threshold(y_true: np.ndarray, p_pos: np.ndarray, *, rule: str = "youd
     fp = np.cumsum(np.bincount(index, weights=~positive, minlength=cuts.size))
     sensitivity, specificity = tp / n_pos, 1.0 - fp / n_neg
 
-    if name == "youden":
-        best = int(np.argmax(sensitivity + specificity - 1.0))  # argmax takes the first = highest cut
+    if name == "youden":  # J scaled by n_pos * n_neg, in exact integer counts so ties really tie
+        best = _first_max(tp * n_neg - fp * n_pos)
     elif name == "f1":
-        best = int(np.argmax(2 * tp / (tp + fp + n_pos)))
+        best = _first_max(2 * tp / (tp + fp + n_pos))
     elif name == "sensitivity":
         best = int(np.argmax(sensitivity >= value - 1e-12))  # sensitivity rises as the cut falls
     else:  # specificity: the lowest cut that still keeps specificity >= value
         reaching = np.flatnonzero(specificity >= value - 1e-12)
         best = int(reaching[-1]) if reaching.size else 0
     return _midpoint_below(cuts, best)
+
+
+def _first_max(score: np.ndarray) -> int:
+    """Index of the first (highest-cut) score within rounding of the maximum: the deterministic tie-break."""
+    return int(np.flatnonzero(score >= score.max() - 1e-12)[0])
 
 
 def _midpoint_below(cuts: np.ndarray, best: int) -> float:

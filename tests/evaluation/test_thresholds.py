@@ -1,0 +1,56 @@
+"""Threshold rules on toy validation sets whose best cut is known by hand."""
+
+import logging
+
+import numpy as np
+import pytest
+
+from headstart.errors import ConfigError
+from headstart.evaluation.thresholds import choose_threshold, parse_threshold_rule
+
+# negatives 0.1 0.2 0.3 0.6, positives 0.4 0.7 0.8 0.9
+Y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+P = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])
+
+
+def test_youden_known_cut():
+    # cut p >= 0.7: sensitivity 3/4, specificity 1 -> J = 0.75, the unique maximum; midpoint to 0.6 is 0.65
+    assert choose_threshold(Y, P, rule="youden") == pytest.approx(0.65)
+
+
+def test_youden_tie_goes_to_highest_cut():
+    y = np.array([0, 0, 0, 1, 1, 1])
+    p = np.array([0.1, 0.2, 0.6, 0.4, 0.7, 0.8])
+    # cuts 0.7 (TPR 2/3, FPR 0) and 0.4 (TPR 1, FPR 1/3) both give J = 2/3; the higher one wins
+    assert choose_threshold(y, p, rule="youden") == pytest.approx(0.65)
+
+
+@pytest.mark.parametrize("target", [0.5, 0.75, 0.95, 1.0])
+def test_sensitivity_rule_reaches_target_with_highest_cut(target):
+    t = choose_threshold(Y, P, rule=f"sensitivity:{target}")
+    sensitivity = np.mean(P[Y == 1] >= t)
+    assert sensitivity >= target
+    above = np.sort(P[P > t])  # above[0] is the chosen cut; the next higher cut must miss the target
+    assert len(above) == 1 or np.mean(P[Y == 1] >= above[1]) < target
+
+
+def test_specificity_rule_and_f1_and_fixed():
+    t = choose_threshold(Y, P, rule="specificity:0.75")
+    assert np.mean(P[Y == 0] < t) >= 0.75
+    assert t == pytest.approx(0.35)  # lowest cut (0.4) keeping 3 of 4 negatives below
+    # F1 per cut: 0.9 -> 2/5, 0.8 -> 4/6, 0.7 -> 6/7, 0.6 -> 6/8, 0.4 -> 8/9 (best), 0.3 -> 8/10
+    assert choose_threshold(Y, P, rule="f1") == pytest.approx(0.35)
+    assert choose_threshold(Y, P, rule="fixed:0.3") == 0.3
+
+
+def test_one_class_validation_falls_back_to_half(caplog):
+    with caplog.at_level(logging.WARNING):
+        assert choose_threshold(np.ones(5), np.linspace(0, 1, 5)) == 0.5
+    assert "one class" in caplog.text
+
+
+@pytest.mark.parametrize("rule", ["youdn", "sensitivity", "sensitivity:1.5", "fixed:x", "f1:0.3", ""])
+def test_bad_rule_is_config_error_listing_forms(rule):
+    with pytest.raises(ConfigError, match="youden, f1, sensitivity:<0-1>") as error:
+        parse_threshold_rule(rule)
+    assert repr(rule) in str(error.value)
