@@ -28,9 +28,13 @@ def delong_test(y_true: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, *, ci: flo
     y = np.asarray(y_true).astype(np.int64)
     scores = np.vstack([np.asarray(p_a, dtype=np.float64), np.asarray(p_b, dtype=np.float64)])
     if y.ndim != 1 or scores.shape[1] != y.size:
-        raise DataError(f"DeLong inputs have {y.size} labels and scores of shape {scores.shape}; expected equal lengths")
+        raise DataError(
+            f"DeLong inputs have {y.size} labels and scores of shape {scores.shape}; expected equal lengths"
+        )
     if np.setdiff1d(y, [0, 1]).size:
-        raise DataError(f"DeLong needs binary labels 0/1; found classes {np.unique(y).tolist()}; pass y == k for one class")
+        raise DataError(
+            f"DeLong needs binary labels 0/1; found classes {np.unique(y).tolist()}; pass y == k for one class"
+        )
     positive = y == 1
     m, n = int(positive.sum()), int((~positive).sum())
     if m == 0 or n == 0:

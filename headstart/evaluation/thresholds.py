@@ -52,7 +52,9 @@ def choose_threshold(y_true: np.ndarray, p_pos: np.ndarray, *, rule: str = "youd
     if p.ndim != 1 or y.shape != p.shape:
         raise DataError(f"threshold inputs have shapes {y.shape} and {p.shape}; expected two equal 1-D arrays")
     if np.unique(y).size < 2:
-        logger.warning("validation split has one class; cannot choose a %s threshold, using %s", name, DEFAULT_THRESHOLD)
+        logger.warning(
+            "validation split has one class; cannot choose a %s threshold, using %s", name, DEFAULT_THRESHOLD
+        )
         return DEFAULT_THRESHOLD
 
     cuts = np.unique(p)[::-1]  # distinct scores, highest first
