@@ -66,8 +66,7 @@ class NpzSource:
 
     def load(self, sample: Sample, *, min_size: int | None = None) -> Image.Image:
         """The row as an RGB image; `min_size` is accepted for a uniform interface (rows are small)."""
-        row = self._images(sample.split)[sample.index]
-        row = scale_to_uint8(row)
+        row = scale_to_uint8(self._row(sample))
         if row.ndim == 3 and row.shape[-1] == 1:
             row = row[..., 0]
         if row.ndim == 2:
@@ -75,7 +74,11 @@ class NpzSource:
         return Image.fromarray(np.ascontiguousarray(row[..., :3]), mode="RGB")
 
     def raw_bytes(self, sample: Sample) -> bytes:
-        return np.ascontiguousarray(self._images(sample.split)[sample.index]).tobytes()
+        return np.ascontiguousarray(self._row(sample)).tobytes()
+
+    def _row(self, sample: Sample) -> np.ndarray:
+        # The array comes from the id ("train/00012"), not from `split`: carving may move the row to val/test.
+        return self._images(sample.id.split("/", 1)[0])[sample.index]
 
     def _images(self, split: str) -> np.ndarray:
         if split not in self._arrays:
