@@ -29,8 +29,9 @@ FEATURE_STAT_KEYS = ("device", "seconds", "images_per_second", "precision", "bat
 
 # ~1 MiB per chunk: large enough that reads stream, small enough that one damaged chunk names a narrow row range.
 CHUNK_BYTES = 1 << 20
-# Measured (see README "Cache format"): float16 features from ReLU backbones gain little from gzip/lzf and the
-# filter costs read time, so features are stored uncompressed; fletcher32 is always on so damage is detected.
+# Measured on 1024 float16 resnet18 features (512-d, 1 MiB) with shuffle: gzip-1 saves 19% but reads 14x slower
+# (14 ms vs 1 ms per MiB), lzf saves 4%. Heads re-read the cache on every run, so features stay uncompressed;
+# fletcher32 is always on so `verify` and `load` detect damage to the data itself.
 FEATURE_COMPRESSION: str | None = None
 MAX_SKIPPED_IDS_ATTR = 1000  # skipped ids listed in the attribute; /valid/<name> is the complete record
 
