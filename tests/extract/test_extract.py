@@ -131,7 +131,8 @@ def test_different_fingerprint_is_refused_and_file_untouched(phantom_dir, tmp_pa
             "--image-size", "48", "--batch-size", "8", "--workers", "0"]
     r = invoke(*args)
     assert r.exit_code == 1
-    assert "--overwrite" in r.output and len(r.output.strip().splitlines()) == 1
+    errors = [line for line in r.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "--overwrite" in errors[0], r.output
     assert sha256(out) == before
     r = invoke(*args, "--overwrite")
     assert r.exit_code == 0, r.output
