@@ -149,7 +149,8 @@ def make_manifest_csv(
         split = str(rng.choice(("train", "val", "test"), p=(0.7, 0.15, 0.15)))
         for k in range(min(n - len(rows), int(rng.integers(1, 4)))):
             rel = f"images/p{patient:04d}_{k}.png"
-            Image.fromarray(render_phantom(rng, size=image_size, pneumonia=bool(label), anatomy=anatomy)).save(root / rel)
+            pixels = render_phantom(rng, size=image_size, pneumonia=bool(label), anatomy=anatomy)
+            Image.fromarray(pixels, mode="L").save(root / rel)
             rows.append({"path": rel, "label": ("normal", "pneumonia")[label], "split": split,
                          "group": f"patient{patient:04d}"})
     columns = ["path", "label"] + (["split"] if with_split else []) + (["group"] if with_group else [])
