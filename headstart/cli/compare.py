@@ -1,0 +1,26 @@
+"""`headstart compare RUNS [-o REPORT_DIR]`: one report comparing every run record under RUNS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from headstart.cli import Command
+
+
+@click.command(cls=Command)
+@click.argument("runs", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "output", type=click.Path(path_type=Path), default=None,
+              help="Report folder (default: RUNS/report).")
+@click.option("--select-metric", default="auroc", show_default=True,
+              help="Validation metric that picks each backbone's best cached head for the paired tests.")
+def compare(runs: Path, output: Path | None, select_metric: str) -> None:
+    """Tables, break-even, paired tests and plots: report.md, report.html and summary.json."""
+    from headstart.evaluation.report import build_report  # lazy: matplotlib loads only when the command runs
+
+    result = build_report(runs_dir=runs, output_dir=output, select_metric=select_metric)
+    click.echo(f"{result.n_records} runs, {result.n_datasets} data set(s)")
+    click.echo(f"report: {result.report_html}")
+    click.echo(f"        {result.report_md}")
+    click.echo(f"        {result.summary_json}")

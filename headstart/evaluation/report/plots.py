@@ -1,0 +1,122 @@
+"""The report's figures, rendered to PNG bytes.
+
+Figures are built as `matplotlib.figure.Figure` objects drawn by the Agg canvas directly, never through pyplot:
+no GUI backend is ever selected (headless servers, CI), and no global figure state leaks between calls.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from sklearn.metrics import roc_curve
+
+from headstart.evaluation.records import RunRecord
+from headstart.evaluation.report.summary import as_number
+
+DPI = 110  # sharp enough on screen, small enough to embed several figures in one HTML file
+LOG_SCALE_RATIO = 50.0  # timing bars switch to a log axis when the largest bar is this many times the smallest
+
+
+def to_png(fig: Figure) -> bytes:
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def history_figure(record: RunRecord) -> bytes | None:
+    """Loss and accuracy per epoch, train against val (as in the motivating study); None without history."""
+    history = [entry for entry in record.history if isinstance(entry, dict) and "epoch" in entry]
+    if not history:
+        return None
+    epochs = [entry["epoch"] for entry in history]
+    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    for ax, quantity in zip(fig.subplots(1, 2), ("loss", "accuracy")):
+        for split, style in (("train", "o-"), ("val", "s--")):
+            values = [as_number(entry.get(f"{split}_{quantity}")) for entry in history]
+            if not all(math.isnan(v) for v in values):
+                ax.plot(epochs, values, style, label=split)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(quantity)
+        ax.set_title(quantity)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(record.run_id)
+    return to_png(fig)
+
+
+def roc_figure(curves: list[tuple[str, np.ndarray, np.ndarray]], *, title: str) -> bytes | None:
+    """Test ROC curves, one per (label, y_true, positive-class probability); None when none is drawable."""
+    drawable = [(label, y, p) for label, y, p in curves if np.unique(y).size == 2]
+    if not drawable:
+        return None
+    fig = Figure(figsize=(5.5, 5))
+    ax = fig.subplots()
+    for label, y, p in drawable:
+        fpr, tpr, _ = roc_curve(y, p)
+        ax.plot(fpr, tpr, label=label, linewidth=1.4)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("1 - specificity (false positive rate)")
+    ax.set_ylabel("sensitivity (true positive rate)")
+    ax.set_title(title)
+    ax.set_aspect("equal")
+    ax.legend(fontsize=7, loc="lower right")
+    return to_png(fig)
+
+
+def confusion_figure(panels: list[tuple[str, np.ndarray]], *, classes: list[str]) -> bytes | None:
+    """One confusion-matrix panel per (title, counts), rows true class, columns predicted class."""
+    panels = [(title, np.asarray(cm)) for title, cm in panels if cm is not None and np.asarray(cm).ndim == 2]
+    if not panels:
+        return None
+    n_cols = min(4, len(panels))
+    n_rows = math.ceil(len(panels) / n_cols)
+    fig = Figure(figsize=(3.2 * n_cols, 3.1 * n_rows))
+    axes = np.atleast_1d(fig.subplots(n_rows, n_cols)).ravel()
+    for ax, (title, cm) in zip(axes, panels):
+        ax.imshow(cm, cmap="Blues")
+        names = classes if len(classes) == cm.shape[0] else [str(i) for i in range(cm.shape[0])]
+        ax.set_xticks(range(cm.shape[1]), names, rotation=30, fontsize=7)
+        ax.set_yticks(range(cm.shape[0]), names, fontsize=7)
+        for (i, j), count in np.ndenumerate(cm):
+            ax.text(j, i, str(int(count)), ha="center", va="center",
+                    color="white" if count > cm.max() / 2 else "black", fontsize=9)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+        ax.set_title(title, fontsize=8)
+    for ax in axes[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return to_png(fig)
+
+
+def timing_figure(bars: list[tuple[str, dict[str, float]]]) -> bytes | None:
+    """Grouped bars of extract / train / eval seconds per row; log axis when the spread is large."""
+    stages = ("extract_seconds", "train_seconds", "eval_seconds")
+    values = np.array([[as_number(timing.get(stage)) for stage in stages] for _, timing in bars], dtype=np.float64)
+    positive = values[np.isfinite(values) & (values > 0)]
+    if positive.size == 0:
+        return None
+    fig = Figure(figsize=(max(6.0, 0.9 * len(bars) + 2), 4))
+    ax = fig.subplots()
+    x = np.arange(len(bars))
+    width = 0.27
+    for k, stage in enumerate(stages):
+        heights = np.nan_to_num(values[:, k], nan=0.0)
+        ax.bar(x + (k - 1) * width, heights, width, label=stage.replace("_seconds", ""))
+    ax.set_xticks(x, [label for label, _ in bars], rotation=35, ha="right", fontsize=7)
+    ax.set_ylabel("seconds")
+    if positive.max() / positive.min() > LOG_SCALE_RATIO:
+        ax.set_yscale("log")
+        ax.set_ylabel("seconds (log scale)")
+    ax.set_title("wall time per run (seed mean)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    return to_png(fig)
+

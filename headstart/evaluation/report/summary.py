@@ -1,0 +1,216 @@
+"""Turn run records into the comparison table: one row per configuration, seeds aggregated.
+
+A configuration is a run id without its `_s<seed>` suffix (run ids are pure functions of the configuration, see
+`records.make_run_id`), so the seeds of one head or fine-tune collapse into one row. Records made on different
+data sets (different `dataset.manifest_hash`) are never mixed: `group_by_dataset` splits them first.
+
+Each metric cell holds the mean and sample standard deviation over seeds (training variability) plus the 95%
+bootstrap interval of the lowest seed's run (test-set sampling variability). The two answer different questions,
+so neither is folded into the other.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from headstart.evaluation.records import RunRecord
+from headstart.evaluation.table import aggregate_seeds
+
+logger = logging.getLogger(__name__)
+
+TABLE_METRICS = ("auroc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1")
+SELECT_METRICS = ("auroc", "balanced_accuracy", "accuracy", "f1", "auprc", "sensitivity", "specificity",
+                  "log_loss", "brier")  # validation metrics that may pick the best cached head
+LOWER_IS_BETTER = ("log_loss", "brier", "ece")
+TIMING_KEYS = ("extract_seconds", "train_seconds", "eval_seconds", "images_per_second", "peak_memory_mb")
+UNKNOWN_DATASET = "unknown"  # group of records that carry no manifest hash
+
+
+@dataclass
+class Row:
+    """One configuration (strategy x backbone x head or fine-tune variant) and its runs, lowest seed first."""
+
+    key: str  # run id without the seed suffix
+    strategy: str  # "cached-head" | "finetune"
+    backbone: str
+    head: str | None  # None for fine-tunes
+    runs: list[RunRecord] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """What a reader calls this row: `logreg`, or `fine-tune (freeze none, 64 px)`."""
+        if self.strategy == "cached-head":
+            return str(self.head)
+        config = self.runs[0].config
+        details = [f"freeze {config['freeze']}"] if config.get("freeze") else []
+        if config.get("image_size"):
+            details.append(f"{config['image_size']} px")
+        return "fine-tune" + (f" ({', '.join(details)})" if details else "")
+
+    @property
+    def reference(self) -> RunRecord:
+        """The run whose intervals, curves and predictions represent the row: the lowest seed."""
+        return self.runs[0]
+
+    def mean(self, split: str, metric: str) -> float:
+        return aggregate_seeds([run.metrics.get(split, {}).get(metric) for run in self.runs])[0]
+
+
+@dataclass
+class DatasetGroup:
+    """The records of one data set, identified by its manifest hash."""
+
+    manifest_hash: str
+    records: list[RunRecord]
+
+    @property
+    def tag(self) -> str:
+        """Short name for file names and headings (first 8 hex digits of the hash)."""
+        return self.manifest_hash[:8]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.records[0].dataset.get("classes", []))
+
+    @property
+    def sources(self) -> list[str]:
+        """Where the data came from (data folders and caches named in the records), for the report header."""
+        found = {str(r.dataset.get(k)) for r in self.records for k in ("data", "cache") if r.dataset.get(k)}
+        return sorted(found)
+
+
+def group_by_dataset(records: list[RunRecord]) -> list[DatasetGroup]:
+    """Split records by `dataset.manifest_hash`, largest group first; logs when there is more than one."""
+    groups: dict[str, list[RunRecord]] = {}
+    for record in records:
+        groups.setdefault(str(record.dataset.get("manifest_hash") or UNKNOWN_DATASET), []).append(record)
+    ordered = sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))
+    if len(ordered) > 1:
+        logger.warning(
+            "records come from %d different data sets (manifest hashes %s); reporting each in its own section, "
+            "never compared across data sets", len(ordered), ", ".join(h[:8] for h, _ in ordered),
+        )
+    return [DatasetGroup(manifest_hash=h, records=rs) for h, rs in ordered]
+
+
+def config_key(record: RunRecord) -> str:
+    """The run id without its trailing `_s<seed>`: every seed of one configuration shares it."""
+    return re.sub(r"_s-?\d+$", "", record.run_id)
+
+
+def build_rows(records: list[RunRecord]) -> list[Row]:
+    """Group records into rows, ordered by backbone, then cached heads before fine-tunes, then label."""
+    rows: dict[str, Row] = {}
+    for record in records:
+        key = config_key(record)
+        row = rows.setdefault(key, Row(key=key, strategy=record.strategy, backbone=record.backbone, head=record.head))
+        row.runs.append(record)
+    for row in rows.values():
+        row.runs.sort(key=lambda run: (run.seed, run.run_id))
+    return sorted(rows.values(), key=lambda r: (r.backbone, r.strategy != "cached-head", r.label))
+
+
+def row_summary(row: Row) -> dict:
+    """JSON-ready numbers of one row (see the module docstring for what mean, std and ci mean)."""
+    reference = row.reference
+    test = {}
+    for metric in TABLE_METRICS:
+        mean, std = aggregate_seeds([run.metrics.get("test", {}).get(metric) for run in row.runs])
+        test[metric] = {"mean": mean, "std": std, "ci": reference.metrics.get("test", {}).get(f"{metric}_ci")}
+    timing = {}
+    for key in TIMING_KEYS:
+        mean, std = aggregate_seeds([as_number(run.timing.get(key)) for run in row.runs])
+        timing[key] = mean
+        if key == "train_seconds":
+            timing["train_seconds_std"] = std
+    return {
+        "key": row.key,
+        "label": row.label,
+        "strategy": row.strategy,
+        "backbone": row.backbone,
+        "head": row.head,
+        "seeds": [run.seed for run in row.runs],
+        "run_ids": [run.run_id for run in row.runs],
+        "ci_run_id": reference.run_id,
+        "thresholds": [run.threshold for run in row.runs],
+        "val": {metric: row.mean("val", metric) for metric in TABLE_METRICS},
+        "test": test,
+        "timing": timing,
+        "device": reference.timing.get("device"),
+    }
+
+
+def best_cached_head(rows: list[Row], *, backbone: str, select_metric: str) -> Row | None:
+    """The cached-head row of `backbone` with the highest mean validation `select_metric` (NaN never wins)."""
+    candidates = [row for row in rows if row.strategy == "cached-head" and row.backbone == backbone]
+    scored = [(row.mean("val", select_metric), row) for row in candidates]
+    scored = [(value, row) for value, row in scored if not math.isnan(value)]
+    if not scored:
+        return candidates[0] if candidates else None
+    sign = -1.0 if select_metric in LOWER_IS_BETTER else 1.0
+    return max(scored, key=lambda item: sign * item[0])[1]
+
+
+def break_even(rows: list[Row]) -> list[dict]:
+    """Cost of the cached path against fine-tuning, per backbone and fine-tune configuration.
+
+    With E = the backbone's one-time extraction seconds, H = the mean `train_seconds` of one cached-head run
+    and F = the mean `train_seconds` of one fine-tune (all as recorded; eval time excluded from both):
+    - `heads_per_finetune` = F / H: head runs that fit in the training time of one fine-tune;
+    - `heads_within_one_finetune` = floor((F - E) / H), at least 0: head runs that fit in one fine-tune's
+      time once the extraction has been paid;
+    - `break_even_experiments` = the smallest k with E + k*H <= k*F, i.e. ceil(E / (F - H)): after this many
+      experiments, running each as a cached head instead of a fine-tune has repaid the extraction
+      (None when F <= H: the cache never pays for itself).
+    """
+    out = []
+    for backbone in sorted({row.backbone for row in rows}):
+        heads = [run for row in rows if row.backbone == backbone and row.strategy == "cached-head" for run in row.runs]
+        finetunes = [row for row in rows if row.backbone == backbone and row.strategy == "finetune"]
+        if not heads or not finetunes:
+            continue
+        head_seconds = [as_number(run.timing.get("train_seconds")) for run in heads]
+        extract = [as_number(run.timing.get("extract_seconds")) for run in heads]
+        h = float(np.nanmean(head_seconds)) if not all(math.isnan(v) for v in head_seconds) else math.nan
+        e = float(np.nanmedian(extract)) if not all(math.isnan(v) for v in extract) else math.nan
+        for row in finetunes:
+            f = aggregate_seeds([as_number(run.timing.get("train_seconds")) for run in row.runs])[0]
+            out.append({
+                "backbone": backbone,
+                "finetune": row.key,
+                "finetune_label": row.label,
+                "extract_seconds": e,
+                "head_train_seconds_mean": h,
+                "head_runs": len(heads),
+                "head_runs_total_seconds": float(np.nansum(head_seconds)),
+                "finetune_train_seconds": f,
+                "heads_per_finetune": f / h if h > 0 else math.nan,
+                "heads_within_one_finetune": max(0, math.floor((f - e) / h)) if h > 0 and all_finite(f, e) else None,
+                "break_even_experiments": _break_even_k(e=e, h=h, f=f),
+            })
+    return out
+
+
+def _break_even_k(*, e: float, h: float, f: float) -> int | None:
+    """Smallest k >= 1 with e + k*h <= k*f, or None when it does not exist (or an input is missing)."""
+    if not all_finite(e, h, f) or f <= h:
+        return None
+    return max(1, math.ceil(e / (f - h)))
+
+
+def all_finite(*values: object) -> bool:
+    """True when every value is a real, finite number (None, NaN and text are not)."""
+    return all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and math.isfinite(v)
+               for v in values)
+
+
+def as_number(value: object) -> float:
+    """A timing value as float, NaN when absent or not a number (records from older versions lack keys)."""
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+        return float(value)
+    return math.nan
