@@ -45,6 +45,9 @@ def _error(kind: str, message: str) -> CacheError:
 
 def _open_h5(path: Path) -> h5py.File:
     if not path.exists():
+        if staging_dir(path).is_dir():
+            raise _error("missing", f"cache {path} does not exist yet: an extraction into it is in progress or was "
+                                    f"interrupted ({staging_dir(path)}); wait for it, or rerun the same command")
         raise _error("missing", f"cache {path} does not exist; create it with `headstart extract DATA -o {path}`")
     if path.is_dir():
         raise _error("folder", f"{path} is a folder; expected a cache file made by `headstart extract`")
@@ -56,12 +59,14 @@ def _open_h5(path: Path) -> h5py.File:
     if not head:
         raise _error("damaged", f"{path} is empty (0 bytes), probably from an interrupted copy; re-extract it")
     if head != HDF5_SIGNATURE and not h5py.is_hdf5(str(path)):
-        raise _error("not-hdf5", f"{path} is not an HDF5 file; expected a headstart feature cache made by `headstart extract`")
+        raise _error("not-hdf5",
+                     f"{path} is not an HDF5 file; expected a headstart feature cache made by `headstart extract`")
     try:
         return h5py.File(path, "r", locking=False)
     except Exception as exc:  # noqa: BLE001 - h5py raises OSError, KeyError or RuntimeError on damaged files
         raise _error(
-            "damaged", f"{path} is truncated or damaged and cannot be opened ({_short(exc)}); re-extract it with --overwrite"
+            "damaged",
+            f"{path} is truncated or damaged and cannot be opened ({_short(exc)}); re-extract it with --overwrite",
         ) from None
 
 
@@ -82,7 +87,9 @@ def _json(value, what: str):
     try:
         return json.loads(_attr(value))
     except (TypeError, ValueError):
-        raise CacheError(f"{what} is not valid JSON; the cache metadata is damaged, re-extract with --overwrite") from None
+        raise CacheError(
+            f"{what} is not valid JSON; the cache metadata is damaged, re-extract with --overwrite"
+        ) from None
 
 
 def _strings(ds) -> np.ndarray:
@@ -121,7 +128,8 @@ class FeatureCache:
                 raise _error("damaged", f"{path} has no /{group} group; it is damaged, re-extract it with --overwrite")
         for key in SAMPLE_FIELDS:
             if key not in f[SAMPLES]:
-                raise _error("damaged", f"{path} has no /{SAMPLES}/{key}; it is damaged, re-extract it with --overwrite")
+                raise _error("damaged",
+                             f"{path} has no /{SAMPLES}/{key}; it is damaged, re-extract it with --overwrite")
         self.root_attrs = {k: (v if k in ROOT_PLAIN_ATTRS else _json(v, f"root attribute {k!r} of {path}"))
                            for k, v in attrs.items()}
         self.format_version: int = version
@@ -160,15 +168,16 @@ class FeatureCache:
             x = np.asarray(self._file[FEATURES][name][()], dtype=np.float32)
             valid = np.asarray(self._file[VALID][name][()], dtype=bool)
         except Exception as exc:  # noqa: BLE001 - fletcher32 mismatch, missing /valid, damaged chunk index
-            raise CacheError(f"feature set '{name}' in {self.path} cannot be read ({_short(exc)}); its data is damaged, "
-                             f"re-extract it with --overwrite") from None
+            raise CacheError(f"feature set '{name}' in {self.path} cannot be read ({_short(exc)}); its data is "
+                             f"damaged, re-extract it with --overwrite") from None
         n = self.n_samples
         if x.ndim != 2 or x.shape[0] != n or valid.shape != (n,):
             raise CacheError(f"feature set '{name}' in {self.path} has shape {x.shape} for {n} samples; re-extract "
                              f"it with --overwrite")
         bad = int((~np.isfinite(x[valid])).sum())
         if bad:
-            raise CacheError(f"feature set '{name}' in {self.path} contains {bad} NaN/Inf values; re-extract with --overwrite")
+            raise CacheError(f"feature set '{name}' in {self.path} contains {bad} NaN/Inf values; "
+                             f"re-extract with --overwrite")
         return x, valid
 
     def info(self) -> dict:
@@ -293,14 +302,16 @@ def _verify_set(cache: FeatureCache, name: str, problems: list[str]) -> None:
         try:
             block = ds[start:stop]
         except Exception as exc:  # noqa: BLE001 - fletcher32 mismatch lands here
-            problems.append(f"{where}: rows {start}-{stop - 1} fail their checksum ({_short(exc)}); the data is damaged")
+            problems.append(f"{where}: rows {start}-{stop - 1} fail their checksum ({_short(exc)}); "
+                            f"the data is damaged")
             continue
         rows_ok = valid[start:stop] if valid is not None else slice(None)
         non_finite += int((~np.isfinite(block[rows_ok])).sum())
     if non_finite:
         problems.append(f"{where} contains {non_finite} NaN/Inf values")
     if valid is not None and meta.get("n_skipped") is not None and int(meta["n_skipped"]) != int((~valid).sum()):
-        problems.append(f"{where} records {meta['n_skipped']} skipped images but /valid/{name} marks {int((~valid).sum())}")
+        problems.append(f"{where} records {meta['n_skipped']} skipped images but /valid/{name} marks "
+                        f"{int((~valid).sum())}")
     try:
         expected = compute_fingerprint(
             backbone=meta["backbone"], weights_tag=meta["weights"], weights_sha256=meta["weights_sha256"],

@@ -90,7 +90,9 @@ class CacheWriter:
         _check_table(table)
         _check_specs(specs, table)
         if self.path.is_dir():
-            raise CacheError(f"output {self.path} is a folder; expected a cache file path such as {self.path}/features.h5")
+            raise CacheError(
+                f"output {self.path} is a folder; expected a cache file path such as {self.path}/features.h5"
+            )
         if not self.path.parent.is_dir():
             raise CacheError(f"folder {self.path.parent} does not exist; create it or choose another -o path")
         self.staging = StagingArea(staging_dir(self.path), n_rows=len(table), manifest_hash=table.manifest_hash)
@@ -126,7 +128,8 @@ class CacheWriter:
                         continue
                     if have.get("fingerprint") != spec.fingerprint:
                         raise CacheMismatchError(
-                            f"feature set '{name}' in {self.path} has fingerprint {str(have.get('fingerprint'))[:12]}..., "
+                            f"feature set '{name}' in {self.path} has fingerprint "
+                            f"{str(have.get('fingerprint'))[:12]}..., "
                             f"this request has {spec.fingerprint[:12]}... (backbone, weights or preprocessing differ); "
                             f"{_OVERWRITE_HINT}"
                         )
@@ -461,4 +464,6 @@ def _check_specs(specs: list[FeatureSetSpec], table: SamplesTable) -> None:
             preprocessing=spec.preprocessing, manifest_hash=table.manifest_hash,
         )
         if spec.fingerprint != expected:
-            raise ValueError(f"feature set {spec.name!r}: fingerprint does not match its fields and the table's manifest hash")
+            raise ValueError(
+                f"feature set {spec.name!r}: fingerprint does not match its fields and the table's manifest hash"
+            )

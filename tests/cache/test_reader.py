@@ -148,7 +148,8 @@ def test_cli_bad_files_exit_1_without_traceback(tmp_path):
     bad = tmp_path / "bad.h5"
     bad.write_text("not a cache")
     runner = CliRunner()
-    for args in (["cache", "info", str(bad)], ["cache", "verify", str(bad)], ["cache", "info", str(tmp_path / "no.h5")]):
+    missing = str(tmp_path / "no.h5")
+    for args in (["cache", "info", str(bad)], ["cache", "verify", str(bad)], ["cache", "info", missing]):
         result = runner.invoke(cli, args)
         assert result.exit_code == 1, (args, result.output)
         assert "Error:" in result.output and "Traceback" not in result.output

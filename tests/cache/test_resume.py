@@ -44,6 +44,8 @@ def test_resume_after_crash_equals_uninterrupted(tmp_path, table):
     path = tmp_path / "c.h5"
     extract(path, table, specs, invalid={4}, stop_after=2)  # writer dropped without finish
     assert not path.exists() and len(_parts(path)) == 2
+    with pytest.raises(CacheError, match="does not exist yet: an extraction into it is in progress or was interrupted"):
+        FeatureCache(path)
     with CacheWriter(path, table, specs) as writer:
         assert writer.done_mask().sum() == 16
     writer = extract(path, table, specs, invalid={4}, batch=5)
