@@ -28,7 +28,7 @@ class SplitConfig:
 
     val_fraction: float = 0.1  # carved from train when val is missing or too small
     test_fraction: float = 0.2  # carved from train when there is no test split
-    min_val: int = 50  # a given val smaller than this (Kaggle has 16) is merged into train and re-carved
+    min_val: int = 50  # a given val smaller than this (Kaggle has 16) is kept and topped up from train
     seed: int = 0  # seeds the grouped, stratified shuffle
     group_pattern: str | None = None  # regex on the file name giving the patient id
 
