@@ -1,0 +1,69 @@
+"""`headstart finetune`: the contrast to cached heads, on the same splits, metrics and record format."""
+
+from __future__ import annotations
+
+import click
+
+from headstart.cli import Command
+from headstart.cli.options import device_option, image_size_option, precision_option, split_options, weights_option
+
+
+@click.command(cls=Command)
+@click.argument("data", type=click.Path(path_type=str))
+@click.option("-o", "--output", "runs_dir", required=True, type=click.Path(path_type=str),
+              help="Runs folder; the run goes to RUNS/<run_id>/ (record.json, checkpoints/).")
+@click.option("-b", "--backbone", required=True, help="Backbone to fine-tune, e.g. resnet18. See `headstart backbones`.")
+@weights_option
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="Most epochs to train.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
+              help="Peak head learning rate; pretrained layers use 0.1x.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--freeze", type=click.Choice(["none", "partial", "backbone"]), default="none", show_default=True,
+              help="none: train everything; partial: last stage + head; backbone: head only, BatchNorm frozen.")
+@image_size_option
+@precision_option
+@device_option
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="Decode processes (default: sized to the machine).")
+@click.option("--augment/--no-augment", default=True, show_default=True,
+              help="Mild train-only augmentation: crop scale 0.85-1, rotation +/-7 degrees, no flips.")
+@click.option("--splits-from", type=click.Path(path_type=str), default=None,
+              help="Reuse the splits stored in this cache instead of deriving them.")
+@click.option("--resume", is_flag=True, help="Continue from RUNS/<run_id>/checkpoints/last.pt at the next epoch.")
+@click.option("--patience", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Early stopping: epochs without a better val AUROC (0: never stop early).")
+@click.option("--deterministic", is_flag=True, help="Deterministic kernels (slower); a resumed run then reproduces an uninterrupted one.")
+@split_options
+def finetune(data: str, runs_dir: str, backbone: str, weights: str, epochs: int, lr: float, batch_size: int,
+             freeze: str, image_size: int | None, precision: str, device: str, workers: int | None, augment: bool,
+             splits_from: str | None, resume: bool, patience: int, deterministic: bool, val_fraction: float,
+             test_fraction: float, group_pattern: str | None, seed: int) -> None:
+    """Fine-tune BACKBONE on DATA; the best val epoch is evaluated once on test and written as a run record.
+
+    DATA is anything `headstart extract` accepts; with the same split options (or --splits-from CACHE) the
+    images land in the same splits as the cache, so `headstart compare` compares like with like.
+    """
+    from headstart.data.types import SplitConfig
+    from headstart.evaluation.table import fmt_ci
+    from headstart.finetune.config import AugmentConfig, FinetuneConfig
+    from headstart.finetune.train import run_finetune
+
+    config = FinetuneConfig(
+        backbone=backbone, weights=weights, epochs=epochs, lr=lr, batch_size=batch_size, freeze=freeze,
+        image_size=image_size, precision=precision, device=device, workers=workers, patience=patience,
+        augment=AugmentConfig(enabled=augment), seed=seed, deterministic=deterministic,
+    )
+    split_config = SplitConfig(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                               group_pattern=group_pattern)
+    try:
+        record = run_finetune(data=data, runs_dir=runs_dir, config=config, split_config=split_config,
+                              splits_from=splits_from, resume=resume)
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted; rerun the same command with --resume to continue") from None
+    test = record.metrics["test"]
+    timing = record.timing
+    click.echo(
+        f"{record.run_id}: test AUROC {fmt_ci(test.get('auroc'), test.get('auroc_ci'))}, "
+        f"accuracy {fmt_ci(test.get('accuracy'), test.get('accuracy_ci'))} | {len(record.history)} epoch(s), "
+        f"train {timing['train_seconds']:.1f} s ({timing['images_per_second']:.1f} images/s) on {timing['device']} "
+        f"-> {runs_dir}/{record.run_id}/record.json"
+    )

@@ -1,0 +1,96 @@
+"""Fine-tune configuration: dataclasses only, so the library never sees a click or argparse namespace."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from headstart.errors import ConfigError
+
+FREEZE_MODES = ("none", "partial", "backbone")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+CLASS_WEIGHTS = ("balanced", "none")
+SELECT_METRICS = ("auroc", "accuracy", "loss")
+
+# Keys that may change between a run and its `--resume` without changing what is computed: where it runs and
+# how patiently it waits. Every other key is part of the checkpoint fingerprint.
+RESUME_FREE_KEYS = ("device", "workers", "patience")
+
+
+@dataclass
+class AugmentConfig:
+    """Mild, label-preserving augmentation for radiographs; applied to the train split only.
+
+    No flips by default: chest X-rays have a fixed anatomical orientation (heart on the patient's left, the
+    "L" marker, situs), so a mirrored image is not a plausible sample and teaches the model to ignore laterality.
+    """
+
+    enabled: bool = True  # False (`--no-augment`): train images get exactly the eval preprocessing
+    crop_scale: tuple[float, float] = (0.85, 1.0)  # area kept by the random resized crop; >= 0.85 keeps the lungs
+    crop_ratio: tuple[float, float] = (0.9, 1.1)  # aspect jitter; radiographs are roughly square after cropping
+    rotation_degrees: float = 7.0  # +/- patient positioning tilt seen in practice
+    hflip: bool = False  # see the class docstring: laterality matters in radiographs
+
+    @classmethod
+    def none(cls) -> "AugmentConfig":
+        return cls(enabled=False)
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything that determines a fine-tune run (plus where it runs: device, workers)."""
+
+    backbone: str = "resnet18"  # registry name, see `headstart backbones`
+    weights: str = "imagenet"  # imagenet | random | path to a local state dict; never silently replaced
+    epochs: int = 10  # upper bound; early stopping usually ends sooner
+    lr: float = 1e-3  # peak learning rate of the head (after warmup)
+    backbone_lr_mult: float = 0.1  # pretrained layers move 10x slower than the new head, so features survive
+    weight_decay: float = 1e-4  # AdamW decoupled decay; not applied to biases and norm weights
+    batch_size: int = 32  # fits a 224 px densenet121 fine-tune in ~8 GB with AMP
+    freeze: str = "none"  # none: all layers train; partial: last stage + head; backbone: head only (BN frozen)
+    image_size: int | None = None  # None: the backbone's own input size (224 for most)
+    precision: str = "auto"  # auto: bf16 (or fp16 without bf16 support) autocast on CUDA, fp32 on CPU
+    device: str = "auto"  # auto picks CUDA when present
+    workers: int | None = None  # decode processes; None sizes them to the machine (see device.default_workers)
+    warmup_epochs: float = 1.0  # linear warmup length; protects pretrained weights from the head's first big steps
+    patience: int = 3  # stop after this many epochs without a better val metric; 0 disables early stopping
+    select_metric: str = "auroc"  # val metric that picks the best epoch (loss: lower is better)
+    threshold_rule: str = "youden"  # how the decision threshold is chosen on val, then frozen for test
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # train split only, never val or test
+    class_weight: str = "balanced"  # balanced: loss weights n/(k*n_c), as the cached heads use; none: plain CE
+    seed: int = 0  # seeds the model head, shuffling and augmentation (splits use SplitConfig.seed)
+    deterministic: bool = False  # deterministic kernels: a resumed run reproduces the uninterrupted one exactly
+    n_boot: int = 1000  # bootstrap resamples for the test-set confidence intervals
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FinetuneConfig":
+        data = dict(data)
+        augment = data.pop("augment", {}) or {}
+        augment = {k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()}
+        return cls(**data, augment=AugmentConfig(**augment))
+
+    def validate(self) -> None:
+        """Refuse invalid values with one line naming the option, before anything expensive runs."""
+        checks = [
+            (self.freeze in FREEZE_MODES, f"--freeze {self.freeze!r} is invalid; expected one of {', '.join(FREEZE_MODES)}"),
+            (self.precision in PRECISIONS, f"--precision {self.precision!r} is invalid; expected one of {', '.join(PRECISIONS)}"),
+            (self.class_weight in CLASS_WEIGHTS, f"class_weight {self.class_weight!r} is invalid; expected balanced or none"),
+            (self.select_metric in SELECT_METRICS, f"select_metric {self.select_metric!r} is invalid; expected one of {', '.join(SELECT_METRICS)}"),
+            (self.epochs >= 1, f"--epochs {self.epochs} is invalid; expected at least 1"),
+            (self.batch_size >= 1, f"--batch-size {self.batch_size} is invalid; expected a positive integer"),
+            (self.lr > 0, f"--lr {self.lr} is invalid; expected a positive learning rate such as 1e-3"),
+            (self.backbone_lr_mult >= 0, f"backbone_lr_mult {self.backbone_lr_mult} is invalid; expected >= 0"),
+            (self.weight_decay >= 0, f"weight_decay {self.weight_decay} is invalid; expected >= 0"),
+            (self.warmup_epochs >= 0, f"warmup_epochs {self.warmup_epochs} is invalid; expected >= 0"),
+            (self.patience >= 0, f"--patience {self.patience} is invalid; expected >= 0 (0 disables early stopping)"),
+            (self.image_size is None or self.image_size >= 1, f"--image-size {self.image_size} is invalid; expected a positive number of pixels"),
+            (self.workers is None or self.workers >= 0, f"--workers {self.workers} is invalid; expected >= 0"),
+            (self.n_boot >= 1, f"n_boot {self.n_boot} is invalid; expected at least 1"),
+            (0 < self.augment.crop_scale[0] <= self.augment.crop_scale[1] <= 1,
+             f"augment crop_scale {self.augment.crop_scale} is invalid; expected 0 < low <= high <= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)

@@ -1,0 +1,136 @@
+"""The fine-tune input pipeline: one split of a data set as uint8 tensors, decoded and augmented in workers.
+
+Shuffling and augmentation are driven by (seed, epoch, sample) alone, never by a worker's RNG stream: the
+sampler hands each index its own augmentation seed. So the batches of epoch e are the same whatever the worker
+count, with persistent workers, and after `--resume` (which restarts the workers). The sampler also takes
+`num_replicas`/`rank` like torch's DistributedSampler, so a DDP run shards the same permutation.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Dataset as TorchDataset
+
+from headstart.backbones.types import Preprocessing
+from headstart.data.types import ImageSource, Sample
+from headstart.errors import DataError, HeadstartError
+from headstart.extract.preprocess import to_uint8_tensor
+from headstart.finetune.config import AugmentConfig
+
+
+def augment_image(img: Image.Image, config: AugmentConfig, rng: random.Random) -> Image.Image:
+    """Small rotation, then a random resized crop back to the original size (then the eval preprocessing runs).
+
+    Working at the original size keeps the train and eval geometry identical apart from the jitter itself.
+    """
+    if config.rotation_degrees > 0:
+        angle = rng.uniform(-config.rotation_degrees, config.rotation_degrees)
+        img = img.rotate(angle, resample=Image.Resampling.BILINEAR)
+    w, h = img.size
+    area = rng.uniform(*config.crop_scale) * w * h
+    log_ratio = rng.uniform(math.log(config.crop_ratio[0]), math.log(config.crop_ratio[1]))
+    cw = min(w, round(math.sqrt(area * math.exp(log_ratio))))
+    ch = min(h, round(math.sqrt(area / math.exp(log_ratio))))
+    left, top = rng.randint(0, w - cw), rng.randint(0, h - ch)
+    img = img.resize((w, h), Image.Resampling.BILINEAR, box=(left, top, left + cw, top + ch))
+    if config.hflip and rng.random() < 0.5:
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return img
+
+
+class SplitImages(TorchDataset):
+    """Samples of one split -> (uint8 image, label, position, error).
+
+    Items are fetched with `(position, augment_seed)` keys from `EpochSampler`; a seed of -1 means "no
+    augmentation". Workers never raise: a bad image comes back as a zero image plus its one-line error, and the
+    main process stops with it (a worker exception would arrive wrapped in the worker's traceback).
+    """
+
+    def __init__(self, source: ImageSource, samples: list[Sample], prep: Preprocessing,
+                 *, augment: AugmentConfig | None = None):
+        self.source = source
+        self.samples = samples
+        self.prep = prep
+        self.augment = augment if augment is not None and augment.enabled else None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, int, str]:
+        position, seed = key
+        sample = self.samples[position]
+        try:
+            img = self.source.load(sample, min_size=self.prep.resize_size)
+            if self.augment is not None and seed >= 0:
+                img = augment_image(img, self.augment, random.Random(seed))
+            return to_uint8_tensor(img, self.prep), sample.label, position, ""
+        except HeadstartError as exc:
+            error = str(exc)
+        except Exception as exc:  # a decoder bug or exotic file must still name the file
+            error = f"{sample.path or sample.id}: cannot decode image ({type(exc).__name__}: {exc})"
+        size = self.prep.input_size
+        return torch.zeros(3, size, size, dtype=torch.uint8), sample.label, position, error
+
+
+class EpochSampler(Sampler):
+    """Yields `(position, augment_seed)`; the order and seeds depend only on (seed, epoch).
+
+    `shuffle=False` gives positions in order with seed -1 (val/test). With `num_replicas > 1` each rank takes a
+    strided shard of the same permutation, padded to equal length, exactly as DistributedSampler does.
+    """
+
+    def __init__(self, n: int, *, seed: int, shuffle: bool, num_replicas: int = 1, rank: int = 0):
+        self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.num_replicas, self.rank = num_replicas, rank
+        self.epoch = 0
+        self.per_rank = math.ceil(n / num_replicas) if num_replicas > 1 else n
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if not self.shuffle:
+            order = list(range(self.n))
+            seeds = [-1] * self.n
+        else:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+            seeds = torch.randint(0, 2**31 - 1, (self.n,), generator=g).tolist()
+        if self.num_replicas > 1:
+            total = self.per_rank * self.num_replicas
+            wraps = math.ceil(total / max(self.n, 1))  # pad by wrapping around, as DistributedSampler does
+            order, seeds = (order * wraps)[:total], (seeds * wraps)[:total]
+            order, seeds = order[self.rank::self.num_replicas], seeds[self.rank::self.num_replicas]
+        return iter(zip(order, seeds))
+
+
+def make_loader(dataset: SplitImages, sampler: EpochSampler, *, batch_size: int, workers: int,
+                pin_memory: bool, drop_last: bool = False) -> DataLoader:
+    """Batches of one split. Persistent workers avoid re-forking every epoch (costly with large sources)."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        drop_last=drop_last,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+
+
+def raise_bad_images(errors: list[str]) -> None:
+    """The `fail` bad-image policy (the same default as extract): stop with the first file's error."""
+    bad = [e for e in errors if e]
+    if bad:
+        more = f" (and {len(bad) - 1} more in this batch)" if len(bad) > 1 else ""
+        raise DataError(f"{bad[0]}{more}; fix or remove the file and rerun (`--resume` continues from the last epoch)")

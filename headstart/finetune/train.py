@@ -1,0 +1,392 @@
+"""The fine-tune contrast: train a backbone + head end to end on the same splits, metrics and timers as heads.
+
+Shaped like torchvision's `references/classification/train.py`: `train_one_epoch` and `evaluate_split` are
+plain functions, optional features are objects rather than branches (an autocast context that may be a no-op,
+a GradScaler that may be disabled), one checkpoint dict per file, and resume continues at `epoch + 1`.
+Distributed training plugs in at one seam: `_Replica` (the sampler shard and the model wrapper).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from headstart.backbones.registry import create_model
+from headstart.backbones.types import Preprocessing
+from headstart.cache.reader import FeatureCache
+from headstart.data.dataset import build_dataset, manifest_hash
+from headstart.data.sources import load_source
+from headstart.data.types import Dataset, Sample, SplitConfig
+from headstart.device import autocast, autocast_dtype, default_workers, precision_name, resolve_device
+from headstart.errors import CacheMismatchError, DataError, HeadstartError
+from headstart.evaluation.bootstrap import evaluate
+from headstart.evaluation.metrics import compute_metrics
+from headstart.evaluation.records import RunRecord, make_run_id, write_record
+from headstart.evaluation.thresholds import choose_threshold, parse_threshold_rule
+from headstart.evaluation.timing import Timer, describe_device, peak_memory_mb, reset_peak_memory
+from headstart.extract.preprocess import normalize_batch
+from headstart.finetune.checkpoint import (capture_rng_state, load_checkpoint, make_fingerprint, publish_copy,
+                                           restore_rng_state, save_checkpoint)
+from headstart.finetune.config import FinetuneConfig
+from headstart.finetune.data import EpochSampler, SplitImages, make_loader, raise_bad_images
+from headstart.finetune.freeze import apply_freeze, param_groups, set_train_mode
+
+log = logging.getLogger(__name__)
+
+NONFINITE_CHECK_EVERY = 20  # steps between host syncs that check the loss; per-step syncs stall a GPU queue
+
+
+class NonFiniteLoss(Exception):
+    """Raised by train_one_epoch; run_finetune turns it into a one-line HeadstartError naming the checkpoint."""
+
+    def __init__(self, epoch: int, step: int):
+        super().__init__(f"training loss became NaN/Inf at epoch {epoch + 1} step {step + 1}")
+        self.epoch, self.step = epoch, step
+
+
+@dataclass
+class StepContext:
+    """What every batch needs besides the model: device placement and precision, passed as one object."""
+
+    device: torch.device
+    prep: Preprocessing
+    amp_dtype: torch.dtype | None  # None: plain fp32 (autocast is a no-op context)
+
+    def inputs(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return normalize_batch(images, self.prep, device=self.device), labels.to(self.device, non_blocking=True)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return autocast(self.device, self.amp_dtype)
+
+
+def train_one_epoch(model: nn.Module, loader, *, criterion: nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler, scaler: torch.amp.GradScaler, ctx: StepContext, frozen: list[nn.Module],
+                    epoch: int, epochs: int) -> dict:
+    """One pass over the train loader; returns mean loss, accuracy, images and seconds (device-synchronised).
+
+    The loss is checked for NaN/Inf without a host sync per step: a device flag records the first bad step
+    and is read every NONFINITE_CHECK_EVERY steps and at the end.
+    """
+    set_train_mode(model, frozen)
+    loss_sum = torch.zeros((), device=ctx.device)
+    correct = torch.zeros((), device=ctx.device, dtype=torch.long)
+    first_bad = torch.full((), -1, device=ctx.device, dtype=torch.long)
+    n_seen = 0
+    timer = Timer(device=ctx.device).__enter__()  # closed explicitly below: the loop may raise
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs} train", leave=False, disable=None, unit="batch")
+    for step, (images, labels, _, errors) in enumerate(bar):
+        raise_bad_images(list(errors))
+        x, y = ctx.inputs(images, labels)
+        with ctx.autocast():
+            logits = model(x)
+        loss = criterion(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        with torch.no_grad():
+            finite = torch.isfinite(loss)
+            first_bad = torch.where((first_bad < 0) & ~finite, torch.tensor(step, device=ctx.device), first_bad)
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(dim=1) == y).sum()
+        n_seen += len(y)
+        if (step + 1) % NONFINITE_CHECK_EVERY == 0 or step + 1 == len(loader):
+            if int(first_bad) >= 0:
+                bar.close()
+                raise NonFiniteLoss(epoch, int(first_bad))
+            bar.set_postfix(loss=f"{float(loss_sum) / max(n_seen, 1):.4f}", refresh=False)
+    timer.__exit__()
+    return {"loss": float(loss_sum) / max(n_seen, 1), "accuracy": float(correct) / max(n_seen, 1),
+            "images": n_seen, "seconds": timer.seconds}
+
+
+@torch.inference_mode()
+def evaluate_split(model: nn.Module, loader, *, criterion: nn.Module, ctx: StepContext, desc: str = "eval") -> dict:
+    """Loss, accuracy and softmax probabilities of one split, in the split's sample order."""
+    model.eval()
+    probas, labels_all, positions_all = [], [], []
+    loss_sum, n_seen = 0.0, 0
+    for images, labels, positions, errors in tqdm(loader, desc=desc, leave=False, disable=None, unit="batch"):
+        raise_bad_images(list(errors))
+        x, y = ctx.inputs(images, labels)
+        with ctx.autocast():
+            logits = model(x)
+        logits = logits.float()
+        loss_sum += float(criterion(logits, y)) * len(y)
+        n_seen += len(y)
+        probas.append(torch.softmax(logits, dim=1).cpu())
+        labels_all.append(labels)
+        positions_all.append(positions)
+    order = torch.cat(positions_all).argsort()
+    proba = torch.cat(probas)[order].numpy().astype(np.float64)
+    y_true = torch.cat(labels_all)[order].numpy()
+    accuracy = float((proba.argmax(axis=1) == y_true).mean())
+    return {"loss": loss_sum / max(n_seen, 1), "accuracy": accuracy, "proba": proba, "y_true": y_true}
+
+
+def run_finetune(*, data: str, runs_dir: str, config: FinetuneConfig, split_config: SplitConfig,
+                 splits_from: str | None = None, resume: bool = False) -> RunRecord:
+    """Fine-tune `config.backbone` on DATA, select the best epoch on val, evaluate test once, write the record.
+
+    `train_seconds` in the record is the sum of the per-epoch wall times (train pass + val pass, as in a
+    tutorial loop), over every epoch of the run including those before a resume; `eval_seconds` is the final
+    val + test evaluation with the best weights.
+    """
+    config.validate()
+    parse_threshold_rule(config.threshold_rule)
+    device = resolve_device(config.device)
+    ctx_dtype = training_dtype(config.precision, device)
+    dataset = _split_dataset(data, split_config=split_config, splits_from=splits_from)
+    by_split = _samples_by_split(dataset)
+    torch.manual_seed(config.seed)
+    model, prep, info = create_model(config.backbone, num_classes=len(dataset.classes), weights=config.weights,
+                                     image_size=config.image_size, seed=config.seed)
+    ctx = StepContext(device=device, prep=prep, amp_dtype=ctx_dtype)
+    model = model.to(device, memory_format=torch.channels_last)
+    frozen = apply_freeze(model, name=config.backbone, mode=config.freeze)
+
+    variant = f"freeze-{config.freeze}" + (f"-{config.image_size}px" if config.image_size else "")
+    run_id = make_run_id("finetune", config.backbone, None, config.seed, variant=variant)
+    run_dir = Path(runs_dir) / run_id
+    ckpt_dir = run_dir / "checkpoints"
+    data_hash = manifest_hash(dataset.samples, dataset.classes)
+    fingerprint = make_fingerprint(config, manifest_hash=data_hash, weights_sha256=info.get("weights_sha256", ""))
+
+    workers = default_workers(device) if config.workers is None else config.workers
+    pin = device.type == "cuda"
+    train_images = SplitImages(dataset.source, by_split["train"], prep, augment=config.augment)
+    train_sampler = EpochSampler(len(train_images), seed=config.seed, shuffle=True)
+    # A final batch of one image would make BatchNorm's batch statistics undefined in train mode.
+    train_loader = make_loader(train_images, train_sampler, batch_size=config.batch_size, workers=workers,
+                               pin_memory=pin, drop_last=len(train_images) % config.batch_size == 1)
+    eval_loaders = {
+        split: make_loader(SplitImages(dataset.source, by_split[split], prep),
+                           EpochSampler(len(by_split[split]), seed=config.seed, shuffle=False),
+                           batch_size=config.batch_size, workers=workers, pin_memory=pin)
+        for split in ("val", "test")
+    }
+
+    criterion = nn.CrossEntropyLoss(weight=_class_weights(by_split["train"], len(dataset.classes), config).to(device))
+    optimizer = torch.optim.AdamW(param_groups(model, name=config.backbone, config=config))
+    steps_per_epoch = len(train_loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(warmup_steps=round(config.warmup_epochs * steps_per_epoch),
+                                 total_steps=config.epochs * steps_per_epoch))
+    scaler = torch.amp.GradScaler(device.type, enabled=ctx_dtype == torch.float16)
+
+    state = TrainState()
+    if resume:
+        checkpoint = load_checkpoint(ckpt_dir / "last.pt", expected_fingerprint=fingerprint)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["lr_scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        restore_rng_state(checkpoint["rng"])
+        state = TrainState(epoch=checkpoint["epoch"] + 1, best_metric=checkpoint["best_metric"],
+                           best_epoch=checkpoint["best_epoch"], history=list(checkpoint["history"]))
+        log.info("resuming %s at epoch %d of %d", run_id, state.epoch + 1, config.epochs)
+    elif (ckpt_dir / "last.pt").exists():
+        log.warning("%s holds checkpoints of an earlier run; starting afresh and replacing them "
+                    "(pass --resume to continue it instead)", ckpt_dir)
+
+    log.info("fine-tuning %s (freeze %s) on %s: %d train / %d val / %d test images, %s, %s, %d workers",
+             config.backbone, config.freeze, device, len(by_split["train"]), len(by_split["val"]),
+             len(by_split["test"]), precision_name(ctx_dtype), "channels_last", workers)
+    reset_peak_memory(device)
+    with _determinism(config.deterministic):
+        for epoch in range(state.epoch, config.epochs):
+            if config.patience and epoch - state.best_epoch > config.patience:
+                log.info("early stop: val %s has not improved for %d epochs", config.select_metric, config.patience)
+                break
+            train_sampler.set_epoch(epoch)
+            try:
+                train = train_one_epoch(model, train_loader, criterion=criterion, optimizer=optimizer,
+                                        scheduler=scheduler, scaler=scaler, ctx=ctx, frozen=frozen,
+                                        epoch=epoch, epochs=config.epochs)
+            except NonFiniteLoss as exc:
+                last = ckpt_dir / "last.pt"
+                kept = f"the last good checkpoint is {last}" if last.exists() and epoch > 0 else "no checkpoint was written yet"
+                raise HeadstartError(f"{exc}; {kept}; lower --lr or use --precision fp32") from None
+            with Timer(device=device) as val_timer:
+                val = evaluate_split(model, eval_loaders["val"], criterion=criterion, ctx=ctx,
+                                     desc=f"epoch {epoch + 1}/{config.epochs} val")
+            val_auroc = _auroc(val["y_true"], val["proba"])
+            entry = {
+                "epoch": epoch + 1,
+                "train_loss": train["loss"], "val_loss": val["loss"],
+                "train_accuracy": train["accuracy"], "val_accuracy": val["accuracy"], "val_auroc": val_auroc,
+                "seconds": train["seconds"] + val_timer.seconds,
+                "images_per_second": train["images"] / train["seconds"] if train["seconds"] > 0 else float("nan"),
+                "lr": optimizer.param_groups[0]["lr"],
+            }
+            state.history.append(entry)
+            improved = state.update(epoch, _selection_value(entry, config.select_metric))
+            log.info("epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f acc %.3f auroc %.3f | %.1fs, %.0f img/s%s",
+                     epoch + 1, config.epochs, entry["train_loss"], entry["train_accuracy"], entry["val_loss"],
+                     entry["val_accuracy"], val_auroc, entry["seconds"], entry["images_per_second"],
+                     " (best)" if improved else "")
+            checkpoint = {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "lr_scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "epoch": epoch, "config": config.to_dict(), "rng": capture_rng_state(),
+                "best_metric": state.best_metric, "best_epoch": state.best_epoch,
+                "history": state.history, "fingerprint": fingerprint,
+            }
+            save_checkpoint(ckpt_dir / "last.pt", checkpoint)
+            if improved:
+                publish_copy(ckpt_dir / "last.pt", ckpt_dir / "best.pt")
+
+        # Test is touched once, with the weights of the best val epoch and a threshold chosen on val.
+        with Timer(device=device) as eval_timer:
+            best = load_checkpoint(ckpt_dir / "best.pt", expected_fingerprint=fingerprint)
+            model.load_state_dict(best["model"])
+            outputs = {split: evaluate_split(model, loader, criterion=criterion, ctx=ctx, desc=f"final {split}")
+                       for split, loader in eval_loaders.items()}
+
+    binary = len(dataset.classes) == 2
+    threshold = (choose_threshold(outputs["val"]["y_true"], outputs["val"]["proba"][:, 1], rule=config.threshold_rule)
+                 if binary else None)
+    metrics = {split: evaluate(out["y_true"], out["proba"], threshold=threshold,
+                               n_boot=config.n_boot, seed=config.seed) for split, out in outputs.items()}
+    history = state.history
+    # Every epoch trains on the same images, so the overall rate is the harmonic mean of the epoch rates.
+    rates = [h["images_per_second"] for h in history if h["images_per_second"] and math.isfinite(h["images_per_second"])]
+    images_per_second = len(rates) / sum(1.0 / r for r in rates) if rates else float("nan")
+    record = RunRecord(
+        run_id=run_id, strategy="finetune", backbone=config.backbone, head=None,
+        config={**config.to_dict(), "workers": workers, "precision_used": precision_name(ctx_dtype),
+                "weights_tag": info.get("weights_tag", ""), "best_epoch": state.best_epoch + 1,
+                "epochs_run": len(history), "splits_from": splits_from, "split": vars(split_config).copy(),
+                "preprocessing": prep.to_dict()},
+        metrics=metrics, history=history,
+        timing={"extract_seconds": 0.0, "train_seconds": sum(h["seconds"] for h in history),
+                "eval_seconds": eval_timer.seconds,
+                "images_per_second": images_per_second,
+                "peak_memory_mb": peak_memory_mb(device), "device": describe_device(device),
+                "train_seconds_includes": "per-epoch train pass + val pass, all epochs (incl. before a resume)"},
+        predictions={split: {"ids": [s.id for s in by_split[split]], "y_true": out["y_true"], "proba": out["proba"]}
+                     for split, out in outputs.items()},
+        threshold=threshold, seed=config.seed,
+        dataset={"manifest_hash": data_hash, "classes": dataset.classes, "data": str(data)},
+    )
+    write_record(runs_dir, record)
+    return record
+
+
+@dataclass
+class TrainState:
+    """Where training stands; all of it goes into the checkpoint."""
+
+    epoch: int = 0  # next epoch to run (0-based)
+    best_metric: float = -math.inf  # larger is better (loss is negated)
+    best_epoch: int = -1
+    history: list = None  # type: ignore[assignment]
+
+    def __post_init__(self):
+        self.history = [] if self.history is None else self.history
+
+    def update(self, epoch: int, value: float) -> bool:
+        """Record the epoch's val metric; True when it is the best so far (NaN never is, except first)."""
+        if self.best_epoch < 0 or (math.isfinite(value) and value > self.best_metric):
+            self.best_metric, self.best_epoch = value, epoch
+            return True
+        return False
+
+
+def warmup_cosine(*, warmup_steps: int, total_steps: int):
+    """LR factor per step: linear warmup from ~0 to 1, then cosine decay to 0 at `total_steps`."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def training_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """As `device.autocast_dtype`, except that `auto` on CUDA prefers bf16 when the card supports it: training
+    in bf16 needs no loss scaling and cannot overflow, unlike fp16 (inference in extract is fine with fp16)."""
+    if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return autocast_dtype(precision, device)
+
+
+def _split_dataset(data: str, *, split_config: SplitConfig, splits_from: str | None) -> Dataset:
+    """The same splits as extract: derived with the same SplitConfig, or copied from an existing cache."""
+    if splits_from is None:
+        return build_dataset(data, split_config=split_config)
+    with FeatureCache(splits_from) as cache:
+        ids, splits, labels, classes = list(cache.ids), list(cache.splits), cache.labels.tolist(), cache.classes
+    source = load_source(data, group_pattern=split_config.group_pattern)
+    by_id = {s.id: s for s in source.samples}
+    missing = [i for i in ids if i not in by_id]
+    extra = len(by_id) - (len(ids) - len(missing))
+    if missing or extra:
+        example = f" (e.g. {missing[0]!r})" if missing else ""
+        raise CacheMismatchError(
+            f"--splits-from {splits_from}: {len(missing)} cache ids are not in {data}{example} and {extra} images of "
+            f"{data} are not in the cache; pass the DATA the cache was extracted from"
+        )
+    relabelled = [i for i, label in zip(ids, labels) if by_id[i].label != label]
+    if list(classes) != list(source.classes) or relabelled:
+        raise CacheMismatchError(f"--splits-from {splits_from}: the cache's classes {list(classes)} or labels "
+                                 f"({len(relabelled)} differ) do not match {data} (classes {source.classes}); "
+                                 "pass the DATA the cache was extracted from")
+    samples = [replace(by_id[i], split=str(split)) for i, split in zip(ids, splits)]
+    return Dataset(source=source, samples=samples, classes=source.classes)
+
+
+def _samples_by_split(dataset: Dataset) -> dict[str, list[Sample]]:
+    by_split = {split: [s for s in dataset.samples if s.split == split] for split in ("train", "val", "test")}
+    empty = [split for split, samples in by_split.items() if not samples]
+    if empty:
+        raise DataError(f"the {' and '.join(empty)} split(s) of the data set are empty; fine-tuning needs train, "
+                        "val and test images; add images or adjust --val-fraction/--test-fraction")
+    return by_split
+
+
+def _class_weights(samples: list[Sample], n_classes: int, config: FinetuneConfig) -> torch.Tensor:
+    """`balanced`: n / (k * n_c), the scikit-learn formula, so minority errors cost as much in total."""
+    if config.class_weight == "none":
+        return torch.ones(n_classes)
+    counts = np.bincount([s.label for s in samples], minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def _auroc(y_true: np.ndarray, proba: np.ndarray) -> float:
+    """Val AUROC for the history (the same metric code as the final evaluation; NaN with one class)."""
+    return float(compute_metrics(y_true, proba)["auroc"])
+
+
+def _selection_value(entry: dict, metric: str) -> float:
+    return {"auroc": entry["val_auroc"], "accuracy": entry["val_accuracy"], "loss": -entry["val_loss"]}[metric]
+
+
+@contextlib.contextmanager
+def _determinism(enabled: bool) -> Iterator[None]:
+    """Deterministic kernels on request (resume then reproduces an uninterrupted run); otherwise let cuDNN
+    benchmark convolution algorithms, since input sizes are fixed. Restores the global flags afterwards."""
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
+             torch.backends.cudnn.deterministic)
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    torch.backends.cudnn.benchmark = not enabled
+    torch.backends.cudnn.deterministic = enabled
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=True)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[1], saved[2]
+
