@@ -380,6 +380,9 @@ class CacheWriter:
             default = "" if key in ("device", "precision") else 0
             value = stat.get(key, default)
             ds.attrs[key] = value if value is not None else default
+        for key, value in stat.items():  # extra scalar timings the extraction loop chose to record
+            if key not in FEATURE_STAT_KEYS and isinstance(value, (int, float, str, bool)):
+                ds.attrs[key] = value
         ds.attrs["complete"] = True
         ds.attrs["n_skipped"] = len(skipped_ids)
         ds.attrs["skipped_ids"] = json.dumps(skipped_ids[:MAX_SKIPPED_IDS_ATTR])

@@ -43,7 +43,7 @@ def features_for(spec: FeatureSetSpec, n: int = N) -> np.ndarray:
 
 def stats_for(specs) -> dict:
     return {s.name: {"device": "cpu", "seconds": 1.5, "images_per_second": 24.7, "precision": "fp32",
-                     "batch_size": 8, "versions": {"torch": "test"}} for s in specs}
+                     "batch_size": 8, "loop_seconds": 2.0, "versions": {"torch": "test"}} for s in specs}
 
 
 def extract(path: Path, table: SamplesTable, specs, *, batch: int = 8, overwrite: bool = False,

@@ -36,6 +36,7 @@ def test_round_trip(tmp_path, table):
     assert meta["skipped_ids"] == [table.ids[3], table.ids[10]]
     assert meta["preprocessing"]["input_size"] == 32 and meta["versions"]["torch"] == "test"
     assert meta["fingerprint"] == spec.fingerprint and meta["images_per_second"] == pytest.approx(24.7)
+    assert meta["loop_seconds"] == 2.0 and meta["device"] == "cpu" and meta["batch_size"] == 8
     assert not staging_dir(path).exists() and not lock_path(path).exists()
     assert verify_cache(path) == []
 
