@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from headstart.backbones.registry import create_model
+from headstart.backbones.registry import check_name, create_model
 from headstart.backbones.types import Preprocessing
 from headstart.cache.reader import FeatureCache
 from headstart.data.dataset import build_dataset, manifest_hash
@@ -144,6 +144,7 @@ def run_finetune(*, data: str, runs_dir: str, config: FinetuneConfig, split_conf
     """
     config.validate()
     parse_threshold_rule(config.threshold_rule)
+    check_name(config.backbone)  # before the data scan, so a typo fails at once
     device = resolve_device(config.device)
     ctx_dtype = training_dtype(config.precision, device)
     dataset = _split_dataset(data, split_config=split_config, splits_from=splits_from)

@@ -269,7 +269,12 @@ class _BatchedModel(torch.nn.Module):
 
 
 def _init_head(dim: int, width: int, n_classes: int, seed: int) -> dict[str, torch.Tensor]:
-    """nn.Linear's default init (uniform +-1/sqrt(fan_in)) drawn from a generator seeded for this head."""
+    """Initial weights from a generator seeded for this head.
+
+    A linear head starts near zero (normal, std 0.01, as dinov2's linear eval does): on standardised features
+    nn.Linear's uniform +-1/sqrt(D) init is noise that a short schedule never fully unlearns. The MLP keeps
+    nn.Linear's default init, which it needs to break the symmetry between hidden units.
+    """
     gen = torch.Generator().manual_seed(seed)
 
     def uniform(shape: tuple[int, ...], fan_in: int) -> torch.Tensor:
@@ -277,7 +282,7 @@ def _init_head(dim: int, width: int, n_classes: int, seed: int) -> dict[str, tor
         return (torch.rand(shape, generator=gen) * 2 - 1) * bound
 
     if width == 0:
-        return {"W": uniform((dim, n_classes), dim), "b": uniform((1, n_classes), dim)}
+        return {"W": torch.randn((dim, n_classes), generator=gen) * 0.01, "b": torch.zeros((1, n_classes))}
     return {"W1": uniform((dim, width), dim), "b1": uniform((1, width), dim),
             "W2": uniform((width, n_classes), width), "b2": uniform((1, n_classes), width)}
 

@@ -79,3 +79,18 @@ def vote(sims: np.ndarray, idx: np.ndarray, y_train: np.ndarray, *, k: int, n_cl
 def _l2_normalise(X: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(X, axis=1, keepdims=True)
     return (X / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def knn_sweep(X_train, y_train, X_val, ks, *, weights: str = "distance",
+              class_weight: str | None = None) -> list[tuple[KNNHead, np.ndarray]]:
+    """One fitted `KNNHead` per k with its val probabilities, from a single neighbour search at max(ks)."""
+    base = KNNHead(k=max(ks), weights=weights, class_weight=class_weight).fit(X_train, y_train)
+    sims, idx = neighbours(base.train_, np.asarray(X_val, dtype=np.float32), k=max(ks))
+    out = []
+    for k in ks:
+        head = KNNHead(k=int(k), weights=weights, class_weight=class_weight)
+        head.classes_, head.train_, head.y_, head.vote_weight_ = base.classes_, base.train_, base.y_, base.vote_weight_
+        head.n_features_in_ = base.n_features_in_
+        out.append((head, vote(sims, idx, base.y_, k=int(k), n_classes=len(base.classes_), weights=weights,
+                               vote_weight=base.vote_weight_)))
+    return out
