@@ -1,0 +1,85 @@
+"""`headstart finetune` at the command line: a real run's summary line, splits reuse, and one-line errors."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from headstart.cli import cli
+from headstart.data.types import SplitConfig
+from headstart.errors import CacheMismatchError
+from headstart.extract.config import ExtractConfig
+from headstart.extract.runner import run_extract
+from headstart.finetune.train import _split_dataset
+
+TINY = ["-b", "resnet18", "--weights", "random", "--image-size", "32", "--batch-size", "16", "--workers", "0"]
+
+
+def _invoke(args):
+    result = CliRunner().invoke(cli, ["finetune", *args])
+    assert "Traceback" not in result.output
+    return result
+
+
+def test_cli_run_prints_summary_and_writes_record(phantom_dir, tmp_path):
+    result = _invoke([str(phantom_dir), "-o", str(tmp_path), *TINY, "--epochs", "1", "--freeze", "partial",
+                      "--no-augment"])
+    assert result.exit_code == 0, result.output
+    record = tmp_path / "finetune_resnet18_freeze-partial-32px_s0" / "record.json"
+    assert record.is_file()
+    assert "test AUROC" in result.output and str(record) in result.output and "train" in result.output
+
+
+@pytest.mark.parametrize("args, code, needle", [
+    (["--freeze", "bogus"], 2, "bogus"),
+    (["--epochs", "0"], 2, "--epochs"),
+    (["--device", "tpu"], 2, "tpu"),
+    (["--precision", "fp16", "--device", "cpu"], 2, "fp16 is CUDA-only"),
+    (["--resume"], 2, "no checkpoint in"),
+    (["--weights", "/nonexistent/weights.pt"], 2, "weights.pt"),
+    (["-b", "nonet"], 2, "nonet"),
+])
+def test_bad_input_one_line_errors(phantom_dir, tmp_path, args, code, needle):
+    result = _invoke([str(phantom_dir), "-o", str(tmp_path), *TINY, *args])
+    assert result.exit_code == code, result.output
+    assert needle in result.output
+
+
+def test_missing_backbone_and_data_are_usage_or_data_errors(phantom_dir, tmp_path):
+    assert _invoke([str(phantom_dir), "-o", str(tmp_path)]).exit_code == 2  # -b is required
+    result = _invoke([str(tmp_path / "absent"), "-o", str(tmp_path), *TINY])
+    assert result.exit_code in (1, 2) and "absent" in result.output
+
+
+def test_bad_image_fails_naming_the_file(phantom_dir, tmp_path):
+    data = tmp_path / "cxr"
+    shutil.copytree(phantom_dir, data)
+    victim = next((data / "train" / "NORMAL").glob("*.jpeg"))
+    victim.write_bytes(b"\xff\xd8 truncated")
+    result = _invoke([str(data), "-o", str(tmp_path / "runs"), *TINY, "--epochs", "1", "--freeze", "backbone"])
+    assert result.exit_code == 1, result.output
+    assert victim.name in result.output and len(result.output.strip().splitlines()) <= 3
+
+
+def test_splits_match_extract_and_splits_from_reuses_a_cache(phantom_dir, tmp_path):
+    cache = tmp_path / "c.h5"
+    cfg = ExtractConfig(backbones=["resnet18"], weights="random", image_size=32, batch_size=16, workers=0)
+    run_extract(data=str(phantom_dir), output=str(cache), config=cfg)
+    from headstart.cache.reader import FeatureCache
+
+    with FeatureCache(cache) as c:
+        expected = list(zip(c.ids, c.splits))
+    derived = _split_dataset(str(phantom_dir), split_config=SplitConfig(), splits_from=None)
+    reused = _split_dataset(str(phantom_dir), split_config=SplitConfig(seed=7), splits_from=str(cache))
+    assert [(s.id, s.split) for s in derived.samples] == expected
+    assert [(s.id, s.split) for s in reused.samples] == expected
+
+    other = tmp_path / "other"
+    shutil.copytree(phantom_dir, other)
+    next((other / "test" / "PNEUMONIA").glob("*.jpeg")).unlink()
+    with pytest.raises(CacheMismatchError, match="images of .* are not in the cache|cache ids are not in"):
+        _split_dataset(str(other), split_config=SplitConfig(), splits_from=str(cache))
+    result = _invoke([str(other), "-o", str(tmp_path / "runs"), *TINY, "--splits-from", str(cache)])
+    assert result.exit_code == 1 and "--splits-from" in result.output
