@@ -1,0 +1,51 @@
+"""The compact console summary of a heads run: one row per feature set x head, mean ± std over seeds."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from headstart.evaluation.records import RunRecord
+from headstart.evaluation.table import aggregate_seeds, fmt_ci, fmt_mean_std, format_table
+
+COLUMNS = [
+    ("feature_set", "feature set"), ("head", "head"), ("config", "selected"), ("val_auroc", "val AUROC"),
+    ("test_auroc", "test AUROC [95% CI]"), ("balanced_accuracy", "bal. acc"), ("sens_spec", "sens / spec"),
+    ("train_seconds", "train s"),
+]
+
+
+def summary_rows(records: list[RunRecord]) -> list[dict]:
+    """Rows for `format_table`: one seed shows the test CI, several show mean ± std over seeds."""
+    groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
+    for record in records:
+        groups[(record.config.get("feature_set", record.backbone), record.head or "")].append(record)
+    rows = []
+    for (feature_set, head), runs in groups.items():
+        def stat(split: str, name: str) -> str:
+            mean, std = aggregate_seeds([r.metrics[split].get(name) for r in runs])
+            return fmt_mean_std(mean, std)
+
+        test = runs[0].metrics["test"]
+        single = len(runs) == 1
+        rows.append({
+            "feature_set": feature_set,
+            "head": head + ("" if single else f" ×{len(runs)}"),
+            "config": _short_config(runs[0]) if single else "per seed",
+            "val_auroc": stat("val", "auroc"),
+            "test_auroc": fmt_ci(test.get("auroc"), test.get("auroc_ci")) if single else stat("test", "auroc"),
+            "balanced_accuracy": stat("test", "balanced_accuracy"),
+            "sens_spec": f"{stat('test', 'sensitivity')} / {stat('test', 'specificity')}",
+            "train_seconds": fmt_mean_std(*aggregate_seeds([r.timing.get("train_seconds") for r in runs]), digits=2),
+        })
+    return rows
+
+
+def summary_table(records: list[RunRecord]) -> str:
+    return format_table(summary_rows(records), COLUMNS)
+
+
+def _short_config(record: RunRecord) -> str:
+    keys = {"logreg": ("C",), "linear": ("lr", "weight_decay"), "mlp": ("lr", "weight_decay", "hidden", "dropout"),
+            "knn": ("k",)}.get(record.head or "", ())
+    short = {"weight_decay": "wd"}
+    return " ".join(f"{short.get(k, k)}={record.config[k]:g}" for k in keys if k in record.config)

@@ -1,0 +1,92 @@
+"""Named hyperparameter grids (`--sweep quick|default`) and the hyperparameter dicts each head sweeps.
+
+A grid is data, not code: the runner turns it into one `LogRegHead` per C (warm-started path), one batched
+torch model per head kind, and one neighbour search per kNN sweep.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from headstart.errors import ConfigError
+from headstart.heads.batched import TorchHeadConfig, TrainSettings
+
+HEADS = ("logreg", "linear", "mlp", "knn")
+
+
+@dataclass(frozen=True)
+class SweepGrid:
+    """The values each head's sweep crosses; every combination is trained and the best is picked on val."""
+
+    name: str
+    logreg_C: tuple[float, ...]  # inverse L2 strength, on a log grid
+    linear_lr: tuple[float, ...]  # AdamW peak learning rates
+    linear_weight_decay: tuple[float, ...]
+    mlp_lr: tuple[float, ...]
+    mlp_weight_decay: tuple[float, ...]
+    mlp_hidden: tuple[int, ...]  # hidden widths; narrower heads are padded and masked in the batch
+    mlp_dropout: tuple[float, ...]
+    knn_k: tuple[int, ...]  # neighbours; one search with the largest k serves every k
+    train: TrainSettings = field(default_factory=TrainSettings)  # epochs, batch size, patience (torch heads)
+
+    def configs(self, head: str) -> list[dict]:
+        """The hyperparameter dicts of one head's sweep, in a fixed order (ties in selection go to the first)."""
+        if head == "logreg":
+            return [{"C": float(c)} for c in self.logreg_C]
+        if head == "linear":
+            return [{"lr": lr, "weight_decay": wd} for lr, wd in itertools.product(self.linear_lr, self.linear_weight_decay)]
+        if head == "mlp":
+            return [{"lr": lr, "weight_decay": wd, "hidden": h, "dropout": d} for lr, wd, h, d in
+                    itertools.product(self.mlp_lr, self.mlp_weight_decay, self.mlp_hidden, self.mlp_dropout)]
+        if head == "knn":
+            return [{"k": int(k)} for k in self.knn_k]
+        raise ConfigError(f"unknown head {head!r}; expected one of {', '.join(HEADS)}")
+
+    def size(self, head: str) -> int:
+        return len(self.configs(head))
+
+
+def torch_configs(configs: list[dict]) -> list[TorchHeadConfig]:
+    """Hyperparameter dicts of a linear or MLP sweep -> the configs `train_batched` takes."""
+    return [TorchHeadConfig(lr=c["lr"], weight_decay=c["weight_decay"], hidden=c.get("hidden", 0),
+                            dropout=c.get("dropout", 0.0)) for c in configs]
+
+
+SWEEPS: dict[str, SweepGrid] = {
+    # A first look in seconds even on a laptop CPU: 5 + 2 + 2 + 2 configs.
+    "quick": SweepGrid(
+        name="quick",
+        logreg_C=tuple(np.logspace(-3, 1, 5).tolist()),
+        linear_lr=(1e-3, 1e-2),
+        linear_weight_decay=(1e-4,),
+        mlp_lr=(1e-3,),
+        mlp_weight_decay=(1e-4,),
+        mlp_hidden=(256,),
+        mlp_dropout=(0.0, 0.3),
+        knn_k=(5, 15),
+        train=TrainSettings(epochs=30, batch_size=256, patience=5),
+    ),
+    # The grid the README numbers use: 13 + 9 + 36 + 4 configs.
+    "default": SweepGrid(
+        name="default",
+        logreg_C=tuple(np.logspace(-4, 2, 13).tolist()),
+        linear_lr=(1e-3, 3e-3, 1e-2),
+        linear_weight_decay=(0.0, 1e-4, 1e-2),
+        mlp_lr=(1e-3, 3e-3, 1e-2),
+        mlp_weight_decay=(0.0, 1e-4, 1e-2),
+        mlp_hidden=(256, 1024),
+        mlp_dropout=(0.0, 0.3),
+        knn_k=(5, 15, 31, 63),
+        train=TrainSettings(epochs=50, batch_size=256, patience=8),
+    ),
+}
+
+
+def get_sweep(name: str) -> SweepGrid:
+    try:
+        return SWEEPS[name]
+    except KeyError:
+        raise ConfigError(f"unknown sweep {name!r}; expected one of {', '.join(SWEEPS)}") from None
