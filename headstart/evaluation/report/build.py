@@ -37,11 +37,12 @@ DEFINITIONS = [
     "stratified bootstrap interval of the lowest seed's run (test-set sampling variability). One seed: no ± part.",
     "Sensitivity and specificity are measured on test at the decision threshold chosen on validation and frozen "
     "before test was scored (each run its own threshold). AUROC is threshold-free.",
-    "train s: wall seconds of training as recorded by each run (fine-tunes: every epoch's train and val pass; "
-    "cached heads: fitting the head on cached features). eval s: the final val + test scoring. "
-    "extract s: the one-time cost of computing the backbone's cached features, shared by every head run.",
-    "Break-even, with E = extraction seconds, H = mean train seconds of one cached-head run and F = train seconds "
-    "of one fine-tune: 'head runs per fine-tune' = F / H; 'head runs within one fine-tune' = floor((F - E) / H), "
+    "train s: wall seconds of training as recorded by each run. A fine-tune counts every epoch's train and val "
+    "pass. A cached-head run (one record) counts the whole hyperparameter sweep of its head type on the cached "
+    "features, plus any refit. eval s: the final val + test scoring. extract s: the one-time cost of computing "
+    "the backbone's cached features, shared by every head run.",
+    "Break-even, with E = extraction seconds, H = mean train seconds of one cached-head run (a whole sweep) and "
+    "F = train seconds of one fine-tune: 'head runs per fine-tune' = F / H; 'head runs within one fine-tune' = floor((F - E) / H), "
     "the head runs that fit in one fine-tune's time after paying for the extraction; 'cache pays off after' = the "
     "smallest k with E + k·H <= k·F, the number of experiments after which running each as a cached head instead "
     "of a fine-tune has repaid the extraction ('never' when F <= H).",
@@ -132,8 +133,13 @@ def _dataset_section(group: DatasetGroup, *, select_metric: str,
                   + (f"; source {', '.join(group.sources)}" if group.sources else "") + "."),
         Heading(3, "Results on test"),
         _results_table(summaries),
-        Heading(3, "Cost and break-even"),
     ]
+    n_random = sum(str(s["weights"]).startswith("random") for s in summaries)
+    if n_random:
+        blocks.append(Paragraph(
+            f"Warning: {n_random} of {len(summaries)} rows used randomly initialised weights. Their pipeline and "
+            "timings are real, but their accuracy says nothing about what pretrained features achieve."))
+    blocks.append(Heading(3, "Cost and break-even"))
     if costs:
         blocks += [_break_even_table(costs), BulletList([_break_even_sentence(cost) for cost in costs])]
     else:
@@ -195,7 +201,8 @@ def _metric_cell(metric: dict) -> str:
 
 def _results_table(summaries: list[dict]) -> Table:
     headers = ["strategy", "backbone", "head", "seeds", "test AUROC", "test accuracy", "test balanced accuracy",
-               "sensitivity @ val thr", "specificity @ val thr", "train s", "extract s (one-time)", "eval s", "device"]
+               "sensitivity @ val thr", "specificity @ val thr", "train s", "extract s (one-time)", "eval s",
+               "weights", "device"]
     rows = []
     for s in summaries:
         test, timing = s["test"], s["timing"]
@@ -205,9 +212,10 @@ def _results_table(summaries: list[dict]) -> Table:
             _metric_cell(test["auroc"]), _metric_cell(test["accuracy"]), _metric_cell(test["balanced_accuracy"]),
             fmt_mean_std(test["sensitivity"]["mean"], test["sensitivity"]["std"]),
             fmt_mean_std(test["specificity"]["mean"], test["specificity"]["std"]),
-            _seconds(timing["train_seconds"]), extract, _seconds(timing["eval_seconds"]), str(s["device"] or MISSING),
+            _seconds(timing["train_seconds"]), extract, _seconds(timing["eval_seconds"]), str(s["weights"] or MISSING),
+            str(s["device"] or MISSING),
         ])
-    return Table(headers=headers, rows=rows, numeric=[False, False, False] + [True] * 9 + [False])
+    return Table(headers=headers, rows=rows, numeric=[False, False, False] + [True] * 9 + [False, False])
 
 
 def _break_even_table(costs: list[dict]) -> Table:

@@ -142,7 +142,14 @@ def row_summary(row: Row) -> dict:
         "test": test,
         "timing": timing,
         "device": reference.timing.get("device"),
+        "weights": _weights(reference),
     }
+
+
+def _weights(record: RunRecord) -> str | None:
+    """The weights tag a run used (heads copy it from the cache; fine-tunes record the resolved tag)."""
+    config = record.config
+    return config.get("weights_tag") or config.get("weights") or None
 
 
 def best_cached_head(rows: list[Row], *, backbone: str, select_metric: str) -> Row | None:
