@@ -42,8 +42,8 @@ DEFINITIONS = [
     "features, plus any refit. eval s: the final val + test scoring. extract s: the one-time cost of computing "
     "the backbone's cached features, shared by every head run.",
     "Break-even, with E = extraction seconds, H = mean train seconds of one cached-head run (a whole sweep) and "
-    "F = train seconds of one fine-tune: 'head runs per fine-tune' = F / H; 'head runs within one fine-tune' = floor((F - E) / H), "
-    "the head runs that fit in one fine-tune's time after paying for the extraction; 'cache pays off after' = the "
+    "F = train seconds of one fine-tune: 'head runs per fine-tune' = F / H; 'head runs within one fine-tune' = "
+    "floor((F - E) / H), the head runs that fit in one fine-tune's time after paying for the extraction; 'cache pays off after' = the "
     "smallest k with E + k·H <= k·F, the number of experiments after which running each as a cached head instead "
     "of a fine-tune has repaid the extraction ('never' when F <= H).",
     "Paired tests compare the best cached head of a backbone (highest mean validation metric across seeds) with "
