@@ -43,9 +43,9 @@ DEFINITIONS = [
     "the backbone's cached features, shared by every head run.",
     "Break-even, with E = extraction seconds, H = mean train seconds of one cached-head run (a whole sweep) and "
     "F = train seconds of one fine-tune: 'head runs per fine-tune' = F / H; 'head runs within one fine-tune' = "
-    "floor((F - E) / H), the head runs that fit in one fine-tune's time after paying for the extraction; 'cache pays off after' = the "
-    "smallest k with E + k·H <= k·F, the number of experiments after which running each as a cached head instead "
-    "of a fine-tune has repaid the extraction ('never' when F <= H).",
+    "floor((F - E) / H), the head runs that fit in one fine-tune's time after paying for the extraction; "
+    "'cache pays off after' = the smallest k with E + k·H <= k·F, the number of experiments after which running "
+    "each as a cached head instead of a fine-tune has repaid the extraction ('never' when F <= H).",
     "Paired tests compare the best cached head of a backbone (highest mean validation metric across seeds) with "
     "each fine-tune of that backbone, on the lowest-seed run of each, aligned by test image id: DeLong for AUROC "
     "(difference = head - fine-tune, with its 95% interval) and McNemar for accuracy at each run's own frozen "
