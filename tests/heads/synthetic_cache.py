@@ -27,7 +27,7 @@ def make_cache(path: Path, *, n: int = 180, dim: int = 12, n_classes: int = 2, s
                split_cycle=("train", "train", "train", "val", "test"), test_label: int | None = None,
                invalid: frozenset[int] = frozenset(), seed: int = 0) -> Path:
     """Write a cache whose rows cycle through `split_cycle`; `test_label` forces every test row to one class."""
-    X, y = separable(n, dim, n_classes, seed=seed)
+    X, y = separable(n, dim, n_classes, seed=seed, shift=2.5)
     splits = [split_cycle[i % len(split_cycle)] for i in range(n)]
     if test_label is not None:
         y = np.array([test_label if s == "test" else v for v, s in zip(y, splits)])
