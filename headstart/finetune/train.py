@@ -178,12 +178,8 @@ def run_finetune(*, data: str, runs_dir: str, config: FinetuneConfig, split_conf
     }
 
     criterion = nn.CrossEntropyLoss(weight=_class_weights(by_split["train"], len(dataset.classes), config).to(device))
-    optimizer = torch.optim.AdamW(param_groups(model, name=config.backbone, config=config))
-    steps_per_epoch = len(train_loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(warmup_steps=round(config.warmup_epochs * steps_per_epoch),
-                                 total_steps=config.epochs * steps_per_epoch))
-    scaler = torch.amp.GradScaler(device.type, enabled=ctx_dtype == torch.float16)
+    optimizer, scheduler, scaler = make_optimization(model, config=config, steps_per_epoch=len(train_loader),
+                                                     ctx=ctx)
 
     state = TrainState()
     if resume:
@@ -302,6 +298,17 @@ class TrainState:
             self.best_metric, self.best_epoch = value, epoch
             return True
         return False
+
+
+def make_optimization(model: nn.Module, *, config: FinetuneConfig, steps_per_epoch: int, ctx: StepContext):
+    """AdamW over the trainable groups, a per-step warmup + cosine schedule, and a GradScaler that is active
+    only for fp16 (bf16 and fp32 need no loss scaling): the three stateful objects a checkpoint saves."""
+    optimizer = torch.optim.AdamW(param_groups(model, name=config.backbone, config=config))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(warmup_steps=round(config.warmup_epochs * steps_per_epoch),
+                                 total_steps=config.epochs * steps_per_epoch))
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=ctx.amp_dtype == torch.float16)
+    return optimizer, scheduler, scaler
 
 
 def warmup_cosine(*, warmup_steps: int, total_steps: int):
