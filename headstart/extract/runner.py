@@ -141,6 +141,8 @@ def run_extract(*, data: str, output: str, config: ExtractConfig) -> ExtractResu
         log.info("feature set %s is already complete in %s (same fingerprint); skipping it", name, out)
     todo = [b for b in backbones if b.name in writer.todo]
     if not todo:
+        with writer:  # a crash after publishing but before cleanup leaves a staging folder; finish removes it
+            writer.finish(stats={}, skipped=[])
         return result
 
     with writer:
