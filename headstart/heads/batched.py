@@ -52,6 +52,11 @@ class TrainSettings:
     patience: int = 8  # epochs without a val-loss improvement before a head is frozen
     class_weight: str | None = None  # "balanced" weights the loss by inverse class frequency; None = uniform
     min_delta: float = 1e-4  # a val-loss drop smaller than this is not an improvement
+    min_steps_per_epoch: int = 8  # small train sets get smaller batches, so a short schedule still converges
+
+    def batch_rows(self, n_rows: int) -> int:
+        """Rows per minibatch: `batch_size`, lowered for small train sets to keep `min_steps_per_epoch`."""
+        return max(1, min(self.batch_size, math.ceil(n_rows / self.min_steps_per_epoch)))
 
 
 @dataclass
@@ -110,7 +115,8 @@ def train_batched(
     model = _BatchedModel(configs, xt.shape[1], C, mlp=mlp, seed=seed, device=device)
     opt = _BatchedAdamW(model, configs, device=device)
     K, N = len(configs), xt.shape[0]
-    steps_per_epoch = max(1, math.ceil(N / settings.batch_size))
+    batch = settings.batch_rows(N)
+    steps_per_epoch = math.ceil(N / batch)
     total_steps = settings.epochs * steps_per_epoch
     perm_gen = torch.Generator().manual_seed(seed)
 
@@ -125,8 +131,8 @@ def train_batched(
         perm = torch.randperm(N, generator=perm_gen).to(device)
         loss_sum = torch.zeros(K, device=device)
         correct = torch.zeros(K, device=device)
-        for start in range(0, N, settings.batch_size):
-            idx = perm[start : start + settings.batch_size]
+        for start in range(0, N, batch):
+            idx = perm[start : start + batch]
             xb, yb = xt[idx], yt[idx]
             logits = model(xb, noise_key=(seed, step))  # (K, B, C)
             per_head = _weighted_ce(logits, yb, cw)  # (K,)
