@@ -3,7 +3,8 @@
 Shaped like torchvision's `references/classification/train.py`: `train_one_epoch` and `evaluate_split` are
 plain functions, optional features are objects rather than branches (an autocast context that may be a no-op,
 a GradScaler that may be disabled), one checkpoint dict per file, and resume continues at `epoch + 1`.
-Distributed training plugs in at one seam: `_Replica` (the sampler shard and the model wrapper).
+Distributed training plugs in at one seam, `headstart.finetune.distributed.Replica` (sampler shard, model
+wrapper, which process writes).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from headstart.finetune.checkpoint import (capture_rng_state, load_checkpoint, m
                                            restore_rng_state, save_checkpoint)
 from headstart.finetune.config import FinetuneConfig
 from headstart.finetune.data import EpochSampler, SplitImages, make_loader, raise_bad_images
+from headstart.finetune.distributed import Replica
 from headstart.finetune.freeze import apply_freeze, param_groups, set_train_mode
 
 log = logging.getLogger(__name__)
@@ -145,16 +147,18 @@ def run_finetune(*, data: str, runs_dir: str, config: FinetuneConfig, split_conf
     config.validate()
     parse_threshold_rule(config.threshold_rule)
     check_name(config.backbone)  # before the data scan, so a typo fails at once
+    replica = Replica.from_env()
     device = resolve_device(config.device)
     ctx_dtype = training_dtype(config.precision, device)
     dataset = _split_dataset(data, split_config=split_config, splits_from=splits_from)
     by_split = _samples_by_split(dataset)
     torch.manual_seed(config.seed)
-    model, prep, info = create_model(config.backbone, num_classes=len(dataset.classes), weights=config.weights,
-                                     image_size=config.image_size, seed=config.seed)
+    net, prep, info = create_model(config.backbone, num_classes=len(dataset.classes), weights=config.weights,
+                                   image_size=config.image_size, seed=config.seed)
     ctx = StepContext(device=device, prep=prep, amp_dtype=ctx_dtype)
-    model = model.to(device, memory_format=torch.channels_last)
-    frozen = apply_freeze(model, name=config.backbone, mode=config.freeze)
+    net = net.to(device, memory_format=torch.channels_last)
+    frozen = apply_freeze(net, name=config.backbone, mode=config.freeze)
+    model = replica.wrap(net)  # what the loop steps; `net` is what checkpoints hold
 
     variant = f"freeze-{config.freeze}" + (f"-{config.image_size}px" if config.image_size else "")
     run_id = make_run_id("finetune", config.backbone, None, config.seed, variant=variant)
@@ -166,7 +170,7 @@ def run_finetune(*, data: str, runs_dir: str, config: FinetuneConfig, split_conf
     workers = default_workers(device) if config.workers is None else config.workers
     pin = device.type == "cuda"
     train_images = SplitImages(dataset.source, by_split["train"], prep, augment=config.augment)
-    train_sampler = EpochSampler(len(train_images), seed=config.seed, shuffle=True)
+    train_sampler = replica.train_sampler(len(train_images), seed=config.seed)
     # A final batch of one image would make BatchNorm's batch statistics undefined in train mode.
     train_loader = make_loader(train_images, train_sampler, batch_size=config.batch_size, workers=workers,
                                pin_memory=pin, drop_last=len(train_images) % config.batch_size == 1)
@@ -178,13 +182,13 @@ def run_finetune(*, data: str, runs_dir: str, config: FinetuneConfig, split_conf
     }
 
     criterion = nn.CrossEntropyLoss(weight=_class_weights(by_split["train"], len(dataset.classes), config).to(device))
-    optimizer, scheduler, scaler = make_optimization(model, config=config, steps_per_epoch=len(train_loader),
+    optimizer, scheduler, scaler = make_optimization(net, config=config, steps_per_epoch=len(train_loader),
                                                      ctx=ctx)
 
     state = TrainState()
     if resume:
         checkpoint = load_checkpoint(ckpt_dir / "last.pt", expected_fingerprint=fingerprint)
-        model.load_state_dict(checkpoint["model"])
+        net.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["lr_scheduler"])
         scaler.load_state_dict(checkpoint["scaler"])
@@ -233,20 +237,21 @@ def run_finetune(*, data: str, runs_dir: str, config: FinetuneConfig, split_conf
                      entry["val_accuracy"], val_auroc, entry["seconds"], entry["images_per_second"],
                      " (best)" if improved else "")
             checkpoint = {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "model": net.state_dict(), "optimizer": optimizer.state_dict(),
                 "lr_scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "epoch": epoch, "config": config.to_dict(), "rng": capture_rng_state(),
                 "best_metric": state.best_metric, "best_epoch": state.best_epoch,
                 "history": state.history, "fingerprint": fingerprint,
             }
-            save_checkpoint(ckpt_dir / "last.pt", checkpoint)
-            if improved:
-                publish_copy(ckpt_dir / "last.pt", ckpt_dir / "best.pt")
+            if replica.is_main:
+                save_checkpoint(ckpt_dir / "last.pt", checkpoint)
+                if improved:
+                    publish_copy(ckpt_dir / "last.pt", ckpt_dir / "best.pt")
 
         # Test is touched once, with the weights of the best val epoch and a threshold chosen on val.
         with Timer(device=device) as eval_timer:
             best = load_checkpoint(ckpt_dir / "best.pt", expected_fingerprint=fingerprint)
-            model.load_state_dict(best["model"])
+            net.load_state_dict(best["model"])
             outputs = {split: evaluate_split(model, loader, criterion=criterion, ctx=ctx, desc=f"final {split}")
                        for split, loader in eval_loaders.items()}
 
@@ -276,7 +281,8 @@ def run_finetune(*, data: str, runs_dir: str, config: FinetuneConfig, split_conf
         threshold=threshold, seed=config.seed,
         dataset={"manifest_hash": data_hash, "classes": dataset.classes, "data": str(data)},
     )
-    write_record(runs_dir, record)
+    if replica.is_main:
+        write_record(runs_dir, record)
     return record
 
 

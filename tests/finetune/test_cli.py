@@ -83,3 +83,9 @@ def test_splits_match_extract_and_splits_from_reuses_a_cache(phantom_dir, tmp_pa
         _split_dataset(str(other), split_config=SplitConfig(), splits_from=str(cache))
     result = _invoke([str(other), "-o", str(tmp_path / "runs"), *TINY, "--splits-from", str(cache)])
     assert result.exit_code == 1 and "--splits-from" in result.output
+
+
+def test_torchrun_launch_is_refused_until_ddp_lands(phantom_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = _invoke([str(phantom_dir), "-o", str(tmp_path), *TINY])
+    assert result.exit_code == 2 and "WORLD_SIZE=2" in result.output
