@@ -27,3 +27,7 @@ class WeightsError(HeadstartError):
 
 class ConfigError(HeadstartError):
     """An option or configuration value is invalid. Exit code 2 at the CLI (a usage error)."""
+
+
+class TrainingError(HeadstartError):
+    """Training diverged (NaN/Inf loss) or cannot continue; the last good checkpoint is kept."""

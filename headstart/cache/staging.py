@@ -2,7 +2,8 @@
 
 `state.json` records what is being extracted (manifest hash, N, and per set its fingerprint, dim and dtype).
 Each finished batch is one `part-<seq>.npz` holding `rows`, `valid` and one `f__<set>` array per set, written
-to a temporary name, fsync-ed and renamed. A kill -9 therefore loses at most the batch in flight; a part that
+to a temporary name, fsync-ed and renamed. Under torchrun every rank stages into the same folder as
+`part-<seq>-r<rank>.npz`, so names never collide across ranks (or hosts) and rank 0 publishes them all. A kill -9 therefore loses at most the batch in flight; a part that
 is damaged anyway (zip CRC or shape check fails) is dropped and its rows are extracted again. Later parts win
 over earlier ones for the same row, so a redone row never conflicts.
 """
@@ -24,7 +25,7 @@ from headstart.cache.schema import STAGING_FORMAT, STAGING_STATE, STAGING_VERSIO
 
 logger = logging.getLogger(__name__)
 
-PART_RE = re.compile(r"^part-(\d{8})\.npz$")
+PART_RE = re.compile(r"^part-(\d{8})(?:-r(\d+))?\.npz$")
 FEATURE_KEY = "f__"  # npz member prefix of a set's feature array
 
 
@@ -36,15 +37,22 @@ class StagedPart:
     seq: int
     rows: np.ndarray  # int64 row indices into the sample table
     sets: tuple[str, ...]  # feature sets present in this part
+    rank: int = 0  # the torchrun rank that staged it (0 for a single process)
+
+    @property
+    def order(self) -> tuple[int, int]:
+        """Publication order: later sequence numbers win; ranks stage disjoint rows, so their order is moot."""
+        return self.seq, self.rank
 
 
 class StagingArea:
     """Reads and writes the staging folder of one cache path. Only the lock holder writes or deletes."""
 
-    def __init__(self, folder: str | Path, *, n_rows: int, manifest_hash: str):
+    def __init__(self, folder: str | Path, *, n_rows: int, manifest_hash: str, rank: int | None = None):
         self.folder = Path(folder)
         self.n_rows = n_rows
         self.manifest_hash = manifest_hash
+        self.rank = rank  # None: a single process, parts are `part-<seq>.npz`
         self.parts: list[StagedPart] = []
         self._next_seq = 0
 
@@ -95,7 +103,7 @@ class StagingArea:
                 if file.name.startswith(".") and delete_damaged:
                     file.unlink(missing_ok=True)  # a temporary file left by a killed writer
                 continue
-            seq = int(match.group(1))
+            seq, rank = int(match.group(1)), int(match.group(2) or 0)
             self._next_seq = max(self._next_seq, seq + 1)
             try:
                 rows, _, feats = self._read_part(file, sets)
@@ -104,8 +112,16 @@ class StagingArea:
                 if delete_damaged:
                     file.unlink(missing_ok=True)
                 continue
-            self.parts.append(StagedPart(file, seq, rows, tuple(feats)))
+            self.parts.append(StagedPart(file, seq, rows, tuple(feats), rank))
         return self.parts
+
+    def skip_existing_numbers(self) -> None:
+        """Number new parts after every part file present, from the names alone (cheap: reads no data)."""
+        if self.folder.is_dir():
+            for file in self.folder.iterdir():
+                match = PART_RE.match(file.name)
+                if match:
+                    self._next_seq = max(self._next_seq, int(match.group(1)) + 1)
 
     def done_mask(self, names: list[str]) -> np.ndarray:
         """Rows staged for every one of `names`."""
@@ -123,9 +139,10 @@ class StagingArea:
         buffer = io.BytesIO()
         arrays = {"rows": rows, "valid": valid, **{FEATURE_KEY + k: v for k, v in features.items()}}
         np.savez(buffer, **arrays)
-        file = self.folder / f"part-{self._next_seq:08d}.npz"
+        suffix = "" if self.rank is None else f"-r{self.rank}"
+        file = self.folder / f"part-{self._next_seq:08d}{suffix}.npz"
         durable.write_bytes_atomic(file, buffer.getvalue())
-        part = StagedPart(file, self._next_seq, rows, tuple(features))
+        part = StagedPart(file, self._next_seq, rows, tuple(features), self.rank or 0)
         self._next_seq += 1
         self.parts.append(part)
         return part

@@ -77,16 +77,28 @@ class FeatureSetSpec:
     dtype: str = "float16"  # storage dtype: float16 halves the file; float32 on request
 
 
+ROLES = ("writer", "stager")
+
+
 class CacheWriter:
-    """Adds feature sets to a cache file, resumably and atomically. Use as a context manager (holds the lock)."""
+    """Adds feature sets to a cache file, resumably and atomically. Use as a context manager (holds the lock).
+
+    `role="stager"` is for the other ranks of a torchrun job: it takes no lock, never prepares, discards or
+    publishes, and only stages batches into the staging area that the writer (rank 0, holding the lock) prepared.
+    `rank` tags the part files so that ranks sharing the folder never collide.
+    """
 
     def __init__(
-        self, path: str | Path, table: SamplesTable, specs: list[FeatureSetSpec], *, overwrite: bool = False
+        self, path: str | Path, table: SamplesTable, specs: list[FeatureSetSpec], *, overwrite: bool = False,
+        role: str = "writer", rank: int | None = None,
     ):
+        if role not in ROLES:
+            raise ValueError(f"role {role!r}: expected one of {ROLES}")
         self.path = Path(path)
         self.table = table
         self.specs = {spec.name: spec for spec in specs}
         self.overwrite = overwrite
+        self.role = role
         _check_table(table)
         _check_specs(specs, table)
         if self.path.is_dir():
@@ -95,7 +107,8 @@ class CacheWriter:
             )
         if not self.path.parent.is_dir():
             raise CacheError(f"folder {self.path.parent} does not exist; create it or choose another -o path")
-        self.staging = StagingArea(staging_dir(self.path), n_rows=len(table), manifest_hash=table.manifest_hash)
+        self.staging = StagingArea(staging_dir(self.path), n_rows=len(table), manifest_hash=table.manifest_hash,
+                                   rank=rank)
         self._lock = WriterLock(lock_path(self.path), target=self.path)
         self._entered = False
         self._plan()
@@ -179,6 +192,10 @@ class CacheWriter:
 
     # context: lock + staging ------------------------------------------------------------------------------
     def __enter__(self) -> "CacheWriter":
+        if self.role == "stager":
+            self._join_staging()
+            self._entered = True
+            return self
         self._lock.acquire()
         try:
             self._plan()  # another writer may have finished while we waited for the lock
@@ -191,7 +208,27 @@ class CacheWriter:
 
     def __exit__(self, *exc: object) -> None:
         self._entered = False
-        self._lock.release()
+        self._lock.release()  # a no-op for a stager, which never acquired it
+
+    def _join_staging(self) -> None:
+        """A stager uses the staging area as the writer left it; it must describe exactly this request."""
+        state = self.staging.read_state()
+        wanted = {name: _spec_state(self.specs[name]) for name in self.todo}
+        if self.todo and (
+            not self.staging.compatible(state)
+            or any(_staged_key(state["sets"].get(n, {})) != _staged_key(s) for n, s in wanted.items())
+        ):
+            raise CacheMismatchError(
+                f"{self.staging.folder} was not prepared for this request by the writer (rank 0); start every rank "
+                f"with the same command"
+            )
+        self._staged_sets = state["sets"] if state else {}
+        self.staging.skip_existing_numbers()  # the writer already scanned (and cleaned) the parts
+
+    def rescan(self) -> None:
+        """Re-read the staging area, so `done_mask` and `finish` see parts other processes (ranks) staged."""
+        self._require_entered()
+        self.staging.scan(self._staged_sets, delete_damaged=False)
 
     def _prepare_staging(self) -> None:
         state = self.staging.read_state()
@@ -260,6 +297,8 @@ class CacheWriter:
     def finish(self, *, stats: dict[str, dict], skipped: list[str]) -> None:
         """Publish every todo set atomically into the cache file, then delete the staging area."""
         self._require_entered()
+        if self.role != "writer":
+            raise RuntimeError("only the writer (rank 0, holding the lock) may publish the cache")
         if not self.todo:
             self._drop_stale_staging()
             return
@@ -292,7 +331,7 @@ class CacheWriter:
             spec = self.specs[name]
             out[name] = (np.zeros((n, spec.dim), dtype=spec.dtype), np.zeros(n, dtype=bool))
         covered = {name: np.zeros(n, dtype=bool) for name in self.todo}
-        for part in sorted(self.staging.parts, key=lambda p: p.seq):
+        for part in sorted(self.staging.parts, key=lambda p: p.order):
             try:
                 rows, valid, feats = self.staging.read_part(part, self._staged_sets)
             except Exception as exc:  # noqa: BLE001

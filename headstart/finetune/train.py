@@ -28,7 +28,7 @@ from headstart.data.dataset import build_dataset, manifest_hash
 from headstart.data.sources import load_source
 from headstart.data.types import Dataset, Sample, SplitConfig
 from headstart.device import autocast, autocast_dtype, default_workers, precision_name, resolve_device
-from headstart.errors import CacheMismatchError, DataError, HeadstartError
+from headstart.errors import CacheMismatchError, DataError, TrainingError
 from headstart.evaluation.bootstrap import evaluate
 from headstart.evaluation.metrics import compute_metrics
 from headstart.evaluation.records import RunRecord, make_run_id, write_record
@@ -217,7 +217,7 @@ def run_finetune(*, data: str, runs_dir: str, config: FinetuneConfig, split_conf
             except NonFiniteLoss as exc:
                 last = ckpt_dir / "last.pt"
                 kept = f"the last good checkpoint is {last}" if last.exists() and epoch > 0 else "no checkpoint was written yet"
-                raise HeadstartError(f"{exc}; {kept}; lower --lr or use --precision fp32") from None
+                raise TrainingError(f"{exc}; {kept}; lower --lr or use --precision fp32") from None
             with Timer(device=device) as val_timer:
                 val = evaluate_split(model, eval_loaders["val"], criterion=criterion, ctx=ctx,
                                      desc=f"epoch {epoch + 1}/{config.epochs} val")

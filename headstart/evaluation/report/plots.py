@@ -46,7 +46,8 @@ def history_figure(record: RunRecord) -> bytes | None:
         ax.set_ylabel(quantity)
         ax.set_title(quantity)
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:
+            ax.legend()
     fig.suptitle(record.run_id)
     return to_png(fig)
 
