@@ -31,3 +31,7 @@ class ConfigError(HeadstartError):
 
 class TrainingError(HeadstartError):
     """Training diverged (NaN/Inf loss) or cannot continue; the last good checkpoint is kept."""
+
+
+class CheckpointError(HeadstartError):
+    """A fine-tune checkpoint is unreadable, foreign, or was made for another configuration."""

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from headstart.cache.durable import replace_durably
-from headstart.errors import CacheError, ConfigError
+from headstart.errors import CheckpointError, ConfigError
 from headstart.finetune.config import RESUME_FREE_KEYS, FinetuneConfig
 
 CHECKPOINT_VERSION = 1  # bump when the dict's layout changes, so old files are refused with a clear message
@@ -113,11 +113,11 @@ def load_checkpoint(path: str | Path, *, expected_fingerprint: dict | None = Non
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, foreign pickle, disk error: all mean the file is unusable
-        raise CacheError(
+        raise CheckpointError(
             f"checkpoint {path} cannot be read ({type(exc).__name__}); delete it and run without --resume"
         ) from None
     if not isinstance(checkpoint, dict) or checkpoint.get("checkpoint_version") != CHECKPOINT_VERSION:
-        raise CacheError(
+        raise CheckpointError(
             f"checkpoint {path} is not a headstart fine-tune checkpoint (version {CHECKPOINT_VERSION}); "
             "delete it and run without --resume"
         )

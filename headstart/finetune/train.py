@@ -48,7 +48,7 @@ NONFINITE_CHECK_EVERY = 20  # steps between host syncs that check the loss; per-
 
 
 class NonFiniteLoss(Exception):
-    """Raised by train_one_epoch; run_finetune turns it into a one-line HeadstartError naming the checkpoint."""
+    """Raised by train_one_epoch; run_finetune turns it into a one-line TrainingError naming the checkpoint."""
 
     def __init__(self, epoch: int, step: int):
         super().__init__(f"training loss became NaN/Inf at epoch {epoch + 1} step {step + 1}")
