@@ -9,6 +9,11 @@ import pytest
 
 os.environ.setdefault("HEADSTART_OFFLINE", "1")
 
+import torch  # noqa: E402
+
+# Tiny tensors: one thread avoids oversubscription (measured ~30x slower tiny fits with 2 threads on a busy 2-core box).
+torch.set_num_threads(1)
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 

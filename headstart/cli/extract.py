@@ -39,6 +39,7 @@ def extract(data: str, output: str, backbones: tuple[str, ...], weights: str, im
     command is run again.
     """
     from headstart.data.types import SplitConfig
+    from headstart.distributed import is_main
     from headstart.extract.config import ExtractConfig
     from headstart.extract.runner import run_extract
 
@@ -49,9 +50,12 @@ def extract(data: str, output: str, backbones: tuple[str, ...], weights: str, im
         split=SplitConfig(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, group_pattern=group_pattern),
     )
     result = run_extract(data=data, output=output, config=config)
+    if not is_main():
+        return  # under torchrun, rank 0 speaks for the whole job
+    ranks = f" on {result.world_size} ranks" if result.world_size > 1 else ""
     if result.extracted:
         click.echo(f"extracted {', '.join(result.extracted)} for {result.n_images} images in {result.seconds:.1f} s "
-                   f"({result.images_per_second:.1f} images/s) -> {result.cache_path}")
+                   f"({result.images_per_second:.1f} images/s{ranks}) -> {result.cache_path}")
     if result.already_done:
         click.echo(f"already complete in {result.cache_path}: {', '.join(result.already_done)}")
     if result.skipped:

@@ -17,7 +17,9 @@ from headstart.cli.options import device_option, image_size_option, precision_op
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="Most epochs to train.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
               help="Peak head learning rate; pretrained layers use 0.1x.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Images per step on each process; under torchrun the global batch is nproc x this "
+                   "(torchvision's reference convention).")
 @click.option("--freeze", type=click.Choice(["none", "partial", "backbone"]), default="none", show_default=True,
               help="none: train everything; partial: last stage + head; backbone: head only, BatchNorm frozen.")
 @image_size_option
@@ -41,8 +43,10 @@ def finetune(data: str, runs_dir: str, backbone: str, weights: str, epochs: int,
 
     DATA is anything `headstart extract` accepts; with the same split options (or --splits-from CACHE) the
     images land in the same splits as the cache, so `headstart compare` compares like with like.
+    `torchrun --nproc_per_node=N -m headstart finetune ...` trains with DDP, one GPU per rank; rank 0 writes.
     """
     from headstart.data.types import SplitConfig
+    from headstart.distributed import env_info
     from headstart.evaluation.table import fmt_ci
     from headstart.finetune.config import AugmentConfig, FinetuneConfig
     from headstart.finetune.train import run_finetune
@@ -59,6 +63,8 @@ def finetune(data: str, runs_dir: str, backbone: str, weights: str, epochs: int,
                               splits_from=splits_from, resume=resume)
     except KeyboardInterrupt:
         raise click.ClickException("interrupted; rerun the same command with --resume to continue") from None
+    if not env_info().is_main:
+        return  # every rank holds the same record; one summary line per job
     test = record.metrics["test"]
     timing = record.timing
     click.echo(

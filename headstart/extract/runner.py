@@ -7,6 +7,7 @@ The loop is deliberately plain: decode (workers) -> normalise on device -> forwa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,7 +25,16 @@ from headstart.cache.writer import CacheWriter, FeatureSetSpec, SamplesTable
 from headstart.data.dataset import build_dataset, manifest_hash
 from headstart.data.types import Dataset
 from headstart.device import autocast, autocast_dtype, default_workers, precision_name, resolve_device
-from headstart.errors import ConfigError, DataError
+from headstart.distributed import (
+    DistInfo,
+    all_gather_object,
+    barrier,
+    broadcast_object,
+    init_distributed,
+    require_same_request,
+    same_outcome,
+)
+from headstart.errors import CacheError, ConfigError, DataError
 from headstart.extract.config import ExtractConfig
 from headstart.extract.loader import DecodedImages, geometry_key, make_loader
 from headstart.extract.preprocess import normalize_batch
@@ -42,9 +52,10 @@ class ExtractResult:
     cache_path: str
     extracted: list[str] = field(default_factory=list)  # feature sets computed by this run
     already_done: list[str] = field(default_factory=list)  # sets that were complete and matched
-    n_images: int = 0  # images decoded by this run (resume skips staged rows)
-    seconds: float = 0.0  # wall time of the decode+forward loop
+    n_images: int = 0  # images decoded by this run, all ranks together (resume skips staged rows)
+    seconds: float = 0.0  # wall time of the decode+forward loop (under torchrun: until the slowest rank ended)
     skipped: list[str] = field(default_factory=list)  # ids of bad images skipped
+    world_size: int = 1  # processes (torchrun ranks) that shared the work; counts and seconds are the whole job's
 
     @property
     def images_per_second(self) -> float:
@@ -117,8 +128,14 @@ def _prepare_model(backbone: Backbone, device: torch.device) -> torch.nn.Module:
 
 
 def run_extract(*, data: str, output: str, config: ExtractConfig) -> ExtractResult:
-    """Extract every backbone in `config` over `data` into the cache at `output` (resumable, atomic)."""
+    """Extract every backbone in `config` over `data` into the cache at `output` (resumable, atomic).
+
+    Under `torchrun` with several processes, each rank extracts a disjoint contiguous block of the rows still to
+    do and stages it into the shared `<output>.parts/`; rank 0 holds the lock and publishes the one cache file,
+    which equals a single-process run. One process is the same code with a world of one.
+    """
     _validate(config)
+    job = init_distributed()
     device = resolve_device(config.device)
     amp_dtype = autocast_dtype(config.precision, device)
     out = Path(output)
@@ -134,71 +151,147 @@ def run_extract(*, data: str, output: str, config: ExtractConfig) -> ExtractResu
     dataset = build_dataset(data, split_config=config.split)
     table = samples_table(dataset, data=data, config=config)
     specs = [feature_spec(b, table=table, dtype=config.feature_dtype) for b in backbones]
-    writer = CacheWriter(out, table, specs, overwrite=config.overwrite)
-    result = ExtractResult(cache_path=str(out))
+    if job.distributed:
+        require_same_request({"data": data, "output": output, **asdict(config),
+                              "fingerprints": [s.fingerprint for s in specs]})
+    with same_outcome():  # read-only planning; every rank sees the same files, but a failure must stop them all
+        writer = CacheWriter(out, table, specs, overwrite=config.overwrite, role="writer" if job.is_main else "stager",
+                             rank=job.rank if job.distributed else None)
+    result = ExtractResult(cache_path=str(out), world_size=job.world_size)
     result.already_done = [s.name for s in specs if s.name not in writer.todo]
     for name in result.already_done:
         log.info("feature set %s is already complete in %s (same fingerprint); skipping it", name, out)
     todo = [b for b in backbones if b.name in writer.todo]
     if not todo:
-        with writer:  # a crash after publishing but before cleanup leaves a staging folder; finish removes it
-            writer.finish(stats={}, skipped=[])
+        with same_outcome():
+            if job.is_main:
+                with writer:  # a crash after publishing but before cleanup leaves a staging folder; finish removes it
+                    writer.finish(stats={}, skipped=[])
         return result
 
-    with writer:
-        rows = np.flatnonzero(~writer.done_mask())
+    with contextlib.ExitStack() as stack:
+        # Rank 0 takes the lock and prepares (cleans, checks) the staging area before any other rank joins it.
+        with same_outcome():
+            rows = np.flatnonzero(~stack.enter_context(writer).done_mask()) if job.is_main else None
+        rows = broadcast_object(rows)
+        with same_outcome():
+            if not job.is_main:
+                stack.enter_context(writer)
         if len(rows) < len(table.ids):
             log.info("resuming: %d of %d images already staged", len(table.ids) - len(rows), len(table.ids))
-        models = {b.name: _prepare_model(b, device) for b in todo}
-        workers = default_workers(device) if config.workers is None else config.workers
-        images = DecodedImages(dataset.source, dataset.samples, rows, [b.preprocessing for b in todo])
-        loader = make_loader(images, batch_size=config.batch_size, workers=workers if len(rows) > config.batch_size else 0,
-                             pin_memory=device.type == "cuda")
-        skipped: list[str] = []
-        bar = tqdm(total=len(rows), unit="img", desc=f"extract {'+'.join(b.name for b in todo)}", disable=None)
-        forward_seconds = {b.name: 0.0 for b in todo}
+        shard = np.array_split(rows, job.world_size)[job.rank]  # contiguous blocks; may be empty
         start = time.perf_counter()
-        with torch.inference_mode():
-            for batch in loader:
-                ok = batch["ok"].numpy().astype(bool)
-                for j in np.flatnonzero(~ok):
-                    if config.on_bad_image == "fail":
-                        raise DataError(f"{batch['error'][j]}; fix or remove the file, or pass --on-bad-image skip")
-                    skipped.append(dataset.samples[int(batch["row"][j])].id)
-                    log.warning("skipping bad image: %s", batch["error"][j])
-                feats = {}
-                for b in todo:
-                    t0 = time.perf_counter()
-                    x = normalize_batch(batch[geometry_key(b.preprocessing)], b.preprocessing, device=device)
-                    with autocast(device, amp_dtype):
-                        y = models[b.name](x)
-                    feats[b.name] = y.float().cpu().numpy()  # .cpu() synchronises, so the timing is honest
-                    feats[b.name][~ok] = 0.0
-                    forward_seconds[b.name] += time.perf_counter() - t0
-                writer.write_batch(batch["row"].numpy(), feats, ok)
-                bar.update(len(ok))
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        with same_outcome():
+            mine = _extract_rows(shard, writer=writer, dataset=dataset, todo=todo, device=device, amp_dtype=amp_dtype,
+                                 config=config, job=job)
+        shards = all_gather_object(mine)  # also the point where the slowest rank has finished
         seconds = time.perf_counter() - start
-        bar.close()
-        # Each set is charged its own forward time plus an equal share of the shared decode/write time, so a
-        # set's `seconds` is what extracting it would cost, and the sets of one run sum to the loop time.
-        shared = max(0.0, seconds - sum(forward_seconds.values())) / len(todo)
-        stats = {
-            b.name: {
-                "device": str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
-                "seconds": forward_seconds[b.name] + shared,
-                "loop_seconds": seconds,
-                "forward_seconds": forward_seconds[b.name],
-                "images_per_second": len(rows) / (forward_seconds[b.name] + shared) if seconds > 0 else 0.0,
-                "precision": precision_name(amp_dtype),
-                "batch_size": config.batch_size,
-                "versions": versions(),
-            }
-            for b in todo
-        }
-        # Skipped images of earlier (interrupted) sessions are staged with valid=False; the writer knows them.
-        writer.finish(stats=stats, skipped=skipped)
+        skipped = [i for s in shards for i in s.skipped]
+        with same_outcome():
+            if job.is_main:
+                if job.distributed:
+                    _collect_shards(writer)
+                stats = _stats(todo, shards, device=device, amp_dtype=amp_dtype, config=config, n_rows=len(rows),
+                               seconds=seconds, world_size=job.world_size)
+                # Skipped images of earlier (interrupted) sessions are staged with valid=False; the writer knows them.
+                writer.finish(stats=stats, skipped=skipped)
+    barrier()  # every rank returns after the cache exists
     result.extracted = [b.name for b in todo]
     result.n_images, result.seconds, result.skipped = len(rows), seconds, skipped
     return result
+
+
+@dataclass
+class ShardResult:
+    """What one rank did; gathered on every rank to build the job's statistics."""
+
+    n_rows: int  # rows this rank decoded and staged
+    forward_seconds: dict[str, float]  # per backbone: normalise + forward + copy back (device synchronised)
+    seconds: float  # this rank's loop wall time
+    skipped: list[str]  # ids of bad images skipped by this rank
+
+
+def _extract_rows(rows: np.ndarray, *, writer: CacheWriter, dataset: Dataset, todo: list[Backbone],
+                  device: torch.device, amp_dtype: torch.dtype | None, config: ExtractConfig,
+                  job: DistInfo) -> ShardResult:
+    """Decode `rows` once, run every backbone in `todo` on them and stage the features batch by batch."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # every batch has the same shape: let cuDNN pick the fastest kernels
+    models = {b.name: _prepare_model(b, device) for b in todo}
+    workers = default_workers(device) if config.workers is None else config.workers
+    images = DecodedImages(dataset.source, dataset.samples, rows, [b.preprocessing for b in todo])
+    loader = make_loader(images, batch_size=config.batch_size, workers=workers if len(rows) > config.batch_size else 0,
+                         pin_memory=device.type == "cuda")
+    skipped: list[str] = []
+    desc = f"extract {'+'.join(b.name for b in todo)}"
+    if job.distributed:
+        desc += f" (rank 0 of {job.world_size})"
+    bar = tqdm(total=len(rows), unit="img", desc=desc, disable=None if job.is_main else True)
+    forward_seconds = {b.name: 0.0 for b in todo}
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for batch in loader:
+            ok = batch["ok"].numpy().astype(bool)
+            for j in np.flatnonzero(~ok):
+                if config.on_bad_image == "fail":
+                    raise DataError(f"{batch['error'][j]}; fix or remove the file, or pass --on-bad-image skip")
+                skipped.append(dataset.samples[int(batch["row"][j])].id)
+                log.warning("skipping bad image: %s", batch["error"][j])
+            feats = {}
+            for b in todo:
+                t0 = time.perf_counter()
+                x = normalize_batch(batch[geometry_key(b.preprocessing)], b.preprocessing, device=device)
+                with autocast(device, amp_dtype):
+                    y = models[b.name](x)
+                feats[b.name] = y.float().cpu().numpy()  # .cpu() synchronises, so the timing is honest
+                feats[b.name][~ok] = 0.0
+                forward_seconds[b.name] += time.perf_counter() - t0
+            writer.write_batch(batch["row"].numpy(), feats, ok)
+            bar.update(len(ok))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    bar.close()
+    return ShardResult(n_rows=len(rows), forward_seconds=forward_seconds, seconds=time.perf_counter() - start,
+                       skipped=skipped)
+
+
+def _collect_shards(writer: CacheWriter) -> None:
+    """Rank 0: pick up every rank's parts and make sure none is missing before publishing."""
+    writer.rescan()
+    missing = int((~writer.done_mask()).sum())
+    if missing:
+        raise CacheError(
+            f"{missing} rows staged by other ranks are not visible in {writer.staging.folder}; the output must be on "
+            f"a file system every rank shares (every node sees the same -o path); rerun the same command to resume"
+        )
+
+
+def _stats(todo: list[Backbone], shards: list[ShardResult], *, device: torch.device, amp_dtype: torch.dtype | None,
+           config: ExtractConfig, n_rows: int, seconds: float, world_size: int) -> dict[str, dict]:
+    """Per-set statistics of the whole job: wall time from the common start to the slowest rank's end.
+
+    Each set is charged its own forward time plus an equal share of the shared decode/write time, so a set's
+    `seconds` is what extracting it would cost, and the sets of one run sum to the loop time. With several ranks
+    the forward time is the ranks' sum divided by the world size (they ran side by side); the raw sum is kept as
+    `forward_seconds` (device-seconds) next to `world_size`.
+    """
+    forward_sum = {b.name: sum(s.forward_seconds[b.name] for s in shards) for b in todo}
+    forward_wall = {name: t / world_size for name, t in forward_sum.items()}
+    shared = max(0.0, seconds - sum(forward_wall.values())) / len(todo)
+    device_name = str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})"
+    if world_size > 1:
+        device_name += f" x {world_size} ranks"
+    return {
+        b.name: {
+            "device": device_name,
+            "seconds": forward_wall[b.name] + shared,
+            "loop_seconds": seconds,
+            "forward_seconds": forward_sum[b.name],
+            "images_per_second": n_rows / (forward_wall[b.name] + shared) if seconds > 0 else 0.0,
+            "precision": precision_name(amp_dtype),
+            "batch_size": config.batch_size,
+            "world_size": world_size,
+            "versions": versions(),
+        }
+        for b in todo
+    }

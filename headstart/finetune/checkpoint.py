@@ -23,9 +23,14 @@ from headstart.finetune.config import RESUME_FREE_KEYS, FinetuneConfig
 CHECKPOINT_VERSION = 1  # bump when the dict's layout changes, so old files are refused with a clear message
 
 
-def make_fingerprint(config: FinetuneConfig, *, manifest_hash: str, weights_sha256: str) -> dict:
-    """What a checkpoint was computed from, kept readable (not hashed) so a mismatch can name its keys."""
+def make_fingerprint(config: FinetuneConfig, *, manifest_hash: str, weights_sha256: str, world_size: int = 1) -> dict:
+    """What a checkpoint was computed from, kept readable (not hashed) so a mismatch can name its keys.
+
+    The number of torchrun ranks is part of it: it sets the global batch, the shards and the steps per epoch
+    (hence the learning-rate schedule), so a run resumes only with the world size it was started with.
+    """
     settings = {k: v for k, v in config.to_dict().items() if k not in RESUME_FREE_KEYS}
+    settings["world_size"] = world_size
     return {"config": settings, "manifest_hash": manifest_hash, "weights_sha256": weights_sha256}
 
 

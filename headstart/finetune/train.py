@@ -38,7 +38,7 @@ from headstart.extract.preprocess import normalize_batch
 from headstart.finetune.checkpoint import (capture_rng_state, load_checkpoint, make_fingerprint, publish_copy,
                                            restore_rng_state, save_checkpoint)
 from headstart.finetune.config import FinetuneConfig
-from headstart.finetune.data import EpochSampler, SplitImages, make_loader, raise_bad_images
+from headstart.finetune.data import SplitImages, make_loader, raise_bad_images
 from headstart.finetune.distributed import Replica
 from headstart.finetune.freeze import apply_freeze, param_groups, set_train_mode
 
@@ -62,6 +62,7 @@ class StepContext:
     device: torch.device
     prep: Preprocessing
     amp_dtype: torch.dtype | None  # None: plain fp32 (autocast is a no-op context)
+    progress: bool = True  # tqdm bars; False on ranks other than 0, so a torchrun job shows one set of bars
 
     def inputs(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return normalize_batch(images, self.prep, device=self.device), labels.to(self.device, non_blocking=True)
@@ -69,14 +70,18 @@ class StepContext:
     def autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.device, self.amp_dtype)
 
+    def bar(self, iterable, *, desc: str):
+        return tqdm(iterable, desc=desc, leave=False, disable=None if self.progress else True, unit="batch")
+
 
 def train_one_epoch(model: nn.Module, loader, *, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler, scaler: torch.amp.GradScaler, ctx: StepContext, frozen: list[nn.Module],
-                    epoch: int, epochs: int) -> dict:
-    """One pass over the train loader; returns mean loss, accuracy, images and seconds (device-synchronised).
+                    epoch: int, epochs: int, replica: Replica = Replica()) -> dict:
+    """One pass over this rank's share of the train loader; returns mean loss, accuracy, images and seconds
+    (device-synchronised).
 
     The loss is checked for NaN/Inf without a host sync per step: a device flag records the first bad step
-    and is read every NONFINITE_CHECK_EVERY steps and at the end.
+    and is read every NONFINITE_CHECK_EVERY steps and at the end, OR-ed over ranks so that all stop together.
     """
     set_train_mode(model, frozen)
     loss_sum = torch.zeros((), device=ctx.device)
@@ -84,7 +89,7 @@ def train_one_epoch(model: nn.Module, loader, *, criterion: nn.Module, optimizer
     first_bad = torch.full((), -1, device=ctx.device, dtype=torch.long)
     n_seen = 0
     timer = Timer(device=ctx.device).__enter__()  # closed explicitly below: the loop may raise
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs} train", leave=False, disable=None, unit="batch")
+    bar = ctx.bar(loader, desc=f"epoch {epoch + 1}/{epochs} train")
     for step, (images, labels, _, errors) in enumerate(bar):
         raise_bad_images(list(errors))
         x, y = ctx.inputs(images, labels)
@@ -103,9 +108,9 @@ def train_one_epoch(model: nn.Module, loader, *, criterion: nn.Module, optimizer
             correct += (logits.argmax(dim=1) == y).sum()
         n_seen += len(y)
         if (step + 1) % NONFINITE_CHECK_EVERY == 0 or step + 1 == len(loader):
-            if int(first_bad) >= 0:
+            if replica.any_rank((first_bad >= 0).long()):
                 bar.close()
-                raise NonFiniteLoss(epoch, int(first_bad))
+                raise NonFiniteLoss(epoch, int(first_bad) if int(first_bad) >= 0 else step)
             bar.set_postfix(loss=f"{float(loss_sum) / max(n_seen, 1):.4f}", refresh=False)
     timer.__exit__()
     return {"loss": float(loss_sum) / max(n_seen, 1), "accuracy": float(correct) / max(n_seen, 1),
@@ -113,27 +118,35 @@ def train_one_epoch(model: nn.Module, loader, *, criterion: nn.Module, optimizer
 
 
 @torch.inference_mode()
-def evaluate_split(model: nn.Module, loader, *, criterion: nn.Module, ctx: StepContext, desc: str = "eval") -> dict:
-    """Loss, accuracy and softmax probabilities of one split, in the split's sample order."""
+def evaluate_split(model: nn.Module, loader, *, criterion: nn.CrossEntropyLoss, ctx: StepContext,
+                   desc: str = "eval", replica: Replica = Replica()) -> dict:
+    """Loss, accuracy and softmax probabilities of one whole split, in the split's sample order.
+
+    Outputs are kept per sample and merged across ranks (by sample position, padding dropped) before anything
+    is computed from them, so under torchrun every rank gets the numbers a one-process evaluation gives. The
+    loss is the class-weighted mean over the split, which is what `criterion` computes on one full batch.
+    """
     model.eval()
-    probas, labels_all, positions_all = [], [], []
-    loss_sum, n_seen = 0.0, 0
-    for images, labels, positions, errors in tqdm(loader, desc=desc, leave=False, disable=None, unit="batch"):
+    parts: dict[str, list[torch.Tensor]] = {"position": [], "proba": [], "y_true": [], "loss": [], "weight": []}
+    class_weight = criterion.weight
+    for images, labels, positions, errors in ctx.bar(loader, desc=desc):
         raise_bad_images(list(errors))
         x, y = ctx.inputs(images, labels)
         with ctx.autocast():
             logits = model(x)
         logits = logits.float()
-        loss_sum += float(criterion(logits, y)) * len(y)
-        n_seen += len(y)
-        probas.append(torch.softmax(logits, dim=1).cpu())
-        labels_all.append(labels)
-        positions_all.append(positions)
-    order = torch.cat(positions_all).argsort()
-    proba = torch.cat(probas)[order].numpy().astype(np.float64)
-    y_true = torch.cat(labels_all)[order].numpy()
+        parts["loss"].append(nn.functional.cross_entropy(logits, y, weight=class_weight, reduction="none").cpu())
+        parts["weight"].append((class_weight[y] if class_weight is not None else torch.ones_like(y, dtype=torch.float)).cpu())
+        parts["proba"].append(torch.softmax(logits, dim=1).cpu())
+        parts["y_true"].append(labels)
+        parts["position"].append(positions)
+    split = replica.gather_split({key: torch.cat(values).numpy() for key, values in parts.items()},
+                                 n=len(loader.dataset))
+    proba = split["proba"].astype(np.float64)
+    y_true = split["y_true"]
+    loss = float(split["loss"].astype(np.float64).sum() / max(split["weight"].astype(np.float64).sum(), 1e-12))
     accuracy = float((proba.argmax(axis=1) == y_true).mean())
-    return {"loss": loss_sum / max(n_seen, 1), "accuracy": accuracy, "proba": proba, "y_true": y_true}
+    return {"loss": loss, "accuracy": accuracy, "proba": proba, "y_true": y_true}
 
 
 def run_finetune(*, data: str, runs_dir: str, config: FinetuneConfig, split_config: SplitConfig,
@@ -143,29 +156,36 @@ def run_finetune(*, data: str, runs_dir: str, config: FinetuneConfig, split_conf
     `train_seconds` in the record is the sum of the per-epoch wall times (train pass + val pass, as in a
     tutorial loop), over every epoch of the run including those before a resume; `eval_seconds` is the final
     val + test evaluation with the best weights.
+
+    Under `torchrun` every rank runs this function: each trains on its shard with `config.batch_size` images
+    per step (the global batch is world_size times that), evaluations are gathered across ranks, and only
+    rank 0 writes checkpoints and the record. Every rank returns the same record.
     """
     config.validate()
     parse_threshold_rule(config.threshold_rule)
     check_name(config.backbone)  # before the data scan, so a typo fails at once
     replica = Replica.from_env()
-    device = resolve_device(config.device)
+    device = replica.device(resolve_device(config.device))
     ctx_dtype = training_dtype(config.precision, device)
     dataset = _split_dataset(data, split_config=split_config, splits_from=splits_from)
     by_split = _samples_by_split(dataset)
+    data_hash = manifest_hash(dataset.samples, dataset.classes)
+    replica.require_same({**config.to_dict(), "runs_dir": str(runs_dir), "resume": resume, "splits_from": splits_from,
+                          "split": vars(split_config).copy(), "data (manifest hash)": data_hash})
     torch.manual_seed(config.seed)
     net, prep, info = create_model(config.backbone, num_classes=len(dataset.classes), weights=config.weights,
                                    image_size=config.image_size, seed=config.seed)
-    ctx = StepContext(device=device, prep=prep, amp_dtype=ctx_dtype)
+    ctx = StepContext(device=device, prep=prep, amp_dtype=ctx_dtype, progress=replica.is_main)
     net = net.to(device, memory_format=torch.channels_last)
     frozen = apply_freeze(net, name=config.backbone, mode=config.freeze)
-    model = replica.wrap(net)  # what the loop steps; `net` is what checkpoints hold
+    model = replica.wrap(net, device=device)  # what the train loop steps; `net` is what checkpoints hold
 
     variant = f"freeze-{config.freeze}" + (f"-{config.image_size}px" if config.image_size else "")
     run_id = make_run_id("finetune", config.backbone, None, config.seed, variant=variant)
     run_dir = Path(runs_dir) / run_id
     ckpt_dir = run_dir / "checkpoints"
-    data_hash = manifest_hash(dataset.samples, dataset.classes)
-    fingerprint = make_fingerprint(config, manifest_hash=data_hash, weights_sha256=info.get("weights_sha256", ""))
+    fingerprint = make_fingerprint(config, manifest_hash=data_hash, weights_sha256=info.get("weights_sha256", ""),
+                                   world_size=replica.world_size)
 
     workers = default_workers(device) if config.workers is None else config.workers
     pin = device.type == "cuda"
@@ -173,10 +193,10 @@ def run_finetune(*, data: str, runs_dir: str, config: FinetuneConfig, split_conf
     train_sampler = replica.train_sampler(len(train_images), seed=config.seed)
     # A final batch of one image would make BatchNorm's batch statistics undefined in train mode.
     train_loader = make_loader(train_images, train_sampler, batch_size=config.batch_size, workers=workers,
-                               pin_memory=pin, drop_last=len(train_images) % config.batch_size == 1)
+                               pin_memory=pin, drop_last=len(train_sampler) % config.batch_size == 1)
     eval_loaders = {
         split: make_loader(SplitImages(dataset.source, by_split[split], prep),
-                           EpochSampler(len(by_split[split]), seed=config.seed, shuffle=False),
+                           replica.eval_sampler(len(by_split[split]), seed=config.seed),
                            batch_size=config.batch_size, workers=workers, pin_memory=pin)
         for split in ("val", "test")
     }
@@ -186,7 +206,7 @@ def run_finetune(*, data: str, runs_dir: str, config: FinetuneConfig, split_conf
                                                      ctx=ctx)
 
     state = TrainState()
-    if resume:
+    if resume:  # every rank reads rank 0's file (RUNS must be on a file system all nodes share)
         checkpoint = load_checkpoint(ckpt_dir / "last.pt", expected_fingerprint=fingerprint)
         net.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -196,13 +216,14 @@ def run_finetune(*, data: str, runs_dir: str, config: FinetuneConfig, split_conf
         state = TrainState(epoch=checkpoint["epoch"] + 1, best_metric=checkpoint["best_metric"],
                            best_epoch=checkpoint["best_epoch"], history=list(checkpoint["history"]))
         log.info("resuming %s at epoch %d of %d", run_id, state.epoch + 1, config.epochs)
-    elif (ckpt_dir / "last.pt").exists():
+    elif (ckpt_dir / "last.pt").exists() and replica.is_main:
         log.warning("%s holds checkpoints of an earlier run; starting afresh and replacing them "
                     "(pass --resume to continue it instead)", ckpt_dir)
 
-    log.info("fine-tuning %s (freeze %s) on %s: %d train / %d val / %d test images, %s, %s, %d workers",
+    log.info("fine-tuning %s (freeze %s) on %s: %d train / %d val / %d test images, %s, %s, %d workers%s",
              config.backbone, config.freeze, device, len(by_split["train"]), len(by_split["val"]),
-             len(by_split["test"]), precision_name(ctx_dtype), "channels_last", workers)
+             len(by_split["test"]), precision_name(ctx_dtype), "channels_last", workers,
+             f", {replica.world_size} ranks x {config.batch_size} images per step" if replica.distributed else "")
     reset_peak_memory(device)
     with _determinism(config.deterministic):
         for epoch in range(state.epoch, config.epochs):
@@ -213,14 +234,16 @@ def run_finetune(*, data: str, runs_dir: str, config: FinetuneConfig, split_conf
             try:
                 train = train_one_epoch(model, train_loader, criterion=criterion, optimizer=optimizer,
                                         scheduler=scheduler, scaler=scaler, ctx=ctx, frozen=frozen,
-                                        epoch=epoch, epochs=config.epochs)
+                                        epoch=epoch, epochs=config.epochs, replica=replica)
             except NonFiniteLoss as exc:
                 last = ckpt_dir / "last.pt"
                 kept = f"the last good checkpoint is {last}" if last.exists() and epoch > 0 else "no checkpoint was written yet"
                 raise TrainingError(f"{exc}; {kept}; lower --lr or use --precision fp32") from None
+            train = replica.combine_train(train)
             with Timer(device=device) as val_timer:
-                val = evaluate_split(model, eval_loaders["val"], criterion=criterion, ctx=ctx,
-                                     desc=f"epoch {epoch + 1}/{config.epochs} val")
+                replica.sync_buffers(net)
+                val = evaluate_split(net, eval_loaders["val"], criterion=criterion, ctx=ctx,
+                                     desc=f"epoch {epoch + 1}/{config.epochs} val", replica=replica)
             val_auroc = _auroc(val["y_true"], val["proba"])
             entry = {
                 "epoch": epoch + 1,
@@ -230,6 +253,7 @@ def run_finetune(*, data: str, runs_dir: str, config: FinetuneConfig, split_conf
                 "images_per_second": train["images"] / train["seconds"] if train["seconds"] > 0 else float("nan"),
                 "lr": optimizer.param_groups[0]["lr"],
             }
+            entry = replica.broadcast(entry)  # rank 0's numbers (equal anyway), so every rank stops at the same epoch
             state.history.append(entry)
             improved = state.update(epoch, _selection_value(entry, config.select_metric))
             log.info("epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f acc %.3f auroc %.3f | %.1fs, %.0f img/s%s",
@@ -247,12 +271,14 @@ def run_finetune(*, data: str, runs_dir: str, config: FinetuneConfig, split_conf
                 save_checkpoint(ckpt_dir / "last.pt", checkpoint)
                 if improved:
                     publish_copy(ckpt_dir / "last.pt", ckpt_dir / "best.pt")
+            replica.barrier()  # a rank that fails or is resumed next finds this epoch's files in place
 
         # Test is touched once, with the weights of the best val epoch and a threshold chosen on val.
         with Timer(device=device) as eval_timer:
             best = load_checkpoint(ckpt_dir / "best.pt", expected_fingerprint=fingerprint)
             net.load_state_dict(best["model"])
-            outputs = {split: evaluate_split(model, loader, criterion=criterion, ctx=ctx, desc=f"final {split}")
+            outputs = {split: evaluate_split(net, loader, criterion=criterion, ctx=ctx, desc=f"final {split}",
+                                             replica=replica)
                        for split, loader in eval_loaders.items()}
 
     binary = len(dataset.classes) == 2
@@ -267,6 +293,7 @@ def run_finetune(*, data: str, runs_dir: str, config: FinetuneConfig, split_conf
     record = RunRecord(
         run_id=run_id, strategy="finetune", backbone=config.backbone, head=None,
         config={**config.to_dict(), "workers": workers, "precision_used": precision_name(ctx_dtype),
+                "world_size": replica.world_size, "global_batch_size": config.batch_size * replica.world_size,
                 "weights_tag": info.get("weights_tag", ""), "best_epoch": state.best_epoch + 1,
                 "epochs_run": len(history), "splits_from": splits_from, "split": vars(split_config).copy(),
                 "preprocessing": prep.to_dict()},
@@ -283,6 +310,7 @@ def run_finetune(*, data: str, runs_dir: str, config: FinetuneConfig, split_conf
     )
     if replica.is_main:
         write_record(runs_dir, record)
+    replica.close()
     return record
 
 

@@ -85,7 +85,11 @@ def test_splits_match_extract_and_splits_from_reuses_a_cache(phantom_dir, tmp_pa
     assert result.exit_code == 1 and "--splits-from" in result.output
 
 
-def test_torchrun_launch_is_refused_until_ddp_lands(phantom_dir, tmp_path, monkeypatch):
+def test_partial_torchrun_environment_is_one_line(phantom_dir, tmp_path, monkeypatch):
+    """WORLD_SIZE without RANK/MASTER_ADDR (a hand-made launch): a usage error naming the variable, no hang."""
     monkeypatch.setenv("WORLD_SIZE", "2")
+    for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
     result = _invoke([str(phantom_dir), "-o", str(tmp_path), *TINY])
-    assert result.exit_code == 2 and "WORLD_SIZE=2" in result.output
+    assert result.exit_code == 2 and "WORLD_SIZE=2" in result.output and "torchrun" in result.output
+    assert not tmp_path.joinpath("finetune_resnet18_freeze-none-32px_s0").exists()
