@@ -76,9 +76,11 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s" if not verbose else "%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("headstart")
-    root.handlers[:] = [handler]
+    # Replace only our own handler, so repeated in-process invocations (tests, notebooks) do not stack them.
+    root.handlers[:] = [h for h in root.handlers if not getattr(h, "_headstart", False)]
+    handler._headstart = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
     root.setLevel(level)
-    root.propagate = False
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
