@@ -1,0 +1,164 @@
+"""Weight resolution: `imagenet`, `random` or a local state-dict file -> tensors, a tag and a sha256.
+
+The tag and sha256 go into the cache fingerprint, so two caches built from different weights never look alike.
+`imagenet` uses torchvision's weight enums and the standard torch hub cache (`$TORCH_HOME/hub/checkpoints`), the
+same file `torchvision.models.resnet18(weights=...)` would use, but downloads it ourselves with a short timeout
+so an offline machine fails in seconds with one line naming the file, never after a long hang.
+Every file is read with `torch.load(..., weights_only=True)`: a checkpoint can not run code on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torchvision.models import get_model_weights
+from torchvision.models._api import WeightsEnum
+
+from headstart.errors import ConfigError, WeightsError
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD_TIMEOUT_S = 10.0  # socket timeout per read: an offline or firewalled machine fails fast
+OFFLINE_ENV = "HEADSTART_OFFLINE"  # "1": never try to download, fail at once with the expected path
+_HASH_BLOCK = 1 << 20  # 1 MiB: streaming keeps a 2.5 GB vit_h_14 file out of memory
+
+
+@dataclass
+class ResolvedWeights:
+    """Where a backbone's weights come from; `state_dict` is None for random weights."""
+
+    tag: str  # "imagenet:<Enum>.<MEMBER>", "random" or "file:<basename>"
+    sha256: str  # of the weights file; "" for random weights
+    state_dict: dict[str, torch.Tensor] | None
+    enum: WeightsEnum | None  # torchvision weights whose preprocessing and architecture flags apply
+    path: str | None = None  # the file the tensors came from
+
+
+def default_weights(name: str) -> WeightsEnum | None:
+    """torchvision's DEFAULT weights enum member for a model (offline metadata), or None if it has none."""
+    try:
+        return get_model_weights(name).DEFAULT
+    except (ValueError, KeyError, AttributeError):
+        return None
+
+
+def hub_checkpoint_path(weights: WeightsEnum) -> Path:
+    """Where torch hub keeps this weights file; torch.hub.get_dir() reads $TORCH_HOME at each call."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+
+
+def is_cached(weights: WeightsEnum) -> bool:
+    return hub_checkpoint_path(weights).is_file()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(_HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_weights(name: str, spec: str) -> ResolvedWeights:
+    """Turn a `--weights` value into tensors and provenance.
+
+    `spec` is `imagenet` (the model's DEFAULT enum), `imagenet:<MEMBER>` (e.g. `imagenet:IMAGENET1K_V1`),
+    `random`, or the path of a local state dict.
+    """
+    if spec == "random":
+        return ResolvedWeights(tag="random", sha256="", state_dict=None, enum=default_weights(name))
+    if spec == "imagenet" or spec.startswith("imagenet:"):
+        enum = _imagenet_enum(name, spec)
+        path = _ensure_downloaded(name, enum)
+        log.debug("loading %s from %s", enum, path)
+        return ResolvedWeights(tag=f"imagenet:{enum}", sha256=file_sha256(path), state_dict=load_state_dict(path),
+                               enum=enum, path=str(path))
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"--weights {spec!r} is neither imagenet, random nor an existing file; "
+                          "pass imagenet, random or the path of a state dict (.pth)")
+    return ResolvedWeights(tag=f"file:{path.name}", sha256=file_sha256(path), state_dict=load_state_dict(path),
+                           enum=default_weights(name), path=str(path))
+
+
+def select_enum(name: str, spec: str) -> WeightsEnum | None:
+    """The torchvision enum whose preprocessing applies: the requested ImageNet weights, else DEFAULT's.
+
+    Random and file weights keep DEFAULT's crop size and normalisation: it is offline metadata, and a local
+    state dict is most often a fine-tune of those very weights.
+    """
+    if spec == "imagenet" or spec.startswith("imagenet:"):
+        return _imagenet_enum(name, spec)
+    return default_weights(name)
+
+
+def _imagenet_enum(name: str, spec: str) -> WeightsEnum:
+    enum = default_weights(name)
+    if enum is None:
+        raise WeightsError(f"torchvision has no pretrained weights for {name}; pass --weights random "
+                           "or --weights PATH for a local state dict")
+    if spec == "imagenet":
+        return enum
+    member = spec.split(":", 1)[1].rsplit(".", 1)[-1]  # accept IMAGENET1K_V1 or ResNet50_Weights.IMAGENET1K_V1
+    members = [m.name for m in type(enum)]
+    if member not in members:
+        raise ConfigError(f"--weights {spec!r}: {name} has no weights {member!r}; "
+                          f"expected one of {', '.join('imagenet:' + m for m in members)}")
+    return type(enum)[member]
+
+
+def _ensure_downloaded(name: str, enum: WeightsEnum) -> Path:
+    """The hub-cache file for `enum`, downloading it first unless offline; WeightsError when it cannot be had."""
+    path = hub_checkpoint_path(enum)
+    if path.is_file():
+        return path
+    if os.environ.get(OFFLINE_ENV) == "1":
+        reason = f"{OFFLINE_ENV}=1"
+    else:
+        reason = _download(enum.url, path)
+        if reason is None:
+            return path
+    raise WeightsError(f"pretrained weights for {name} are not in {path} and could not be downloaded ({reason}); "
+                       "put the file there, pass --weights PATH for a local state dict, or --weights random")
+
+
+def _download(url: str, path: Path) -> str | None:
+    """Download into the hub cache (hash-checked by torch); returns None on success, else the reason it failed."""
+    match = torch.hub.HASH_REGEX.search(os.path.basename(url))
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # urllib in torch.hub takes no timeout argument
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        log.info("downloading %s to %s", url, path)
+        torch.hub.download_url_to_file(url, str(path), hash_prefix=match.group(1) if match else None, progress=True)
+        return None
+    except Exception as exc:  # noqa: BLE001 - any network/disk failure becomes one readable reason
+        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state dict (or a `{"model"|"state_dict": ...}` checkpoint) with weights_only=True; strip DDP prefixes."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(f"cannot load weights file {path} ({reason[:200]}); only plain state dicts saved with "
+                           "torch.save(model.state_dict(), PATH) are accepted (loaded with weights_only=True)") from None
+    if isinstance(obj, dict):
+        for key in ("model", "state_dict"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"weights file {path} holds a {type(obj).__name__}, not a state dict of tensors; save one "
+                           "with torch.save(model.state_dict(), PATH) or a checkpoint dict with a 'model' entry")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
