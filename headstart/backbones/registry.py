@@ -36,6 +36,14 @@ from headstart.errors import ConfigError, WeightsError
 
 log = logging.getLogger(__name__)
 
+# What `headstart backbones` shows by default: small-to-mid models that are sensible first tries on medical
+# images (cheap CNNs, the densenets of CheXNet fame, efficientnets, and one modern CNN/ViT/Swin each).
+RECOMMENDED_BACKBONES = (
+    "resnet18", "resnet34", "resnet50", "densenet121", "densenet169", "efficientnet_b0", "efficientnet_b1",
+    "efficientnet_b2", "efficientnet_b3", "convnext_tiny", "convnext_small", "vit_b_16", "swin_t",
+    "mobilenet_v3_large", "regnet_y_800mf",
+)
+
 
 def list_backbones() -> list[str]:
     """Every torchvision classification model name, sorted."""
