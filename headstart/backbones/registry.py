@@ -86,15 +86,13 @@ def create_backbone(name: str, *, weights: str = "imagenet", image_size: int | N
     """
     check_name(name)
     prep = preprocessing_for(select_enum(name, weights), image_size=image_size)
-    kwargs = _arch_kwargs(name, input_size=prep.input_size)
-    skeleton, classifier = _build(name, kwargs, device=torch.device("meta"))
+    skeleton, classifier = _build(name, input_size=prep.input_size, device=torch.device("meta"))
     _probe(skeleton, name, input_size=prep.input_size, num_features=classifier.num_features)
     resolved = resolve_weights(name, weights)
     if resolved.state_dict is None:
-        module, classifier = _build(name, kwargs, seed=seed)
+        module, classifier = _build(name, input_size=prep.input_size, seed=seed)
     else:
-        module = _load(skeleton, resolved, classifier=classifier, name=name, kwargs=kwargs,
-                       input_size=prep.input_size)
+        module = _load(skeleton, resolved, classifier=classifier, name=name, input_size=prep.input_size)
     module.eval().requires_grad_(False)
     log.debug("%s: %d features, weights %s, input %d px", name, classifier.num_features, resolved.tag,
               prep.input_size)
@@ -143,7 +141,7 @@ def backbone_info(name: str) -> dict:
     check_name(name)
     enum = default_weights(name)
     prep = preprocessing_for(enum)
-    _, classifier = _build(name, _arch_kwargs(name, input_size=prep.input_size), device=torch.device("meta"))
+    _, classifier = _build(name, input_size=prep.input_size, device=torch.device("meta"))
     meta = enum.meta if enum is not None else {}
     top1 = meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1")
     return {
@@ -179,17 +177,18 @@ def _arch_kwargs(name: str, *, input_size: int) -> dict:
     return {}
 
 
-def _build(name: str, kwargs: dict, *, device: torch.device | None = None,
+def _build(name: str, *, input_size: int, device: torch.device | None = None,
            seed: int = 0) -> tuple[nn.Module, Classifier]:
-    """The stripped architecture; on the meta device (shapes only, instant) or on CPU with seeded random init."""
+    """The stripped architecture; on the meta device (shapes only, fast) or on CPU with seeded random init."""
     builder = get_model_builder(name)
+    kwargs = _arch_kwargs(name, input_size=input_size)
     if device is not None and device.type == "meta":
         try:
             with _MetaAllocations():
                 model = builder(weights=None, **kwargs).to(device)
         except (AssertionError, ValueError, RuntimeError) as exc:
-            raise ConfigError(f"{name} cannot be built for these inputs ({_first_line(exc)}); "
-                              "try another --image-size or backbone") from None
+            raise ConfigError(f"{name} cannot take {input_size}x{input_size} inputs ({_first_line(exc)}); "
+                              "pass another --image-size or backbone") from None
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -229,7 +228,7 @@ def _probe(model: nn.Module, name: str, *, input_size: int, num_features: int) -
         raise RuntimeError(f"{name} returned {tuple(out.shape)} features, expected (2, {num_features})")
 
 
-def _load(skeleton: nn.Module, resolved: ResolvedWeights, *, classifier: Classifier, name: str, kwargs: dict,
+def _load(skeleton: nn.Module, resolved: ResolvedWeights, *, classifier: Classifier, name: str,
           input_size: int) -> nn.Module:
     """Fill the meta-device skeleton with the weights' tensors (no wasted random init), checking every key."""
     source = resolved.path or resolved.tag
@@ -254,7 +253,7 @@ def _load(skeleton: nn.Module, resolved: ResolvedWeights, *, classifier: Classif
                            f"a torchvision {name}")
     skeleton.load_state_dict(sd, strict=True, assign=True)
     if any(t.is_meta for t in skeleton.buffers()):  # a non-persistent buffer the state dict cannot fill
-        model, _ = _build(name, kwargs)
+        model, _ = _build(name, input_size=input_size)
         model.load_state_dict(sd, strict=True)
         return model.float()
     return skeleton.float()  # a half-precision file must not make a half-precision backbone
