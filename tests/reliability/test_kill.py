@@ -153,3 +153,33 @@ def test_finetune_killed_at_random_point_resumes_to_reference(seed, small_data, 
         assert weights[name].keys() == ref_weights[name].keys()
         for key, tensor in weights[name].items():
             assert torch.equal(tensor, ref_weights[name][key]), f"{name}:{key}"
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason="finetune helper's code (headstart/finetune/train.py): last.pt is saved before "
+                   "best.pt is published, so a kill between the two leaves last.pt naming a best epoch whose "
+                   "weights best.pt does not hold (missing at epoch 0, stale later)")
+def test_finetune_killed_between_last_and_best_checkpoint(small_data, tmp_path, monkeypatch):
+    """The narrowest kill point: after `last.pt` is renamed into place, before `best.pt` is published."""
+    import headstart.finetune.train as train_module
+    from headstart.data.types import SplitConfig
+    from headstart.finetune.config import FinetuneConfig
+
+    config = FinetuneConfig(backbone="resnet18", weights="random", epochs=1, batch_size=16, image_size=32, workers=0,
+                            patience=0, deterministic=True, n_boot=20)
+
+    def run(runs, resume=False):
+        return train_module.run_finetune(data=str(small_data), runs_dir=str(runs), config=config,
+                                         split_config=SplitConfig(), resume=resume)
+
+    reference = run(tmp_path / "ref")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # stands in for SIGKILL at this instant: nothing after it runs
+
+    monkeypatch.setattr(train_module, "publish_copy", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "crash")
+    monkeypatch.undo()
+    resumed = run(tmp_path / "crash", resume=True)
+    assert resumed.metrics == reference.metrics
