@@ -9,8 +9,11 @@
 
 Targets (ResNet18 at 224 on the 2-core CI machine): b/a >= 0.85 on 224-px JPEGs, >= 0.75 on full-size JPEGs,
 b/c >= 1.2. Random weights: speed does not depend on the weight values, and this machine cannot download them.
+On CUDA (`--device cuda`), (a) and (b) use headstart's `--precision auto` (fp16 autocast) and every timing
+synchronises the device; (c) stays the tutorial's fp32. The data folder is $HEADSTART_DATA, default
+../shared/data.
 
-    .venv/bin/python benchmarks/extract.py [--backbone resnet18] [--n 192] [--repeats 3]
+    .venv/bin/python benchmarks/extract.py [--backbone resnet18] [--n 192] [--repeats 3] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from headstart.data.types import SplitConfig
+from headstart.device import autocast, autocast_dtype, resolve_device
 from headstart.extract.config import ExtractConfig
 from headstart.extract.runner import run_extract
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(os.environ.get("HEADSTART_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
 def jpeg_paths(folder: Path) -> list[Path]:
@@ -56,24 +60,32 @@ def make_manifest(paths: list[Path], n: int, root: Path) -> Path:
     return root / "manifest.csv"
 
 
-def forward_only(model: torch.nn.Module, *, n: int, batch_size: int) -> float:
-    x = torch.randn(batch_size, 3, 224, 224).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        model(x[:2])
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def forward_only(model: torch.nn.Module, *, n: int, batch_size: int, device: torch.device) -> float:
+    x = torch.randn(batch_size, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), autocast(device, autocast_dtype("auto", device)):
+        for _ in range(3 if device.type == "cuda" else 1):  # warm-up (cuDNN autotuning on CUDA)
+            model(x)
+        _sync(device)
         start = time.perf_counter()
         done = 0
         while done < n:
             model(x)
             done += batch_size
+        _sync(device)
     return done / (time.perf_counter() - start)
 
 
 def headstart_rate(manifest_small: Path, manifest_large: Path, n_small: int, n_large: int, *, backbone: str,
-                   batch_size: int, workers: int, tmp: Path) -> float:
+                   batch_size: int, workers: int | None, device: str, tmp: Path) -> float:
     times = []
     for manifest in (manifest_small, manifest_large):
         out = tmp / f"cache-{time.monotonic_ns()}.h5"
-        cfg = ExtractConfig(backbones=[backbone], weights="random", batch_size=batch_size, device="cpu",
+        cfg = ExtractConfig(backbones=[backbone], weights="random", batch_size=batch_size, device=device,
                             workers=workers, split=SplitConfig())
         start = time.perf_counter()
         run_extract(data=str(manifest), output=str(out), config=cfg)
@@ -99,13 +111,15 @@ class TutorialImages(Dataset):
         return self.tf(Image.open(self.paths[i]).convert("RGB")), 0
 
 
-def tutorial_rate(paths: list[Path], *, n: int, backbone: str, batch_size: int, workers: int) -> float:
-    model = torchvision.models.get_model(backbone).eval()
+def tutorial_rate(paths: list[Path], *, n: int, backbone: str, batch_size: int, workers: int,
+                  device: torch.device) -> float:
+    model = torchvision.models.get_model(backbone).eval().to(device)
     loader = DataLoader(TutorialImages(paths, n), batch_size=batch_size, num_workers=workers)
     start = time.perf_counter()
     with torch.no_grad():
         for x, _ in loader:
-            model(x)
+            model(x.to(device))
+    _sync(device)
     return n / (time.perf_counter() - start)
 
 
@@ -114,7 +128,9 @@ def main() -> None:
     ap.add_argument("--backbone", default="resnet18")
     ap.add_argument("--n", type=int, default=192, help="images in the large run (the small run is n/3)")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=None,
+                    help="decode workers (default: 1 on CPU; on CUDA headstart sizes them, the tutorial uses 8)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the cycled symlinks are deliberate duplicates
@@ -124,10 +140,17 @@ def main() -> None:
         "224px": jpeg_paths(DATA / "kaggle_cxr_224"),
         "fullsize": jpeg_paths(DATA / "kaggle_cxr_fullsize_sample"),
     }
-    model = torchvision.models.get_model(args.backbone).eval().to(memory_format=torch.channels_last)
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as run_extract does: fixed input sizes
+    workers = args.workers if args.workers is not None else (1 if device.type == "cpu" else None)
+    tutorial_workers = workers if workers is not None else 8
+    model = torchvision.models.get_model(args.backbone).eval().to(device, memory_format=torch.channels_last)
     n_small = max(args.batch_size, args.n // 3)
-    print(f"{args.backbone}, batch {args.batch_size}, {args.workers} worker(s), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {os.cpu_count()} cores; medians of {args.repeats}")
+    where = str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})"
+    print(f"{args.backbone}, batch {args.batch_size}, {workers if workers is not None else 'auto'} worker(s), "
+          f"{where}, torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores; "
+          f"medians of {args.repeats}")
     results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -136,14 +159,16 @@ def main() -> None:
             for name, paths in sets.items()
         }
         for _ in range(args.repeats):  # interleave the methods so machine noise hits them alike
-            results.setdefault("a forward-only", []).append(forward_only(model, n=args.n, batch_size=args.batch_size))
+            forward = forward_only(model, n=args.n, batch_size=args.batch_size, device=device)
+            results.setdefault("a forward-only", []).append(forward)
             for name, paths in sets.items():
                 small, large = manifests[name]
                 results.setdefault(f"b headstart {name}", []).append(headstart_rate(
                     small, large, n_small, args.n, backbone=args.backbone, batch_size=args.batch_size,
-                    workers=args.workers, tmp=tmp))
+                    workers=workers, device=args.device, tmp=tmp))
                 results.setdefault(f"c tutorial {name}", []).append(tutorial_rate(
-                    paths, n=args.n, backbone=args.backbone, batch_size=args.batch_size, workers=args.workers))
+                    paths, n=args.n, backbone=args.backbone, batch_size=args.batch_size, workers=tutorial_workers,
+                    device=device))
     med = {k: statistics.median(v) for k, v in results.items()}
     for k, v in results.items():
         print(f"{k:24s} {med[k]:7.1f} images/s   (runs: {', '.join(f'{x:.1f}' for x in v)})")

@@ -53,7 +53,7 @@ class ExtractResult:
     extracted: list[str] = field(default_factory=list)  # feature sets computed by this run
     already_done: list[str] = field(default_factory=list)  # sets that were complete and matched
     n_images: int = 0  # images decoded by this run, all ranks together (resume skips staged rows)
-    seconds: float = 0.0  # wall time of the decode+forward loop (under torchrun: until the slowest rank ended)
+    seconds: float = 0.0  # wall time of the decode+forward loop (under torchrun: the slowest rank's)
     skipped: list[str] = field(default_factory=list)  # ids of bad images skipped
     world_size: int = 1  # processes (torchrun ranks) that shared the work; counts and seconds are the whole job's
 
@@ -180,12 +180,12 @@ def run_extract(*, data: str, output: str, config: ExtractConfig) -> ExtractResu
         if len(rows) < len(table.ids):
             log.info("resuming: %d of %d images already staged", len(table.ids) - len(rows), len(table.ids))
         shard = np.array_split(rows, job.world_size)[job.rank]  # contiguous blocks; may be empty
-        start = time.perf_counter()
         with same_outcome():
             mine = _extract_rows(shard, writer=writer, dataset=dataset, todo=todo, device=device, amp_dtype=amp_dtype,
                                  config=config, job=job)
-        shards = all_gather_object(mine)  # also the point where the slowest rank has finished
-        seconds = time.perf_counter() - start
+        shards = all_gather_object(mine)
+        # Ranks start their loops together (right after the broadcast), so the job's loop time is the slowest one's.
+        seconds = max(s.seconds for s in shards)
         skipped = [i for s in shards for i in s.skipped]
         with same_outcome():
             if job.is_main:
@@ -268,7 +268,7 @@ def _collect_shards(writer: CacheWriter) -> None:
 
 def _stats(todo: list[Backbone], shards: list[ShardResult], *, device: torch.device, amp_dtype: torch.dtype | None,
            config: ExtractConfig, n_rows: int, seconds: float, world_size: int) -> dict[str, dict]:
-    """Per-set statistics of the whole job: wall time from the common start to the slowest rank's end.
+    """Per-set statistics of the whole job, timed by the slowest rank's loop.
 
     Each set is charged its own forward time plus an equal share of the shared decode/write time, so a set's
     `seconds` is what extracting it would cost, and the sets of one run sum to the loop time. With several ranks
