@@ -147,12 +147,15 @@ def _download(url: str, path: Path) -> str | None:
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a state dict (or a `{"model"|"state_dict": ...}` checkpoint) with weights_only=True; strip DDP prefixes."""
+    advice = "only plain state dicts saved with torch.save(model.state_dict(), PATH) are accepted"
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"cannot load weights file {path} ({reason[:200]}); only plain state dicts saved with "
-                           "torch.save(model.state_dict(), PATH) are accepted (loaded with weights_only=True)") from None
+    except pickle.UnpicklingError:
+        raise WeightsError(f"weights file {path} holds Python objects that loading with weights_only=True refuses "
+                           f"(they could run code); {advice}") from None
+    except Exception as exc:  # noqa: BLE001 - a corrupt file can fail anywhere in the unpickler
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
+        raise WeightsError(f"cannot read weights file {path} ({reason}); {advice}") from None
     if isinstance(obj, dict):
         for key in ("model", "state_dict"):
             if isinstance(obj.get(key), dict):

@@ -144,3 +144,30 @@ def test_non_state_dict_pickle_is_refused(tmp_path):
 def test_missing_weights_path_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="neither imagenet, random nor an existing file"):
         create_backbone("resnet18", weights=str(tmp_path / "nope.pth"))
+
+
+def test_failed_download_names_the_reason(offline_hub, monkeypatch):
+    monkeypatch.delenv("HEADSTART_OFFLINE")
+
+    def refuse(url, dst, hash_prefix=None, progress=True):
+        raise OSError("[Errno 101] Network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    with pytest.raises(WeightsError, match=r"could not be downloaded \(OSError: \[Errno 101\] Network is unreachable\)"):
+        create_backbone("resnet18", weights="imagenet")
+
+
+def test_download_lands_in_the_hub_cache(offline_hub, monkeypatch, resnet18_state):
+    monkeypatch.delenv("HEADSTART_OFFLINE")
+    calls = []
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        calls.append((url, hash_prefix))
+        torch.save(resnet18_state, dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    backbone = create_backbone("resnet18", weights="imagenet", image_size=32)
+    assert calls == [(torchvision.models.ResNet18_Weights.DEFAULT.url, "f37072fd")]  # torch checks the hash
+    assert backbone.weights_sha256 == _sha256(offline_hub / "resnet18-f37072fd.pth")
+    create_backbone("resnet18", weights="imagenet", image_size=32)
+    assert len(calls) == 1  # the second time it is cached
