@@ -82,7 +82,7 @@ def _trial(seed: int, data: Path, reference: Path, tmp: Path) -> None:
     assert not list(tmp.glob(f".{cache.name}.tmp-*"))  # no half-built file left behind
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0])  # one in the default suite; 12 more in the slow test below
 def test_extraction_killed_at_random_point_resumes_to_reference(seed, small_data, reference_cache, tmp_path):
     _trial(seed, small_data, reference_cache, tmp_path)
 
