@@ -72,6 +72,7 @@ def test_two_ranks_write_exactly_one_record_and_one_summary(ddp_run):
     assert record["strategy"] == "finetune" and record["config"]["world_size"] == 2
     assert record["config"]["global_batch_size"] == 8 and len(record["history"]) == 1
     assert done.stdout.count("record.json") == 1  # rank 1 prints no summary line
+    assert done.stderr.count("epoch 1/1: train loss") == 1  # ... and logs only warnings
     assert "Traceback" not in done.stderr
     leftovers = [p.name for p in runs.rglob("*") if ".tmp-" in p.name]
     assert leftovers == []
