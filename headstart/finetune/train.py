@@ -3,8 +3,8 @@
 Shaped like torchvision's `references/classification/train.py`: `train_one_epoch` and `evaluate_split` are
 plain functions, optional features are objects rather than branches (an autocast context that may be a no-op,
 a GradScaler that may be disabled), one checkpoint dict per file, and resume continues at `epoch + 1`.
-Distributed training plugs in at one seam, `headstart.finetune.distributed.Replica` (sampler shard, model
-wrapper, which process writes).
+Distributed training plugs in at one seam, `headstart.finetune.distributed.Replica` (sampler shards, DDP
+wrapper, evaluation gathered across ranks, which process writes).
 """
 
 from __future__ import annotations
