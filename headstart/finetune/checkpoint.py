@@ -8,6 +8,7 @@ and names the keys.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import shutil
@@ -80,13 +81,42 @@ def restore_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def content_digest(obj) -> str:
+    """sha256 over every tensor's bytes and every other leaf, in key order.
+
+    torch.load checks no checksum of tensor data, so a flipped bit inside a weight would load silently (the
+    reliability suite measured it); the digest, stored in the checkpoint and checked on load, catches it.
+    """
+    h = hashlib.sha256()
+
+    def walk(x) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(x, dict):
+            for k in sorted(x, key=str):
+                h.update(f"K{k!r}".encode())
+                walk(x[k])
+        elif isinstance(x, (list, tuple)):
+            h.update(f"L{len(x)}".encode())
+            for v in x:
+                walk(v)
+        else:
+            h.update(f"V{x!r}".encode())
+
+    walk(obj)
+    return h.hexdigest()
+
+
 def save_checkpoint(path: str | Path, checkpoint: dict) -> None:
     """Write to a temporary name, fsync, rename: a crash leaves the previous checkpoint intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    payload = {"checkpoint_version": CHECKPOINT_VERSION, **checkpoint}
     try:
-        torch.save({"checkpoint_version": CHECKPOINT_VERSION, **checkpoint}, tmp)
+        torch.save({**payload, "digest": content_digest(payload)}, tmp)
         replace_durably(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -125,6 +155,11 @@ def load_checkpoint(path: str | Path, *, expected_fingerprint: dict | None = Non
         raise CheckpointError(
             f"checkpoint {path} is not a headstart fine-tune checkpoint (version {CHECKPOINT_VERSION}); "
             "delete it and run without --resume"
+        )
+    digest = checkpoint.pop("digest", None)
+    if digest != content_digest(checkpoint):
+        raise CheckpointError(
+            f"checkpoint {path} is damaged (its content checksum does not match); delete it and run without --resume"
         )
     if expected_fingerprint is not None:
         differences = fingerprint_differences(checkpoint.get("fingerprint", {}), expected_fingerprint)

@@ -268,9 +268,14 @@ def run_finetune(*, data: str, runs_dir: str, config: FinetuneConfig, split_conf
                 "history": state.history, "fingerprint": fingerprint,
             }
             if replica.is_main:
-                save_checkpoint(ckpt_dir / "last.pt", checkpoint)
+                # best before last: a kill in between leaves last.pt at the previous epoch, whose best.pt is
+                # still valid, and the resumed epoch rewrites both. (The reverse order could leave last.pt naming
+                # a best epoch that best.pt does not hold.)
                 if improved:
-                    publish_copy(ckpt_dir / "last.pt", ckpt_dir / "best.pt")
+                    save_checkpoint(ckpt_dir / "best.pt", checkpoint)
+                    publish_copy(ckpt_dir / "best.pt", ckpt_dir / "last.pt")
+                else:
+                    save_checkpoint(ckpt_dir / "last.pt", checkpoint)
             replica.barrier()  # a rank that fails or is resumed next finds this epoch's files in place
 
         # Test is touched once, with the weights of the best val epoch and a threshold chosen on val.
