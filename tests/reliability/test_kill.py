@@ -156,9 +156,6 @@ def test_finetune_killed_at_random_point_resumes_to_reference(seed, small_data, 
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="finetune helper's code (headstart/finetune/train.py): last.pt is saved before "
-                   "best.pt is published, so a kill between the two leaves last.pt naming a best epoch whose "
-                   "weights best.pt does not hold (missing at epoch 0, stale later)")
 def test_finetune_killed_between_last_and_best_checkpoint(small_data, tmp_path, monkeypatch):
     """The narrowest kill point: after `last.pt` is renamed into place, before `best.pt` is published."""
     import headstart.finetune.train as train_module
