@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -207,7 +208,7 @@ def run_finetune(*, data: str, runs_dir: str, config: FinetuneConfig, split_conf
 
     state = TrainState()
     if resume:  # every rank reads rank 0's file (RUNS must be on a file system all nodes share)
-        checkpoint = load_checkpoint(ckpt_dir / "last.pt", expected_fingerprint=fingerprint)
+        checkpoint = load_checkpoint(_resume_point(ckpt_dir), expected_fingerprint=fingerprint)
         net.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["lr_scheduler"])
@@ -416,6 +417,15 @@ def _class_weights(samples: list[Sample], n_classes: int, config: FinetuneConfig
 def _auroc(y_true: np.ndarray, proba: np.ndarray) -> float:
     """Val AUROC for the history (the same metric code as the final evaluation; NaN with one class)."""
     return float(compute_metrics(y_true, proba)["auroc"])
+
+
+def _resume_point(ckpt_dir: Path) -> Path:
+    """last.pt, unless a kill fell between writing best.pt and linking it as last.pt: then best.pt is newer."""
+    last, best = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
+    if best.exists() and (not last.exists() or best.stat().st_mtime_ns > last.stat().st_mtime_ns
+                          and not os.path.samefile(best, last)):
+        return best
+    return last
 
 
 def _selection_value(entry: dict, metric: str) -> float:
