@@ -3,6 +3,9 @@
 (a) Loop overhead: headstart's `train_one_epoch` against a bare PyTorch loop with the same settings (same model,
     AdamW groups, schedule, autocast dtype, GradScaler, channels_last, on-device normalisation) on the same
     pre-decoded uint8 batches, so only the loops differ. Target: headstart / bare >= 0.9.
+(a2) Input pipeline: the same comparison, but headstart's epoch reads generated phantom JPEGs through its real
+    loader (decode, augmentation, default worker count) while the bare loop still gets pre-decoded batches, so
+    decode cost and any oversubscription of the cores by decode processes show up. Target: >= 0.9.
 (b) Strategy timing on ../shared/data/kaggle_cxr_224 (skipped with a message when absent): one extraction, one
     head sweep on the cache, and one fine-tune epoch (train + val pass), for each backbone; the break-even is
     how many fine-tune epochs cost as much as extract + sweep. `--limit N` keeps it short on a CPU.
@@ -31,7 +34,12 @@ from headstart.device import resolve_device
 from headstart.extract.preprocess import normalize_batch
 from headstart.finetune.config import FinetuneConfig
 from headstart.finetune.freeze import apply_freeze
-from headstart.finetune.train import StepContext, make_optimization, run_finetune, train_one_epoch, training_dtype
+from headstart.data.dataset import build_dataset
+from headstart.data.synthetic import make_phantom_dataset
+from headstart.finetune.config import AugmentConfig
+from headstart.finetune.data import EpochSampler, SplitImages, make_loader
+from headstart.finetune.train import (StepContext, loader_workers, make_optimization, run_finetune, train_one_epoch,
+                                      training_dtype)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kaggle_cxr_224"
 
@@ -88,6 +96,40 @@ def loop_overhead(backbone: str, *, n: int, batch_size: int, size: int, repeats:
     b, h = statistics.median(bare), statistics.median(ours)
     print(f"(a) {backbone} @ {prep.input_size}px, batch {batch_size}, {n} images, {device}, "
           f"{ctx.amp_dtype or 'fp32'}: bare loop {b:.1f} img/s | headstart train_one_epoch {h:.1f} img/s | "
+          f"ratio {h / b:.3f} (target >= 0.9; medians of {repeats})")
+
+
+def pipeline_overhead(backbone: str, *, n: int, batch_size: int, size: int, repeats: int, device: torch.device,
+                      tmp: Path) -> None:
+    """(a2): headstart's epoch over real files and its default loader vs the bare loop over decoded tensors."""
+    # extra train phantoms, since the grouped val carve-out takes some of them
+    make_phantom_dataset(tmp / "phantoms", n_train=n + n // 2 + 8, n_test=8, image_size=size, seed=0)
+    dataset = build_dataset(str(tmp / "phantoms"), split_config=SplitConfig())
+    samples = [s for s in dataset.samples if s.split == "train"][:n]
+    config = FinetuneConfig(backbone=backbone, weights="random", batch_size=batch_size, image_size=size, epochs=100)
+    model, prep, _ = create_model(backbone, num_classes=len(dataset.classes), weights="random", image_size=size)
+    model = model.to(device, memory_format=torch.channels_last)
+    frozen = apply_freeze(model, name=backbone, mode="none")
+    ctx = StepContext(device=device, prep=prep, amp_dtype=training_dtype("auto", device), progress=False)
+    workers = loader_workers(None, device)
+    images = SplitImages(dataset.source, samples, prep, augment=AugmentConfig())
+    loader = make_loader(images, EpochSampler(len(images), seed=0, shuffle=True), batch_size=batch_size,
+                         workers=workers, pin_memory=device.type == "cuda")
+    batches = [batch for batch in loader]  # the same images, decoded once up front for the bare loop
+    optimizer, scheduler, scaler = make_optimization(model, config=config, steps_per_epoch=len(batches), ctx=ctx)
+    criterion = nn.CrossEntropyLoss()
+    bare_epoch(model, batches[:1], optimizer=optimizer, scheduler=scheduler, scaler=scaler, ctx=ctx)  # warm-up
+    bare, ours = [], []
+    for r in range(repeats):
+        bare.append(len(samples) / bare_epoch(model, batches, optimizer=optimizer, scheduler=scheduler,
+                                              scaler=scaler, ctx=ctx))
+        loader.sampler.set_epoch(r)
+        stats = train_one_epoch(model, loader, criterion=criterion, optimizer=optimizer, scheduler=scheduler,
+                                scaler=scaler, ctx=ctx, frozen=frozen, epoch=r, epochs=repeats)
+        ours.append(stats["images"] / stats["seconds"])
+    b, h = statistics.median(bare), statistics.median(ours)
+    print(f"(a2) {backbone} @ {prep.input_size}px from {len(samples)} phantom JPEGs, {workers} loader workers, "
+          f"{device}: bare loop on decoded tensors {b:.1f} img/s | headstart epoch from files {h:.1f} img/s | "
           f"ratio {h / b:.3f} (target >= 0.9; medians of {repeats})")
 
 
@@ -163,15 +205,18 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=400, help="images used in (b); 0 = all 5,216")
     parser.add_argument("--strategy-repeats", type=int, default=1, help="repeats of each (b) measurement")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--skip-strategies", action="store_true", help="run (a) only")
+    parser.add_argument("--skip-strategies", action="store_true", help="run (a) and (a2) only")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     device = resolve_device(args.device)
     for backbone in args.backbones:
         loop_overhead(backbone, n=args.n, batch_size=args.batch_size, size=args.image_size, repeats=args.repeats,
                       device=device)
-    if not args.skip_strategies:
-        with tempfile.TemporaryDirectory(prefix="headstart-bench-ft-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="headstart-bench-ft-") as tmp:
+        for backbone in args.backbones:
+            pipeline_overhead(backbone, n=args.n, batch_size=args.batch_size, size=args.image_size,
+                              repeats=args.repeats, device=device, tmp=Path(tmp) / backbone)
+        if not args.skip_strategies:
             strategy_timing(args.backbones, limit=args.limit or None, device=args.device, repeats=args.strategy_repeats,
                             tmp=Path(tmp))
 

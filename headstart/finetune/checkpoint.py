@@ -93,7 +93,8 @@ def content_digest(obj) -> str:
         if isinstance(x, torch.Tensor):
             t = x.detach().cpu().contiguous()
             h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            if t.numel():
+                h.update(t.reshape(-1).view(torch.uint8).numpy())  # the buffer itself, no bytes copy
         elif isinstance(x, dict):
             for k in sorted(x, key=str):
                 h.update(f"K{k!r}".encode())

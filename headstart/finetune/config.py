@@ -50,7 +50,7 @@ class FinetuneConfig:
     image_size: int | None = None  # None: the backbone's own input size (224 for most)
     precision: str = "auto"  # auto: bf16 (or fp16 without bf16 support) autocast on CUDA, fp32 on CPU
     device: str = "auto"  # auto picks CUDA when present
-    workers: int | None = None  # decode processes; None sizes them to the machine (see device.default_workers)
+    workers: int | None = None  # decode processes; None: none on CPU, sized to the machine on GPU (train.loader_workers)
     warmup_epochs: float = 1.0  # linear warmup length; protects pretrained weights from the head's first big steps
     patience: int = 3  # stop after this many epochs without a better val metric; 0 disables early stopping
     select_metric: str = "auroc"  # val metric that picks the best epoch (loss: lower is better)
