@@ -79,10 +79,10 @@ SWEEPS: dict[str, SweepGrid] = {
         # the whole default sweep well under one frozen-backbone epoch on a 2-core CPU (benchmarks/heads.py).
         mlp_lr=(1e-3, 3e-3),
         mlp_weight_decay=(1e-4, 1e-2),
-        mlp_hidden=(128, 512),
+        mlp_hidden=(64, 256),
         mlp_dropout=(0.0, 0.3),
         knn_k=(5, 15, 31, 63),
-        train=TrainSettings(epochs=50, batch_size=256, patience=8),
+        train=TrainSettings(epochs=40, batch_size=256, patience=6),
     ),
 }
 
