@@ -54,7 +54,7 @@ class RunRecord:
 
     def to_dict(self) -> dict:
         """A JSON-ready dict: numpy values become Python ones, NaN and infinity become None."""
-        return _jsonable(dataclasses.asdict(self))
+        return jsonable(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict) -> RunRecord:
@@ -143,14 +143,14 @@ def read_records(runs_dir: str | os.PathLike) -> list[RunRecord]:
     return sorted(records, key=lambda record: record.run_id)
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Recursively convert numpy containers and scalars to JSON types, with non-finite floats as None."""
     if isinstance(value, dict):
-        return {str(key): _jsonable(item) for key, item in value.items()}
+        return {str(key): jsonable(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(item) for item in value]
+        return [jsonable(item) for item in value]
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)):

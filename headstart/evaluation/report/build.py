@@ -17,7 +17,7 @@ import numpy as np
 from headstart.cache.durable import write_bytes_atomic
 from headstart.evaluation.metrics import as_proba
 from headstart.errors import ConfigError, DataError
-from headstart.evaluation.records import _jsonable, read_records
+from headstart.evaluation.records import jsonable, read_records
 from headstart.evaluation.report import plots
 from headstart.evaluation.report.comparisons import paired_comparisons
 from headstart.evaluation.report.document import Block, BulletList, Heading, Image, Paragraph, Table
@@ -111,7 +111,7 @@ def build_report(*, runs_dir: str | Path, output_dir: str | Path | None = None,
                           n_records=len(records), n_datasets=len(groups), plots=written)
     write_bytes_atomic(result.report_md, render_markdown(blocks).encode("utf-8"))
     write_bytes_atomic(result.report_html, render_html(blocks, title=TITLE).encode("utf-8"))
-    text = json.dumps(_jsonable(summary), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    text = json.dumps(jsonable(summary), indent=2, sort_keys=True, allow_nan=False) + "\n"
     write_bytes_atomic(result.summary_json, text.encode("utf-8"))
     logger.info("wrote %s, %s and %s (%d plots)", result.report_md, result.report_html, result.summary_json,
                 len(written))
