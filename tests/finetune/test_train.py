@@ -167,3 +167,20 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(phantom_dir, tmp_path
     assert checkpoint["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in checkpoint["model"].values() if v.is_floating_point())
     assert not (tmp_path / "finetune_resnet18_freeze-backbone-32px_s0" / "record.json").exists()
+
+
+def test_cpu_loaders_decode_in_the_main_process_unless_asked():
+    """A decode process beside the CPU's intra-op threads oversubscribes the cores (see loader_workers)."""
+    cpu = torch.device("cpu")
+    assert train_module.loader_workers(None, cpu) == 0
+    assert train_module.loader_workers(2, cpu) == 2
+    assert train_module.loader_workers(0, torch.device("cuda", 0)) == 0
+
+
+def test_checkpoint_digest_covers_tensor_bytes():
+    from headstart.finetune.checkpoint import content_digest
+    state = {"model": {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}, "epoch": 1}
+    flipped = {"model": {"w": state["model"]["w"].clone()}, "epoch": 1}
+    flipped["model"]["w"].view(torch.int32)[0, 0] ^= 1  # one bit of one weight
+    assert content_digest(state) == content_digest({"model": {"w": state["model"]["w"].clone()}, "epoch": 1})
+    assert content_digest(state) != content_digest(flipped)
