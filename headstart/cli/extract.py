@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @device_option
 @precision_option
+@click.option("--decode", type=click.Choice(["cpu", "device"]), default="cpu", show_default=True,
+              help="cpu: PIL in the workers; device: JPEGs decoded by torchvision on the extraction device (nvJPEG "
+                   "on CUDA; helps when decode limits a fast GPU). Part of the cache fingerprint.")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="Decode processes (default: sized to the machine).")
 @click.option("--feature-dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
 @split_options
@@ -29,7 +32,7 @@ log = logging.getLogger(__name__)
               help="fail: stop and name the file; skip: count it, record it in the cache, continue.")
 @click.option("--overwrite", is_flag=True, help="Replace a feature set (or cache) made for a different request.")
 def extract(data: str, output: str, backbones: tuple[str, ...], weights: str, image_size: int | None,
-            batch_size: int, device: str, precision: str, workers: int | None, feature_dtype: str,
+            batch_size: int, device: str, precision: str, decode: str, workers: int | None, feature_dtype: str,
             val_fraction: float, test_fraction: float, group_pattern: str | None, seed: int,
             on_bad_image: str, overwrite: bool) -> None:
     """Run frozen backbones once over DATA and cache their pooled features in OUTPUT (HDF5).
@@ -45,7 +48,7 @@ def extract(data: str, output: str, backbones: tuple[str, ...], weights: str, im
 
     config = ExtractConfig(
         backbones=list(backbones), weights=weights, image_size=image_size, batch_size=batch_size, device=device,
-        precision=precision, workers=workers, feature_dtype=feature_dtype, on_bad_image=on_bad_image,
+        precision=precision, decode=decode, workers=workers, feature_dtype=feature_dtype, on_bad_image=on_bad_image,
         overwrite=overwrite, seed=seed,
         split=SplitConfig(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, group_pattern=group_pattern),
     )

@@ -15,6 +15,7 @@ class ExtractConfig:
     batch_size: int = 64  # images per forward pass; also the unit of resume
     device: str = "auto"  # auto picks CUDA when present
     precision: str = "auto"  # auto: fp16 autocast on CUDA, fp32 on CPU (bf16 measured slower here)
+    decode: str = "cpu"  # cpu: PIL in the workers; device: JPEGs decoded on the extraction device (nvJPEG on CUDA)
     workers: int | None = None  # decode processes; None sizes them to the machine (see device.default_workers)
     feature_dtype: str = "float16"  # float16 halves the file; pooled features lose nothing measurable
     on_bad_image: str = "fail"  # fail: stop naming the file; skip: count it, record it, go on

@@ -36,6 +36,7 @@ from headstart.distributed import (
 )
 from headstart.errors import CacheError, ConfigError, DataError
 from headstart.extract.config import ExtractConfig
+from headstart.extract.device_decode import DECODE_MODES, DeviceJpegDecoder, check_device_resizable
 from headstart.extract.loader import DecodedImages, geometry_key, make_loader
 from headstart.extract.preprocess import normalize_batch
 
@@ -83,6 +84,8 @@ def _validate(config: ExtractConfig) -> None:
         raise ConfigError(f"--feature-dtype {config.feature_dtype!r} is invalid; expected float16 or float32")
     if config.on_bad_image not in BAD_IMAGE_POLICIES:
         raise ConfigError(f"--on-bad-image {config.on_bad_image!r} is invalid; expected fail or skip")
+    if config.decode not in DECODE_MODES:
+        raise ConfigError(f"--decode {config.decode!r} is invalid; expected cpu or device")
 
 
 def samples_table(dataset: Dataset, *, data: str, config: ExtractConfig) -> SamplesTable:
@@ -102,8 +105,10 @@ def samples_table(dataset: Dataset, *, data: str, config: ExtractConfig) -> Samp
     )
 
 
-def feature_spec(backbone: Backbone, *, table: SamplesTable, dtype: str) -> FeatureSetSpec:
+def feature_spec(backbone: Backbone, *, table: SamplesTable, dtype: str, decode: str = "cpu") -> FeatureSetSpec:
     prep = backbone.preprocessing.to_dict()
+    if decode != "cpu":  # its resampling differs slightly from PIL's; cpu-mode fingerprints stay as they were
+        prep["decode"] = decode
     return FeatureSetSpec(
         name=backbone.name,
         backbone=backbone.name,
@@ -150,7 +155,9 @@ def run_extract(*, data: str, output: str, config: ExtractConfig) -> ExtractResu
     ]
     dataset = build_dataset(data, split_config=config.split)
     table = samples_table(dataset, data=data, config=config)
-    specs = [feature_spec(b, table=table, dtype=config.feature_dtype) for b in backbones]
+    if config.decode == "device":
+        check_device_resizable({b.name: b.preprocessing for b in backbones})
+    specs = [feature_spec(b, table=table, dtype=config.feature_dtype, decode=config.decode) for b in backbones]
     if job.distributed:
         require_same_request({"data": data, "output": output, **asdict(config),
                               "fingerprints": [s.fingerprint for s in specs]})
@@ -219,9 +226,14 @@ def _extract_rows(rows: np.ndarray, *, writer: CacheWriter, dataset: Dataset, to
         torch.backends.cudnn.benchmark = True  # every batch has the same shape: let cuDNN pick the fastest kernels
     models = {b.name: _prepare_model(b, device) for b in todo}
     workers = default_workers(device) if config.workers is None else config.workers
-    images = DecodedImages(dataset.source, dataset.samples, rows, [b.preprocessing for b in todo])
+    images = DecodedImages(dataset.source, dataset.samples, rows, [b.preprocessing for b in todo],
+                           decode=config.decode)
     loader = make_loader(images, batch_size=config.batch_size, workers=workers if len(rows) > config.batch_size else 0,
                          pin_memory=device.type == "cuda")
+    decoder = DeviceJpegDecoder(images, device=device) if config.decode == "device" else None
+    if decoder is not None and device.type != "cuda" and job.is_main:
+        log.warning("--decode device on %s decodes JPEGs with torchvision's libjpeg-turbo in the main process; "
+                    "it is meant for CUDA (nvJPEG), where CPU decode limits throughput", device)
     skipped: list[str] = []
     desc = f"extract {'+'.join(b.name for b in todo)}"
     if job.distributed:
@@ -231,6 +243,8 @@ def _extract_rows(rows: np.ndarray, *, writer: CacheWriter, dataset: Dataset, to
     start = time.perf_counter()
     with torch.inference_mode():
         for batch in loader:
+            if decoder is not None:
+                batch = decoder.complete(batch)
             ok = batch["ok"].numpy().astype(bool)
             for j in np.flatnonzero(~ok):
                 if config.on_bad_image == "fail":
@@ -251,6 +265,10 @@ def _extract_rows(rows: np.ndarray, *, writer: CacheWriter, dataset: Dataset, to
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     bar.close()
+    if decoder is not None:
+        log.info("--decode device: %d images decoded on %s, %d refused by decode_jpeg and decoded by PIL, "
+                 "%d others (not plain JPEGs) decoded by PIL in the workers", decoder.n_device, device,
+                 decoder.n_fallback, len(rows) - decoder.n_device - decoder.n_fallback)
     return ShardResult(n_rows=len(rows), forward_seconds=forward_seconds, seconds=time.perf_counter() - start,
                        skipped=skipped)
 
