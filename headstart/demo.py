@@ -35,9 +35,7 @@ class DemoConfig:
     phantom_size: int = 96  # pixels of the generated JPEGs; decoding and resizing still run
     image_size: int = 64  # backbone input for extraction and fine-tune alike ("reduced size")
     backbones: tuple[str, ...] = ("resnet18", "densenet121")  # extracted once into one cache
-    # mlp is left out: its 36-config default grid alone takes minutes on a 2-core CPU (run `headstart heads
-    # --head mlp` on the demo's cache to add it)
-    heads: tuple[str, ...] = ("logreg", "linear", "knn")
+    heads: tuple[str, ...] = ("logreg", "linear", "mlp", "knn")  # the default sweep's four heads
     sweep: str = "default"  # the README's grid
     head_seeds: int = 2  # seeds per head, so the report shows mean ± std
     finetune_backbone: str = "resnet18"  # the contrast: one full fine-tune
