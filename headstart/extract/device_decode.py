@@ -12,11 +12,14 @@ device decoder refuses a file), so the two paths can mix within a batch:
 
 Resampling kernels differ slightly from PIL's (and PIL decodes large JPEGs at reduced DCT scale), so features
 are close to, not equal to, the CPU path's; the decode mode is therefore part of the feature-set fingerprint.
+torchvision 0.29 deprecates its image codecs in favour of TorchCodec; `decode_jpeg` still works and its warning
+is silenced here (once TorchCodec's decoder is adopted, only `DeviceJpegDecoder._decode` changes).
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -196,6 +199,11 @@ class DeviceJpegDecoder:
         """One batched decode; when it fails, file by file, so one refused file costs only itself."""
         if not blobs:
             return []
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torchvision\.io")
+            return self._decode_batch(blobs)
+
+    def _decode_batch(self, blobs: list[torch.Tensor]) -> list[torch.Tensor | None]:
         try:
             return list(decode_jpeg(blobs, device=self.device, mode=ImageReadMode.RGB))
         except RuntimeError:
