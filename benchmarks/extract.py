@@ -13,7 +13,10 @@ On CUDA (`--device cuda`), (a) and (b) use headstart's `--precision auto` (fp16 
 synchronises the device; (c) stays the tutorial's fp32. The data folder is $HEADSTART_DATA, default
 ../shared/data.
 
+`--decode device` runs (b) with JPEGs decoded by torchvision on the device (nvJPEG on CUDA) instead of PIL.
+
     .venv/bin/python benchmarks/extract.py [--backbone resnet18] [--n 192] [--repeats 3] [--device cpu|cuda]
+                                           [--decode cpu|device]
 """
 
 from __future__ import annotations
@@ -81,12 +84,12 @@ def forward_only(model: torch.nn.Module, *, n: int, batch_size: int, device: tor
 
 
 def headstart_rate(manifest_small: Path, manifest_large: Path, n_small: int, n_large: int, *, backbone: str,
-                   batch_size: int, workers: int | None, device: str, tmp: Path) -> float:
+                   batch_size: int, workers: int | None, device: str, decode: str, tmp: Path) -> float:
     times = []
     for manifest in (manifest_small, manifest_large):
         out = tmp / f"cache-{time.monotonic_ns()}.h5"
         cfg = ExtractConfig(backbones=[backbone], weights="random", batch_size=batch_size, device=device,
-                            workers=workers, split=SplitConfig())
+                            workers=workers, decode=decode, split=SplitConfig())
         start = time.perf_counter()
         run_extract(data=str(manifest), output=str(out), config=cfg)
         times.append(time.perf_counter() - start)
@@ -132,6 +135,7 @@ def main() -> None:
                     help="decode workers (default: 1 on CPU; on CUDA headstart sizes them, the tutorial uses 8)")
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--decode", default="cpu", choices=["cpu", "device"], help="headstart's --decode for (b)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the cycled symlinks are deliberate duplicates
     if not DATA.is_dir():
@@ -149,7 +153,8 @@ def main() -> None:
     n_small = max(args.batch_size, args.n // 3)
     where = str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})"
     print(f"{args.backbone}, batch {args.batch_size}, {workers if workers is not None else 'auto'} worker(s), "
-          f"{where}, torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores; "
+          f"{where}, --decode {args.decode}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{os.cpu_count()} cores; "
           f"medians of {args.repeats}")
     results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -165,7 +170,7 @@ def main() -> None:
                 small, large = manifests[name]
                 results.setdefault(f"b headstart {name}", []).append(headstart_rate(
                     small, large, n_small, args.n, backbone=args.backbone, batch_size=args.batch_size,
-                    workers=workers, device=args.device, tmp=tmp))
+                    workers=workers, device=args.device, decode=args.decode, tmp=tmp))
                 results.setdefault(f"c tutorial {name}", []).append(tutorial_rate(
                     paths, n=args.n, backbone=args.backbone, batch_size=args.batch_size, workers=tutorial_workers,
                     device=device))
