@@ -48,7 +48,8 @@ class DecodedImages(Dataset):
         if self.decode == "device":
             data = self._jpeg_bytes(self.samples[row])
             if data is not None:
-                return {"row": row, "ok": True, "error": "", "jpeg": torch.frombuffer(bytearray(data), dtype=torch.uint8)}
+                jpeg = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+                return {"row": row, "ok": True, "error": "", "jpeg": jpeg}
         return self.decode_row(row)
 
     def _jpeg_bytes(self, sample: Sample) -> bytes | None:
