@@ -31,6 +31,7 @@ from torchvision.transforms.v2 import functional as F
 
 from headstart.backbones.types import Preprocessing
 from headstart.errors import ConfigError
+from headstart.extract.preprocess import crop_geometry
 
 if TYPE_CHECKING:
     from headstart.extract.loader import DecodedImages
@@ -148,12 +149,10 @@ def collate_mixed(items: list[dict], *, geometries: dict[str, Preprocessing]) ->
 def resize_center_crop_tensor(images: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
     """(N, 3, h, w) uint8 -> (N, 3, input_size, input_size): the geometry of `preprocess.resize_center_crop`."""
     h, w = images.shape[-2:]
-    scale = prep.resize_size / min(w, h)
-    new_w, new_h = max(prep.input_size, round(w * scale)), max(prep.input_size, round(h * scale))
+    new_w, new_h, left, top = crop_geometry(w, h, prep)
     if (new_w, new_h) != (w, h):
         images = F.resize(images, [new_h, new_w], interpolation=_TENSOR_INTERPOLATIONS[prep.interpolation],
                           antialias=True)
-    left, top = (new_w - prep.input_size) // 2, (new_h - prep.input_size) // 2
     return images[..., top : top + prep.input_size, left : left + prep.input_size]
 
 

@@ -21,14 +21,21 @@ _PIL_INTERPOLATION = {
 }
 
 
-def resize_center_crop(img: Image.Image, prep: Preprocessing) -> Image.Image:
-    """Resize the shorter side to `resize_size`, then center-crop `input_size` (torchvision's eval recipe)."""
-    w, h = img.size
+def crop_geometry(w: int, h: int, prep: Preprocessing) -> tuple[int, int, int, int]:
+    """(new_w, new_h, left, top): resize the shorter side to `resize_size`, then center-crop `input_size`.
+
+    One definition for the PIL path and the on-device tensor path, so both crop the same pixels.
+    """
     scale = prep.resize_size / min(w, h)
     new_w, new_h = max(prep.input_size, round(w * scale)), max(prep.input_size, round(h * scale))
-    if (new_w, new_h) != (w, h):
+    return new_w, new_h, (new_w - prep.input_size) // 2, (new_h - prep.input_size) // 2
+
+
+def resize_center_crop(img: Image.Image, prep: Preprocessing) -> Image.Image:
+    """Resize the shorter side to `resize_size`, then center-crop `input_size` (torchvision's eval recipe)."""
+    new_w, new_h, left, top = crop_geometry(*img.size, prep)
+    if (new_w, new_h) != img.size:
         img = img.resize((new_w, new_h), _PIL_INTERPOLATION.get(prep.interpolation, Image.Resampling.BILINEAR))
-    left, top = (new_w - prep.input_size) // 2, (new_h - prep.input_size) // 2
     return img.crop((left, top, left + prep.input_size, top + prep.input_size))
 
 
