@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -18,10 +17,6 @@ from headstart.cli import Command
 @click.option("--quick", is_flag=True, help="Fewer, smaller images, the quick sweep and two epochs (under a minute).")
 def demo(output: Path, weights: str, quick: bool) -> None:
     """Run the whole pipeline on a built-in synthetic chest X-ray set and write the comparison report."""
-    # Before torch loads (the CLI imports it lazily): idle OpenMP threads sleep instead of spinning. On a CPU
-    # shared with other work, spinning threads hold cores that a descheduled sibling needs, and every barrier
-    # then waits a time slice: a resnet18 step at 64 px ran at 9 images/s with spinning, 35 passive (2 cores).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from headstart.demo import DemoConfig, run_demo
 
     config = DemoConfig.quick(weights=weights) if quick else DemoConfig(weights=weights)

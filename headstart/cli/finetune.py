@@ -25,7 +25,7 @@ from headstart.cli.options import device_option, image_size_option, precision_op
 @image_size_option
 @precision_option
 @device_option
-@click.option("--workers", type=click.IntRange(min=0), default=None, help="Decode processes (default: sized to the machine).")
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="Decode processes (default: none on CPU, where decoding in the main process measured faster; sized to the cores on GPU).")
 @click.option("--augment/--no-augment", default=True, show_default=True,
               help="Mild train-only augmentation: crop scale 0.85-1, rotation +/-7 degrees, no flips.")
 @click.option("--splits-from", type=click.Path(path_type=str), default=None,
