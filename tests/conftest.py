@@ -1,4 +1,4 @@
-"""Suite-wide settings: never touch the network, keep torch small on the 2-core machine."""
+"""Suite-wide settings: never touch the network, and one torch thread everywhere (no per-area overrides)."""
 
 from __future__ import annotations
 

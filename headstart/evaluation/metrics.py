@@ -148,7 +148,6 @@ def batch_ranking(y: np.ndarray, proba_rows: np.ndarray) -> dict[str, np.ndarray
     """AUROC and AUPRC per batch row of (B, n, C) probabilities; multi-class is the one-vs-rest macro mean."""
     n_classes = proba_rows.shape[-1]
     if n_classes == 2:
-        positive = y == 1
         auroc, auprc = batch_auroc_auprc(y == 1, proba_rows[:, :, 1])
         return {"auroc": auroc, "auprc": auprc}
     per_class = [batch_auroc_auprc(y == k, proba_rows[:, :, k]) for k in range(n_classes)]
@@ -192,7 +191,6 @@ def expected_calibration_error(y: np.ndarray, proba: np.ndarray, *, n_bins: int 
         confidence = proba.max(axis=1)
         observed = (np.argmax(proba, axis=1) == y).astype(np.float64)
     bins = np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
-    count = np.bincount(bins, minlength=n_bins)
     gap = np.bincount(bins, weights=observed, minlength=n_bins) - np.bincount(
         bins, weights=confidence, minlength=n_bins
     )

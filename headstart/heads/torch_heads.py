@@ -67,20 +67,15 @@ class LinearHead(_TorchHead):
         self.device = device
 
 
-class MLPHead(_TorchHead):
+class MLPHead(LinearHead):
     """One hidden ReLU layer with dropout; otherwise trained exactly like `LinearHead`."""
 
     def __init__(self, *, lr: float = 1e-3, weight_decay: float = 1e-4, epochs: int = 50, batch_size: int = 256,
                  class_weight: str | None = None, patience: int = 8, seed: int = 0, device: str = "cpu",
                  hidden: int = 512, dropout: float = 0.0) -> None:
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.class_weight = class_weight
-        self.patience = patience
-        self.seed = seed
-        self.device = device
+        # The full signature stays spelled out: scikit-learn's get_params reads it.
+        super().__init__(lr=lr, weight_decay=weight_decay, epochs=epochs, batch_size=batch_size,
+                         class_weight=class_weight, patience=patience, seed=seed, device=device)
         self.hidden = hidden
         self.dropout = dropout
 

@@ -45,20 +45,11 @@ CONFIG = FinetuneConfig(backbone=BACKBONE, weights="random", image_size=SIZE, se
                         device="cpu", n_boot=10, select_metric="loss")  # val loss keeps improving: a late epoch wins
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 @pytest.fixture(scope="module")
 def both_paths(tmp_path_factory):
     """One phantom set, extracted once into a cache and fine-tuned once with a frozen backbone."""
     from headstart.data.synthetic import make_phantom_dataset
 
-    torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("equivalence")
     data = make_phantom_dataset(tmp / "cxr", n_train=64, n_test=20, image_size=40, seed=3)
     cache = tmp / "cache.h5"

@@ -13,7 +13,6 @@ import pytest
 from click.testing import CliRunner
 
 from headstart.cli import cli
-from headstart.data.types import SplitConfig
 from headstart.extract.config import ExtractConfig
 from headstart.extract.runner import run_extract
 

@@ -30,7 +30,6 @@ def reference_run(tmp_path_factory, phantom_dir):
     """An uninterrupted, deterministic 2-epoch full fine-tune (with augmentation) that other tests compare to."""
     from headstart.data.types import SplitConfig
 
-    torch.set_num_threads(1)
     runs = tmp_path_factory.mktemp("reference")
     record = _run(phantom_dir, runs, SplitConfig())
     return runs, record

@@ -36,16 +36,6 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"{group}: {sum(counts.values())} ({detail})")
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread, like the subprocesses (OMP_NUM_THREADS=1): equal thread counts give bit-equal
-    features, and the shared 2-core machine is not oversubscribed."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 @pytest.fixture(scope="session")
 def small_data(tmp_path_factory) -> Path:
     """32 phantom images (8 batches of 4): a kill can land before, between or after every batch."""

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.reliability.conftest import TALLY, assert_one_line_error, error_lines, features, invoke, samples
+from tests.reliability.conftest import TALLY, assert_one_line_error, features, invoke, samples
 
 N_CACHE_VARIANTS = 120
 HEADS_OPTS = ["--head", "logreg", "--sweep", "quick", "--n-boot", "20"]
