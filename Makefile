@@ -26,6 +26,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/extract.py
 	$(BIN)/python benchmarks/heads.py
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python benchmarks/finetune.py
 
 reliability: $(STAMP)
 	$(BIN)/python -m pytest tests/reliability
