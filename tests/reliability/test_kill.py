@@ -39,7 +39,7 @@ def _staged_parts(cache: Path) -> int:
 def _kill_extraction(data: Path, cache: Path, rng: random.Random) -> str:
     """Start the extraction, SIGKILL it at a random point; returns where it was killed (an outcome class)."""
     target = rng.randint(0, N_BATCHES)  # finished batches to wait for; N_BATCHES: kill during publication
-    extra = rng.uniform(0, 4.0) if target == 0 else rng.uniform(0, 0.3)  # start-up is long, a batch is short
+    extra = rng.uniform(0, 4.0) if target == 0 else rng.uniform(0, 0.02)  # start-up is long, a 32-px batch ~10 ms
     proc = subprocess.Popen(headstart_cmd("extract", str(data), "-o", str(cache), *EXTRACT_OPTS), cwd=REPO,
                             env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
