@@ -118,10 +118,14 @@ class CacheWriter:
         """Decide what to extract and refuse mismatches, without touching anything on disk."""
         self._rebuild = True  # build the file from the table, keeping no existing content
         self._keep: list[str] = []  # existing sets copied unchanged into the new file
+        self._resplit: dict[str, str] = {}  # kept set -> its fingerprint under the new splits (re-split only)
         existing = self._read_existing()
         todo = list(self.specs)
         if existing is not None:
-            if existing.root_attrs.get("manifest_hash") != self.table.manifest_hash:
+            if (existing.root_attrs.get("manifest_hash") != self.table.manifest_hash and not self.overwrite
+                    and _same_images(existing, self.table)):
+                todo = self._plan_resplit(existing)
+            elif existing.root_attrs.get("manifest_hash") != self.table.manifest_hash:
                 if not self.overwrite:
                     raise CacheMismatchError(
                         f"{self.path} was built from a different data set or splits (manifest "
@@ -154,6 +158,40 @@ class CacheWriter:
                 self._keep = [name for name in existing.feature_sets if name not in todo]
         self.todo: list[str] = todo
         self._check_staging(self.staging.read_state())
+
+    def _plan_resplit(self, existing: FeatureCache) -> list[str]:
+        """Same images, labels and groups, other splits: splits are metadata, so no feature is recomputed.
+
+        Every complete set is kept and re-stamped with its fingerprint under the new manifest (computed from its
+        own attributes, exactly as `verify` recomputes it); the published file carries the new /samples/split.
+        """
+        self._rebuild = False
+        todo = []
+        for name, have in existing.feature_sets.items():
+            if not have.get("complete"):
+                continue
+            try:
+                self._resplit[name] = compute_fingerprint(
+                    backbone=have["backbone"], weights_tag=have["weights"], weights_sha256=have["weights_sha256"],
+                    preprocessing=have["preprocessing"], manifest_hash=self.table.manifest_hash)
+            except (KeyError, TypeError, ValueError):
+                raise CacheError(f"feature set '{name}' in {self.path} lacks the attributes its fingerprint is "
+                                 f"computed from; run `headstart cache verify`, or pass --overwrite") from None
+        for name, spec in self.specs.items():
+            if name not in self._resplit:
+                todo.append(name)
+            elif self._resplit[name] != spec.fingerprint:
+                raise CacheMismatchError(
+                    f"feature set '{name}' in {self.path} was extracted with another backbone, weights or "
+                    f"preprocessing than this request; {_OVERWRITE_HINT}")
+            elif existing.feature_sets[name].get("dtype") != spec.dtype:
+                raise CacheMismatchError(
+                    f"feature set '{name}' in {self.path} is stored as {existing.feature_sets[name].get('dtype')}, "
+                    f"this request asks for {spec.dtype}; {_OVERWRITE_HINT}")
+        self._keep = list(self._resplit)
+        logger.info("%s: same images with new splits; keeping %s without re-extracting", self.path,
+                    ", ".join(self._keep) or "no feature sets")
+        return todo
 
     def _read_existing(self) -> FeatureCache | None:
         if not self.path.exists():
@@ -299,10 +337,10 @@ class CacheWriter:
         self._require_entered()
         if self.role != "writer":
             raise RuntimeError("only the writer (rank 0, holding the lock) may publish the cache")
-        if not self.todo:
+        if not self.todo and not self._resplit:
             self._drop_stale_staging()
             return
-        leftover = [n for n in self._staged_sets if n not in self.todo]
+        leftover = [n for n in getattr(self, "_staged_sets", {}) if n not in self.todo]
         if leftover:
             logger.warning("discarding partial extraction of %s staged in %s", ", ".join(leftover), self.staging.folder)
         arrays = self._assemble()
@@ -319,7 +357,7 @@ class CacheWriter:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        logger.info("wrote %s (%s)", self.path, ", ".join(self.todo))
+        logger.info("wrote %s (%s)", self.path, ", ".join(self.todo) or "new splits, features kept")
         self.staging.discard()
 
     # publishing ---------------------------------------------------------------------------------------------
@@ -357,6 +395,13 @@ class CacheWriter:
         with h5py.File(tmp, "w", libver=LIBVER) as dst:
             if self._rebuild:
                 self._write_table(dst)
+            elif self._resplit:
+                self._write_table(dst)  # the new splits; features below are copied unchanged
+                with h5py.File(self.path, "r", locking=False) as src:
+                    for name, fingerprint in self._resplit.items():
+                        src.copy(src[f"{FEATURES}/{name}"], dst[FEATURES], name=name)
+                        src.copy(src[f"{VALID}/{name}"], dst[VALID], name=name)
+                        dst[f"{FEATURES}/{name}"].attrs["fingerprint"] = fingerprint
             else:
                 with h5py.File(self.path, "r", locking=False) as src:
                     for key, value in src.attrs.items():
@@ -464,6 +509,12 @@ def _nearly_full(folder: Path) -> bool:
         return shutil.disk_usage(folder).free < (1 << 20)
     except OSError:
         return False
+
+
+def _same_images(existing: FeatureCache, table: SamplesTable) -> bool:
+    """True when only the split column differs: same ids in the same order, same labels, groups and classes."""
+    return (list(existing.classes) == list(table.classes) and list(existing.ids) == list(table.ids)
+            and np.array_equal(existing.labels, np.asarray(table.labels)) and list(existing.groups) == list(table.groups))
 
 
 def _spec_state(spec: FeatureSetSpec) -> dict:

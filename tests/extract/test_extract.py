@@ -176,3 +176,27 @@ def test_bad_input_one_line_errors(phantom_dir, tmp_path, args, code, needle):
     assert r.exit_code == code, r.output
     assert needle in r.output
     assert not (tmp_path / "c.h5").exists()
+
+
+def test_resplit_keeps_features_without_re_extracting(tmp_path):
+    """Splits are metadata: another --seed re-carves val/test and publishes them; no image is decoded again."""
+    from headstart.data.synthetic import make_manifest_csv
+
+    manifest = make_manifest_csv(tmp_path / "data", n=60, image_size=32, with_split=False)
+    out = tmp_path / "c.h5"
+    args = ["extract", str(manifest), "-o", str(out), "-b", "resnet18", *BASE]
+    assert invoke(*args, "--seed", "0").exit_code == 0
+    with h5py.File(out, "r") as f:
+        splits0 = f["samples/split"].asstr()[...]
+        feats0 = f["features/resnet18"][...]
+    r = invoke(*args, "--seed", "1")
+    assert r.exit_code == 0, r.output
+    assert "extracted" not in r.output  # nothing was recomputed
+    with h5py.File(out, "r") as f:
+        splits1 = f["samples/split"].asstr()[...]
+        np.testing.assert_array_equal(f["features/resnet18"][...], feats0)
+    assert (splits0 != splits1).any()
+    assert invoke("cache", "verify", str(out)).exit_code == 0
+    # A different backbone request under the new splits still extracts (and only that set).
+    r = invoke(*args[:-len(BASE) - 2], "-b", "efficientnet_b0", *BASE, "--seed", "1")
+    assert r.exit_code == 0 and "extracted efficientnet_b0" in r.output, r.output
