@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from headstart import __version__
 from headstart.backbones.registry import create_backbone
 from headstart.backbones.types import Backbone
 from headstart.cache.fingerprint import compute_fingerprint
+from headstart.cache.schema import FEATURE_DTYPES
 from headstart.cache.writer import CacheWriter, FeatureSetSpec, SamplesTable
 from headstart.data.dataset import build_dataset, manifest_hash
 from headstart.data.types import Dataset
@@ -35,6 +35,7 @@ from headstart.distributed import (
     same_outcome,
 )
 from headstart.errors import CacheError, ConfigError, DataError
+from headstart.evaluation.records import collect_versions
 from headstart.extract.config import ExtractConfig
 from headstart.extract.device_decode import DECODE_MODES, DeviceJpegDecoder, check_device_resizable
 from headstart.extract.loader import DecodedImages, geometry_key, make_loader
@@ -42,7 +43,6 @@ from headstart.extract.preprocess import normalize_batch
 
 log = logging.getLogger(__name__)
 
-FEATURE_DTYPES = ("float16", "float32")
 BAD_IMAGE_POLICIES = ("fail", "skip")
 
 
@@ -61,14 +61,6 @@ class ExtractResult:
     @property
     def images_per_second(self) -> float:
         return self.n_images / self.seconds if self.seconds > 0 else float("nan")
-
-
-def versions() -> dict[str, str]:
-    import h5py
-    import torchvision
-
-    return {"headstart": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "h5py": h5py.__version__, "numpy": np.__version__}
 
 
 def _validate(config: ExtractConfig) -> None:
@@ -309,7 +301,7 @@ def _stats(todo: list[Backbone], shards: list[ShardResult], *, device: torch.dev
             "precision": precision_name(amp_dtype),
             "batch_size": config.batch_size,
             "world_size": world_size,
-            "versions": versions(),
+            "versions": collect_versions(),
         }
         for b in todo
     }
