@@ -7,13 +7,14 @@ from pathlib import Path
 import click
 
 from headstart.cli import Command
+from headstart.evaluation import SELECT_METRICS
 
 
 @click.command(cls=Command)
 @click.argument("runs", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "output", type=click.Path(path_type=Path), default=None,
               help="Report folder (default: RUNS/report).")
-@click.option("--select-metric", default="auroc", show_default=True,
+@click.option("--select-metric", type=click.Choice(list(SELECT_METRICS)), default="auroc", show_default=True,
               help="Validation metric that picks each backbone's best cached head for the paired tests.")
 def compare(runs: Path, output: Path | None, select_metric: str) -> None:
     """Tables, break-even, paired tests and plots: report.md, report.html and summary.json."""

@@ -6,10 +6,9 @@ import click
 
 from headstart.cli import Command
 from headstart.cli.options import device_option
+from headstart.evaluation import SELECT_METRICS
+from headstart.heads import HEADS
 
-_HEADS = ("logreg", "linear", "mlp", "knn")  # mirrors headstart.heads.sweep.HEADS without importing torch
-_SELECT = ("auroc", "auprc", "balanced_accuracy", "accuracy", "f1", "sensitivity", "specificity", "log_loss",
-           "brier", "ece")  # mirrors headstart.heads.runner.SELECT_METRICS
 
 
 @click.command(cls=Command)
@@ -18,13 +17,13 @@ _SELECT = ("auroc", "auprc", "balanced_accuracy", "accuracy", "f1", "sensitivity
               help="RUNS folder; each selected head writes RUNS/<run_id>/record.json.")
 @click.option("-b", "--backbone", "feature_sets", multiple=True,
               help="Feature set in CACHE (repeat for several; default: every complete set).")
-@click.option("--head", "heads", multiple=True, type=click.Choice(_HEADS),
+@click.option("--head", "heads", multiple=True, type=click.Choice(HEADS),
               help="Head to sweep (repeat for several; default: all four).")
 @click.option("--sweep", type=click.Choice(["quick", "default"]), default="default", show_default=True,
               help="Named hyperparameter grid (see the README).")
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Seeds 0..N-1; the summary shows mean ± std over them.")
-@click.option("--select-metric", type=click.Choice(_SELECT), default="auroc", show_default=True,
+@click.option("--select-metric", type=click.Choice(list(SELECT_METRICS)), default="auroc", show_default=True,
               help="Val metric that picks each head's configuration.")
 @click.option("--threshold-rule", default="youden", show_default=True,
               help="How the binary decision threshold is chosen on val and frozen for test: youden, f1, "
@@ -41,13 +40,11 @@ def heads(cache_path: str, runs_dir: str, feature_sets: tuple[str, ...], heads: 
     Every configuration of the grid is fitted on train and scored on val; the best by --select-metric is
     kept, its threshold is chosen on val and frozen, and test is evaluated once with bootstrap intervals.
     """
-    from headstart.evaluation.thresholds import parse_threshold_rule
     from headstart.heads.runner import HeadsConfig, run_heads
     from headstart.heads.summary import summary_table
 
-    parse_threshold_rule(threshold_rule)  # a typo fails before any feature is read
     config = HeadsConfig(
-        feature_sets=list(feature_sets) or None, heads=list(heads) or list(_HEADS), sweep=sweep, seeds=seeds,
+        feature_sets=list(feature_sets) or None, heads=list(heads) or list(HEADS), sweep=sweep, seeds=seeds,
         select_metric=select_metric, threshold_rule=threshold_rule, class_weight=class_weight, device=device,
         n_boot=n_boot,
     )

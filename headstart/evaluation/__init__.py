@@ -8,3 +8,10 @@ records     RunRecord and RUNS/<run_id>/record.json (strict, deterministic, atom
 timing      Timer with CUDA synchronisation, peak memory
 table       console tables and number formats
 """
+
+# Validation metrics that may select a configuration or a best head -> True when higher is better. Kept here,
+# free of imports, so the CLI can offer them as choices without loading numpy or torch.
+SELECT_METRICS: dict[str, bool] = {
+    "auroc": True, "auprc": True, "balanced_accuracy": True, "accuracy": True, "f1": True,
+    "sensitivity": True, "specificity": True, "log_loss": False, "brier": False, "ece": False,
+}

@@ -14,7 +14,6 @@ import math
 import os
 import platform
 import re
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from headstart.cache.durable import write_bytes_atomic
 from headstart.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -105,18 +105,8 @@ def write_record(runs_dir: str | os.PathLike, record: RunRecord) -> Path:
         record.versions = collect_versions()
     run_dir = Path(runs_dir) / record.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    text = record_json(record)
     target = run_dir / RECORD_NAME
-    handle, tmp_name = tempfile.mkstemp(dir=run_dir, prefix=f".{RECORD_NAME}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as tmp:
-            tmp.write(text)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(target, record_json(record).encode("utf-8"))
     logger.info("wrote %s", target)
     return target
 

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from headstart.cache.reader import FeatureCache
 from headstart.device import resolve_device
 from headstart.errors import CacheError, ConfigError, DataError
+from headstart.evaluation import SELECT_METRICS
 from headstart.evaluation.bootstrap import evaluate
 from headstart.evaluation.metrics import compute_metrics
 from headstart.evaluation.records import RunRecord, make_run_id, write_record
@@ -37,11 +38,6 @@ from headstart.heads.torch_heads import LinearHead, MLPHead, head_from_result
 
 log = logging.getLogger(__name__)
 
-# select metric -> True when higher is better
-SELECT_METRICS: dict[str, bool] = {
-    "auroc": True, "auprc": True, "balanced_accuracy": True, "accuracy": True, "f1": True,
-    "sensitivity": True, "specificity": True, "log_loss": False, "brier": False, "ece": False,
-}
 CV_FOLDS = 5  # folds of the cross-validation that replaces an empty val split
 _DETERMINISTIC = ("logreg", "knn")  # heads whose fit ignores the seed: one sweep serves every seed
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from headstart.errors import ConfigError
+from headstart.heads import HEADS
 from headstart.heads.batched import TorchHeadConfig, TrainSettings
 
-HEADS = ("logreg", "linear", "mlp", "knn")
 
 
 @dataclass(frozen=True)

@@ -17,15 +17,16 @@ import numpy as np
 from headstart.cache.durable import write_bytes_atomic
 from headstart.evaluation.metrics import as_proba
 from headstart.errors import ConfigError, DataError
+from headstart.evaluation import SELECT_METRICS
 from headstart.evaluation.records import jsonable, read_records
 from headstart.evaluation.report import plots
 from headstart.evaluation.report.comparisons import paired_comparisons
 from headstart.evaluation.report.document import Block, BulletList, Heading, Image, Paragraph, Table
 from headstart.evaluation.report.render import render_html, render_markdown
 from headstart.evaluation.report.summary import (
-    SELECT_METRICS, DatasetGroup, Row, all_finite, break_even, build_rows, group_by_dataset, row_summary,
+    DatasetGroup, Row, all_finite, break_even, build_rows, group_by_dataset, row_summary,
 )
-from headstart.evaluation.table import MISSING, fmt_mean_std, fmt_value
+from headstart.evaluation.table import MISSING, fmt_ci, fmt_mean_std, fmt_value
 
 logger = logging.getLogger(__name__)
 
@@ -245,10 +246,7 @@ def _paired_table(tests: list[dict]) -> Table:
     rows = []
     for t in tests:
         delong, mcnemar = t.get("delong") or {}, t.get("mcnemar") or {}
-        diff = fmt_value(delong.get("diff"))
-        ci = delong.get("ci_diff")
-        if diff != MISSING and ci and all_finite(*ci):
-            diff += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+        diff = fmt_ci(delong.get("diff"), delong.get("ci_diff"))
         rows.append([
             t["backbone"], t["a_label"], t["b_label"], str(t["n"]),
             fmt_value(delong.get("auroc_a")), fmt_value(delong.get("auroc_b")), diff, _p_value(delong.get("p_value")),

@@ -18,15 +18,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from headstart.evaluation import SELECT_METRICS
 from headstart.evaluation.records import RunRecord
 from headstart.evaluation.table import aggregate_seeds
 
 logger = logging.getLogger(__name__)
 
 TABLE_METRICS = ("auroc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1")
-SELECT_METRICS = ("auroc", "balanced_accuracy", "accuracy", "f1", "auprc", "sensitivity", "specificity",
-                  "log_loss", "brier")  # validation metrics that may pick the best cached head
-LOWER_IS_BETTER = ("log_loss", "brier", "ece")
+LOWER_IS_BETTER = tuple(metric for metric, higher in SELECT_METRICS.items() if not higher)
 TIMING_KEYS = ("extract_seconds", "train_seconds", "eval_seconds", "images_per_second", "peak_memory_mb")
 UNKNOWN_DATASET = "unknown"  # group of records that carry no manifest hash
 
