@@ -15,11 +15,15 @@ from headstart.data.types import SPLITS, Dataset, Sample, SplitConfig
 log = logging.getLogger(__name__)
 
 
-def build_dataset(data: str | os.PathLike, *, split_config: SplitConfig) -> Dataset:
-    """Detect and list the source, assign splits, and look for exact duplicates across splits."""
+def build_dataset(data: str | os.PathLike, *, split_config: SplitConfig, find_duplicates: bool = True) -> Dataset:
+    """Detect and list the source, assign splits, and look for exact duplicates across splits.
+
+    The duplicate check reads and hashes every file; callers that do not record it (fine-tuning, torchrun ranks
+    other than 0) pass `find_duplicates=False` rather than read the whole data set again.
+    """
     source = load_source(data, group_pattern=split_config.group_pattern)
     samples = assign_splits(source.samples, split_config, classes=source.classes)
-    duplicates = find_cross_split_duplicates(samples, source)
+    duplicates = find_cross_split_duplicates(samples, source) if find_duplicates else {}
     log.info("%s (%s): %s", source.root, source.kind, split_summary(samples, source.classes))
     return Dataset(source=source, samples=samples, classes=source.classes, duplicates=duplicates)
 

@@ -19,7 +19,6 @@ log = logging.getLogger(__name__)
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 _DICOM_MAGIC_OFFSET = 128  # a DICOM Part 10 file has a 128-byte preamble, then b"DICM"
-_SKIP_HINT = "fix or remove the file, or pass --on-bad-image skip"
 
 
 def is_dicom(path: str | os.PathLike) -> bool:
@@ -47,7 +46,7 @@ def decode_image(path: str | os.PathLike, *, min_size: int | None = None) -> Ima
         return decode_dicom(path)
     try:
         if os.path.getsize(path) == 0:
-            raise DataError(f"{path}: cannot decode image (empty file, 0 bytes); {_SKIP_HINT}")
+            raise DataError(f"{path}: cannot decode image (empty file, 0 bytes)")
         # A decompression bomb is refused rather than decoded: PIL only warns between 1x and 2x the limit.
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -60,7 +59,7 @@ def decode_image(path: str | os.PathLike, *, min_size: int | None = None) -> Ima
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(
             f"{path}: refusing to decode a possible decompression bomb ({exc}); "
-            "raise PIL.Image.MAX_IMAGE_PIXELS if the image is genuine, or pass --on-bad-image skip"
+            "raise PIL.Image.MAX_IMAGE_PIXELS if the image is genuine"
         ) from None
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found; check the path or rescan the data folder") from None
@@ -69,9 +68,9 @@ def decode_image(path: str | os.PathLike, *, min_size: int | None = None) -> Ima
     except Image.UnidentifiedImageError:
         if is_dicom(path):  # DICOM without a .dcm suffix
             return decode_dicom(path)
-        raise DataError(f"{path}: cannot decode image (not a recognised image format); {_SKIP_HINT}") from None
+        raise DataError(f"{path}: cannot decode image (not a recognised image format)") from None
     except Exception as exc:  # PIL's decoders raise many types (OSError, SyntaxError, ValueError, ...) on bad bytes
-        raise DataError(f"{path}: cannot decode image ({type(exc).__name__}: {exc}); {_SKIP_HINT}") from None
+        raise DataError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -131,7 +130,7 @@ def decode_dicom(path: str | os.PathLike) -> Image.Image:
         _ensure_transfer_syntax(ds)
         arr = ds.pixel_array
     except Exception as exc:  # pydicom raises many types on malformed or compressed-without-plugin data
-        raise DataError(f"{path}: cannot decode DICOM pixel data ({type(exc).__name__}: {exc}); {_SKIP_HINT}") from None
+        raise DataError(f"{path}: cannot decode DICOM pixel data ({type(exc).__name__}: {exc})") from None
     samples_per_pixel = int(ds.get("SamplesPerPixel", 1))
     if samples_per_pixel == 1:
         if arr.ndim == 3:

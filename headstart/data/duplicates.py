@@ -29,7 +29,7 @@ def find_cross_split_duplicates(samples: list[Sample], source: ImageSource) -> d
     """
     by_hash: dict[str, list[Sample]] = defaultdict(list)
     for s in tqdm(samples, desc="hashing", unit="img", disable=None, leave=False):
-        by_hash[hashlib.sha1(_content(s, source)).hexdigest()].append(s)
+        by_hash[hashlib.sha1(source.raw_bytes(s)).hexdigest()].append(s)
 
     n_groups = n_images = 0
     pairs: dict[str, int] = defaultdict(int)
@@ -51,14 +51,6 @@ def find_cross_split_duplicates(samples: list[Sample], source: ImageSource) -> d
         log.warning("%d image(s) in %d content group(s) are exact duplicates across splits (%s), e.g. %s and %s",
                     n_images, n_groups, counts, examples[0][0], examples[0][1])
     return result
-
-
-def _content(sample: Sample, source: ImageSource) -> bytes:
-    raw_bytes = getattr(source, "raw_bytes", None)  # array sources hash the row, file sources the file
-    if raw_bytes is not None:
-        return raw_bytes(sample)
-    with open(sample.path, "rb") as fh:
-        return fh.read()
 
 
 def _rank(split: str) -> int:

@@ -126,13 +126,13 @@ def load_source(data: str | os.PathLike, *, group_pattern: str | None = None) ->
 
 def _folder_source(root: Path, pattern: re.Pattern[str] | None) -> FileSource:
     subdirs, loose = _scan_dir(root)
-    split_dirs = {d.name.lower(): d for d in subdirs if d.name.lower() in SPLITS}
+    split_dirs = {_SPLIT_ALIASES[d.name.lower()]: d for d in subdirs if d.name.lower() in _SPLIT_ALIASES}
     if split_dirs and "train" not in split_dirs:
         names = ", ".join(f"{name}/" for name in sorted(split_dirs))
         raise DataError(f"{root}: found {names} but no train/; expected {root}/train/<class>/... next to them")
     if split_dirs:
         kind = "split-folder"
-        extra = [d.name for d in subdirs if d.name.lower() not in SPLITS]
+        extra = [d.name for d in subdirs if d.name.lower() not in _SPLIT_ALIASES]
         if extra:
             log.warning("%s: ignoring folder(s) %s next to the split folders", root, ", ".join(extra))
         if loose:
@@ -167,7 +167,7 @@ def _folder_source(root: Path, pattern: re.Pattern[str] | None) -> FileSource:
             id=f.relative_to(root).as_posix(),
             label=index[name],
             split=split,
-            group=group_from_name(_stem(f), pattern=pattern),
+            group=group_from_name(Path(f).stem, pattern=pattern),
             path=str(f),
         )
         for split, name, f in found
@@ -213,11 +213,6 @@ def _images_under(folder: Path) -> list[Path]:
     if ignored:
         log.debug("%s: ignored %d hidden or non-image file(s)", folder, ignored)
     return sorted(images)
-
-
-def _stem(path: Path | str) -> str:
-    name = Path(path).name
-    return name[: -len(Path(name).suffix)] if Path(name).suffix else name
 
 
 # ---------------------------------------------------------------------------------------------- manifest
@@ -274,7 +269,7 @@ def _manifest_source(csv_path: Path, pattern: re.Pattern[str] | None) -> FileSou
                 "expected each image once"
             )
         seen[sample_id] = line
-        group = cell.get("group", "") or group_from_name(_stem(file), pattern=pattern)
+        group = cell.get("group", "") or group_from_name(Path(file).stem, pattern=pattern)
         entries.append((sample_id, cell["label"], _SPLIT_ALIASES.get(split, ""), group, file))
     if missing_files:
         shown = ", ".join(missing_files[:3])

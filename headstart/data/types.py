@@ -41,6 +41,10 @@ class ImageSource(Protocol):
     classes: list[str]
     samples: list[Sample]
 
+    def raw_bytes(self, sample: Sample) -> bytes:
+        """The stored bytes of one sample (the file, or the array row): hashed for duplicates, read for GPU decode."""
+        ...
+
     def load(self, sample: Sample, *, min_size: int | None = None) -> Image.Image:
         """Decode one sample as an RGB PIL image. Raises DataError naming the file when it cannot.
 

@@ -145,7 +145,7 @@ def run_extract(*, data: str, output: str, config: ExtractConfig) -> ExtractResu
         create_backbone(name, weights=config.weights, image_size=config.image_size, seed=config.seed)
         for name in config.backbones
     ]
-    dataset = build_dataset(data, split_config=config.split)
+    dataset = build_dataset(data, split_config=config.split, find_duplicates=job.is_main)  # rank 0 records it
     table = samples_table(dataset, data=data, config=config)
     if config.decode == "device":
         check_device_resizable({b.name: b.preprocessing for b in backbones})

@@ -389,7 +389,7 @@ def training_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 def _split_dataset(data: str, *, split_config: SplitConfig, splits_from: str | None) -> Dataset:
     """The same splits as extract: derived with the same SplitConfig, or copied from an existing cache."""
     if splits_from is None:
-        return build_dataset(data, split_config=split_config)
+        return build_dataset(data, split_config=split_config, find_duplicates=False)  # extract records them
     with FeatureCache(splits_from) as cache:
         ids, splits, labels, classes = list(cache.ids), list(cache.splits), cache.labels.tolist(), cache.classes
     source = load_source(data, group_pattern=split_config.group_pattern)

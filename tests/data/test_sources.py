@@ -45,6 +45,14 @@ def test_split_folder_layout(tmp_path):
     assert not any(".DS_Store" in s.id for s in src.samples)
 
 
+def test_split_folder_aliases_valid_and_validation(tmp_path):
+    """`valid/` (a common download layout) is the val split, as in manifests; its images are not dropped."""
+    root = make_phantom_dataset(tmp_path / "d", n_train=20, n_test=8, image_size=16)
+    (root / "val").rename(root / "valid")
+    src = load_source(root)
+    assert Counter(s.split for s in src.samples) == {"train": 20, "val": 16, "test": 8}
+
+
 def test_class_folders_only_and_nested_files(tmp_path):
     _img(tmp_path / "b_class" / "x1.png")
     _img(tmp_path / "b_class" / "deeper" / "x2.png")
