@@ -113,6 +113,9 @@ def frozen_images_per_second(paths: list[Path], *, device: torch.device, batch_s
     opt = torch.optim.SGD(fc.parameters(), lr=1e-3, momentum=0.9)
     loader = DataLoader(Images(), batch_size=batch_size, shuffle=True, num_workers=workers,
                         generator=torch.Generator().manual_seed(0))
+    warmup_batches = min(warmup_batches, len(loader) - 1)  # few images: time at least the last batch
+    if warmup_batches < 0:
+        raise SystemExit("--frozen-images found no images to time")
     seen, start = 0, None
     for i, (x, y) in enumerate(loader):
         if i == warmup_batches:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from tqdm.auto import tqdm
 
 from headstart.cache.fingerprint import compute_fingerprint, compute_samples_sha256
 from headstart.cache.schema import (
@@ -297,7 +298,7 @@ def _verify_set(cache: FeatureCache, name: str, problems: list[str]) -> None:
         problems.append(f"/valid/{name} cannot be read ({_short(exc)})")
     step = ds.chunks[0] if ds.chunks else max(1, n)
     non_finite = 0
-    for start in range(0, n, step):
+    for start in tqdm(range(0, n, step), desc=f"verify {name}", unit="chunk", leave=False, disable=None):
         stop = min(n, start + step)
         try:
             block = ds[start:stop]

@@ -200,11 +200,10 @@ class CacheWriter:
             with FeatureCache(self.path) as cache:
                 return cache  # attributes stay readable after close; only `load` needs the open file
         except CacheError as exc:
-            kind = getattr(exc, "kind", "damaged")
-            if not self.overwrite or kind in ("not-hdf5", "newer"):
-                if kind in ("not-hdf5", "newer"):
-                    raise
-                raise CacheError(f"{exc}; or pass --overwrite to replace it") from None
+            if getattr(exc, "kind", "damaged") in ("not-hdf5", "newer"):
+                raise  # --overwrite never replaces a file that is not ours, or one from a newer headstart
+            if not self.overwrite:
+                raise exc if "--overwrite" in str(exc) else CacheError(f"{exc}; or pass --overwrite to replace it")
             logger.warning("--overwrite: replacing unreadable cache %s (%s)", self.path, exc)
             return None
 

@@ -10,7 +10,7 @@ from headstart.cli.options import device_option, image_size_option, precision_op
 
 @click.command(cls=Command)
 @click.argument("data", type=click.Path(path_type=str))
-@click.option("-o", "--output", "runs_dir", required=True, type=click.Path(path_type=str),
+@click.option("-o", "--output", "runs_dir", required=True, type=click.Path(file_okay=False, path_type=str),
               help="Runs folder; the run goes to RUNS/<run_id>/ (record.json, checkpoints/).")
 @click.option("-b", "--backbone", required=True, help="Backbone to fine-tune, e.g. resnet18. See `headstart backbones`.")
 @weights_option
@@ -23,7 +23,7 @@ from headstart.cli.options import device_option, image_size_option, precision_op
 @click.option("--freeze", type=click.Choice(["none", "partial", "backbone"]), default="none", show_default=True,
               help="none: train everything; partial: last stage + head; backbone: head only, BatchNorm frozen.")
 @image_size_option
-@precision_option
+@precision_option(cuda_auto="bf16 autocast (fp16 with a GradScaler on cards without bf16)")
 @device_option
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="Decode processes (default: none on CPU, where decoding in the main process measured faster; sized to the cores on GPU).")
 @click.option("--augment/--no-augment", default=True, show_default=True,

@@ -19,14 +19,19 @@ def device_option(f: F) -> F:
     )(f)
 
 
-def precision_option(f: F) -> F:
-    return click.option(
-        "--precision",
-        type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-        default="auto",
-        show_default=True,
-        help="auto: fp16 autocast on CUDA, fp32 on CPU (bf16 measured slower on CPUs without AMX).",
-    )(f)
+def precision_option(f: F | None = None, *, cuda_auto: str = "fp16 autocast") -> F | Callable[[F], F]:
+    """`--precision`; `cuda_auto` says what auto means on CUDA for the command (inference and training differ)."""
+
+    def decorate(g: F) -> F:
+        return click.option(
+            "--precision",
+            type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+            default="auto",
+            show_default=True,
+            help=f"auto: {cuda_auto} on CUDA, fp32 on CPU (bf16 measured slower on CPUs without AMX).",
+        )(g)
+
+    return decorate(f) if f is not None else decorate
 
 
 def weights_option(f: F) -> F:

@@ -64,13 +64,6 @@ class FinetuneConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "FinetuneConfig":
-        data = dict(data)
-        augment = data.pop("augment", {}) or {}
-        augment = {k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()}
-        return cls(**data, augment=AugmentConfig(**augment))
-
     def validate(self) -> None:
         """Refuse invalid values with one line naming the option, before anything expensive runs."""
         checks = [
