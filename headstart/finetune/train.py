@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from headstart.backbones.registry import check_name, create_model
 from headstart.backbones.types import Preprocessing
 from headstart.cache.reader import FeatureCache
+from headstart.data.balance import class_weights
 from headstart.data.dataset import build_dataset, manifest_hash
 from headstart.data.sources import load_source
 from headstart.data.types import Dataset, Sample, SplitConfig
@@ -421,12 +422,8 @@ def _samples_by_split(dataset: Dataset) -> dict[str, list[Sample]]:
 
 
 def _class_weights(samples: list[Sample], n_classes: int, config: FinetuneConfig) -> torch.Tensor:
-    """`balanced`: n / (k * n_c), the scikit-learn formula, so minority errors cost as much in total."""
-    if config.class_weight == "none":
-        return torch.ones(n_classes)
-    counts = np.bincount([s.label for s in samples], minlength=n_classes).astype(np.float64)
-    weights = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
-    return torch.tensor(weights, dtype=torch.float32)
+    """`balanced`: the scikit-learn formula, so minority errors cost as much in total (same rule as the heads)."""
+    return torch.from_numpy(class_weights([s.label for s in samples], n_classes, config.class_weight))
 
 
 def _auroc(y_true: np.ndarray, proba: np.ndarray) -> float:

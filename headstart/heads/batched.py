@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from headstart.data.balance import class_weights
 from headstart.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def train_batched(
     yt = torch.as_tensor(y_train, device=device)
     xv = _standardise(X_val, mean32, scale32, device) if has_val else None
     yv = torch.as_tensor(np.asarray(y_val, dtype=np.int64), device=device) if has_val else None
-    cw = torch.as_tensor(_class_weights(y_train, C, settings.class_weight), device=device)
+    cw = torch.as_tensor(class_weights(y_train, C, settings.class_weight), device=device)
 
     model = _BatchedModel(configs, xt.shape[1], C, mlp=mlp, seed=seed, device=device)
     opt = _BatchedAdamW(model, configs, device=device)
@@ -397,18 +398,6 @@ def _standardise(X: np.ndarray, mean: np.ndarray, scale: np.ndarray, device: tor
     x = torch.as_tensor(np.asarray(X), device=device).float()
     return (x - torch.as_tensor(mean, device=device)) / torch.as_tensor(scale, device=device)
 
-
-def _class_weights(y: np.ndarray, n_classes: int, mode: str | None) -> np.ndarray:
-    """sklearn's "balanced" rule, n / (C * count_c), over the classes present; absent classes get 0."""
-    if mode is None or mode == "none":
-        return np.ones(n_classes, dtype=np.float32)
-    if mode != "balanced":
-        raise ConfigError(f"class_weight {mode!r} is not valid; expected 'balanced' or None")
-    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    present = counts > 0
-    w = np.zeros(n_classes)
-    w[present] = len(y) / (present.sum() * counts[present])
-    return w.astype(np.float32)
 
 
 _M32 = 0xFFFFFFFF

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from headstart.data.balance import class_weights
 from headstart.errors import ConfigError
 
 _CHUNK = 1024  # query rows per similarity matmul, bounds the (rows, n_train) matrix
@@ -30,9 +31,7 @@ class KNNHead(ClassifierMixin, BaseEstimator):
         self.classes_, y_idx = np.unique(np.asarray(y), return_inverse=True)
         self.train_ = _l2_normalise(np.asarray(X, dtype=np.float32))
         self.y_ = y_idx
-        counts = np.bincount(y_idx, minlength=len(self.classes_)).astype(np.float64)
-        self.vote_weight_ = (len(y_idx) / (len(counts) * counts) if self.class_weight == "balanced"
-                             else np.ones(len(counts))).astype(np.float32)
+        self.vote_weight_ = class_weights(y_idx, len(self.classes_), self.class_weight)  # the loss heads' rule
         self.n_features_in_ = self.train_.shape[1]
         return self
 
