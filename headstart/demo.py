@@ -16,7 +16,7 @@ from pathlib import Path
 from headstart.cache.schema import staging_dir
 from headstart.data.synthetic import make_phantom_dataset
 from headstart.data.types import SplitConfig
-from headstart.errors import DataError, WeightsError
+from headstart.errors import DataError, WeightsError, one_line
 from headstart.evaluation.timing import Timer
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def run_demo(*, output: str | Path, config: DemoConfig) -> DemoResult:
         except WeightsError as error:
             if config.weights != "imagenet":
                 raise
-            weights, note = "random", str(error).splitlines()[0]
+            weights, note = "random", one_line(error)
             logger.warning(
                 "WARNING: ImageNet weights are not available (%s). The demo continues with RANDOM weights: the "
                 "pipeline and timings are real, but the accuracy numbers say nothing about pretrained features.",

@@ -35,3 +35,9 @@ class TrainingError(HeadstartError):
 
 class CheckpointError(HeadstartError):
     """A fine-tune checkpoint is unreadable, foreign, or was made for another configuration."""
+
+
+def one_line(exc: BaseException, *, limit: int = 160) -> str:
+    """The first line of an exception's message (its type name when empty), for the one-line error contract."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]

@@ -32,7 +32,7 @@ from headstart.backbones.surgery import AUX_PREFIXES, Classifier, last_stage_mod
 from headstart.backbones.types import Backbone, Preprocessing
 from headstart.backbones.weights import (ResolvedWeights, default_weights, hub_checkpoint_path, is_cached,
                                          resolve_weights, select_enum)
-from headstart.errors import ConfigError, WeightsError
+from headstart.errors import ConfigError, WeightsError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ def _build(name: str, *, input_size: int, device: torch.device | None = None,
             with _MetaAllocations():
                 model = builder(weights=None, **kwargs).to(device)
         except (AssertionError, ValueError, RuntimeError) as exc:
-            raise ConfigError(f"{name} cannot take {input_size}x{input_size} inputs ({_first_line(exc)}); "
+            raise ConfigError(f"{name} cannot take {input_size}x{input_size} inputs ({one_line(exc)}); "
                               "pass another --image-size or backbone") from None
     else:
         with torch.random.fork_rng(devices=[]):
@@ -222,7 +222,7 @@ def _probe(model: nn.Module, name: str, *, input_size: int, num_features: int) -
         with torch.no_grad():
             out = model.eval()(x)
     except Exception as exc:  # noqa: BLE001 - every shape failure means "this size does not fit this model"
-        raise ConfigError(f"{name} cannot take {input_size}x{input_size} inputs ({_first_line(exc)}); "
+        raise ConfigError(f"{name} cannot take {input_size}x{input_size} inputs ({one_line(exc)}); "
                           "pass a larger --image-size or another backbone") from None
     if tuple(out.shape) != (2, num_features):  # a bug in the surgery, not a user error
         raise RuntimeError(f"{name} returned {tuple(out.shape)} features, expected (2, {num_features})")
@@ -259,6 +259,3 @@ def _load(skeleton: nn.Module, resolved: ResolvedWeights, *, classifier: Classif
     return skeleton.float()  # a half-precision file must not make a half-precision backbone
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:160]

@@ -21,7 +21,7 @@ import torch
 from torchvision.models import get_model_weights
 from torchvision.models._api import WeightsEnum
 
-from headstart.errors import ConfigError, WeightsError
+from headstart.errors import ConfigError, WeightsError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def _download(url: str, path: Path) -> str | None:
         torch.hub.download_url_to_file(url, str(path), hash_prefix=match.group(1) if match else None, progress=True)
         return None
     except Exception as exc:  # noqa: BLE001 - any network/disk failure becomes one readable reason
-        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+        return f"{type(exc).__name__}: {one_line(exc)}"
     finally:
         socket.setdefaulttimeout(previous)
 
@@ -154,7 +154,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise WeightsError(f"weights file {path} holds Python objects that loading with weights_only=True refuses "
                            f"(they could run code); {advice}") from None
     except Exception as exc:  # noqa: BLE001 - a corrupt file can fail anywhere in the unpickler
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
+        reason = f"{type(exc).__name__}: {one_line(exc)}"
         raise WeightsError(f"cannot read weights file {path} ({reason}); {advice}") from None
     if isinstance(obj, dict):
         for key in ("model", "state_dict"):

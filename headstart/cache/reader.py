@@ -30,7 +30,7 @@ from headstart.cache.schema import (
 )
 from headstart.cache.staging import StagingArea
 from headstart.data.types import SPLITS
-from headstart.errors import CacheError
+from headstart.errors import CacheError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +67,10 @@ def _open_h5(path: Path) -> h5py.File:
     except Exception as exc:  # noqa: BLE001 - h5py raises OSError, KeyError or RuntimeError on damaged files
         raise _error(
             "damaged",
-            f"{path} is truncated or damaged and cannot be opened ({_short(exc)}); re-extract it with --overwrite",
+            f"{path} is truncated or damaged and cannot be opened ({one_line(exc)}); re-extract it with --overwrite",
         ) from None
 
 
-def _short(exc: BaseException) -> str:
-    return str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
 
 
 def _attr(value):
@@ -110,7 +108,7 @@ class FeatureCache:
             raise
         except Exception as exc:  # noqa: BLE001 - damaged metadata surfaces as any h5py/numpy error
             self.close()
-            raise _error("damaged", f"{self.path} is damaged: {_short(exc)}; re-extract it with --overwrite") from None
+            raise _error("damaged", f"{self.path} is damaged: {one_line(exc)}; re-extract it with --overwrite") from None
 
     def _read_header(self) -> None:
         f, path = self._file, self.path
@@ -169,7 +167,7 @@ class FeatureCache:
             x = np.asarray(self._file[FEATURES][name][()], dtype=np.float32)
             valid = np.asarray(self._file[VALID][name][()], dtype=bool)
         except Exception as exc:  # noqa: BLE001 - fletcher32 mismatch, missing /valid, damaged chunk index
-            raise CacheError(f"feature set '{name}' in {self.path} cannot be read ({_short(exc)}); its data is "
+            raise CacheError(f"feature set '{name}' in {self.path} cannot be read ({one_line(exc)}); its data is "
                              f"damaged, re-extract it with --overwrite") from None
         n = self.n_samples
         if x.ndim != 2 or x.shape[0] != n or valid.shape != (n,):
@@ -250,7 +248,7 @@ def verify_cache(path: str | Path) -> list[str]:
             for name in cache.feature_sets:
                 _verify_set(cache, name, problems)
         except Exception as exc:  # noqa: BLE001 - damage we did not foresee is still a finding, not a crash
-            problems.append(f"{cache.path}: unexpected read failure ({_short(exc)})")
+            problems.append(f"{cache.path}: unexpected read failure ({one_line(exc)})")
     return problems
 
 
@@ -295,7 +293,7 @@ def _verify_set(cache: FeatureCache, name: str, problems: list[str]) -> None:
             problems.append(f"/valid/{name} has shape {valid.shape}, expected ({n},)")
             valid = None
     except Exception as exc:  # noqa: BLE001
-        problems.append(f"/valid/{name} cannot be read ({_short(exc)})")
+        problems.append(f"/valid/{name} cannot be read ({one_line(exc)})")
     step = ds.chunks[0] if ds.chunks else max(1, n)
     non_finite = 0
     for start in tqdm(range(0, n, step), desc=f"verify {name}", unit="chunk", leave=False, disable=None):
@@ -303,7 +301,7 @@ def _verify_set(cache: FeatureCache, name: str, problems: list[str]) -> None:
         try:
             block = ds[start:stop]
         except Exception as exc:  # noqa: BLE001 - fletcher32 mismatch lands here
-            problems.append(f"{where}: rows {start}-{stop - 1} fail their checksum ({_short(exc)}); "
+            problems.append(f"{where}: rows {start}-{stop - 1} fail their checksum ({one_line(exc)}); "
                             f"the data is damaged")
             continue
         rows_ok = valid[start:stop] if valid is not None else slice(None)
@@ -319,7 +317,7 @@ def _verify_set(cache: FeatureCache, name: str, problems: list[str]) -> None:
             preprocessing=meta["preprocessing"], manifest_hash=cache.root_attrs["manifest_hash"],
         )
     except (KeyError, TypeError, ValueError) as exc:
-        problems.append(f"{where} lacks the attributes its fingerprint is computed from ({_short(exc)})")
+        problems.append(f"{where} lacks the attributes its fingerprint is computed from ({one_line(exc)})")
         return
     if expected != meta.get("fingerprint"):
         problems.append(f"{where}: stored fingerprint {str(meta.get('fingerprint'))[:12]}... does not match its "

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from headstart.cache.durable import write_bytes_atomic
-from headstart.errors import DataError
+from headstart.errors import DataError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def read_records(runs_dir: str | os.PathLike) -> list[RunRecord]:
                 raise DataError(f"format_version {data['format_version']} is newer than {RECORD_FORMAT_VERSION}")
             records.append(RunRecord.from_dict(data))
         except (OSError, ValueError, TypeError, DataError) as error:
-            logger.warning("skipping unreadable record %s: %s", path, str(error).splitlines()[0])
+            logger.warning("skipping unreadable record %s: %s", path, one_line(error))
     if not records:
         raise DataError(f"no {RECORD_NAME} under {runs_dir}; {hint}")
     return sorted(records, key=lambda record: record.run_id)

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch import nn
 
 from headstart import distributed
-from headstart.errors import ConfigError
+from headstart.errors import ConfigError, one_line
 from headstart.finetune.data import EpochSampler
 
 
@@ -40,7 +40,7 @@ class Replica:
         try:
             info = distributed.init_distributed(quiet_others=True)
         except ValueError as exc:  # a partial torchrun environment, e.g. WORLD_SIZE without RANK or MASTER_ADDR
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = one_line(exc)
             raise ConfigError(f"WORLD_SIZE={os.environ.get('WORLD_SIZE')} is set but torch.distributed cannot start "
                               f"({reason}); launch with torchrun --nproc_per_node=N -m headstart finetune ...") from None
         return cls(rank=info.rank, world_size=info.world_size, local_rank=info.local_rank)

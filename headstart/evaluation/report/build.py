@@ -16,7 +16,7 @@ import numpy as np
 
 from headstart.cache.durable import write_bytes_atomic
 from headstart.evaluation.metrics import as_proba
-from headstart.errors import ConfigError, DataError
+from headstart.errors import ConfigError, DataError, one_line
 from headstart.evaluation import SELECT_METRICS
 from headstart.evaluation.records import jsonable, read_records
 from headstart.evaluation.report import plots
@@ -166,7 +166,7 @@ def _figures(group: DatasetGroup, rows: list[Row], *, prefix: str) -> list[Image
             y = np.asarray(test["y_true"], dtype=np.int64)
             proba = as_proba(np.asarray(test["proba"], dtype=np.float64), n=y.size)
         except (KeyError, TypeError, ValueError, DataError) as error:  # a malformed record loses its curve only
-            logger.warning("no ROC curve for %s: %s", row.reference.run_id, str(error).splitlines()[0])
+            logger.warning("no ROC curve for %s: %s", row.reference.run_id, one_line(error))
             continue
         if proba.shape[1] == 2:
             auroc = row.reference.metrics.get("test", {}).get("auroc")

@@ -11,7 +11,7 @@ import logging
 
 import numpy as np
 
-from headstart.errors import DataError
+from headstart.errors import DataError, one_line
 from headstart.evaluation.metrics import as_proba, predict
 from headstart.evaluation.paired import delong_test, mcnemar_test
 from headstart.evaluation.records import RunRecord
@@ -46,7 +46,7 @@ def compare_runs(a: RunRecord, b: RunRecord) -> dict:
         y, proba_a, proba_b = aligned_test_predictions(a, b)
     except (DataError, TypeError, ValueError) as error:  # malformed predictions: skip this pair, say why
         logger.warning("paired tests %s vs %s skipped: %s", a.run_id, b.run_id, error)
-        return result | {"note": str(error).splitlines()[0]}
+        return result | {"note": one_line(error)}
     result["n"] = int(y.size)
     result["mcnemar"] = mcnemar_test(y, predict(proba_a, a.threshold), predict(proba_b, b.threshold))
     if proba_a.shape[1] == 2:
