@@ -31,9 +31,12 @@ from torch import nn
 from headstart.backbones.registry import create_model
 from headstart.data.types import SplitConfig
 from headstart.device import resolve_device
+from headstart.extract.config import ExtractConfig
 from headstart.extract.preprocess import normalize_batch
+from headstart.extract.runner import run_extract
 from headstart.finetune.config import FinetuneConfig
 from headstart.finetune.freeze import apply_freeze
+from headstart.heads.runner import HeadsConfig, run_heads
 from headstart.data.dataset import build_dataset
 from headstart.data.synthetic import make_phantom_dataset
 from headstart.finetune.config import AugmentConfig
@@ -149,15 +152,6 @@ def strategy_timing(backbones: list[str], *, limit: int | None, device: str, rep
     if not DATA.is_dir():
         print(f"(b) skipped: {DATA} is absent")
         return
-    try:
-        from headstart.extract.config import ExtractConfig
-        from headstart.extract.runner import run_extract
-    except ImportError:
-        run_extract = None
-    try:
-        from headstart.heads.runner import HeadsConfig, run_heads
-    except ImportError:
-        run_heads = None
     manifest = limited_manifest(DATA, limit=limit, out=tmp / "manifest.csv")
     n_images = len(manifest.read_text().splitlines()) - 1
     print(f"(b) {n_images} images of {DATA} ({'--limit ' + str(limit) if limit else 'all'}), device {device}, "
@@ -167,16 +161,14 @@ def strategy_timing(backbones: list[str], *, limit: int | None, device: str, rep
         extract_s, heads_s, epoch_s = [], [], []
         for r in range(repeats):
             cache = tmp / f"{backbone}-{r}.h5"
-            if run_extract is not None:
-                cfg = ExtractConfig(backbones=[backbone], weights="random", device=device, split=split)
-                start = time.perf_counter()
-                run_extract(data=str(manifest), output=str(cache), config=cfg)
-                extract_s.append(time.perf_counter() - start)
-                if run_heads is not None:
-                    start = time.perf_counter()
-                    run_heads(cache_path=cache, runs_dir=tmp / f"heads-{r}",
-                              config=HeadsConfig(feature_sets=[backbone], device=device, n_boot=200), progress=False)
-                    heads_s.append(time.perf_counter() - start)
+            cfg = ExtractConfig(backbones=[backbone], weights="random", device=device, split=split)
+            start = time.perf_counter()
+            run_extract(data=str(manifest), output=str(cache), config=cfg)
+            extract_s.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            run_heads(cache_path=cache, runs_dir=tmp / f"heads-{r}",
+                      config=HeadsConfig(feature_sets=[backbone], device=device, n_boot=200), progress=False)
+            heads_s.append(time.perf_counter() - start)
             cfg = FinetuneConfig(backbone=backbone, weights="random", epochs=1, device=device, patience=0, n_boot=200)
             record = run_finetune(data=str(manifest), runs_dir=str(tmp / f"ft-{r}"), config=cfg, split_config=split)
             epoch_s.append(record.history[0]["seconds"])
@@ -186,8 +178,6 @@ def strategy_timing(backbones: list[str], *, limit: int | None, device: str, rep
         print(f"    {backbone:12s} extract {med['extract']:8.1f} s | head sweep {med['heads']:7.1f} s | "
               f"fine-tune epoch (train+val) {med['epoch']:8.1f} s | one epoch = {med['epoch'] / med['heads']:.2f} "
               f"head sweeps | extract + sweep = {once / med['epoch']:.2f} fine-tune epochs")
-        if run_extract is None:
-            print("    (extract/heads rows skipped: headstart.extract or headstart.heads is not importable)")
 
 
 def _sync(device: torch.device) -> None:
