@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 FINGERPRINT_VERSION = 1  # bump when the hashed fields change, so old fingerprints stop matching
 
@@ -31,6 +31,21 @@ def compute_fingerprint(
         "manifest_hash": manifest_hash,
     }
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+
+
+IDENTITY_ATTRS = ("backbone", "weights", "weights_sha256", "preprocessing")  # stored attributes a fingerprint hashes
+
+
+def set_fingerprint(attrs: Mapping, manifest_hash: str) -> str:
+    """The fingerprint of a feature set from its identity attributes as stored (`IDENTITY_ATTRS`).
+
+    The one mapping from stored names to `compute_fingerprint`, used to check a request, to re-stamp sets under new
+    splits and by `verify`, so the three can never disagree. Raises KeyError, TypeError or ValueError when the
+    attributes are missing or not JSON-able.
+    """
+    return compute_fingerprint(backbone=attrs["backbone"], weights_tag=attrs["weights"],
+                               weights_sha256=attrs["weights_sha256"], preprocessing=attrs["preprocessing"],
+                               manifest_hash=manifest_hash)
 
 
 def compute_samples_sha256(

@@ -1,98 +1,26 @@
 """Read-only access to a cache file, and `verify_cache`, which checks it end to end.
 
-Every failure to open or read becomes a one-line CacheError that names the file and says what to do; metadata
-is parsed as JSON only. Files are opened without HDF5 file locking: writers never modify a published file in
-place (they rename a new one over it), so readers need no lock and never block a writer.
+Every failure to open or read becomes a one-line CacheError that names the file and says what to do; what is at
+the path and its header are read by `header.open_cache_file` (never locking, JSON only).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from pathlib import Path
 
-import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
-from headstart.cache.fingerprint import compute_fingerprint, compute_samples_sha256
-from headstart.cache.schema import (
-    FEATURE_JSON_ATTRS,
-    FEATURES,
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    ROOT_PLAIN_ATTRS,
-    SAMPLE_FIELDS,
-    SAMPLES,
-    VALID,
-    staging_dir,
-)
+from headstart.cache.fingerprint import compute_samples_sha256, set_fingerprint
+from headstart.cache.header import FileKind, open_cache_file
+from headstart.cache.schema import FEATURES, VALID, staging_dir
 from headstart.cache.staging import StagingArea
 from headstart.data.types import SPLITS
 from headstart.errors import CacheError, one_line
 
 logger = logging.getLogger(__name__)
-
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-
-def _error(kind: str, message: str) -> CacheError:
-    """A CacheError tagged with why opening failed, so the writer can decide whether --overwrite may replace it."""
-    exc = CacheError(message)
-    exc.kind = kind  # type: ignore[attr-defined]
-    return exc
-
-
-def _open_h5(path: Path) -> h5py.File:
-    if not path.exists():
-        if staging_dir(path).is_dir():
-            raise _error("missing", f"cache {path} does not exist yet: an extraction into it is in progress or was "
-                                    f"interrupted ({staging_dir(path)}); wait for it, or rerun the same command")
-        raise _error("missing", f"cache {path} does not exist; create it with `headstart extract DATA -o {path}`")
-    if path.is_dir():
-        raise _error("folder", f"{path} is a folder; expected a cache file made by `headstart extract`")
-    try:
-        with open(path, "rb") as f:
-            head = f.read(len(HDF5_SIGNATURE))
-    except OSError as exc:
-        raise _error("damaged", f"cannot read {path} ({exc.strerror or exc})") from None
-    if not head:
-        raise _error("damaged", f"{path} is empty (0 bytes), probably from an interrupted copy; re-extract it")
-    if head != HDF5_SIGNATURE and not h5py.is_hdf5(str(path)):
-        raise _error("not-hdf5",
-                     f"{path} is not an HDF5 file; expected a headstart feature cache made by `headstart extract`")
-    try:
-        return h5py.File(path, "r", locking=False)
-    except Exception as exc:  # noqa: BLE001 - h5py raises OSError, KeyError or RuntimeError on damaged files
-        raise _error(
-            "damaged",
-            f"{path} is truncated or damaged and cannot be opened ({one_line(exc)}); re-extract it with --overwrite",
-        ) from None
-
-
-
-
-def _attr(value):
-    """h5py attribute -> plain Python (bytes -> str, numpy scalars -> Python scalars)."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _json(value, what: str):
-    try:
-        return json.loads(_attr(value))
-    except (TypeError, ValueError):
-        raise CacheError(
-            f"{what} is not valid JSON; the cache metadata is damaged, re-extract with --overwrite"
-        ) from None
-
-
-def _strings(ds) -> np.ndarray:
-    return np.array([s.decode("utf-8", "replace") if isinstance(s, bytes) else str(s) for s in ds[()]], dtype=object)
 
 
 class FeatureCache:
@@ -100,51 +28,17 @@ class FeatureCache:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._file = _open_h5(self.path)
-        try:
-            self._read_header()
-        except CacheError:
-            self.close()
-            raise
-        except Exception as exc:  # noqa: BLE001 - damaged metadata surfaces as any h5py/numpy error
-            self.close()
-            raise _error("damaged", f"{self.path} is damaged: {one_line(exc)}; re-extract it with --overwrite") from None
-
-    def _read_header(self) -> None:
-        f, path = self._file, self.path
-        attrs = {k: _attr(v) for k, v in f.attrs.items()}
-        if attrs.get("format") != FORMAT_NAME:
-            raise _error("foreign", f"{path} is an HDF5 file but not a headstart cache (no format='{FORMAT_NAME}' "
-                                    f"attribute); expected a file made by `headstart extract`")
-        version = attrs.get("format_version")
-        if not isinstance(version, int):
-            raise _error("damaged", f"{path} has no valid format_version; re-extract it with --overwrite")
-        if version > FORMAT_VERSION:
-            raise _error("newer", f"{path} was made by a newer headstart (format {version}, this one reads up to "
-                                  f"{FORMAT_VERSION}); upgrade headstart")
-        for group in (SAMPLES, FEATURES, VALID):
-            if group not in f:
-                raise _error("damaged", f"{path} has no /{group} group; it is damaged, re-extract it with --overwrite")
-        for key in SAMPLE_FIELDS:
-            if key not in f[SAMPLES]:
-                raise _error("damaged",
-                             f"{path} has no /{SAMPLES}/{key}; it is damaged, re-extract it with --overwrite")
-        self.root_attrs = {k: (v if k in ROOT_PLAIN_ATTRS else _json(v, f"root attribute {k!r} of {path}"))
-                           for k, v in attrs.items()}
-        self.format_version: int = version
-        self.classes: list[str] = list(self.root_attrs.get("classes", []))
-        samples = f[SAMPLES]
-        self.ids = _strings(samples["id"])
-        self.labels = np.asarray(samples["label"][()], dtype=np.int64)
-        self.splits = _strings(samples["split"])
-        self.groups = _strings(samples["group"])
-        self.feature_sets: dict[str, dict] = {}
-        for name, ds in f[FEATURES].items():
-            meta = {k: (_json(v, f"attribute {k!r} of feature set '{name}' in {path}") if k in FEATURE_JSON_ATTRS
-                        else _attr(v)) for k, v in ds.attrs.items()}
-            meta.update(name=name, dim=int(ds.shape[1]) if ds.ndim == 2 else 0, dtype=str(ds.dtype),
-                        complete=bool(meta.get("complete", False)), shape=tuple(ds.shape))
-            self.feature_sets[name] = meta
+        header, self._file = open_cache_file(self.path)
+        if header.kind is not FileKind.CACHE:
+            raise CacheError(header.message)
+        self.root_attrs: dict = header.root_attrs
+        self.format_version: int = header.format_version
+        self.classes: list[str] = header.classes
+        self.ids: np.ndarray = header.ids
+        self.labels: np.ndarray = header.labels
+        self.splits: np.ndarray = header.splits
+        self.groups: np.ndarray = header.groups
+        self.feature_sets: dict[str, dict] = header.feature_sets
 
     @property
     def n_samples(self) -> int:
@@ -312,10 +206,7 @@ def _verify_set(cache: FeatureCache, name: str, problems: list[str]) -> None:
         problems.append(f"{where} records {meta['n_skipped']} skipped images but /valid/{name} marks "
                         f"{int((~valid).sum())}")
     try:
-        expected = compute_fingerprint(
-            backbone=meta["backbone"], weights_tag=meta["weights"], weights_sha256=meta["weights_sha256"],
-            preprocessing=meta["preprocessing"], manifest_hash=cache.root_attrs["manifest_hash"],
-        )
+        expected = set_fingerprint(meta, cache.root_attrs["manifest_hash"])
     except (KeyError, TypeError, ValueError) as exc:
         problems.append(f"{where} lacks the attributes its fingerprint is computed from ({one_line(exc)})")
         return

@@ -15,6 +15,8 @@ import json
 import logging
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ import numpy as np
 
 from headstart.cache import durable
 from headstart.cache.schema import STAGING_FORMAT, STAGING_STATE, STAGING_VERSION
+from headstart.errors import CacheError
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,42 @@ class StagedPart:
     def order(self) -> tuple[int, int]:
         """Publication order: later sequence numbers win; ranks stage disjoint rows, so their order is moot."""
         return self.seq, self.rank
+
+
+@dataclass(frozen=True)
+class StagedConflict:
+    """Staged batches that belong to another request."""
+
+    set_name: str | None  # the set staged with another fingerprint, dim or dtype; None: another sample table
+    staged: dict  # the conflicting state.json (set_name None) or that set's entry in it
+
+
+def same_table(state: dict | None, *, n_rows: int, manifest_hash: str) -> bool:
+    """True when `state` (state.json) describes batches staged for this sample table."""
+    return bool(state and state.get("version") == STAGING_VERSION and state.get("manifest_hash") == manifest_hash
+                and state.get("n_rows") == n_rows)
+
+
+def staged_conflict(state: dict | None, wanted: dict[str, dict], *, n_rows: int,
+                    manifest_hash: str) -> StagedConflict | None:
+    """Why the batches staged under `state` cannot be resumed for the `wanted` sets (name -> staged entry).
+
+    The one staging compatibility rule: the planner refuses (or, with --overwrite, discards) on a conflict, and a
+    joining rank requires none. Sets staged but not wanted, or wanted but not yet staged, are no conflict.
+    """
+    if state is None:
+        return None
+    if not same_table(state, n_rows=n_rows, manifest_hash=manifest_hash):
+        return StagedConflict(None, state)
+    for name, entry in wanted.items():
+        staged = state["sets"].get(name)
+        if staged is not None and _staged_key(staged) != _staged_key(entry):
+            return StagedConflict(name, staged)
+    return None
+
+
+def _staged_key(entry: dict) -> tuple:
+    return entry.get("fingerprint"), entry.get("dim"), entry.get("dtype")
 
 
 class StagingArea:
@@ -73,12 +112,7 @@ class StagingArea:
 
     def compatible(self, state: dict | None) -> bool:
         """True when staged batches were made for this sample table and can be resumed."""
-        return bool(
-            state
-            and state.get("version") == STAGING_VERSION
-            and state.get("manifest_hash") == self.manifest_hash
-            and state.get("n_rows") == self.n_rows
-        )
+        return same_table(state, n_rows=self.n_rows, manifest_hash=self.manifest_hash)
 
     def write_state(self, sets: dict[str, dict]) -> None:
         self.folder.mkdir(exist_ok=True)
@@ -189,3 +223,37 @@ class StagingArea:
             durable.fsync_dir(self.folder.parent)
         self.parts = []
         self._next_seq = 0
+
+
+@contextmanager
+def disk_errors(cache: Path, where: Path, staging: Path) -> Iterator[None]:
+    """Turn out-of-space and other I/O failures while writing `where` into one-line CacheErrors.
+
+    Staged batches and the published `cache` are never touched by a failure here, so the message says to rerun.
+    """
+    try:
+        yield
+    except CacheError:
+        raise
+    except OSError as exc:
+        if durable.is_disk_full(exc) or _nearly_full(cache.parent):
+            raise CacheError(disk_full_message(cache, where, staging)) from None
+        raise CacheError(
+            f"could not write {where} ({exc}); {cache} is unchanged; fix the problem and rerun the same command to "
+            f"resume"
+        ) from None
+
+
+def disk_full_message(cache: Path, where: Path, staging: Path, needed: int | None = None) -> str:
+    need = f" (about {needed / 2**20:.0f} MiB needed)" if needed else ""
+    return (
+        f"disk full while writing {where}{need}; {cache} is unchanged and finished batches are kept in {staging}; "
+        f"free space and rerun the same command to resume"
+    )
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < (1 << 20)
+    except OSError:
+        return False

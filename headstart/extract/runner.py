@@ -2,7 +2,7 @@
 
 The loop is deliberately plain: decode (workers) -> normalise on device -> forward each backbone under
 `inference_mode` -> stage the batch durably. All persistence, resume and atomic publication live in
-`headstart.cache.writer`, so this module only decides *what* to compute.
+`headstart.cache` (writer, stager, publisher), so this module only decides *what* to compute.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from headstart.backbones.registry import create_backbone
 from headstart.backbones.types import Backbone
 from headstart.cache.fingerprint import compute_fingerprint
 from headstart.cache.schema import FEATURE_DTYPES
-from headstart.cache.writer import CacheWriter, FeatureSetSpec, SamplesTable
+from headstart.cache.request import CacheRequest, FeatureSetSpec, SamplesTable
+from headstart.cache.stager import Stager
+from headstart.cache.writer import CacheWriter, plan_for
 from headstart.data.dataset import build_dataset, manifest_hash
 from headstart.data.types import Dataset
 from headstart.device import autocast, autocast_dtype, default_workers, precision_name, resolve_device
@@ -153,14 +155,19 @@ def run_extract(*, data: str, output: str, config: ExtractConfig) -> ExtractResu
     if job.distributed:
         require_same_request({"data": data, "output": output, **asdict(config),
                               "fingerprints": [s.fingerprint for s in specs]})
+    rank = job.rank if job.distributed else None
     with same_outcome():  # read-only planning; every rank sees the same files, but a failure must stop them all
-        writer = CacheWriter(out, table, specs, overwrite=config.overwrite, role="writer" if job.is_main else "stager",
-                             rank=job.rank if job.distributed else None)
+        if job.is_main:  # rank 0 writes: it alone takes the lock, prepares the staging area and publishes
+            writer = CacheWriter(out, table, specs, overwrite=config.overwrite, rank=rank)
+            request, planned = writer.request, writer.plan
+        else:  # the other ranks only stage batches
+            writer, request = None, CacheRequest.of(out, table, specs, overwrite=config.overwrite)
+            planned = plan_for(request)
     result = ExtractResult(cache_path=str(out), world_size=job.world_size)
-    result.already_done = [s.name for s in specs if s.name not in writer.todo]
+    result.already_done = [s.name for s in specs if s.name not in planned.todo]
     for name in result.already_done:
         log.info("feature set %s is already complete in %s (same fingerprint); skipping it", name, out)
-    todo = [b for b in backbones if b.name in writer.todo]
+    todo = [b for b in backbones if b.name in planned.todo]
     if not todo:
         with same_outcome():
             if job.is_main:
@@ -171,16 +178,17 @@ def run_extract(*, data: str, output: str, config: ExtractConfig) -> ExtractResu
     with contextlib.ExitStack() as stack:
         # Rank 0 takes the lock and prepares (cleans, checks) the staging area before any other rank joins it.
         with same_outcome():
-            rows = np.flatnonzero(~stack.enter_context(writer).done_mask()) if job.is_main else None
+            stager = stack.enter_context(writer).stager if job.is_main else None
+            rows = np.flatnonzero(~stager.done_mask()) if job.is_main else None
         rows = broadcast_object(rows)
         with same_outcome():
             if not job.is_main:
-                stack.enter_context(writer)
+                stager = Stager.joined(request, planned.todo, rank=rank)
         if len(rows) < len(table.ids):
             log.info("resuming: %d of %d images already staged", len(table.ids) - len(rows), len(table.ids))
         shard = np.array_split(rows, job.world_size)[job.rank]  # contiguous blocks; may be empty
         with same_outcome():
-            mine = _extract_rows(shard, writer=writer, dataset=dataset, todo=todo, device=device, amp_dtype=amp_dtype,
+            mine = _extract_rows(shard, stager=stager, dataset=dataset, todo=todo, device=device, amp_dtype=amp_dtype,
                                  config=config, job=job)
         shards = all_gather_object(mine)
         # Ranks start their loops together (right after the broadcast), so the job's loop time is the slowest one's.
@@ -189,7 +197,7 @@ def run_extract(*, data: str, output: str, config: ExtractConfig) -> ExtractResu
         with same_outcome():
             if job.is_main:
                 if job.distributed:
-                    _collect_shards(writer)
+                    _collect_shards(stager)
                 stats = _stats(todo, shards, device=device, amp_dtype=amp_dtype, config=config, n_rows=len(rows),
                                seconds=seconds, world_size=job.world_size)
                 # Skipped images of earlier (interrupted) sessions are staged with valid=False; the writer knows them.
@@ -210,7 +218,7 @@ class ShardResult:
     skipped: list[str]  # ids of bad images skipped by this rank
 
 
-def _extract_rows(rows: np.ndarray, *, writer: CacheWriter, dataset: Dataset, todo: list[Backbone],
+def _extract_rows(rows: np.ndarray, *, stager: Stager, dataset: Dataset, todo: list[Backbone],
                   device: torch.device, amp_dtype: torch.dtype | None, config: ExtractConfig,
                   job: DistInfo) -> ShardResult:
     """Decode `rows` once, run every backbone in `todo` on them and stage the features batch by batch."""
@@ -252,7 +260,7 @@ def _extract_rows(rows: np.ndarray, *, writer: CacheWriter, dataset: Dataset, to
                 feats[b.name] = y.float().cpu().numpy()  # .cpu() synchronises, so the timing is honest
                 feats[b.name][~ok] = 0.0
                 forward_seconds[b.name] += time.perf_counter() - t0
-            writer.write_batch(batch["row"].numpy(), feats, ok)
+            stager.write_batch(batch["row"].numpy(), feats, ok)
             bar.update(len(ok))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -265,13 +273,13 @@ def _extract_rows(rows: np.ndarray, *, writer: CacheWriter, dataset: Dataset, to
                        skipped=skipped)
 
 
-def _collect_shards(writer: CacheWriter) -> None:
+def _collect_shards(stager: Stager) -> None:
     """Rank 0: pick up every rank's parts and make sure none is missing before publishing."""
-    writer.rescan()
-    missing = int((~writer.done_mask()).sum())
+    stager.rescan()
+    missing = int((~stager.done_mask()).sum())
     if missing:
         raise CacheError(
-            f"{missing} rows staged by other ranks are not visible in {writer.staging.folder}; the output must be on "
+            f"{missing} rows staged by other ranks are not visible in {stager.staging.folder}; the output must be on "
             f"a file system every rank shares (every node sees the same -o path); rerun the same command to resume"
         )
 

@@ -128,12 +128,38 @@ def test_output_path_checks(tmp_path, table):
     assert junk.read_text() == "my thesis"
 
 
-def test_truncated_cache_needs_overwrite(tmp_path, table):
+def test_truncated_cache_is_never_replaced(tmp_path, table):
+    """A file that cannot be read as HDF5 may be someone's only copy of something: --overwrite leaves it too."""
     path = tmp_path / "c.h5"
     extract(path, table, [make_spec(table)])
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 3])
-    with pytest.raises(CacheError, match="truncated or damaged.*--overwrite"):
+    for overwrite in (False, True):
+        with pytest.raises(CacheError, match="truncated or damaged.*move or delete it if it is yours to lose") as info:
+            CacheWriter(path, table, [make_spec(table)], overwrite=overwrite)
+        assert "--overwrite" not in str(info.value)
+    assert path.read_bytes() == data[: len(data) // 3]
+
+
+def test_foreign_hdf5_is_never_replaced(tmp_path, table):
+    path = tmp_path / "other.h5"
+    with h5py.File(path, "w") as f:
+        f["x"] = np.arange(5)
+    before = sha256_file(path)
+    for overwrite in (False, True):
+        with pytest.raises(CacheError, match=r"other\.h5 is an HDF5 file but not a headstart cache.*another -o") as info:
+            CacheWriter(path, table, [make_spec(table)], overwrite=overwrite)
+        assert "--overwrite" not in str(info.value)
+    assert sha256_file(path) == before
+
+
+def test_damaged_headstart_cache_needs_overwrite(tmp_path, table):
+    """A file that says it is a headstart cache but has lost a group is ours to replace, on request."""
+    path = tmp_path / "c.h5"
+    extract(path, table, [make_spec(table)])
+    with h5py.File(path, "a") as f:
+        del f["valid"]
+    with pytest.raises(CacheError, match="has no /valid group; it is damaged; pass --overwrite to replace it"):
         CacheWriter(path, table, [make_spec(table)])
     extract(path, table, [make_spec(table)], overwrite=True)
     assert verify_cache(path) == []

@@ -1,4 +1,4 @@
-"""The distributed helpers in a single process, the request check, and the writer's stager role (no torchrun)."""
+"""The distributed helpers in a single process, the request check, and ranks staging beside the writer (no torchrun)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from headstart import distributed
-from headstart.cache import CacheWriter, FeatureCache
+from headstart.cache import CacheRequest, CacheWriter, FeatureCache, Stager
 from headstart.cache.schema import staging_dir
 from headstart.errors import CacheMismatchError, ConfigError, DataError
 from tests.cache.synthetic import features_for, make_spec, make_table, stats_for
@@ -58,21 +58,19 @@ def test_ranks_stage_into_one_folder_and_the_writer_publishes_all(tmp_path):
     full = features_for(specs[0], len(table))
     path = tmp_path / "c.h5"
     writer = CacheWriter(path, table, specs, rank=0)
-    stagers = [CacheWriter(path, table, specs, role="stager", rank=r) for r in (1, 2)]
+    request = CacheRequest.of(path, table, specs)
     with writer:
         rows = np.flatnonzero(~writer.done_mask())
         shards = np.array_split(rows, 3)
-        for w, shard in zip([writer, *stagers], shards):
-            if w is not writer:
-                w.__enter__()  # a stager joins the area rank 0 prepared; it takes no lock
+        stagers = [Stager.joined(request, writer.todo, rank=r) for r in (1, 2)]  # they join the area rank 0 prepared
+        for stager, shard in zip([writer.stager, *stagers], shards):
             for start in range(0, len(shard), 5):
                 batch = shard[start:start + 5]
-                w.write_batch(batch, {"resnet18": full[batch]}, np.ones(len(batch), dtype=bool))
+                stager.write_batch(batch, {"resnet18": full[batch]}, np.ones(len(batch), dtype=bool))
         names = sorted(p.name for p in staging_dir(path).glob("part-*.npz"))
         assert names[0] == "part-00000000-r0.npz" and any(n.endswith("-r2.npz") for n in names)
         assert len(names) == len(set(names)) == sum(-(-len(s) // 5) for s in shards)
-        with pytest.raises(RuntimeError, match="only the writer"):
-            stagers[0].finish(stats={}, skipped=[])
+        assert not hasattr(stagers[0], "finish")  # only the writer (rank 0, holding the lock) publishes
         assert not writer.done_mask().all()  # the writer has not looked at the others' parts yet
         writer.rescan()
         assert writer.done_mask().all()
@@ -86,9 +84,9 @@ def test_ranks_stage_into_one_folder_and_the_writer_publishes_all(tmp_path):
 def test_stager_refuses_a_staging_area_made_for_another_request(tmp_path):
     table = make_table()
     path = tmp_path / "c.h5"
-    other = CacheWriter(path, table, [make_spec(table, dim=4)], role="stager", rank=1)  # plans on an empty folder
+    other = CacheRequest.of(path, table, [make_spec(table, dim=4)])
     with CacheWriter(path, table, [make_spec(table)], rank=0):
         with pytest.raises(CacheMismatchError, match="was not prepared for this request by the writer"):
-            other.__enter__()
-    with pytest.raises(ValueError, match="role"):
-        CacheWriter(path, table, [make_spec(table)], role="reader")
+            Stager.joined(other, ["resnet18"], rank=1)
+    with pytest.raises(CacheMismatchError, match="was not prepared for this request by the writer"):
+        Stager.joined(CacheRequest.of(tmp_path / "d.h5", table, [make_spec(table)]), ["resnet18"], rank=1)  # no area

@@ -90,8 +90,8 @@ def test_more_ranks_than_images(tmp_path, phantom_dir):
 DIE_AFTER_TWO_BATCHES = """
     import os
     if os.environ.get("RANK") == "1":
-        import headstart.cache.writer as w
-        real, calls = w.CacheWriter.write_batch, []
+        import headstart.cache.stager as s
+        real, calls = s.Stager.write_batch, []
 
         def write_batch(self, *args, **kwargs):
             real(self, *args, **kwargs)
@@ -99,7 +99,7 @@ DIE_AFTER_TWO_BATCHES = """
             if len(calls) == 2:
                 os.kill(os.getpid(), 9)  # rank 1 dies mid-shard, as on a node failure
 
-        w.CacheWriter.write_batch = write_batch
+        s.Stager.write_batch = write_batch
 """
 
 

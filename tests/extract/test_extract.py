@@ -85,9 +85,9 @@ def test_interrupted_extraction_resumes_to_identical_features(phantom_dir, tmp_p
     ref = tmp_path / "ref.h5"
     run_extract(data=str(phantom_dir), output=str(ref), config=cfg)
 
-    from headstart.cache.writer import CacheWriter
+    from headstart.cache.stager import Stager
 
-    real_write = CacheWriter.write_batch
+    real_write = Stager.write_batch
     count = {"n": 0}
 
     def flaky_write(self, *a, **k):
@@ -96,12 +96,12 @@ def test_interrupted_extraction_resumes_to_identical_features(phantom_dir, tmp_p
         count["n"] += 1
         return real_write(self, *a, **k)
 
-    monkeypatch.setattr(CacheWriter, "write_batch", flaky_write)
+    monkeypatch.setattr(Stager, "write_batch", flaky_write)
     out = tmp_path / "c.h5"
     with pytest.raises(KeyboardInterrupt):
         run_extract(data=str(phantom_dir), output=str(out), config=cfg)
     assert not out.exists()  # nothing published until complete
-    monkeypatch.setattr(CacheWriter, "write_batch", real_write)
+    monkeypatch.setattr(Stager, "write_batch", real_write)
     result = run_extract(data=str(phantom_dir), output=str(out), config=cfg)
     with h5py.File(ref, "r") as f:
         n = len(f["samples/id"])

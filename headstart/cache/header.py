@@ -1,0 +1,193 @@
+"""What is at a cache path: nothing, a folder, something unreadable, another tool's HDF5 file, or a headstart cache.
+
+`open_cache_file` classifies the file (`FileKind`) and, for a headstart cache, reads its header: root attributes,
+the sample table and each feature set's attributes. It never raises for what it finds; the reader turns a bad
+kind into its one-line error, and the planner decides from the kind whether --overwrite may replace the file.
+Files are opened without HDF5 file locking: writers never modify a published file in place (they rename a new
+one over it), so readers need no lock and never block a writer. Metadata is parsed as JSON only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from headstart.cache.schema import (
+    FEATURE_JSON_ATTRS,
+    FEATURES,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    ROOT_PLAIN_ATTRS,
+    SAMPLE_FIELDS,
+    SAMPLES,
+    VALID,
+    staging_dir,
+)
+from headstart.errors import one_line
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+class FileKind(Enum):
+    """What a cache path holds. Only DAMAGED and CACHE are recognisably headstart caches."""
+
+    MISSING = "missing"
+    FOLDER = "folder"
+    UNREADABLE = "unreadable"  # cannot be read as HDF5 at all: empty, junk, truncated, no permission
+    FOREIGN = "foreign"  # a readable HDF5 file without format="headstart-cache": another tool's file
+    NEWER = "newer"  # a headstart cache of a newer format version than this headstart reads
+    DAMAGED = "damaged"  # a headstart cache whose metadata cannot be read
+    CACHE = "cache"
+
+
+@dataclass
+class CacheHeader:
+    """The kind of file at `path` and, for a readable cache, everything but the feature arrays."""
+
+    path: Path
+    kind: FileKind
+    found: str = ""  # one clause naming the file and what was found, for kinds other than CACHE
+    advice: str = ""  # what a reader of the file should do about it
+    format_version: int = 0
+    root_attrs: dict = field(default_factory=dict)  # plain scalars, JSON attributes decoded
+    classes: list[str] = field(default_factory=list)
+    ids: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
+    labels: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
+    splits: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
+    groups: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
+    feature_sets: dict[str, dict] = field(default_factory=dict)  # name -> attributes + name, dim, dtype, complete
+
+    @property
+    def message(self) -> str:
+        """The reader's one-line error for a file it cannot use."""
+        return f"{self.found}; {self.advice}" if self.advice else self.found
+
+
+class _Damaged(Exception):
+    """Raised inside header parsing of a file already known to be a headstart cache; carries `found`."""
+
+
+def read_header(path: str | Path) -> CacheHeader:
+    """The header of whatever is at `path` (the file is closed again)."""
+    header, file = open_cache_file(path)
+    if file is not None:
+        file.close()
+    return header
+
+
+def open_cache_file(path: str | Path) -> tuple[CacheHeader, h5py.File | None]:
+    """Classify `path`; for kind CACHE also return the open h5py file (the caller closes it)."""
+    path = Path(path)
+    kind, found, advice = _classify_bytes(path)
+    if kind is not None:
+        return CacheHeader(path, kind, found, advice), None
+    file = None
+    try:
+        file = h5py.File(path, "r", locking=False)
+        attrs = {k: _attr(v) for k, v in file.attrs.items()}  # unreadable root attributes: not recognisably ours
+    except Exception as exc:  # noqa: BLE001 - h5py raises OSError, KeyError or RuntimeError on damaged files
+        if file is not None:
+            file.close()
+        return CacheHeader(path, FileKind.UNREADABLE, f"{path} is truncated or damaged and cannot be opened as "
+                                                      f"HDF5 ({one_line(exc)})", "re-extract it into a new file"), None
+    header = CacheHeader(path, FileKind.CACHE)
+    try:
+        _read_into(header, file, attrs)
+    except _Damaged as exc:
+        header.found, header.advice = str(exc), "re-extract it with --overwrite"
+    except Exception as exc:  # noqa: BLE001 - damaged metadata surfaces as any h5py/numpy error
+        header.kind, header.found = FileKind.DAMAGED, f"{path} is damaged: {one_line(exc)}"
+        header.advice = "re-extract it with --overwrite"
+    if header.kind is not FileKind.CACHE:
+        file.close()
+        return header, None
+    return header, file
+
+
+def _classify_bytes(path: Path) -> tuple[FileKind | None, str, str]:
+    """Kinds decided before HDF5 is asked: (None, "", "") when the file looks like HDF5."""
+    if not path.exists():
+        if staging_dir(path).is_dir():
+            return (FileKind.MISSING, f"cache {path} does not exist yet: an extraction into it is in progress or was "
+                    f"interrupted ({staging_dir(path)})", "wait for it, or rerun the same command")
+        return FileKind.MISSING, f"cache {path} does not exist", f"create it with `headstart extract DATA -o {path}`"
+    if path.is_dir():
+        return FileKind.FOLDER, f"{path} is a folder", "expected a cache file made by `headstart extract`"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(HDF5_SIGNATURE))
+    except OSError as exc:
+        return FileKind.UNREADABLE, f"cannot read {path} ({exc.strerror or exc})", ""
+    if not head:
+        return (FileKind.UNREADABLE, f"{path} is empty (0 bytes), probably from an interrupted copy",
+                "re-extract it into a new file")
+    if head != HDF5_SIGNATURE and not h5py.is_hdf5(str(path)):
+        return (FileKind.UNREADABLE, f"{path} is not an HDF5 file",
+                "expected a headstart feature cache made by `headstart extract`")
+    return None, "", ""
+
+
+def _read_into(header: CacheHeader, f: h5py.File, attrs: dict) -> None:
+    """Fill `header` from an open HDF5 file; sets kind FOREIGN/NEWER/DAMAGED or raises _Damaged on a problem."""
+    path = header.path
+    if attrs.get("format") != FORMAT_NAME:
+        header.kind, header.found = FileKind.FOREIGN, (f"{path} is an HDF5 file but not a headstart cache (no "
+                                                       f"format='{FORMAT_NAME}' attribute)")
+        header.advice = "expected a file made by `headstart extract`"
+        return
+    header.kind = FileKind.DAMAGED  # until the whole header has been read
+    version = attrs.get("format_version")
+    if not isinstance(version, int):
+        raise _Damaged(f"{path} has no valid format_version")
+    if version > FORMAT_VERSION:
+        header.kind, header.found = FileKind.NEWER, (f"{path} was made by a newer headstart (format {version}, "
+                                                     f"this one reads up to {FORMAT_VERSION})")
+        header.advice = "upgrade headstart"
+        return
+    for group in (SAMPLES, FEATURES, VALID):
+        if group not in f:
+            raise _Damaged(f"{path} has no /{group} group; it is damaged")
+    for key in SAMPLE_FIELDS:
+        if key not in f[SAMPLES]:
+            raise _Damaged(f"{path} has no /{SAMPLES}/{key}; it is damaged")
+    header.root_attrs = {k: (v if k in ROOT_PLAIN_ATTRS else _json(v, f"root attribute {k!r} of {path}"))
+                         for k, v in attrs.items()}
+    header.format_version = version
+    header.classes = list(header.root_attrs.get("classes", []))
+    samples = f[SAMPLES]
+    header.ids = _strings(samples["id"])
+    header.labels = np.asarray(samples["label"][()], dtype=np.int64)
+    header.splits = _strings(samples["split"])
+    header.groups = _strings(samples["group"])
+    for name, ds in f[FEATURES].items():
+        meta = {k: (_json(v, f"attribute {k!r} of feature set '{name}' in {path}") if k in FEATURE_JSON_ATTRS
+                    else _attr(v)) for k, v in ds.attrs.items()}
+        meta.update(name=name, dim=int(ds.shape[1]) if ds.ndim == 2 else 0, dtype=str(ds.dtype),
+                    complete=bool(meta.get("complete", False)), shape=tuple(ds.shape))
+        header.feature_sets[name] = meta
+    header.kind = FileKind.CACHE
+
+
+def _attr(value):
+    """h5py attribute -> plain Python (bytes -> str, numpy scalars -> Python scalars)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _json(value, what: str):
+    try:
+        return json.loads(_attr(value))
+    except (TypeError, ValueError):
+        raise _Damaged(f"{what} is not valid JSON; the cache metadata is damaged") from None
+
+
+def _strings(ds) -> np.ndarray:
+    return np.array([s.decode("utf-8", "replace") if isinstance(s, bytes) else str(s) for s in ds[()]], dtype=object)
