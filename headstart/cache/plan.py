@@ -109,8 +109,9 @@ def _plan_file(existing: CacheHeader, request: CacheRequest) -> Plan:
         return refuse(Refusal.OUTPUT_IS_FOLDER,
                       f"output {path} is a folder; expected a cache file path such as {path}/features.h5")
     if kind is FileKind.UNREADABLE:
-        return refuse(Refusal.UNREADABLE, f"{existing.found}; extract replaces only a headstart cache, so move or "
-                                          f"delete it if it is yours to lose, or choose another -o path")
+        return refuse(Refusal.UNREADABLE, f"{existing.found}; extract replaces only a file it can read as a "
+                                          f"headstart cache: move or delete it if it is yours to lose, or choose "
+                                          f"another -o path")
     if kind is FileKind.FOREIGN:
         return refuse(Refusal.NOT_A_CACHE,
                       f"{existing.found}; extract never replaces another tool's file: choose another -o path")
@@ -120,7 +121,7 @@ def _plan_file(existing: CacheHeader, request: CacheRequest) -> Plan:
         if not request.overwrite:
             return refuse(Refusal.DAMAGED, f"{existing.found}; pass --overwrite to replace it, or choose another "
                                            f"-o path")
-        return Plan(Action.NEW_FILE, everything, notes=(f"--overwrite: replacing damaged cache {existing.found}",))
+        return Plan(Action.NEW_FILE, everything, notes=(f"--overwrite: replacing a damaged cache ({existing.found})",))
     if existing.root_attrs.get("manifest_hash") == request.table.manifest_hash:
         return _plan_same_table(existing, request)
     if not request.overwrite and _same_images(existing, request):
