@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 import headstart
-from headstart.cache import durable
+from headstart import io as durable
 from headstart.cache.fingerprint import compute_fingerprint, compute_samples_sha256
 from headstart.cache.lock import WriterLock
 from headstart.cache.reader import FeatureCache
