@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
+from PIL import Image, ImageOps
 
 from headstart.cli import cli
 from headstart.extract.config import ExtractConfig
@@ -117,6 +117,15 @@ def test_only_huffman_frames_go_to_the_device(marker, taken):
     patched = plain[: sof + 1] + bytes([marker]) + plain[sof + 2 :]  # extended, lossless, arithmetic
     assert read_jpeg_header(patched).sof == marker
     assert device_decodable(patched) is taken
+
+
+def test_xmp_orientation_goes_through_pil():
+    """PIL's exif_transpose also honours an orientation stated only in XMP; the device decoder would ignore it."""
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+    data = jpeg_bytes(gray(), xmp=xmp)
+    assert ImageOps.exif_transpose(Image.open(io.BytesIO(data))).size == (16, 24)  # PIL rotates it
+    assert read_jpeg_header(data).orientation == 6 and not device_decodable(data)
 
 
 def test_unreadable_exif_goes_through_pil():
