@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
 
+from headstart.distributed import local_gpu
 from headstart.errors import ConfigError
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+from headstart.precision import PRECISIONS
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -22,7 +23,7 @@ def resolve_device(spec: str = "auto") -> torch.device:
     spec = (spec or "auto").strip().lower()
     if spec == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+            return local_gpu()
         return torch.device("cpu")
     try:
         device = torch.device(spec)
@@ -58,6 +59,21 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(device: torch.device) -> Iterator[None]:
+    """On CUDA, let cuDNN time its kernels and keep the fastest (worth it when every batch has one shape), and
+    give the caller's setting back afterwards: the flag is process-wide, and a library must not leave it changed."""
+    if device.type != "cuda":
+        yield
+        return
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
 
 
 def precision_name(dtype: torch.dtype | None) -> str:

@@ -32,16 +32,23 @@ TIMEOUT = _dt.timedelta(hours=6)
 
 @dataclass(frozen=True)
 class DistInfo:
-    """Where this process sits in the job."""
+    """Where this process sits in the job: the one description extraction and fine-tuning share.
 
-    rank: int = 0  # global rank, 0 .. world_size-1
+    Fine-tuning's `Replica` is this same record with the training-side operations added (samplers, DDP).
+    """
+
+    rank: int = 0  # global rank, 0 .. world_size-1; rank 0 writes files and logs
     world_size: int = 1  # processes in the job (all nodes)
-    local_rank: int = 0  # rank on this node; picks the GPU
-    distributed: bool = False  # True when a process group is (or was) initialised with world_size > 1
+    local_rank: int = 0  # rank on this node; picks the GPU (see local_gpu)
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """True when several processes share the work (a process group exists or is about to)."""
+        return self.world_size > 1
 
 
 def _env_int(name: str, default: int) -> int:
@@ -54,6 +61,15 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigError(f"environment variable {name}={value!r} is not an integer; launch with torchrun") from None
 
 
+def local_gpu(local_rank: int | None = None) -> torch.device:
+    """The GPU a rank uses: LOCAL_RANK (from the environment when not given) modulo the visible GPUs.
+
+    One rule for `--device auto` and for the process group's device, so both always name the same GPU.
+    """
+    rank = _env_int("LOCAL_RANK", 0) if local_rank is None else local_rank
+    return torch.device("cuda", rank % torch.cuda.device_count())
+
+
 def env_info() -> DistInfo:
     """The job layout torchrun advertises in the environment (no process group is created)."""
     world = _env_int("WORLD_SIZE", 1)
@@ -61,7 +77,7 @@ def env_info() -> DistInfo:
     local = _env_int("LOCAL_RANK", 0)
     if world < 1 or not 0 <= rank < world:
         raise ConfigError(f"RANK={rank} WORLD_SIZE={world} is inconsistent; expected 0 <= RANK < WORLD_SIZE")
-    return DistInfo(rank=rank, world_size=world, local_rank=local, distributed=world > 1)
+    return DistInfo(rank=rank, world_size=world, local_rank=local)
 
 
 def init_distributed(*, quiet_others: bool = True) -> DistInfo:
@@ -79,7 +95,7 @@ def init_distributed(*, quiet_others: bool = True) -> DistInfo:
         raise ConfigError("this PyTorch build has no torch.distributed; run a single process or install a full build")
     cuda = torch.cuda.is_available()
     if cuda:
-        torch.cuda.set_device(info.local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(local_gpu(info.local_rank))
     backend = "nccl" if cuda else "gloo"
     dist.init_process_group(backend=backend, timeout=TIMEOUT)
     if quiet_others and not info.is_main:
@@ -91,8 +107,7 @@ def init_distributed(*, quiet_others: bool = True) -> DistInfo:
 def info() -> DistInfo:
     """The current layout: the live process group when there is one, else a single process."""
     if dist.is_available() and dist.is_initialized():
-        return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(),
-                        local_rank=_env_int("LOCAL_RANK", 0), distributed=dist.get_world_size() > 1)
+        return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=_env_int("LOCAL_RANK", 0))
     return DistInfo()
 
 

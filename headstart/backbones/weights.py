@@ -2,7 +2,7 @@
 
 The tag and sha256 go into the cache fingerprint, so two caches built from different weights never look alike.
 `imagenet` uses torchvision's weight enums and the standard torch hub cache (`$TORCH_HOME/hub/checkpoints`), the
-same file `torchvision.models.resnet18(weights=...)` would use, but downloads it ourselves with a short timeout
+same file `torchvision.models.resnet18(weights=...)` would use, but downloads it itself with a short timeout
 so an offline machine fails in seconds with one line naming the file, never after a long hang.
 Every file is read with `torch.load(..., weights_only=True)`: a checkpoint can not run code on load.
 """
@@ -13,19 +13,21 @@ import hashlib
 import logging
 import os
 import pickle
-import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.request import Request, urlopen
 
 import torch
 from torchvision.models import get_model_weights
 from torchvision.models._api import WeightsEnum
+from tqdm.auto import tqdm
 
 from headstart.errors import ConfigError, WeightsError, one_line
+from headstart.io import replace_durably
 
 log = logging.getLogger(__name__)
 
-DOWNLOAD_TIMEOUT_S = 10.0  # socket timeout per read: an offline or firewalled machine fails fast
+DOWNLOAD_TIMEOUT_S = 10.0  # per connect and per read, on this request only: an offline machine fails fast
 OFFLINE_ENV = "HEADSTART_OFFLINE"  # "1": never try to download, fail at once with the expected path
 _HASH_BLOCK = 1 << 20  # 1 MiB: streaming keeps a 2.5 GB vit_h_14 file out of memory
 
@@ -130,19 +132,36 @@ def _ensure_downloaded(name: str, enum: WeightsEnum) -> Path:
 
 
 def _download(url: str, path: Path) -> str | None:
-    """Download into the hub cache (hash-checked by torch); returns None on success, else the reason it failed."""
+    """Download into the hub cache; returns None on success, else the reason it failed.
+
+    Hand-written rather than `torch.hub.download_url_to_file` because that takes no timeout, and the only way to
+    give it one, `socket.setdefaulttimeout`, changes every socket the process opens meanwhile. Here the timeout
+    belongs to this one request. As torch.hub does, the sha256 prefix in the file name is checked before the
+    file is renamed into place, so a broken download never lands in the cache.
+    """
     match = torch.hub.HASH_REGEX.search(os.path.basename(url))
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # urllib in torch.hub takes no timeout argument
+    prefix = match.group(1) if match else None
+    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         log.info("downloading %s to %s", url, path)
-        torch.hub.download_url_to_file(url, str(path), hash_prefix=match.group(1) if match else None, progress=True)
+        digest = hashlib.sha256()
+        request = Request(url, headers={"User-Agent": "torch.hub"})
+        with urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response, open(tmp, "wb") as out:
+            size = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=path.name, disable=None) as bar:
+                while block := response.read(_HASH_BLOCK):
+                    out.write(block)
+                    digest.update(block)
+                    bar.update(len(block))
+        if prefix is not None and not digest.hexdigest().startswith(prefix):
+            return f"the downloaded file's sha256 {digest.hexdigest()[:16]}... does not start with {prefix}"
+        replace_durably(tmp, path)
         return None
     except Exception as exc:  # noqa: BLE001 - any network/disk failure becomes one readable reason
         return f"{type(exc).__name__}: {one_line(exc)}"
     finally:
-        socket.setdefaulttimeout(previous)
+        tmp.unlink(missing_ok=True)
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 import headstart
-from headstart.cache import durable
+from headstart import io as durable
 from headstart.cache.fingerprint import compute_samples_sha256
 from headstart.cache.plan import Action, Plan
 from headstart.cache.request import CacheRequest, FeatureSetSpec, SamplesTable

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from headstart.cache import durable
+from headstart import io as durable
 from headstart.cache.schema import STAGING_FORMAT, STAGING_STATE, STAGING_VERSION
 from headstart.errors import CacheError
 

@@ -6,6 +6,8 @@ from typing import Callable
 
 import click
 
+from headstart.precision import PRECISIONS
+
 F = Callable[..., object]
 
 
@@ -25,7 +27,7 @@ def precision_option(f: F | None = None, *, cuda_auto: str = "fp16 autocast") ->
     def decorate(g: F) -> F:
         return click.option(
             "--precision",
-            type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+            type=click.Choice(PRECISIONS),
             default="auto",
             show_default=True,
             help=f"auto: {cuda_auto} on CUDA, fp32 on CPU (bf16 measured slower on CPUs without AMX).",

@@ -12,18 +12,17 @@ import json
 import logging
 import math
 import os
-import platform
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from headstart.cache.durable import write_bytes_atomic
+from headstart.io import write_bytes_atomic
 from headstart.errors import DataError, one_line
+from headstart.versions import collect_versions
 
 logger = logging.getLogger(__name__)
 
@@ -77,17 +76,6 @@ def make_run_id(strategy: str, backbone: str, head: str | None, seed: int, *, va
     """
     parts = [strategy, backbone] + [part for part in (head, variant) if part] + [f"s{int(seed)}"]
     return "_".join(re.sub(r"[^A-Za-z0-9.\-]+", "-", str(part)) for part in parts)
-
-
-def collect_versions() -> dict[str, str]:
-    """Versions of the packages that shape the numbers, read from metadata (no import of torch)."""
-    versions = {"python": platform.python_version()}
-    for package in ("headstart", "numpy", "scikit-learn", "scipy", "torch", "torchvision", "h5py"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 def record_json(record: RunRecord) -> str:

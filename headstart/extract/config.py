@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from headstart.cache.schema import FEATURE_DTYPES
 from headstart.data.types import SplitConfig
+from headstart.errors import ConfigError
+from headstart.precision import PRECISIONS
+
+BAD_IMAGE_POLICIES = ("fail", "skip")
+DECODE_MODES = ("cpu", "device")
 
 
 @dataclass
@@ -22,3 +28,26 @@ class ExtractConfig:
     overwrite: bool = False  # replace a feature set (or cache) made for a different request
     seed: int = 0  # seeds random-weight backbones so a resumed run rebuilds the same network
     split: SplitConfig = field(default_factory=SplitConfig)  # how missing val/test splits are carved
+
+    def validate(self) -> None:
+        """Refuse invalid values with one line naming the option, before a backbone is built or a file is read."""
+        if not self.backbones:
+            raise ConfigError("no backbone given; pass -b NAME (e.g. -b resnet18), see `headstart backbones`")
+        checks = [
+            (len(set(self.backbones)) == len(self.backbones),
+             f"backbone names repeat in {self.backbones}; give each -b once"),
+            (self.batch_size >= 1, f"--batch-size {self.batch_size} is invalid; expected a positive integer"),
+            (self.image_size is None or self.image_size >= 1,
+             f"--image-size {self.image_size} is invalid; expected a positive number of pixels"),
+            (self.precision in PRECISIONS,
+             f"--precision {self.precision!r} is invalid; expected one of {', '.join(PRECISIONS)}"),
+            (self.workers is None or self.workers >= 0, f"--workers {self.workers} is invalid; expected >= 0"),
+            (self.feature_dtype in FEATURE_DTYPES,
+             f"--feature-dtype {self.feature_dtype!r} is invalid; expected {' or '.join(FEATURE_DTYPES)}"),
+            (self.on_bad_image in BAD_IMAGE_POLICIES,
+             f"--on-bad-image {self.on_bad_image!r} is invalid; expected {' or '.join(BAD_IMAGE_POLICIES)}"),
+            (self.decode in DECODE_MODES, f"--decode {self.decode!r} is invalid; expected {' or '.join(DECODE_MODES)}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)

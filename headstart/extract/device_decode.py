@@ -14,36 +14,49 @@ Resampling kernels differ slightly from PIL's (and PIL decodes large JPEGs at re
 are close to, not equal to, the CPU path's; the decode mode is therefore part of the feature-set fingerprint.
 torchvision 0.29 deprecates its image codecs in favour of TorchCodec; `decode_jpeg` still works and its warning
 is silenced here (once TorchCodec's decoder is adopted, only `DeviceJpegDecoder._decode` changes).
+
+The interface with the loader is narrow and one-way: workers call `jpeg_item` and the loader batches with
+`collate_mixed`; the main-process `DeviceJpegDecoder` sees the loader's data set only as a `PilFallback` (its
+geometries and its PIL path). This module never imports the loader.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
-from PIL import Image
+from PIL import ExifTags, Image
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as F
 
 from headstart.backbones.types import Preprocessing
+from headstart.data.decode import DICOM_SUFFIXES
+from headstart.data.types import ImageSource, Sample
 from headstart.errors import ConfigError
 from headstart.extract.preprocess import crop_geometry
 
-if TYPE_CHECKING:
-    from headstart.extract.loader import DecodedImages
-
 log = logging.getLogger(__name__)
 
-DECODE_MODES = ("cpu", "device")
 JPEG_MAGIC = b"\xff\xd8\xff"
 _DECODABLE_SOF = frozenset({0xC0, 0xC1, 0xC2})  # baseline, extended and progressive Huffman: what nvJPEG handles
-_ORIENTATION_TAG = 0x0112
 _TENSOR_INTERPOLATIONS = {"nearest": F.InterpolationMode.NEAREST, "bilinear": F.InterpolationMode.BILINEAR,
                           "bicubic": F.InterpolationMode.BICUBIC}
+
+
+class PilFallback(Protocol):
+    """What the main-process decoder needs from the loader's data set: the geometries to crop, and the PIL path
+    for a file the device decoder refuses. It is all this module knows of `loader.DecodedImages`."""
+
+    geometries: dict[str, Preprocessing]
+
+    def decode_row(self, row: int) -> dict:
+        """One row through PIL: `{"row", "ok", "error", <geometry key>: (3, S, S) uint8}`."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -54,56 +67,50 @@ class JpegHeader:
     width: int
     height: int
     components: int  # 1 gray, 3 YCbCr, 4 CMYK/YCCK
-    orientation: int  # EXIF orientation; 1 when absent, 0 when the EXIF block is unreadable
+    orientation: int  # EXIF orientation as PIL reads it; 1 when absent, 0 when not a number
 
 
 def read_jpeg_header(data: bytes) -> JpegHeader | None:
-    """Walk the marker segments up to the first scan; None when `data` is not a JPEG this module understands."""
+    """What the markers before the first scan say; None when `data` is not a JPEG this module understands.
+
+    PIL's lazy `Image.open` parses the markers (no pixel is decoded) and `getexif` reads the orientation exactly
+    as the CPU path's `exif_transpose` will. Only the frame type, which PIL parses but does not keep, is read here.
+    """
+    sof = _frame_marker(data)
+    if sof is None:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # e.g. corrupt EXIF: PIL is unsure of the file, so PIL's path takes it
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # device_decodable checks the size
+            with Image.open(io.BytesIO(data), formats=["JPEG"]) as img:
+                orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+                return JpegHeader(sof=sof, width=img.width, height=img.height, components=len(img.getbands()),
+                                  orientation=orientation if isinstance(orientation, int) else 0)
+    except Exception:  # noqa: BLE001 - PIL raises many types on a bad header; the PIL path then decides
+        return None
+
+
+def _frame_marker(data: bytes) -> int | None:
+    """The start-of-frame marker: walk the marker segments up to the first frame (None without one)."""
     if not data.startswith(JPEG_MAGIC):
         return None
-    pos, orientation, frame = 2, 1, None
+    pos = 2
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
             return None
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
             pos += 2
-            continue
-        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
-        segment = data[pos + 4 : pos + 2 + length]
-        if length < 2 or len(segment) != length - 2:
+        elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # not DHT, JPG or DAC
+            return marker
+        elif marker == 0xDA:  # a scan before any frame
             return None
-        if marker == 0xE1 and segment.startswith(b"Exif\x00\x00"):
-            orientation = _exif_orientation(segment[6:])
-        elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and len(segment) >= 6:
-            frame = (marker, int.from_bytes(segment[3:5], "big"), int.from_bytes(segment[1:3], "big"), segment[5])
-        elif marker == 0xDA:  # start of scan: the header is over
-            break
-        pos += 2 + length
-    if frame is None:
-        return None
-    sof, width, height, components = frame
-    return JpegHeader(sof=sof, width=width, height=height, components=components, orientation=orientation)
-
-
-def _exif_orientation(tiff: bytes) -> int:
-    """The orientation tag of IFD0 in a TIFF-structured EXIF block: 1 when absent, 0 when unreadable."""
-    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
-    if order is None or len(tiff) < 8:
-        return 0
-    ifd = int.from_bytes(tiff[4:8], order)
-    if ifd + 2 > len(tiff):
-        return 0
-    for i in range(int.from_bytes(tiff[ifd : ifd + 2], order)):
-        entry = tiff[ifd + 2 + 12 * i : ifd + 14 + 12 * i]
-        if len(entry) < 12:
-            return 0
-        if int.from_bytes(entry[0:2], order) == _ORIENTATION_TAG:
-            return int.from_bytes(entry[8:10], order)  # a SHORT, left-aligned in the value field
-    return 1
+        else:
+            pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return None
 
 
 def device_decodable(data: bytes) -> bool:
@@ -114,6 +121,20 @@ def device_decodable(data: bytes) -> bool:
     if header.orientation != 1 or header.width * header.height > (Image.MAX_IMAGE_PIXELS or float("inf")):
         return False
     return data.rstrip(b"\x00\r\n ")[-2:] == b"\xff\xd9"  # truncated files go to PIL, which names them
+
+
+def jpeg_item(source: ImageSource, sample: Sample, row: int) -> dict | None:
+    """Worker side: the item carrying a file's JPEG bytes when the device decoder can take it; None sends the
+    sample through PIL in the worker."""
+    if sample.index >= 0 or sample.path.lower().endswith(DICOM_SUFFIXES):  # npz rows; DICOM is not JPEG-framed
+        return None
+    try:
+        data = source.raw_bytes(sample)
+    except OSError:
+        return None  # PIL raises the one-line error naming the file
+    if not device_decodable(data):
+        return None
+    return {"row": row, "ok": True, "error": "", "jpeg": torch.frombuffer(bytearray(data), dtype=torch.uint8)}
 
 
 def check_device_resizable(preps: dict[str, Preprocessing]) -> None:
@@ -160,7 +181,7 @@ class DeviceJpegDecoder:
     """Main-process half of device mode: decode a batch's JPEG bytes on `device`, resize, crop, and merge them
     with the rows the workers already decoded through PIL."""
 
-    def __init__(self, images: DecodedImages, *, device: torch.device):
+    def __init__(self, images: PilFallback, *, device: torch.device):
         self.images = images
         self.device = device
         self.n_device = 0  # images decoded by torchvision on the device

@@ -1,9 +1,10 @@
 """The decode side of extraction: each image is decoded once and cropped for every input geometry.
 
-Workers never raise: a bad image comes back flagged with its error message, and the main process applies
-`--on-bad-image`. (A DataLoader re-raises worker exceptions with the worker's traceback in the message,
-which would break the one-line error contract.) In `--decode device` mode workers ship the bytes of plain
-JPEGs instead of pixels, and the main process decodes them on the device (see `device_decode`).
+Workers never raise (see `headstart.data.loading`): a bad image comes back flagged with its error message, and
+the main process applies `--on-bad-image`. In `--decode device` mode workers ship the bytes of plain JPEGs
+instead of pixels (`device_decode.jpeg_item`), batched by `device_decode.collate_mixed`; the main process
+decodes them on the device and falls back to this module's PIL path (`DecodedImages.decode_row`) for a file the
+device decoder refuses.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from headstart.backbones.types import Preprocessing
-from headstart.data.decode import DICOM_SUFFIXES
+from headstart.data import loading
 from headstart.data.types import ImageSource, Sample
-from headstart.errors import HeadstartError
-from headstart.extract.device_decode import collate_mixed, device_decodable
+from headstart.extract.device_decode import collate_mixed, jpeg_item
 from headstart.extract.preprocess import to_uint8_tensor
 
 
@@ -46,50 +46,27 @@ class DecodedImages(Dataset):
     def __getitem__(self, i: int) -> dict:
         row = int(self.rows[i])
         if self.decode == "device":
-            data = self._jpeg_bytes(self.samples[row])
-            if data is not None:
-                jpeg = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-                return {"row": row, "ok": True, "error": "", "jpeg": jpeg}
+            item = jpeg_item(self.source, self.samples[row], row)
+            if item is not None:
+                return item
         return self.decode_row(row)
-
-    def _jpeg_bytes(self, sample: Sample) -> bytes | None:
-        """The file's bytes when the device decoder can take them; None sends the sample through PIL."""
-        if sample.index >= 0 or sample.path.lower().endswith(DICOM_SUFFIXES):  # npz rows; DICOM is not JPEG-framed
-            return None
-        try:
-            data = self.source.raw_bytes(sample)
-        except OSError:
-            return None  # PIL raises the one-line error naming the file
-        return data if device_decodable(data) else None
 
     def decode_row(self, row: int) -> dict:
         """The PIL path: decode one row and crop it for every geometry; a bad image comes back flagged."""
         sample = self.samples[row]
-        item: dict = {"row": row, "ok": True, "error": ""}
-        try:
-            img = self.source.load(sample, min_size=self.min_size)
-            for key, prep in self.geometries.items():
-                item[key] = to_uint8_tensor(img, prep)
-        except HeadstartError as exc:
-            item.update(ok=False, error=str(exc))
-        except Exception as exc:  # a decoder bug or exotic file must still name the file, not kill the run
-            item.update(ok=False, error=f"{sample.path or sample.id}: cannot decode image ({type(exc).__name__}: {exc})")
-        if not item["ok"]:
-            for key, prep in self.geometries.items():
-                item[key] = torch.zeros(3, prep.input_size, prep.input_size, dtype=torch.uint8)
-        return item
+        crops, error = loading.decode_or_error(sample, lambda: self._crops(sample))
+        if crops is None:  # placeholders keep the batch stackable; the row is marked not ok
+            crops = {key: torch.zeros(3, p.input_size, p.input_size, dtype=torch.uint8)
+                     for key, p in self.geometries.items()}
+        return {"row": row, "ok": not error, "error": error, **crops}
+
+    def _crops(self, sample: Sample) -> dict[str, torch.Tensor]:
+        img = self.source.load(sample, min_size=self.min_size)
+        return {key: to_uint8_tensor(img, prep) for key, prep in self.geometries.items()}
 
 
 def make_loader(dataset: DecodedImages, *, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
-    """Ordered batches (resume relies on row order only through the staged row indices)."""
+    """Ordered batches, one pass (resume relies on row order only through the staged row indices)."""
     collate = partial(collate_mixed, geometries=dataset.geometries) if dataset.decode == "device" else None
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        pin_memory=pin_memory,
-        collate_fn=collate,
-        persistent_workers=False,
-        prefetch_factor=4 if workers > 0 else None,
-    )
+    return loading.make_loader(dataset, batch_size=batch_size, workers=workers, pin_memory=pin_memory,
+                               collate_fn=collate)

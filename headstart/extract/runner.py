@@ -20,13 +20,19 @@ from tqdm.auto import tqdm
 from headstart.backbones.registry import create_backbone
 from headstart.backbones.types import Backbone
 from headstart.cache.fingerprint import compute_fingerprint
-from headstart.cache.schema import FEATURE_DTYPES
 from headstart.cache.request import CacheRequest, FeatureSetSpec, SamplesTable
 from headstart.cache.stager import Stager
 from headstart.cache.writer import CacheWriter, plan_for
 from headstart.data.dataset import build_dataset, manifest_hash
 from headstart.data.types import Dataset
-from headstart.device import autocast, autocast_dtype, default_workers, precision_name, resolve_device
+from headstart.device import (
+    autocast,
+    autocast_dtype,
+    cudnn_benchmark,
+    default_workers,
+    precision_name,
+    resolve_device,
+)
 from headstart.distributed import (
     DistInfo,
     all_gather_object,
@@ -36,16 +42,14 @@ from headstart.distributed import (
     require_same_request,
     same_outcome,
 )
-from headstart.errors import CacheError, ConfigError, DataError
-from headstart.evaluation.records import collect_versions
+from headstart.errors import CacheError, DataError
 from headstart.extract.config import ExtractConfig
-from headstart.extract.device_decode import DECODE_MODES, DeviceJpegDecoder, check_device_resizable
+from headstart.extract.device_decode import DeviceJpegDecoder, check_device_resizable
 from headstart.extract.loader import DecodedImages, geometry_key, make_loader
 from headstart.extract.preprocess import normalize_batch
+from headstart.versions import collect_versions
 
 log = logging.getLogger(__name__)
-
-BAD_IMAGE_POLICIES = ("fail", "skip")
 
 
 @dataclass
@@ -63,23 +67,6 @@ class ExtractResult:
     @property
     def images_per_second(self) -> float:
         return self.n_images / self.seconds if self.seconds > 0 else float("nan")
-
-
-def _validate(config: ExtractConfig) -> None:
-    if not config.backbones:
-        raise ConfigError("no backbone given; pass -b NAME (e.g. -b resnet18), see `headstart backbones`")
-    if len(set(config.backbones)) != len(config.backbones):
-        raise ConfigError(f"backbone names repeat in {config.backbones}; give each -b once")
-    if config.batch_size < 1:
-        raise ConfigError(f"--batch-size {config.batch_size} is invalid; expected a positive integer")
-    if config.image_size is not None and config.image_size < 1:
-        raise ConfigError(f"--image-size {config.image_size} is invalid; expected a positive number of pixels")
-    if config.feature_dtype not in FEATURE_DTYPES:
-        raise ConfigError(f"--feature-dtype {config.feature_dtype!r} is invalid; expected float16 or float32")
-    if config.on_bad_image not in BAD_IMAGE_POLICIES:
-        raise ConfigError(f"--on-bad-image {config.on_bad_image!r} is invalid; expected fail or skip")
-    if config.decode not in DECODE_MODES:
-        raise ConfigError(f"--decode {config.decode!r} is invalid; expected cpu or device")
 
 
 def samples_table(dataset: Dataset, *, data: str, config: ExtractConfig) -> SamplesTable:
@@ -133,7 +120,7 @@ def run_extract(*, data: str, output: str, config: ExtractConfig) -> ExtractResu
     do and stages it into the shared `<output>.parts/`; rank 0 holds the lock and publishes the one cache file,
     which equals a single-process run. One process is the same code with a world of one.
     """
-    _validate(config)
+    config.validate()
     job = init_distributed()
     device = resolve_device(config.device)
     amp_dtype = autocast_dtype(config.precision, device)
@@ -222,8 +209,6 @@ def _extract_rows(rows: np.ndarray, *, stager: Stager, dataset: Dataset, todo: l
                   device: torch.device, amp_dtype: torch.dtype | None, config: ExtractConfig,
                   job: DistInfo) -> ShardResult:
     """Decode `rows` once, run every backbone in `todo` on them and stage the features batch by batch."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # every batch has the same shape: let cuDNN pick the fastest kernels
     models = {b.name: _prepare_model(b, device) for b in todo}
     workers = default_workers(device) if config.workers is None else config.workers
     images = DecodedImages(dataset.source, dataset.samples, rows, [b.preprocessing for b in todo],
@@ -241,7 +226,7 @@ def _extract_rows(rows: np.ndarray, *, stager: Stager, dataset: Dataset, todo: l
     bar = tqdm(total=len(rows), unit="img", desc=desc, disable=None if job.is_main else True)
     forward_seconds = {b.name: 0.0 for b in todo}
     start = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), cudnn_benchmark(device):  # every batch has one shape: cuDNN may pick kernels
         for batch in loader:
             if decoder is not None:
                 batch = decoder.complete(batch)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from headstart.cache.durable import replace_durably
+from headstart.io import replace_durably
 from headstart.errors import CheckpointError, ConfigError
 from headstart.finetune.config import RESUME_FREE_KEYS, FinetuneConfig
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from headstart.errors import ConfigError
+from headstart.precision import PRECISIONS
 
 FREEZE_MODES = ("none", "partial", "backbone")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CLASS_WEIGHTS = ("balanced", "none")
 SELECT_METRICS = ("auroc", "accuracy", "loss")
 

@@ -18,8 +18,9 @@ from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as TorchDataset
 
 from headstart.backbones.types import Preprocessing
+from headstart.data import loading
 from headstart.data.types import ImageSource, Sample
-from headstart.errors import DataError, HeadstartError
+from headstart.errors import DataError
 from headstart.extract.preprocess import to_uint8_tensor
 from headstart.finetune.config import AugmentConfig
 
@@ -48,8 +49,8 @@ class SplitImages(TorchDataset):
     """Samples of one split -> (uint8 image, label, position, error).
 
     Items are fetched with `(position, augment_seed)` keys from `EpochSampler`; a seed of -1 means "no
-    augmentation". Workers never raise: a bad image comes back as a zero image plus its one-line error, and the
-    main process stops with it (a worker exception would arrive wrapped in the worker's traceback).
+    augmentation". Workers never raise (see `headstart.data.loading`): a bad image comes back as a zero image
+    plus its one-line error, and the main process stops with it.
     """
 
     def __init__(self, source: ImageSource, samples: list[Sample], prep: Preprocessing,
@@ -65,17 +66,17 @@ class SplitImages(TorchDataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, int, str]:
         position, seed = key
         sample = self.samples[position]
-        try:
+
+        def decode() -> torch.Tensor:
             img = self.source.load(sample, min_size=self.prep.resize_size)
             if self.augment is not None and seed >= 0:
                 img = augment_image(img, self.augment, random.Random(seed))
-            return to_uint8_tensor(img, self.prep), sample.label, position, ""
-        except HeadstartError as exc:
-            error = str(exc)
-        except Exception as exc:  # a decoder bug or exotic file must still name the file
-            error = f"{sample.path or sample.id}: cannot decode image ({type(exc).__name__}: {exc})"
-        size = self.prep.input_size
-        return torch.zeros(3, size, size, dtype=torch.uint8), sample.label, position, error
+            return to_uint8_tensor(img, self.prep)
+
+        image, error = loading.decode_or_error(sample, decode)
+        if image is None:  # a placeholder keeps the batch stackable; the error stops the run in the main process
+            image = torch.zeros(3, self.prep.input_size, self.prep.input_size, dtype=torch.uint8)
+        return image, sample.label, position, error
 
 
 class EpochSampler(Sampler):
@@ -116,16 +117,8 @@ class EpochSampler(Sampler):
 def make_loader(dataset: SplitImages, sampler: EpochSampler, *, batch_size: int, workers: int,
                 pin_memory: bool, drop_last: bool = False) -> DataLoader:
     """Batches of one split. Persistent workers avoid re-forking every epoch (costly with large sources)."""
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        pin_memory=pin_memory,
-        drop_last=drop_last,
-        persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None,
-    )
+    return loading.make_loader(dataset, sampler=sampler, batch_size=batch_size, workers=workers,
+                               pin_memory=pin_memory, drop_last=drop_last, persistent=True)
 
 
 def raise_bad_images(errors: list[str]) -> None:

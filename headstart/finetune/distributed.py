@@ -11,7 +11,7 @@ stopping, the record) is the same on every rank and equals a one-process evaluat
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -19,17 +19,14 @@ import torch.distributed as dist
 from torch import nn
 
 from headstart import distributed
+from headstart.distributed import DistInfo
 from headstart.errors import ConfigError, one_line
 from headstart.finetune.data import EpochSampler
 
 
-@dataclass(frozen=True)
-class Replica:
-    """This process's place in a (possibly one-process) training job."""
-
-    rank: int = 0  # global rank; 0 writes checkpoints, records and logs
-    world_size: int = 1  # number of processes that share each epoch's batches
-    local_rank: int = 0  # rank on this node; picks the GPU
+class Replica(DistInfo):
+    """This process's place in a (possibly one-process) training job: a `DistInfo` (rank, world size, local
+    rank, `is_main`, `distributed`) plus the training-side operations, so the job layout is described once."""
 
     @classmethod
     def from_env(cls) -> "Replica":
@@ -43,15 +40,7 @@ class Replica:
             reason = one_line(exc)
             raise ConfigError(f"WORLD_SIZE={os.environ.get('WORLD_SIZE')} is set but torch.distributed cannot start "
                               f"({reason}); launch with torchrun --nproc_per_node=N -m headstart finetune ...") from None
-        return cls(rank=info.rank, world_size=info.world_size, local_rank=info.local_rank)
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
+        return cls(**asdict(info))
 
     def device(self, requested: torch.device) -> torch.device:
         """The device this rank trains on: under torchrun, the GPU that LOCAL_RANK picked (one GPU per rank)."""

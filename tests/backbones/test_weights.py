@@ -1,7 +1,9 @@
 """Weight resolution: imagenet through the (test-local) torch hub cache, random, and local state-dict files."""
 
 import hashlib
+import io
 import os
+import socket
 
 import pytest
 import torch
@@ -9,6 +11,7 @@ import torchvision
 from torch import nn
 
 from headstart.backbones.registry import create_backbone, create_model
+from headstart.backbones import weights
 from headstart.backbones.weights import hub_checkpoint_path, resolve_weights
 from headstart.errors import ConfigError, WeightsError
 
@@ -146,28 +149,61 @@ def test_missing_weights_path_is_a_config_error(tmp_path):
         create_backbone("resnet18", weights=str(tmp_path / "nope.pth"))
 
 
+class FakeResponse(io.BytesIO):
+    """What urlopen returns, for a test that never touches the network."""
+
+    def __init__(self, data: bytes):
+        super().__init__(data)
+        self.headers = {"Content-Length": str(len(data))}
+
+
 def test_failed_download_names_the_reason(offline_hub, monkeypatch):
     monkeypatch.delenv("HEADSTART_OFFLINE")
 
-    def refuse(url, dst, hash_prefix=None, progress=True):
+    def refuse(request, timeout=None):
         raise OSError("[Errno 101] Network is unreachable")
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    monkeypatch.setattr(weights, "urlopen", refuse)
     with pytest.raises(WeightsError, match=r"could not be downloaded \(OSError: \[Errno 101\] Network is unreachable\)"):
         create_backbone("resnet18", weights="imagenet")
+    assert list(offline_hub.iterdir()) == []  # no partial file left behind
+
+
+def test_download_has_its_own_timeout_and_checks_the_hash_before_landing(tmp_path, monkeypatch):
+    data = b"weights" * 1000
+    prefix = hashlib.sha256(data).hexdigest()[:8]
+    calls = []
+
+    def fake_urlopen(request, timeout=None):
+        calls.append((request.full_url, timeout, socket.getdefaulttimeout()))
+        return FakeResponse(data)
+
+    monkeypatch.setattr(weights, "urlopen", fake_urlopen)
+    good = tmp_path / f"net-{prefix}.pth"
+    assert weights._download(f"https://example.invalid/{good.name}", good) is None
+    assert good.read_bytes() == data
+    # The timeout is this request's; the process-wide default (None here) is never touched.
+    assert calls == [(f"https://example.invalid/{good.name}", weights.DOWNLOAD_TIMEOUT_S, None)]
+    assert socket.getdefaulttimeout() is None
+
+    bad = tmp_path / "net-0000abcd.pth"
+    reason = weights._download(f"https://example.invalid/{bad.name}", bad)
+    assert reason is not None and "does not start with 0000abcd" in reason
+    assert sorted(p.name for p in tmp_path.iterdir()) == [good.name]  # a file failing its hash never lands
 
 
 def test_download_lands_in_the_hub_cache(offline_hub, monkeypatch, resnet18_state):
     monkeypatch.delenv("HEADSTART_OFFLINE")
     calls = []
 
-    def fake_download(url, dst, hash_prefix=None, progress=True):
-        calls.append((url, hash_prefix))
-        torch.save(resnet18_state, dst)
+    def fake_download(url, path):
+        calls.append((url, path))
+        path.parent.mkdir(parents=True)
+        torch.save(resnet18_state, path)
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    monkeypatch.setattr(weights, "_download", fake_download)
     backbone = create_backbone("resnet18", weights="imagenet", image_size=32)
-    assert calls == [(torchvision.models.ResNet18_Weights.DEFAULT.url, "f37072fd")]  # torch checks the hash
+    assert calls == [(torchvision.models.ResNet18_Weights.DEFAULT.url, offline_hub / "resnet18-f37072fd.pth")]
     assert backbone.weights_sha256 == _sha256(offline_hub / "resnet18-f37072fd.pth")
     create_backbone("resnet18", weights="imagenet", image_size=32)
     assert len(calls) == 1  # the second time it is cached

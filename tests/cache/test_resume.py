@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from headstart.cache import CacheWriter, FeatureCache, verify_cache
-from headstart.cache import durable
+from headstart import io as durable
 from headstart.cache.schema import staging_dir
 from headstart.errors import CacheError
 from tests.cache.synthetic import extract, make_spec, sha256_file

@@ -16,7 +16,8 @@ def test_single_process_helpers_are_no_ops(monkeypatch):
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
     job = distributed.init_distributed()
-    assert job == distributed.DistInfo(rank=0, world_size=1, local_rank=0, distributed=False)
+    assert job == distributed.DistInfo(rank=0, world_size=1, local_rank=0)
+    assert job.is_main and not job.distributed
     assert distributed.init_distributed() == job  # idempotent
     assert distributed.is_main()
     assert distributed.all_gather_object({"a": 1}) == [{"a": 1}]
@@ -37,7 +38,8 @@ def test_env_layout_is_checked(monkeypatch):
         distributed.env_info()
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("LOCAL_RANK", "1")
-    assert distributed.env_info() == distributed.DistInfo(rank=1, world_size=2, local_rank=1, distributed=True)
+    assert distributed.env_info() == distributed.DistInfo(rank=1, world_size=2, local_rank=1)
+    assert distributed.env_info().distributed and not distributed.env_info().is_main
 
 
 def test_mismatched_ranks_names_the_rank_and_the_arguments():

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
+from PIL import Image, ImageOps
 
 from headstart.cli import cli
 from headstart.extract.config import ExtractConfig
@@ -108,6 +108,33 @@ def test_header_check_takes_plain_jpegs_and_refuses_what_pil_must_decode():
     png = io.BytesIO()
     img.save(png, "PNG")
     assert not device_decodable(png.getvalue()) and not device_decodable(b"")
+
+
+@pytest.mark.parametrize(("marker", "taken"), [(0xC1, True), (0xC3, False), (0xC9, False), (0xCA, False)])
+def test_only_huffman_frames_go_to_the_device(marker, taken):
+    plain = jpeg_bytes(gray())
+    sof = plain.index(b"\xff\xc0")
+    patched = plain[: sof + 1] + bytes([marker]) + plain[sof + 2 :]  # extended, lossless, arithmetic
+    assert read_jpeg_header(patched).sof == marker
+    assert device_decodable(patched) is taken
+
+
+def test_xmp_orientation_goes_through_pil():
+    """PIL's exif_transpose also honours an orientation stated only in XMP; the device decoder would ignore it."""
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+    data = jpeg_bytes(gray(), xmp=xmp)
+    assert ImageOps.exif_transpose(Image.open(io.BytesIO(data))).size == (16, 24)  # PIL rotates it
+    assert read_jpeg_header(data).orientation == 6 and not device_decodable(data)
+
+
+def test_unreadable_exif_goes_through_pil():
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    data = jpeg_bytes(gray(), exif=exif)
+    tiff = data.index(b"Exif\x00\x00") + 6
+    broken = data[:tiff] + b"II\x2a\x00\xff\xff\xff\x7f" + data[tiff + 8 :]  # IFD0 offset past the block's end
+    assert device_decodable(data) and not device_decodable(broken)
 
 
 # ------------------------------------------------------------------------------------------- end to end

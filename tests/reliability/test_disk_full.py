@@ -1,6 +1,6 @@
 """A full disk during an extraction: one clear line, the existing cache intact, staged work kept, rerun completes.
 
-ENOSPC is injected at the cache's write layer (`headstart.cache.durable`, the only place that writes, fsyncs and
+ENOSPC is injected at the cache's write layer (`headstart.io`, the only place that writes, fsyncs and
 renames): once while batches are being staged and once while the finished file is being published. A real
 size-limited location is used too when one is mounted (none can be made here without root).
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from headstart.cache import durable
+from headstart import io as durable
 from headstart.cache.schema import staging_dir
 from tests.reliability.conftest import (EXTRACT_OPTS, TALLY, assert_one_line_error, assert_same_features, features,
                                         invoke)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from headstart.cache.durable import write_bytes_atomic
+from headstart.io import write_bytes_atomic
 from headstart.evaluation.metrics import as_proba
 from headstart.errors import ConfigError, DataError, one_line
 from headstart.evaluation import SELECT_METRICS

@@ -1,8 +1,9 @@
-"""The only place the cache touches the file system's durability primitives.
+"""Durable file writes: the one place headstart touches the file system's durability primitives.
 
 Every file headstart publishes is written to a temporary name in the same folder, fsync-ed, renamed over the
 target with os.replace (atomic on POSIX) and the folder fsync-ed, so a crash leaves the old or the new file,
-never a torn one. Tests inject ENOSPC by monkeypatching the functions of this module.
+never a torn one. The cache, run records, the report and fine-tune checkpoints all publish through here, so
+it sits below every stage; tests inject ENOSPC by monkeypatching the functions of this module.
 """
 
 from __future__ import annotations

@@ -1,0 +1,9 @@
+"""The `--precision` names, written once for the library configs and the CLI options.
+
+Kept free of torch so the click options can list them without `headstart --help` importing torch; what each name
+means on a device is decided in `headstart.device.autocast_dtype`.
+"""
+
+from __future__ import annotations
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: autocast on CUDA (per command), fp32 on CPU
