@@ -5,7 +5,8 @@ Everything is read from a local snapshot of the repository in the hub cache (dow
 resample), and the weights are read from safetensors where the repository has them. The feature is the model's
 pooled output, or the class token where it has none. Code from a model repository never runs: a model whose
 config needs it (`auto_map` with a `model_type` transformers does not know) is refused unless the caller passes
-`trust_remote_code=True`, which the fingerprint records.
+`trust_remote_code=True`, which the fingerprint records. transformers itself is imported only when a model is
+read or built, so listing uncached names does not pay for it.
 """
 
 from __future__ import annotations
@@ -17,9 +18,7 @@ import logging
 from pathlib import Path
 
 import torch
-import transformers
 from torch import nn
-from transformers import AutoConfig, AutoModel
 
 from headstart.backbones import hubcache
 from headstart.backbones.names import BackboneName
@@ -170,9 +169,11 @@ def describe(parsed: BackboneName) -> dict:
 
 
 def _config(folder: Path, parsed: BackboneName, *, trust_remote_code: bool):
-    raw = json.loads((folder / "config.json").read_text())
+    import transformers
+    from transformers import AutoConfig
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
+    raw = json.loads((folder / "config.json").read_text())
     if needs_remote_code(raw, CONFIG_MAPPING_NAMES) and not trust_remote_code:
         raise ConfigError(f"{parsed.full} needs code from its repository to run (model_type "
                           f"{raw.get('model_type')!r}, auto_map); headstart never runs it unless you pass "
@@ -211,6 +212,8 @@ def _check_size(config, parsed: BackboneName, size: int, model: nn.Module) -> bo
 
 
 def _build(config, trust_remote_code: bool, interpolate: bool = False, *, meta: bool = False) -> HFFeatures:
+    from transformers import AutoModel
+
     with torch.device("meta" if meta else "cpu"):
         model = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
     return HFFeatures(model, interpolate=interpolate)
@@ -229,6 +232,8 @@ def _weight_files(folder: Path, parsed: BackboneName, *, required: bool = True) 
 
 
 def _pretrained(folder: Path, trust_remote_code: bool) -> nn.Module:
+    from transformers import AutoModel
+
     safetensors = any(folder.glob("*.safetensors"))
     return AutoModel.from_pretrained(folder, local_files_only=True, trust_remote_code=trust_remote_code,
                                      use_safetensors=safetensors)

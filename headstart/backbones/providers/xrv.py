@@ -14,6 +14,7 @@ because torchxrayvision's forward silently resamples any other input size (`fix_
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
 from pathlib import Path
 
@@ -116,13 +117,19 @@ def last_stage(backbone: nn.Module, parsed: BackboneName) -> list[nn.Module]:
 def describe(parsed: BackboneName) -> dict:
     check_name(parsed)
     size = input_size(parsed)
-    dim, params, gflops = meta_stats(lambda: _build(parsed, meta=True), preprocessing(size))
+    dim, params, gflops = _arch_stats(parsed.model.split("-")[0], size)
     file = _cache_path(parsed)
     return {
         "name": parsed.full, "provider": PROVIDER, "num_features": dim, "params_m": params, "gflops": gflops,
         "top1": None, "input_size": size, "fixed_input_size": True, "default_weights": f"imagenet:{parsed.model}",
         "weights": [f"imagenet:{parsed.model}"], "cached": file.is_file(), "file": str(file),
     }
+
+
+@functools.lru_cache(maxsize=None)
+def _arch_stats(arch: str, size: int) -> tuple:
+    """One meta build per architecture: the seven DenseNet121 weights share one."""
+    return meta_stats(lambda: _build(BackboneName(PROVIDER, f"{arch}-res{size}"), meta=True), preprocessing(size))
 
 
 def _build(parsed: BackboneName, *, meta: bool = False) -> XrvFeatures:
