@@ -52,3 +52,16 @@ def test_feature_set_name_refuses_unknown_pools_and_odd_layers():
         feature_set_name("resnet18", pool="max")
     with pytest.raises(ConfigError, match="--layer 'layer3:x' is malformed"):
         feature_set_name("resnet18", layer="layer3:x")
+
+
+def test_core_use_imports_no_provider_package():
+    """The core install never imports timm, torchxrayvision or transformers; `--help` does not even import torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from headstart.cli import cli; assert 'torch' not in sys.modules, 'torch'; "
+            "from headstart.backbones.registry import create_backbone, check_name; check_name('resnet18'); "
+            "import headstart.backbones.taps, headstart.backbones.sanity, headstart.cli.backbones; "
+            "bad = [m for m in ('timm', 'torchxrayvision', 'transformers') if m in sys.modules]; assert not bad, bad")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-500:]
