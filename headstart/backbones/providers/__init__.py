@@ -41,13 +41,18 @@ _TRUTHY = {"1", "true", "yes", "on"}
 OFFLINE_ENVS = ("HEADSTART_OFFLINE", "HF_HUB_OFFLINE")  # either one set: never try to download weights
 
 
+def _switched_on(env: str) -> bool:
+    return os.environ.get(env, "").strip().lower() in _TRUTHY
+
+
 def is_offline() -> bool:
     """True when the user asked for no network: HEADSTART_OFFLINE=1 or Hugging Face's HF_HUB_OFFLINE=1."""
-    return any(os.environ.get(env, "").strip().lower() in _TRUTHY for env in OFFLINE_ENVS)
+    return any(_switched_on(env) for env in OFFLINE_ENVS)
 
 
 def offline_reason() -> str:
-    return next(f"{env}={os.environ[env]}" for env in OFFLINE_ENVS if os.environ.get(env, "").strip().lower() in _TRUTHY)
+    """Which switch made us offline, e.g. `HF_HUB_OFFLINE=1`, for the one-line error."""
+    return next(f"{env}={os.environ[env]}" for env in OFFLINE_ENVS if _switched_on(env))
 
 
 def missing_packages(provider: str) -> list[str]:
