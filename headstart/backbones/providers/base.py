@@ -15,7 +15,7 @@ from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
 from headstart.backbones.types import Preprocessing
-from headstart.errors import ConfigError, one_line
+from headstart.errors import ConfigError, WeightsError, one_line
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -100,3 +100,16 @@ def meta_stats(build: Callable[[], nn.Module], prep: Preprocessing) -> tuple[int
     except Exception as exc:  # noqa: BLE001 - a model that cannot run on meta shows `-`
         log.debug("no meta forward (%s)", one_line(exc))
         return None, params, None
+
+
+def load_strict(model: nn.Module, state: dict[str, torch.Tensor], *, source, name: str, advice: str) -> None:
+    """Load every tensor of `model` from `state`, or refuse in one line naming the first misfits."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        raise WeightsError(f"weights {source} do not fit {name}: missing keys {missing[:3]}, unexpected keys "
+                           f"{unexpected[:3]}, wrong shapes {wrong[:3]}; {advice}, or --weights random")
+    model.load_state_dict(state, strict=True)
+    model.float()  # a half-precision file must not make a half-precision backbone

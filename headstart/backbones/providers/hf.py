@@ -23,7 +23,8 @@ from torch import nn
 from headstart.backbones import hubcache
 from headstart.backbones.names import BackboneName
 from headstart.backbones.providers import package_version
-from headstart.backbones.providers.base import meta_probe, meta_stats, seeded, shape_forward, strip_prefixes
+from headstart.backbones.providers.base import (load_strict, meta_probe, meta_stats, seeded, shape_forward,
+                                               strip_prefixes)
 from headstart.backbones.types import Backbone, Preprocessing, TapPoint
 from headstart.backbones.weights import file_sha256, files_sha256, load_state_dict, weights_file
 from headstart.errors import ConfigError, DependencyError, WeightsError, one_line
@@ -125,7 +126,8 @@ def create(parsed: BackboneName, *, weights: str = "imagenet", image_size: int |
         path = weights_file(weights)
         tag, sha = f"file:{path.name}", file_sha256(path)
         prefixes = ("backbone.", "model.", f"{module.model.base_model_prefix}.")
-        _load(module.model, strip_prefixes(load_state_dict(path), prefixes), source=path, name=parsed.full)
+        load_strict(module.model, strip_prefixes(load_state_dict(path), prefixes), source=path, name=parsed.full,
+                    advice="pass weights saved from this model (save_pretrained writes model.safetensors)")
     module.eval().requires_grad_(False).float()
     dim = int(shape_forward(module, prep).shape[1])
     prefix = _prefix_tokens(module.model, config)
@@ -237,18 +239,6 @@ def _pretrained(folder: Path, trust_remote_code: bool) -> nn.Module:
     safetensors = any(folder.glob("*.safetensors"))
     return AutoModel.from_pretrained(folder, local_files_only=True, trust_remote_code=trust_remote_code,
                                      use_safetensors=safetensors)
-
-
-def _load(model: nn.Module, state: dict[str, torch.Tensor], *, source, name: str) -> None:
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or wrong:
-        raise WeightsError(f"weights {source} do not fit {name}: missing keys {missing[:3]}, unexpected keys "
-                           f"{unexpected[:3]}, wrong shapes {wrong[:3]}; pass weights saved from this model "
-                           "(model.save_pretrained writes model.safetensors), or --weights random")
-    model.load_state_dict(state, strict=True)
 
 
 def _prefix_tokens(model: nn.Module, config) -> int:

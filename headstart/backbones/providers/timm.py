@@ -25,7 +25,8 @@ from torch import nn
 from headstart.backbones import hubcache
 from headstart.backbones.names import BackboneName
 from headstart.backbones.providers import package_version
-from headstart.backbones.providers.base import close_names_error, meta_probe, meta_stats, seeded, strip_prefixes
+from headstart.backbones.providers.base import (close_names_error, load_strict, meta_probe, meta_stats, seeded,
+                                               strip_prefixes)
 from headstart.backbones.types import Backbone, Preprocessing, TapPoint
 from headstart.backbones.weights import ensure_downloaded, file_sha256, load_state_dict, weights_file
 from headstart.errors import ConfigError, WeightsError
@@ -202,16 +203,8 @@ def _load(model: nn.Module, state: dict, cfg: dict, *, source, name: str) -> Non
     classifiers = cfg.get("classifier") or ()
     for head in (classifiers,) if isinstance(classifiers, str) else classifiers:
         state = {k: v for k, v in state.items() if not k.startswith(head + ".")}
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or wrong:
-        raise WeightsError(f"weights {source} do not fit {name}: missing keys {missing[:3]}, unexpected keys "
-                           f"{unexpected[:3]}, wrong shapes {wrong[:3]}; pass weights saved from a timm "
-                           f"{name.removeprefix('timm:')}, or --weights random")
-    model.load_state_dict(state, strict=True)
-    model.float()
+    load_strict(model, state, source=source, name=name,
+                advice=f"pass weights saved from a timm {name.removeprefix('timm:')}")
 
 
 def _prefix_tokens(model: nn.Module) -> int:

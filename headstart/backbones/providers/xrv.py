@@ -26,7 +26,7 @@ from torch import nn
 
 from headstart.backbones.names import BackboneName
 from headstart.backbones.providers import package_version
-from headstart.backbones.providers.base import close_names_error, meta_stats, seeded, strip_prefixes
+from headstart.backbones.providers.base import close_names_error, load_strict, meta_stats, seeded, strip_prefixes
 from headstart.backbones.types import Backbone, Preprocessing, TapPoint
 from headstart.backbones.weights import ensure_downloaded, file_sha256, load_state_dict, weights_file
 from headstart.errors import ConfigError, WeightsError, one_line
@@ -184,13 +184,5 @@ def _load_xrv_file(path: Path) -> dict[str, torch.Tensor]:
 def _load(module: XrvFeatures, state: dict[str, torch.Tensor], *, source, name: str) -> None:
     """Strict load into the architecture; the classifier and op_threshs of a pretrained file are not features."""
     state = {k: v for k, v in state.items() if not k.startswith(("classifier.", "fc.")) and k != "op_threshs"}
-    expected = module.model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or wrong:
-        raise WeightsError(f"weights {source} do not fit {name}: missing keys {missing[:3]}, unexpected keys "
-                           f"{unexpected[:3]}, wrong shapes {wrong[:3]}; pass weights saved from a torchxrayvision "
-                           f"{name.removeprefix('xrv:')}, or --weights random")
-    module.model.load_state_dict(state, strict=True)
-    module.model.float()
+    load_strict(module.model, state, source=source, name=name,
+                advice=f"pass weights saved from a torchxrayvision {name.removeprefix('xrv:')}")
