@@ -25,6 +25,10 @@ class WeightsError(HeadstartError):
     """Pretrained weights cannot be found, downloaded or loaded."""
 
 
+class DependencyError(HeadstartError):
+    """An optional extra (timm, torchxrayvision, transformers...) that a request needs is not installed."""
+
+
 class ConfigError(HeadstartError):
     """An option or configuration value is invalid. Exit code 2 at the CLI (a usage error)."""
 

@@ -1,107 +1,78 @@
-"""Backbone registry: a torchvision classification model name -> a frozen pooled-feature extractor.
+"""Backbone registry: a `-b` name -> its provider -> a frozen pooled-feature extractor or a trainable classifier.
 
-Every model in `torchvision.models.list_models(module=torchvision.models)` works by name (timm's `create_model`
-idea, over torchvision's own builders). The feature module is the torchvision model with its ImageNet layer
-replaced by Identity (see `surgery`), so the same object serves both stages: extraction runs it frozen, and
-fine-tuning wraps it as `nn.Sequential(backbone=<that module>, head=nn.Linear)`. A frozen-backbone fine-tune and
-a head on cached features therefore see exactly the same function.
-
-Input sizes: convolutional models take any size down to their torchvision `min_size` (alexnet 63, inception_v3
-75, squeezenet 17-21, densenet 29, vgg/convnext 32 px...). ViTs have a fixed token grid; they are built for the
-requested size (a multiple of the patch size) and pretrained position embeddings are interpolated. swin/maxvit
-cannot take small inputs (maxvit needs a multiple of 224; swin's windows need >= ~224). An impossible size is
-found by a forward pass on the meta device (no compute) and reported as a ConfigError.
+The name's prefix picks the provider (`NAME` torchvision, `timm:NAME[.TAG]`, `xrv:NAME`, `hf:ORG/NAME`; see
+`names`). A provider module, and the package behind it, is imported only when a name of that provider is used.
+Every provider returns the same `Backbone` record, whose `module(x)` is the pooled-feature function: extraction
+runs it frozen, and fine-tuning wraps it as `nn.Sequential(backbone=<that module>, head=nn.Linear)`, so a
+frozen-backbone fine-tune and a head on cached features see exactly the same function, whatever the provider.
 """
 
 from __future__ import annotations
 
-import difflib
 import logging
-import re
 from collections import OrderedDict
 
 import torch
-import torchvision
 from torch import nn
-from torch.overrides import TorchFunctionMode
-from torchvision.models import get_model_builder
-from torchvision.models._api import WeightsEnum
-from torchvision.models.vision_transformer import interpolate_embeddings
 
-from headstart.backbones.surgery import AUX_PREFIXES, Classifier, last_stage_modules, strip_classifier
+from headstart.backbones import providers
+from headstart.backbones.names import BackboneName, parse_backbone
+from headstart.backbones.providers.torchvision import RECOMMENDED_BACKBONES, preprocessing_for
 from headstart.backbones.types import Backbone, Preprocessing
-from headstart.backbones.weights import (ResolvedWeights, default_weights, hub_checkpoint_path, is_cached,
-                                         resolve_weights, select_enum)
-from headstart.errors import ConfigError, WeightsError, one_line
+from headstart.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-# What `headstart backbones` shows by default: small-to-mid models that are sensible first tries on medical
-# images (cheap CNNs, the densenets of CheXNet fame, efficientnets, and one modern CNN/ViT/Swin each).
-RECOMMENDED_BACKBONES = (
-    "resnet18", "resnet34", "resnet50", "densenet121", "densenet169", "efficientnet_b0", "efficientnet_b1",
-    "efficientnet_b2", "efficientnet_b3", "convnext_tiny", "convnext_small", "vit_b_16", "swin_t",
-    "mobilenet_v3_large", "regnet_y_800mf",
-)
+__all__ = ["RECOMMENDED_BACKBONES", "backbone_info", "check_name", "create_backbone", "create_model",
+           "list_backbones", "preprocessing_for", "split_parameters"]
 
 
-def list_backbones() -> list[str]:
-    """Every torchvision classification model name, sorted."""
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+def provider_of(name: str) -> tuple[BackboneName, object]:
+    """The parsed name and its provider module (DependencyError when the provider's extra is missing)."""
+    parsed = parse_backbone(name)
+    return parsed, providers.load(parsed.provider)
+
+
+def list_backbones(provider: str = "torchvision", pattern: str | None = None) -> list[str]:
+    """Every model name of `provider` (full names, with prefix), optionally filtered by an fnmatch pattern."""
+    if provider not in providers.PROVIDER_INFO:
+        raise ConfigError(f"unknown provider {provider!r}; expected one of {', '.join(providers.PROVIDER_INFO)}")
+    module = providers.load(provider)
+    prefix = "" if provider == "torchvision" else f"{provider}:"
+    return [prefix + n for n in module.list_names(pattern)]
+
+
+def recommended_backbones(provider: str) -> list[str]:
+    """The short list `headstart backbones` shows for a provider (full names)."""
+    prefix = "" if provider == "torchvision" else f"{provider}:"
+    return [prefix + n for n in providers.load(provider).recommended()]
 
 
 def check_name(name: str) -> None:
-    """ConfigError naming close matches when `name` is not a registered backbone."""
-    names = list_backbones()
-    if name in names:
-        return
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
-    hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise ConfigError(f"unknown backbone {name!r}; {hint}Run `headstart backbones` for the list")
+    """ConfigError (exit 2) naming close matches when `name` is not a backbone its provider knows."""
+    parsed, module = provider_of(name)
+    module.check_name(parsed)
 
 
-def preprocessing_for(weights: WeightsEnum | None, *, image_size: int | None = None) -> Preprocessing:
-    """The weights' eval transform as data; `image_size` rescales the crop and keeps the resize/crop ratio."""
-    if weights is None:
-        prep = Preprocessing()
-    else:
-        t = weights.transforms()
-        prep = Preprocessing(input_size=t.crop_size[0], resize_size=t.resize_size[0], mean=tuple(t.mean),
-                             std=tuple(t.std), interpolation=t.interpolation.value)
-    if image_size is None:
-        return prep
-    if image_size < 1:
-        raise ConfigError(f"--image-size {image_size} is invalid; expected a positive number of pixels")
-    resize = round(image_size * prep.resize_size / prep.input_size)
-    return Preprocessing(input_size=image_size, resize_size=resize, mean=prep.mean, std=prep.std,
-                         interpolation=prep.interpolation)
+def create_backbone(name: str, *, weights: str = "imagenet", image_size: int | None = None, seed: int = 0,
+                    trust_remote_code: bool = False) -> Backbone:
+    """A frozen feature extractor (eval mode, no grad) mapping a normalised (B, C, S, S) batch to (B, D).
 
-
-def create_backbone(name: str, *, weights: str = "imagenet", image_size: int | None = None,
-                    seed: int = 0) -> Backbone:
-    """A frozen feature extractor (eval mode, no grad) mapping a normalised (B, 3, S, S) batch to (B, D).
-
-    `weights` is `imagenet`, `imagenet:<MEMBER>`, `random` or a state-dict path. Random weights are drawn from
-    `seed` alone, so a resumed extraction rebuilds the identical network.
+    `weights` is `imagenet` (the provider's default pretrained weights, from its cache; downloaded unless
+    offline), `random` (seeded: a resumed extraction rebuilds the identical network) or a local `.pth` /
+    `.safetensors` state dict. `image_size` None uses the model's own size; a model with a fixed input refuses
+    any other. `trust_remote_code` only matters for `hf:` models, and is recorded in the fingerprint parts.
     """
-    check_name(name)
-    prep = preprocessing_for(select_enum(name, weights), image_size=image_size)
-    skeleton, classifier = _build(name, input_size=prep.input_size, device=torch.device("meta"))
-    _probe(skeleton, name, input_size=prep.input_size, num_features=classifier.num_features)
-    resolved = resolve_weights(name, weights)
-    if resolved.state_dict is None:
-        module, classifier = _build(name, input_size=prep.input_size, seed=seed)
-    else:
-        module = _load(skeleton, resolved, classifier=classifier, name=name, input_size=prep.input_size)
-    module.eval().requires_grad_(False)
-    log.debug("%s: %d features, weights %s, input %d px", name, classifier.num_features, resolved.tag,
-              prep.input_size)
-    return Backbone(name=name, module=module, num_features=classifier.num_features, preprocessing=prep,
-                    weights_tag=resolved.tag, weights_sha256=resolved.sha256)
+    parsed, module = provider_of(name)
+    backbone = module.create(parsed, weights=weights, image_size=image_size, seed=seed,
+                             trust_remote_code=trust_remote_code)
+    backbone.name = parsed.full
+    backbone.provider = parsed.provider
+    return backbone
 
 
 def create_model(name: str, *, num_classes: int, weights: str = "imagenet", image_size: int | None = None,
-                 seed: int = 0) -> tuple[nn.Module, Preprocessing, dict]:
+                 seed: int = 0, trust_remote_code: bool = False) -> tuple[nn.Module, Preprocessing, dict]:
     """A trainable classifier for fine-tuning: `nn.Sequential(backbone=<create_backbone's module>, head=Linear)`.
 
     `model.backbone(x)` is the pooled-feature function that extraction caches, so a `--freeze backbone`
@@ -110,7 +81,8 @@ def create_model(name: str, *, num_classes: int, weights: str = "imagenet", imag
     """
     if num_classes < 2:
         raise ConfigError(f"num_classes {num_classes} is invalid; a classifier needs at least 2 classes")
-    backbone = create_backbone(name, weights=weights, image_size=image_size, seed=seed)
+    backbone = create_backbone(name, weights=weights, image_size=image_size, seed=seed,
+                               trust_remote_code=trust_remote_code)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         head = nn.Linear(backbone.num_features, num_classes)
@@ -118,18 +90,20 @@ def create_model(name: str, *, num_classes: int, weights: str = "imagenet", imag
     model.requires_grad_(True).train()
     info = {"weights_tag": backbone.weights_tag, "weights_sha256": backbone.weights_sha256,
             "num_features": backbone.num_features}
+    if backbone.fingerprint_parts:
+        info["fingerprint_parts"] = dict(backbone.fingerprint_parts)
     return model, backbone.preprocessing, info
 
 
 def split_parameters(model: nn.Module, name: str) -> dict[str, list[nn.Parameter]]:
     """Parameters of a `create_model` model in three groups for `--freeze`: head, last_stage, rest.
 
-    `--freeze backbone` trains `head`; `--freeze partial` trains `head` + `last_stage` (e.g. resnet layer4,
-    densenet denseblock4+norm5, the last efficientnet/convnext/swin stage, the last ViT block + final norm);
-    `--freeze none` trains all three.
+    `--freeze backbone` trains `head`; `--freeze partial` trains `head` + `last_stage` (the provider names it:
+    e.g. resnet layer4, densenet denseblock4+norm5, the last ViT block + final norm); `--freeze none` trains all.
     """
+    parsed, module = provider_of(name)
     head = list(model.head.parameters())
-    last = [p for m in last_stage_modules(model.backbone, name) for p in m.parameters()]
+    last = [p for m in module.last_stage(model.backbone, parsed) for p in m.parameters()]
     taken = {id(p) for p in head + last}
     last = list({id(p): p for p in last}.values())  # a module listed twice must not train twice
     rest = [p for p in model.backbone.parameters() if id(p) not in taken]
@@ -137,125 +111,8 @@ def split_parameters(model: nn.Module, name: str) -> dict[str, list[nn.Parameter
 
 
 def backbone_info(name: str) -> dict:
-    """Offline facts for `headstart backbones`: feature dim (from a meta-device build), size, cost, accuracy."""
-    check_name(name)
-    enum = default_weights(name)
-    prep = preprocessing_for(enum)
-    _, classifier = _build(name, input_size=prep.input_size, device=torch.device("meta"))
-    meta = enum.meta if enum is not None else {}
-    top1 = meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1")
-    return {
-        "name": name,
-        "num_features": classifier.num_features,
-        "params_m": round(meta["num_params"] / 1e6, 1) if "num_params" in meta else None,
-        "gflops": meta.get("_ops"),
-        "top1": top1,
-        "input_size": prep.input_size,
-        "default_weights": f"imagenet:{enum}" if enum is not None else None,
-        "weights": [f"imagenet:{m.name}" for m in type(enum)] if enum is not None else [],
-        "cached": is_cached(enum) if enum is not None else False,
-        "file": str(hub_checkpoint_path(enum)) if enum is not None else None,
-    }
-
-
-def _arch_kwargs(name: str, *, input_size: int) -> dict:
-    """Builder arguments that make the architecture match the weights and the input size, whatever the weights.
-
-    googlenet/inception_v3 always get torchvision's pretrained settings (`transform_input=True`, no aux heads),
-    so random, ImageNet and file weights share one architecture and any of their state dicts fits the others.
-    """
-    if name.startswith("vit_"):
-        patch = int(re.search(r"_(\d+)$", name).group(1))  # type: ignore[union-attr]
-        if input_size % patch:
-            raise ConfigError(f"{name} cuts images into {patch}-px patches; --image-size {input_size} is not a "
-                              f"multiple of {patch} (try {max(patch, input_size // patch * patch)})")
-        return {"image_size": input_size}
-    if name.startswith("maxvit"):
-        return {"input_size": (input_size, input_size)}
-    if name in ("googlenet", "inception_v3"):
-        return {"aux_logits": False, "transform_input": True, "init_weights": True}
-    return {}
-
-
-def _build(name: str, *, input_size: int, device: torch.device | None = None,
-           seed: int = 0) -> tuple[nn.Module, Classifier]:
-    """The stripped architecture; on the meta device (shapes only, fast) or on CPU with seeded random init."""
-    builder = get_model_builder(name)
-    kwargs = _arch_kwargs(name, input_size=input_size)
-    if device is not None and device.type == "meta":
-        try:
-            with _MetaAllocations():
-                model = builder(weights=None, **kwargs).to(device)
-        except (AssertionError, ValueError, RuntimeError) as exc:
-            raise ConfigError(f"{name} cannot take {input_size}x{input_size} inputs ({one_line(exc)}); "
-                              "pass another --image-size or backbone") from None
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = builder(weights=None, **kwargs)
-    return model, strip_classifier(model)
-
-
-class _MetaAllocations(TorchFunctionMode):
-    """Allocate tensors on the meta device, but only in the factories layers use for parameters and buffers.
-
-    `with torch.device("meta")` would also move the builders' own arithmetic there (regnet computes its stage
-    widths with torch ops and `.tolist()`), which cannot run without data.
-    """
-
-    _FACTORIES = frozenset({torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn})
-    _INITS = frozenset({"normal_", "uniform_", "fill_", "zero_", "erfinv_", "mul_", "add_", "clamp_", "copy_"})
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if args and isinstance(args[0], torch.Tensor) and args[0].is_meta and func.__name__ in self._INITS:
-            return args[0]  # random init of a meta tensor is a no-op, but slow through torch's reference ops
-        kwargs = dict(kwargs or {})
-        if func in self._FACTORIES and kwargs.get("device") is None:
-            kwargs["device"] = "meta"
-        return func(*args, **kwargs)
-
-
-def _probe(model: nn.Module, name: str, *, input_size: int, num_features: int) -> None:
-    """Shape-check one forward pass on the meta device, so an impossible input size fails before any work."""
-    x = torch.empty(2, 3, input_size, input_size, device="meta")
-    try:
-        with torch.no_grad():
-            out = model.eval()(x)
-    except Exception as exc:  # noqa: BLE001 - every shape failure means "this size does not fit this model"
-        raise ConfigError(f"{name} cannot take {input_size}x{input_size} inputs ({one_line(exc)}); "
-                          "pass a larger --image-size or another backbone") from None
-    if tuple(out.shape) != (2, num_features):  # a bug in the surgery, not a user error
-        raise RuntimeError(f"{name} returned {tuple(out.shape)} features, expected (2, {num_features})")
-
-
-def _load(skeleton: nn.Module, resolved: ResolvedWeights, *, classifier: Classifier, name: str,
-          input_size: int) -> nn.Module:
-    """Fill the meta-device skeleton with the weights' tensors (no wasted random init), checking every key."""
-    source = resolved.path or resolved.tag
-    sd = resolved.state_dict or {}
-    if any(k.startswith("backbone.") for k in sd):  # a headstart fine-tune: Sequential(backbone, head)
-        sd = {k.removeprefix("backbone."): v for k, v in sd.items() if k.startswith("backbone.")}
-    sd = {k: v for k, v in sd.items() if not classifier.owns(k) and not k.startswith(AUX_PREFIXES)}
-    expected = skeleton.state_dict()
-    if "encoder.pos_embedding" in sd and sd["encoder.pos_embedding"].shape != expected["encoder.pos_embedding"].shape:
-        sd = interpolate_embeddings(image_size=input_size, patch_size=skeleton.patch_size, model_state=sd)
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    if missing or unexpected:
-        raise WeightsError(f"weights {source} do not fit {name}: missing keys {missing[:3]}, unexpected keys "
-                           f"{unexpected[:3]} ({len(missing)}/{len(unexpected)} in all); pass weights saved from "
-                           f"a torchvision {name}, or --weights random")
-    wrong = [k for k in expected if sd[k].shape != expected[k].shape]
-    if wrong:
-        k = wrong[0]
-        raise WeightsError(f"weights {source} do not fit {name}: {k} has shape {tuple(sd[k].shape)}, expected "
-                           f"{tuple(expected[k].shape)} ({len(wrong)} tensors differ); pass weights saved from "
-                           f"a torchvision {name}")
-    skeleton.load_state_dict(sd, strict=True, assign=True)
-    if any(t.is_meta for t in skeleton.buffers()):  # a non-persistent buffer the state dict cannot fill
-        model, _ = _build(name, input_size=input_size)
-        model.load_state_dict(sd, strict=True)
-        return model.float()
-    return skeleton.float()  # a half-precision file must not make a half-precision backbone
-
-
+    """Offline facts for `headstart backbones`: dim, params, GFLOPs, input size, weight tags, cached or not."""
+    parsed, module = provider_of(name)
+    info = module.describe(parsed)
+    info["name"] = parsed.full
+    return info

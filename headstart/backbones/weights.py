@@ -4,7 +4,8 @@ The tag and sha256 go into the cache fingerprint, so two caches built from diffe
 `imagenet` uses torchvision's weight enums and the standard torch hub cache (`$TORCH_HOME/hub/checkpoints`), the
 same file `torchvision.models.resnet18(weights=...)` would use, but downloads it itself with a short timeout
 so an offline machine fails in seconds with one line naming the file, never after a long hang.
-Every file is read with `torch.load(..., weights_only=True)`: a checkpoint can not run code on load.
+Every file is read with `torch.load(..., weights_only=True)` or, for `.safetensors`, with safetensors: a checkpoint
+can not run code on load. The download and file-loading helpers here serve every provider.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from torchvision.models import get_model_weights
 from torchvision.models._api import WeightsEnum
 from tqdm.auto import tqdm
 
-from headstart.errors import ConfigError, WeightsError, one_line
+from headstart.backbones.providers import is_offline, offline_reason
+from headstart.errors import ConfigError, DependencyError, WeightsError, one_line
 from headstart.io import replace_durably
 
 log = logging.getLogger(__name__)
 
 DOWNLOAD_TIMEOUT_S = 10.0  # per connect and per read, on this request only: an offline machine fails fast
-OFFLINE_ENV = "HEADSTART_OFFLINE"  # "1": never try to download, fail at once with the expected path
 _HASH_BLOCK = 1 << 20  # 1 MiB: streaming keeps a 2.5 GB vit_h_14 file out of memory
 
 
@@ -68,6 +69,16 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def files_sha256(paths: list[Path]) -> str:
+    """One sha256 for a set of files (sharded weights): the file's own hash when there is one file."""
+    if len(paths) == 1:
+        return file_sha256(paths[0])
+    digest = hashlib.sha256()
+    for path in sorted(paths, key=lambda p: p.name):
+        digest.update(f"{path.name}:{file_sha256(path)}\n".encode())
+    return digest.hexdigest()
+
+
 def resolve_weights(name: str, spec: str) -> ResolvedWeights:
     """Turn a `--weights` value into tensors and provenance.
 
@@ -82,12 +93,18 @@ def resolve_weights(name: str, spec: str) -> ResolvedWeights:
         log.debug("loading %s from %s", enum, path)
         return ResolvedWeights(tag=f"imagenet:{enum}", sha256=file_sha256(path), state_dict=load_state_dict(path),
                                enum=enum, path=str(path))
+    path = weights_file(spec)
+    return ResolvedWeights(tag=f"file:{path.name}", sha256=file_sha256(path), state_dict=load_state_dict(path),
+                           enum=default_weights(name), path=str(path))
+
+
+def weights_file(spec: str) -> Path:
+    """The local file a `--weights PATH` value names; ConfigError when it is none of the accepted values."""
     path = Path(spec).expanduser()
     if not path.is_file():
         raise ConfigError(f"--weights {spec!r} is neither imagenet, random nor an existing file; "
-                          "pass imagenet, random or the path of a state dict (.pth)")
-    return ResolvedWeights(tag=f"file:{path.name}", sha256=file_sha256(path), state_dict=load_state_dict(path),
-                           enum=default_weights(name), path=str(path))
+                          "pass imagenet, random or the path of a state dict (.pth or .safetensors)")
+    return path
 
 
 def select_enum(name: str, spec: str) -> WeightsEnum | None:
@@ -118,16 +135,20 @@ def _imagenet_enum(name: str, spec: str) -> WeightsEnum:
 
 def _ensure_downloaded(name: str, enum: WeightsEnum) -> Path:
     """The hub-cache file for `enum`, downloading it first unless offline; WeightsError when it cannot be had."""
-    path = hub_checkpoint_path(enum)
+    return ensure_downloaded(enum.url, hub_checkpoint_path(enum), what=f"pretrained weights for {name}")
+
+
+def ensure_downloaded(url: str, path: Path, *, what: str) -> Path:
+    """`path`, downloading `url` there first unless offline; WeightsError naming the file when it cannot be had."""
     if path.is_file():
         return path
-    if os.environ.get(OFFLINE_ENV) == "1":
-        reason = f"{OFFLINE_ENV}=1"
+    if is_offline():
+        reason = offline_reason()
     else:
-        reason = _download(enum.url, path)
+        reason = _download(url, path)
         if reason is None:
             return path
-    raise WeightsError(f"pretrained weights for {name} are not in {path} and could not be downloaded ({reason}); "
+    raise WeightsError(f"{what} are not in {path} and could not be downloaded ({reason}); "
                        "put the file there, pass --weights PATH for a local state dict, or --weights random")
 
 
@@ -165,7 +186,10 @@ def _download(url: str, path: Path) -> str | None:
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a state dict (or a `{"model"|"state_dict": ...}` checkpoint) with weights_only=True; strip DDP prefixes."""
+    """Read a state dict (or a `{"model"|"state_dict": ...}` checkpoint) with weights_only=True, or a `.safetensors`
+    file; strip DDP prefixes."""
+    if str(path).endswith(".safetensors"):
+        return _load_safetensors(path)
     advice = "only plain state dicts saved with torch.save(model.state_dict(), PATH) are accepted"
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -184,3 +208,19 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise WeightsError(f"weights file {path} holds a {type(obj).__name__}, not a state dict of tensors; save one "
                            "with torch.save(model.state_dict(), PATH) or a checkpoint dict with a 'model' entry")
     return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _load_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise DependencyError(f"reading {path} needs safetensors, which is not installed: pip install safetensors "
+                              "(or pip install 'headstart[hf]')") from None
+    try:
+        state = load_file(str(path), device="cpu")
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: one readable reason
+        raise WeightsError(f"cannot read safetensors file {path} ({type(exc).__name__}: {one_line(exc)}); "
+                           "pass a file written by safetensors.torch.save_file") from None
+    if not state:
+        raise WeightsError(f"safetensors file {path} holds no tensors; pass the model's weights file")
+    return {k.removeprefix("module."): v for k, v in state.items()}

@@ -36,7 +36,7 @@ FEATURE_COMPRESSION: str | None = None
 MAX_SKIPPED_IDS_ATTR = 1000  # skipped ids listed in the attribute; /valid/<name> is the complete record
 
 # HDF5 object names: a set name becomes a path component, so keep it to a safe alphabet.
-SET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+SET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-:+]*$")  # `:`/`+`: backbones.names.feature_set_name
 
 STAGING_SUFFIX = ".parts"  # sibling folder holding an in-progress extraction
 LOCK_SUFFIX = ".lock"  # sibling file flock-ed by the single writer

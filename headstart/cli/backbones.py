@@ -1,4 +1,4 @@
-"""`headstart backbones`: what can be extracted, with size, cost and ImageNet accuracy (offline metadata)."""
+"""`headstart backbones`: what can be extracted, per installed provider, with size, cost and accuracy (offline)."""
 
 from __future__ import annotations
 
@@ -10,47 +10,97 @@ from tqdm import tqdm
 from headstart.cli import Command
 
 _COLUMNS = ("name", "dim", "params (M)", "GFLOPs", "top-1", "weights (* = imagenet default)", "cached")
+STATS_LIMIT = 60  # beyond this many non-torchvision models, list names only: each row costs a meta-device build
+_PROVIDERS = ("torchvision", "timm", "xrv", "hf")
+MAX_TAGS = 3  # weight tags shown per row; --json lists them all
 
 
 @click.command(cls=Command)
 @click.argument("names", nargs=-1)
-@click.option("--all", "show_all", is_flag=True, help="List every torchvision classification model, not the short list.")
+@click.option("--provider", type=click.Choice(_PROVIDERS), default=None,
+              help="Only this provider's models (default: every installed provider).")
+@click.option("--filter", "pattern", default=None, metavar="GLOB",
+              help="Every model whose name matches GLOB, e.g. 'vit_*dinov2*' (implies the full list).")
+@click.option("--all", "show_all", is_flag=True, help="List every model of each provider, not the short list.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of records instead of a table.")
-def backbones(names: tuple[str, ...], show_all: bool, as_json: bool) -> None:
-    """List backbones: feature dim, parameters, GFLOPs and ImageNet top-1 from torchvision's weight metadata.
+def backbones(names: tuple[str, ...], provider: str | None, pattern: str | None, show_all: bool,
+              as_json: bool) -> None:
+    """List backbones: feature dim, parameters, GFLOPs and ImageNet top-1 where the provider gives them.
 
-    NAMES restricts the list to those backbones. `cached` says whether the default ImageNet weights file is
-    already in the torch hub cache ($TORCH_HOME), i.e. whether `--weights imagenet` works offline.
+    NAMES (e.g. resnet18, timm:convnext_atto, xrv:densenet121-res224-all, hf:microsoft/rad-dino) restricts the
+    list to those backbones. `cached` says whether the default pretrained weights are already on disk (torch hub
+    cache, Hugging Face hub cache, torchxrayvision's folder), i.e. whether `--weights imagenet` works offline.
     """
-    from headstart.backbones.registry import RECOMMENDED_BACKBONES, backbone_info, check_name, list_backbones
+    from headstart.backbones import providers
+    from headstart.backbones.registry import backbone_info, check_name, list_backbones, recommended_backbones
 
     for name in names:
         check_name(name)
-    selected = list(names) or (list_backbones() if show_all else list(RECOMMENDED_BACKBONES))
-    infos = [backbone_info(n) for n in tqdm(selected, desc="backbones", unit="model", leave=False, disable=None)]
+    chosen = [provider] if provider else providers.installed_providers()
+    if provider:
+        providers.load(provider)  # a missing extra: one line with the pip command, exit 1
+    if names:
+        selected = list(names)
+    else:
+        full = show_all or pattern is not None
+        selected = [n for p in chosen for n in (list_backbones(p, pattern) if full else recommended_backbones(p))]
+    costly = [n for n in selected if ":" in n]
+    described = set(selected) if len(costly) <= STATS_LIMIT else {n for n in selected if ":" not in n}
+    infos = [backbone_info(n) if n in described else _bare(n)
+             for n in tqdm(selected, desc="backbones", unit="model", leave=False, disable=None)]
     if as_json:
         click.echo(json.dumps(infos, indent=2))
         return
     rows = [_row(info) for info in infos]
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(_COLUMNS)]
-    for line in (_COLUMNS, tuple("-" * w for w in widths), *rows):
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(_COLUMNS)] if rows else []
+    for line in (_COLUMNS, tuple("-" * w for w in widths), *rows) if rows else ():
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
-    if not show_all and not names:
-        click.echo(f"\n{len(rows)} of {len(list_backbones())} backbones; `headstart backbones --all` lists every one.")
+    if not rows:
+        click.echo(f"no backbone matches {pattern!r}" if pattern else "no backbones")
+    if len(described) < len(selected):
+        click.echo(f"\n{len(selected)} models: dim, params and GFLOPs are shown for at most {STATS_LIMIT} provider "
+                   "models at once; pass a narrower --filter or NAMES")
+    if not (show_all or pattern or names):
+        counts = ", ".join(f"{p} {sum(_provider(n) == p for n in selected)} of {len(list_backbones(p))}"
+                           for p in chosen)
+        click.echo(f"\n{counts}; `--all`, or `--provider P --filter 'GLOB'`, lists more.")
+    missing = [p for p in _PROVIDERS if not providers.is_installed(p)]
+    if missing and not provider and not names:
+        click.echo("not installed: " + ", ".join(f"{p} (pip install 'headstart[{providers.PROVIDER_INFO[p].extra}]')"
+                                                 for p in missing))
+
+
+def _provider(name: str) -> str:
+    return name.split(":", 1)[0] if ":" in name else "torchvision"
+
+
+def _bare(name: str) -> dict:
+    return {"name": name, "provider": _provider(name), "num_features": None, "params_m": None, "gflops": None,
+            "top1": None, "default_weights": None, "weights": [], "cached": None}
+
+
+def _tag(weights: str, provider: str) -> str:
+    """A weights tag as the table shows it: the enum member (torchvision) or timm's tag; `pretrained` otherwise."""
+    tag = weights.removeprefix("imagenet:")
+    return tag.rsplit(".", 1)[-1] if provider in ("torchvision", "timm") else "pretrained"
 
 
 def _row(info: dict) -> tuple[str, ...]:
-    default = (info["default_weights"] or "").rsplit(".", 1)[-1]  # imagenet:ResNet50_Weights.IMAGENET1K_V2
-    members = [t.removeprefix("imagenet:") for t in info["weights"]]
-    tags = [m + "*" if m == default else m for m in members]
+    provider = info.get("provider", "torchvision")
+    default = _tag(info["default_weights"], provider) if info["default_weights"] else None
+    tags = [_tag(t, provider) for t in info["weights"]]
+    tags = [t + "*" if t == default else t for t in tags]
+    if len(tags) > MAX_TAGS:  # timm's resnet50 has 19 tags: the default and a count keep the table readable
+        shown = [t for t in tags if t.endswith("*")][:1] + [t for t in tags if not t.endswith("*")]
+        tags = shown[:MAX_TAGS] + [f"+{len(tags) - MAX_TAGS} more"]
     return (
         info["name"],
-        str(info["num_features"]),
+        _num(info["num_features"], "{}"),
         _num(info["params_m"], "{:.1f}"),
         _num(info["gflops"], "{:.2f}"),
         _num(info["top1"], "{:.1f}"),
         ", ".join(tags) or "-",
-        "yes" if info["cached"] else "no",
+        "-" if info["cached"] is None else ("yes" if info["cached"] else "no"),
     )
 
 

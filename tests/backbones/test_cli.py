@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -34,3 +35,44 @@ def test_backbones_unknown_name_is_a_usage_error():
     assert result.exit_code == 2
     assert "unknown backbone 'resnet181'; did you mean resnet18" in result.output
     assert "Traceback" not in result.output
+
+
+def _hide(monkeypatch, package: str) -> None:
+    """Make `package` look uninstalled to the provider check (the import system itself is left alone)."""
+    import headstart.backbones.providers as providers
+
+    real = providers.importlib.util.find_spec
+    monkeypatch.setattr(providers.importlib.util, "find_spec", lambda name, *a: None if name == package else real(name, *a))
+
+
+def test_a_missing_extra_exits_1_with_the_pip_command(monkeypatch):
+    _hide(monkeypatch, "timm")
+    for args in (["backbones", "timm:resnet18"], ["backbones", "--provider", "timm"]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 1, result.output
+        assert result.output.strip() == "Error: timm is not installed: pip install 'headstart[timm]'"
+
+
+def test_the_default_list_names_missing_providers(monkeypatch):
+    for package in ("timm", "torchxrayvision", "transformers"):
+        _hide(monkeypatch, package)
+    result = CliRunner().invoke(cli, ["backbones"])
+    assert result.exit_code == 0, result.output
+    assert "not installed: timm (pip install 'headstart[timm]'), xrv (pip install 'headstart[xrv]')" in result.output
+    assert "timm:" not in result.output.split("not installed")[0]
+
+
+def test_timm_filter_lists_matching_models_with_their_facts():
+    pytest.importorskip("timm", reason="timm is not installed (pip install 'headstart[timm]')")
+    result = CliRunner().invoke(cli, ["backbones", "--provider", "timm", "--filter", "vit_small*dinov2*"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.output.splitlines()[2:] if line.strip()]
+    assert [r[0] for r in rows] == ["timm:vit_small_patch14_dinov2", "timm:vit_small_patch14_reg4_dinov2"]
+    assert rows[0][1:3] == ["384", "22.1"] and rows[0][4] == "-" and rows[0][5] == "lvd142m*"
+
+
+def test_unknown_timm_name_exits_2_with_close_names():
+    pytest.importorskip("timm", reason="timm is not installed (pip install 'headstart[timm]')")
+    result = CliRunner().invoke(cli, ["backbones", "timm:convnext_atoo"])
+    assert result.exit_code == 2
+    assert "unknown backbone 'timm:convnext_atoo'; did you mean timm:convnext_atto" in result.output

@@ -159,6 +159,7 @@ class FakeResponse(io.BytesIO):
 
 def test_failed_download_names_the_reason(offline_hub, monkeypatch):
     monkeypatch.delenv("HEADSTART_OFFLINE")
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # either switch keeps every provider offline
 
     def refuse(request, timeout=None):
         raise OSError("[Errno 101] Network is unreachable")
@@ -194,6 +195,7 @@ def test_download_has_its_own_timeout_and_checks_the_hash_before_landing(tmp_pat
 
 def test_download_lands_in_the_hub_cache(offline_hub, monkeypatch, resnet18_state):
     monkeypatch.delenv("HEADSTART_OFFLINE")
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # either switch keeps every provider offline
     calls = []
 
     def fake_download(url, path):
@@ -207,3 +209,23 @@ def test_download_lands_in_the_hub_cache(offline_hub, monkeypatch, resnet18_stat
     assert backbone.weights_sha256 == _sha256(offline_hub / "resnet18-f37072fd.pth")
     create_backbone("resnet18", weights="imagenet", image_size=32)
     assert len(calls) == 1  # the second time it is cached
+
+
+def test_hf_hub_offline_also_keeps_torchvision_offline(offline_hub, monkeypatch):
+    monkeypatch.delenv("HEADSTART_OFFLINE")
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("tried to download"))
+    with pytest.raises(WeightsError, match=r"could not be downloaded \(HF_HUB_OFFLINE=1\)"):
+        create_backbone("resnet18", weights="imagenet")
+
+
+def test_safetensors_state_dicts_are_accepted(tmp_path, resnet18_state):
+    save_file = pytest.importorskip("safetensors.torch", reason="safetensors is not installed").save_file
+    path = tmp_path / "r18.safetensors"
+    save_file(resnet18_state, path)
+    backbone = create_backbone("resnet18", weights=str(path), image_size=32)
+    assert backbone.weights_tag == "file:r18.safetensors" and backbone.weights_sha256 == _sha256(path)
+    with torch.inference_mode():
+        assert torch.allclose(backbone.module(X), _reference_features(resnet18_state, X))
+    path.write_bytes(b"not a safetensors file")
+    with pytest.raises(WeightsError, match="cannot read safetensors file"):
+        create_backbone("resnet18", weights=str(path), image_size=32)
