@@ -9,7 +9,8 @@ from tqdm import tqdm
 
 from headstart.cli import Command
 
-_COLUMNS = ("name", "dim", "params (M)", "GFLOPs", "top-1", "weights (* = imagenet default)", "cached")
+_COLUMNS = [("name", "name"), ("dim", "dim"), ("params_m", "params (M)"), ("gflops", "GFLOPs"), ("top1", "top-1"),
+            ("weights", "weights (* = imagenet default)"), ("cached", "cached")]
 
 
 @click.command(cls=Command)
@@ -23,6 +24,7 @@ def backbones(names: tuple[str, ...], show_all: bool, as_json: bool) -> None:
     already in the torch hub cache ($TORCH_HOME), i.e. whether `--weights imagenet` works offline.
     """
     from headstart.backbones.registry import RECOMMENDED_BACKBONES, backbone_info, check_name, list_backbones
+    from headstart.evaluation.table import format_table
 
     for name in names:
         check_name(name)
@@ -32,27 +34,23 @@ def backbones(names: tuple[str, ...], show_all: bool, as_json: bool) -> None:
         click.echo(json.dumps(infos, indent=2))
         return
     rows = [_row(info) for info in infos]
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(_COLUMNS)]
-    for line in (_COLUMNS, tuple("-" * w for w in widths), *rows):
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+    click.echo(format_table(rows, _COLUMNS))
     if not show_all and not names:
         click.echo(f"\n{len(rows)} of {len(list_backbones())} backbones; `headstart backbones --all` lists every one.")
 
 
-def _row(info: dict) -> tuple[str, ...]:
+def _row(info: dict) -> dict[str, str | int]:
+    from headstart.evaluation.table import fmt_value
+
     default = (info["default_weights"] or "").rsplit(".", 1)[-1]  # imagenet:ResNet50_Weights.IMAGENET1K_V2
     members = [t.removeprefix("imagenet:") for t in info["weights"]]
     tags = [m + "*" if m == default else m for m in members]
-    return (
-        info["name"],
-        str(info["num_features"]),
-        _num(info["params_m"], "{:.1f}"),
-        _num(info["gflops"], "{:.2f}"),
-        _num(info["top1"], "{:.1f}"),
-        ", ".join(tags) or "-",
-        "yes" if info["cached"] else "no",
-    )
-
-
-def _num(value: float | None, fmt: str) -> str:
-    return "-" if value is None else fmt.format(value)
+    return {
+        "name": info["name"],
+        "dim": info["num_features"],
+        "params_m": fmt_value(info["params_m"], digits=1),
+        "gflops": fmt_value(info["gflops"], digits=2),
+        "top1": fmt_value(info["top1"], digits=1),
+        "weights": ", ".join(tags) or "-",
+        "cached": "yes" if info["cached"] else "no",
+    }
