@@ -52,10 +52,11 @@ def backbones(names: tuple[str, ...], provider: str | None, pattern: str | None,
         click.echo(json.dumps(infos, indent=2))
         return
     rows = [_row(info) for info in infos]
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(_COLUMNS)] if rows else []
-    for line in (_COLUMNS, tuple("-" * w for w in widths), *rows) if rows else ():
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
-    if not rows:
+    if rows:
+        from headstart.evaluation.table import format_table
+
+        click.echo(format_table([dict(zip(_COLUMNS, r)) for r in rows], [(c, c) for c in _COLUMNS]))
+    else:
         click.echo(f"no backbone matches {pattern!r}" if pattern else "no backbones")
     if len(described) < len(selected):
         click.echo(f"\n{len(selected)} models: dim, params and GFLOPs are shown for at most {STATS_LIMIT} provider "

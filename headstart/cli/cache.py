@@ -8,6 +8,9 @@ import click
 
 from headstart.cli import Group
 
+_SET_COLUMNS = [("name", "set"), ("backbone", "backbone"), ("weights", "weights"), ("dim", "dim"), ("dtype", "dtype"),
+                ("complete", "complete"), ("ips", "img/s"), ("skipped", "skipped")]
+
 
 @click.group(cls=Group)
 def cache() -> None:
@@ -20,6 +23,7 @@ def cache() -> None:
 def info(cache_path: str, as_json: bool) -> None:
     """Samples, classes, split counts and feature sets of CACHE."""
     from headstart.cache.reader import FeatureCache
+    from headstart.evaluation.table import fmt_value, format_table
 
     with FeatureCache(cache_path) as fc:
         summary = fc.info()
@@ -32,18 +36,15 @@ def info(cache_path: str, as_json: bool) -> None:
         by_class = summary["splits_by_class"].get(split, {})
         detail = ", ".join(f"{c} {n}" for c, n in by_class.items())
         click.echo(f"  {split:<5} {count:>7}  ({detail})")
-    rows = [("set", "backbone", "weights", "dim", "dtype", "complete", "img/s", "skipped")]
-    for s in summary["feature_sets"]:
-        ips = s.get("images_per_second")
-        rows.append((s["name"], str(s["backbone"]), str(s["weights"]), str(s["dim"]), s["dtype"],
-                     "yes" if s["complete"] else "NO", f"{ips:.1f}" if isinstance(ips, (int, float)) else "-",
-                     str(s.get("n_skipped", 0))))
-    if len(rows) == 1:
+    rows = [{"name": s["name"], "backbone": str(s["backbone"]), "weights": str(s["weights"]), "dim": s["dim"],
+             "dtype": s["dtype"], "complete": "yes" if s["complete"] else "NO",
+             "ips": fmt_value(s.get("images_per_second"), digits=1), "skipped": s.get("n_skipped", 0)}
+            for s in summary["feature_sets"]]
+    if not rows:
         click.echo("feature sets: none")
     else:
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        for r in rows:
-            click.echo("  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+        for line in format_table(rows, _SET_COLUMNS).splitlines():
+            click.echo(f"  {line}")
     staged = summary.get("staged")
     if staged:
         done = staged["rows_staged"]

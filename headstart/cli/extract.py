@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-
 import click
 
 from headstart.cli import Command
 from headstart.cli.options import device_option, image_size_option, precision_option, split_options, weights_option
-
-log = logging.getLogger(__name__)
 
 
 @click.command(cls=Command)

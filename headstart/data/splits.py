@@ -73,6 +73,9 @@ def assign_splits(samples: list[Sample], config: SplitConfig, *, classes: list[s
 
 def _carve(pool: list[Sample], n_target: int, *, seed: tuple[int, int]) -> set[str]:
     """Ids of whole groups from `pool` totalling about `n_target` images, stratified by label."""
+    # Hand-written, not sklearn: GroupShuffleSplit does not stratify, StratifiedGroupKFold only cuts 1/k of the
+    # pool (not --val-fraction 0.15, nor a top-up of a given val), and either would move every existing user's
+    # images to other splits for the same --seed.
     if n_target <= 0 or not pool:
         return set()
     groups: dict[str, list[Sample]] = defaultdict(list)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.preprocessing import normalize
 
 from headstart.data.balance import class_weights
 from headstart.errors import ConfigError
@@ -29,11 +30,19 @@ class KNNHead(ClassifierMixin, BaseEstimator):
         if self.weights not in ("distance", "uniform"):
             raise ConfigError(f"KNNHead weights {self.weights!r} is not valid; expected 'distance' or 'uniform'")
         self.classes_, y_idx = np.unique(np.asarray(y), return_inverse=True)
-        self.train_ = _l2_normalise(np.asarray(X, dtype=np.float32))
+        self.train_ = normalize(np.asarray(X, dtype=np.float32))  # unit rows: a dot product is the cosine
         self.y_ = y_idx
         self.vote_weight_ = class_weights(y_idx, len(self.classes_), self.class_weight)  # the loss heads' rule
         self.n_features_in_ = self.train_.shape[1]
         return self
+
+    def _with_k(self, k: int) -> KNNHead:
+        """This fitted head with another k, sharing its train rows: nothing `fit` learns depends on k, so a
+        sweep over k (`knn_sweep`) fits once."""
+        head = KNNHead(k=int(k), weights=self.weights, class_weight=self.class_weight)
+        head.classes_, head.train_, head.y_ = self.classes_, self.train_, self.y_
+        head.vote_weight_, head.n_features_in_ = self.vote_weight_, self.n_features_in_
+        return head
 
     def predict_proba(self, X) -> np.ndarray:
         sims, idx = neighbours(self.train_, np.asarray(X, dtype=np.float32), k=self.k)
@@ -50,15 +59,15 @@ def neighbours(train_normalised: np.ndarray, X: np.ndarray, *, k: int) -> tuple[
     A sweep over k calls this once with the largest k and slices, since the top-k of a smaller k is a prefix.
     """
     train = torch.from_numpy(train_normalised)
-    q = torch.from_numpy(_l2_normalise(X))
     k = min(k, train.shape[0])
+    if len(X) == 0:  # sklearn's normalize refuses an empty array
+        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+    q = torch.from_numpy(normalize(X))
     sims, idx = [], []
     for start in range(0, q.shape[0], _CHUNK):
         s, i = torch.topk(q[start : start + _CHUNK] @ train.T, k, dim=1)
         sims.append(s)
         idx.append(i)
-    if not sims:
-        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
     return torch.cat(sims).numpy(), torch.cat(idx).numpy()
 
 
@@ -75,21 +84,10 @@ def vote(sims: np.ndarray, idx: np.ndarray, y_train: np.ndarray, *, k: int, n_cl
     return (proba / proba.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def _l2_normalise(X: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return (X / np.maximum(norms, 1e-12)).astype(np.float32)
-
-
 def knn_sweep(X_train, y_train, X_val, ks, *, weights: str = "distance",
               class_weight: str | None = None) -> list[tuple[KNNHead, np.ndarray]]:
     """One fitted `KNNHead` per k with its val probabilities, from a single neighbour search at max(ks)."""
     base = KNNHead(k=max(ks), weights=weights, class_weight=class_weight).fit(X_train, y_train)
     sims, idx = neighbours(base.train_, np.asarray(X_val, dtype=np.float32), k=max(ks))
-    out = []
-    for k in ks:
-        head = KNNHead(k=int(k), weights=weights, class_weight=class_weight)
-        head.classes_, head.train_, head.y_, head.vote_weight_ = base.classes_, base.train_, base.y_, base.vote_weight_
-        head.n_features_in_ = base.n_features_in_
-        out.append((head, vote(sims, idx, base.y_, k=int(k), n_classes=len(base.classes_), weights=weights,
-                               vote_weight=base.vote_weight_)))
-    return out
+    return [(base._with_k(k), vote(sims, idx, base.y_, k=int(k), n_classes=len(base.classes_), weights=weights,
+                                   vote_weight=base.vote_weight_)) for k in ks]

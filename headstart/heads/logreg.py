@@ -9,11 +9,12 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 
 class LogRegHead(ClassifierMixin, BaseEstimator):
-    """StandardScaler (fitted on train) + scikit-learn LogisticRegression (lbfgs, L2)."""
+    """`make_pipeline(StandardScaler(), LogisticRegression(lbfgs, L2))`, the scaler fitted on train."""
 
     def __init__(self, *, C: float = 1.0, class_weight: str | None = None, max_iter: int = 1000) -> None:
         self.C = C
@@ -21,18 +22,25 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
         self.max_iter = max_iter
 
     def fit(self, X, y):
-        X = np.asarray(X, dtype=np.float32)
-        self.scaler_ = StandardScaler().fit(X)
-        self.model_ = _logistic(self.C, self.class_weight, self.max_iter).fit(self.scaler_.transform(X), y)
-        self._copy_fitted()
+        pipeline = make_pipeline(StandardScaler(), _logistic(self.C, self.class_weight, self.max_iter))
+        self._adopt(pipeline.fit(np.asarray(X, dtype=np.float32), y))
         return self
 
-    def _copy_fitted(self) -> None:
-        self.classes_ = self.model_.classes_
-        self.n_features_in_ = self.scaler_.n_features_in_
+    @classmethod
+    def _from_fitted(cls, pipeline: Pipeline, *, C: float, class_weight: str | None, max_iter: int) -> LogRegHead:
+        """The head `fit` would return, around a scaler + logistic pipeline already fitted with these
+        hyperparameters (`fit_logreg_path` fits a whole C path at once)."""
+        head = cls(C=C, class_weight=class_weight, max_iter=max_iter)
+        head._adopt(pipeline)
+        return head
+
+    def _adopt(self, pipeline: Pipeline) -> None:
+        self.pipeline_ = pipeline
+        self.classes_ = pipeline.classes_
+        self.n_features_in_ = pipeline.n_features_in_
 
     def predict_proba(self, X) -> np.ndarray:
-        return self.model_.predict_proba(self.scaler_.transform(np.asarray(X, dtype=np.float32)))
+        return self.pipeline_.predict_proba(np.asarray(X, dtype=np.float32))
 
     def predict(self, X) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
@@ -43,7 +51,7 @@ def fit_logreg_path(X, y, Cs, *, class_weight: str | None = None, max_iter: int 
 
     The L2 objective is strictly convex, so a warm start reaches the same optimum as a cold fit, in a
     fraction of the lbfgs iterations (weakly regularised fits on separable features are the slow ones).
-    Returns heads in the order of `Cs`.
+    Every head shares the one scaler fitted on X. Returns heads in the order of `Cs`.
     """
     X = np.asarray(X, dtype=np.float32)
     scaler = StandardScaler().fit(X)
@@ -54,11 +62,10 @@ def fit_logreg_path(X, y, Cs, *, class_weight: str | None = None, max_iter: int 
     for C in sorted(set(float(c) for c in Cs)):
         model.C = C
         model.fit(Xs, y)
-        head = LogRegHead(C=C, class_weight=class_weight, max_iter=max_iter)
-        head.scaler_, head.model_ = scaler, copy.deepcopy(model)
-        head.model_.warm_start = False
-        head._copy_fitted()
-        fitted[C] = head
+        step = copy.deepcopy(model)
+        step.warm_start = False
+        fitted[C] = LogRegHead._from_fitted(make_pipeline(scaler, step), C=C, class_weight=class_weight,
+                                            max_iter=max_iter)
     return [fitted[float(c)] for c in Cs]
 
 

@@ -34,7 +34,7 @@ from headstart.heads.batched import train_batched
 from headstart.heads.knn import KNNHead, knn_sweep
 from headstart.heads.logreg import LogRegHead, fit_logreg_path
 from headstart.heads.sweep import HEADS, SWEEPS, SweepGrid, get_sweep, torch_configs
-from headstart.heads.torch_heads import LinearHead, MLPHead, head_from_result
+from headstart.heads.torch_heads import LinearHead, MLPHead
 
 log = logging.getLogger(__name__)
 
@@ -209,8 +209,8 @@ def _fit_sweep(head: str, train: _Rows, val: _Rows, *, grid: SweepGrid, config: 
     results = train_batched(train.X, train.y, val.X, val.y, configs=torch_configs(params), settings=settings,
                             n_classes=n_classes, device=device, seed=seed)
     return [
-        _Candidate(p, r.val_proba, head_from_result(r, np.arange(n_classes), settings=settings, seed=seed,
-                                                      device=str(device)), r.best_epoch, r.history)
+        _Candidate(p, r.val_proba, (MLPHead if head == "mlp" else LinearHead)._from_batched(
+            r, np.arange(n_classes), settings=settings, seed=seed, device=str(device)), r.best_epoch, r.history)
         for p, r in zip(params, results)
     ]
 

@@ -76,7 +76,7 @@ SWEEPS: dict[str, SweepGrid] = {
         linear_lr=(1e-3, 3e-3, 1e-2),
         linear_weight_decay=(0.0, 1e-4, 1e-2),
         # 16 MLP configs: every config is a full hidden layer on 1,024-d features, so the grid is sized to keep
-        # the whole default sweep well under one frozen-backbone epoch on a 2-core CPU (benchmarks/heads.py).
+        # the whole default sweep well under one frozen-backbone epoch (benchmarks/heads.py; README, Benchmarks).
         mlp_lr=(1e-3, 3e-3),
         mlp_weight_decay=(1e-4, 1e-2),
         mlp_hidden=(64, 256),

@@ -10,7 +10,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from headstart.device import resolve_device
-from headstart.heads.batched import HeadResult, TorchHeadConfig, TrainSettings, predict_proba, train_batched
+from headstart.heads.batched import HeadResult, TorchHeadConfig, TrainSettings, train_batched
+from headstart.heads.stacked import predict_proba
 
 
 class _TorchHead(ClassifierMixin, BaseEstimator):
@@ -34,10 +35,30 @@ class _TorchHead(ClassifierMixin, BaseEstimator):
             X_val, yv_idx = np.asarray(X_val, dtype=np.float32)[known], yv_idx[known]
         (result,) = train_batched(X, y_idx, X_val, yv_idx, configs=[self._config()], settings=self._settings(),
                                   n_classes=len(self.classes_), device=resolve_device(self.device), seed=self.seed)
-        self._set_result(result)
+        self._adopt(result)
         return self
 
-    def _set_result(self, result: HeadResult) -> None:
+    @classmethod
+    def _from_batched(cls, result: HeadResult, classes: np.ndarray, *, settings: TrainSettings, seed: int,
+                      device: str = "cpu") -> _TorchHead:
+        """The fitted estimator that `fit` would have produced, for one head of a batched sweep.
+
+        `train_batched` trains every config of a sweep at once; the sweep adopts each head's trained weights
+        here instead of refitting it. `classes` are the labels that the result's class indices stand for.
+        """
+        cfg = result.config
+        names = cls._get_param_names()
+        if (cfg.hidden > 0) != ("hidden" in names):
+            raise ValueError(f"{cls.__name__} cannot adopt a head with hidden={cfg.hidden}; use "
+                              f"{'MLPHead' if cfg.hidden else 'LinearHead'}")
+        hyper = {name: getattr(cfg, name) for name in ("lr", "weight_decay", "hidden", "dropout") if name in names}
+        head = cls(**hyper, epochs=settings.epochs, batch_size=settings.batch_size, patience=settings.patience,
+                   class_weight=settings.class_weight, seed=seed, device=device)
+        head.classes_ = np.asarray(classes)
+        head._adopt(result)
+        return head
+
+    def _adopt(self, result: HeadResult) -> None:
         self.params_ = result.params
         self.mean_, self.scale_ = result.mean, result.scale
         self.history_ = result.history
@@ -81,16 +102,3 @@ class MLPHead(LinearHead):
 
     def _config(self) -> TorchHeadConfig:
         return TorchHeadConfig(lr=self.lr, weight_decay=self.weight_decay, hidden=self.hidden, dropout=self.dropout)
-
-
-def head_from_result(result: HeadResult, classes: np.ndarray, *, settings: TrainSettings, seed: int,
-                     device: str = "cpu") -> LinearHead | MLPHead:
-    """Wrap one head of a batched sweep as the fitted estimator `fit` would have produced."""
-    cfg = result.config
-    common = dict(lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=settings.epochs, batch_size=settings.batch_size,
-                  class_weight=settings.class_weight, patience=settings.patience, seed=seed, device=device)
-    head = MLPHead(hidden=cfg.hidden, dropout=cfg.dropout, **common) if cfg.hidden else LinearHead(**common)
-    head.classes_ = np.asarray(classes)
-    head._set_result(result)
-    return head
-

@@ -4,8 +4,9 @@ inside the fine-tuning model. Random weights at small inputs keep this fast on C
 import pytest
 import torch
 
-from headstart.backbones.registry import (backbone_info, create_backbone, create_model, list_backbones,
+from headstart.backbones.registry import (_build, backbone_info, create_backbone, create_model, list_backbones,
                                           preprocessing_for, split_parameters)
+from headstart.backbones.surgery import last_stage_modules
 from headstart.backbones.weights import default_weights
 from headstart.errors import ConfigError
 
@@ -67,6 +68,14 @@ def test_every_family_has_features_and_a_last_stage(name, dim):
     info = backbone_info(name)
     assert info["num_features"] == dim
     assert info["params_m"] > 0 and info["gflops"] > 0 and 50 < info["top1"] < 100
+
+    # The last stage (`--freeze partial`) is a tail of the stripped backbone: some of its parameters, not all,
+    # ending with the parameter nearest the head. Shapes only (meta device), so vgg and friends stay cheap.
+    backbone, _ = _build(name, input_size=info["input_size"], device=torch.device("meta"))
+    params = [id(p) for p in backbone.parameters()]
+    last = {id(p) for m in last_stage_modules(backbone, name) for p in m.parameters()}
+    assert 0 < len(last) < len(params)
+    assert set(params[-len(last):]) == last, "the last stage is not the end of the backbone"
 
 
 def test_split_parameters_partitions_the_model():

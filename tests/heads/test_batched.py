@@ -7,7 +7,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from headstart.errors import ConfigError
-from headstart.heads.batched import TorchHeadConfig, TrainSettings, _hash_uniform, train_batched
+from headstart.heads.batched import TorchHeadConfig, TrainSettings, train_batched
+from headstart.heads.stacked import hash_uniform
 from headstart.heads.torch_heads import LinearHead, MLPHead
 from tests.heads.synthetic_cache import separable
 
@@ -67,8 +68,8 @@ def test_mixing_linear_and_mlp_is_refused():
 
 
 def test_dropout_noise_is_independent_of_width():
-    narrow = _hash_uniform(3, 11, 16, 8, device="cpu")
-    wide = _hash_uniform(3, 11, 16, 64, device="cpu")
+    narrow = hash_uniform(3, 11, 16, 8, device="cpu")
+    wide = hash_uniform(3, 11, 16, 64, device="cpu")
     assert np.array_equal(narrow.numpy(), wide[:, :8].numpy())
     assert 0.0 <= float(wide.min()) and float(wide.max()) < 1.0 and abs(float(wide.mean()) - 0.5) < 0.05
-    assert not np.array_equal(narrow.numpy(), _hash_uniform(3, 12, 16, 8, device="cpu").numpy())
+    assert not np.array_equal(narrow.numpy(), hash_uniform(3, 12, 16, 8, device="cpu").numpy())

@@ -11,7 +11,8 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from headstart.heads.knn import KNNHead
+from headstart.heads.batched import TorchHeadConfig, TrainSettings, train_batched
+from headstart.heads.knn import KNNHead, knn_sweep
 from headstart.heads.logreg import LogRegHead, fit_logreg_path
 from headstart.heads.torch_heads import LinearHead, MLPHead
 from tests.heads.synthetic_cache import separable
@@ -91,3 +92,51 @@ def test_torch_head_history_and_early_stopping():
     assert set(first) == {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy"}
     best = min(h["val_loss"] for h in head.history_)
     assert head.history_[head.best_epoch_ - 1]["val_loss"] == pytest.approx(best, abs=1e-4)
+
+
+def test_logreg_is_the_plain_sklearn_pipeline():
+    X, y = separable(200, 10, shift=0.8, seed=3)
+    plain = make_pipeline(StandardScaler(), LogisticRegression(C=0.3, max_iter=1000)).fit(X, y)
+    assert np.array_equal(LogRegHead(C=0.3).fit(X, y).predict_proba(X), plain.predict_proba(X))
+
+
+def _sweep_heads(X, y, Xv, yv):
+    """(head adopted from a sweep, the same config fitted alone) for every head kind."""
+    settings = TrainSettings(epochs=12, batch_size=32, patience=3)
+    configs = {"linear": TorchHeadConfig(lr=3e-2, weight_decay=1e-4), "mlp": TorchHeadConfig(lr=1e-2, hidden=16)}
+    pairs = []
+    for cls, cfg in ((LinearHead, configs["linear"]), (MLPHead, configs["mlp"])):
+        (result,) = train_batched(X, y, Xv, yv, configs=[cfg], settings=settings, seed=2)
+        adopted = cls._from_batched(result, np.array([0, 1]), settings=settings, seed=2)
+        alone = clone(adopted).fit(X, y, X_val=Xv, y_val=yv)
+        pairs.append((adopted, alone))
+    (path_head,) = fit_logreg_path(X, y, [0.2])
+    pairs.append((path_head, LogRegHead(C=0.2).fit(X, y)))
+    _, (knn_head, _) = knn_sweep(X, y, Xv, [15, 5])
+    pairs.append((knn_head, KNNHead(k=5).fit(X, y)))
+    return pairs
+
+
+def test_heads_from_a_sweep_are_the_heads_fit_returns():
+    X, y = separable(200, 8, seed=6)
+    X, y, Xv, yv = X[:150], y[:150], X[150:], y[150:]
+    for adopted, alone in _sweep_heads(X, y, Xv, yv):
+        assert adopted.get_params() == alone.get_params()
+        assert sorted(vars(adopted)) == sorted(vars(alone))  # the same fitted state, set by the class itself
+        np.testing.assert_allclose(adopted.predict_proba(Xv), alone.predict_proba(Xv), atol=1e-6)
+
+
+def test_heads_from_a_sweep_clone_and_cross_validate():
+    X, y = separable(150, 8, seed=7, shift=2.5)
+    for adopted, _ in _sweep_heads(X[:120], y[:120], X[120:], y[120:]):
+        twin = clone(adopted)
+        assert not any(name.endswith("_") for name in vars(twin))
+        scores = cross_val_score(adopted, X, y, cv=3, scoring="roc_auc")
+        assert scores.shape == (3,) and scores.min() > 0.8, (type(adopted).__name__, scores)
+
+
+def test_from_batched_refuses_the_other_kind():
+    X, y = separable(60, 4)
+    (result,) = train_batched(X, y, configs=[TorchHeadConfig(hidden=8)], settings=TrainSettings(epochs=1))
+    with pytest.raises(ValueError, match="LinearHead cannot adopt a head with hidden=8; use MLPHead"):
+        LinearHead._from_batched(result, np.array([0, 1]), settings=TrainSettings(epochs=1), seed=0)

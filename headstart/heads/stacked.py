@@ -1,0 +1,178 @@
+"""K torch heads as one stacked model: one matmul serves every head, and nothing in a head depends on K.
+
+Weights are stacked, (K, D, C) for a linear head and (K, D, H) + (K, H, C) for an MLP. MLP hidden widths are
+padded to the widest and masked. Initial weights come from a generator seeded per head, and dropout noise is a
+counter-based hash of (seed, step, row, unit), so the same head gets the same numbers whichever heads share
+its batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+EVAL_CHUNK = 2048  # rows per forward pass when scoring, bounds the (K, rows, H) activation
+
+
+class StackedHeads(torch.nn.Module):
+    """K linear heads (every width 0) or K MLP heads (every width > 0) with stacked weights."""
+
+    def __init__(self, widths: list[int], dropouts: list[float], *, dim: int, n_classes: int, seed: int,
+                 device: torch.device) -> None:
+        super().__init__()
+        self.mlp = widths[0] > 0
+        self.widths = list(widths)
+        K = len(widths)
+        if self.mlp:
+            H = max(self.widths)
+            shapes = {"W1": (K, dim, H), "b1": (K, 1, H), "W2": (K, H, n_classes), "b2": (K, 1, n_classes)}
+        else:
+            shapes = {"W": (K, dim, n_classes), "b": (K, 1, n_classes)}
+        tensors = {name: torch.zeros(shape) for name, shape in shapes.items()}
+        init_cache: dict[int, dict[str, torch.Tensor]] = {}
+        for k, width in enumerate(self.widths):
+            # Heads of equal width get identical init (one generator per head, seeded alike): common random
+            # numbers make the sweep compare hyperparameters, not draws; it also makes K irrelevant.
+            if width not in init_cache:
+                init_cache[width] = _init_head(dim, width, n_classes, seed)
+            for name, t in init_cache[width].items():
+                tensors[name][k, : t.shape[0], : t.shape[1]] = t
+        for name, t in tensors.items():
+            self.register_parameter(name, torch.nn.Parameter(t.to(device)))
+        if self.mlp:
+            hmask = torch.zeros(K, 1, H)
+            for k, width in enumerate(self.widths):
+                hmask[k, :, :width] = 1.0
+            self.register_buffer("hmask", hmask.to(device))
+            self.register_buffer("dropout", torch.tensor(dropouts, device=device).view(K, 1, 1))
+            self.any_dropout = any(d > 0 for d in dropouts)
+
+    def forward(self, x: torch.Tensor, *, noise_key: tuple[int, int] | None = None) -> torch.Tensor:
+        params = dict(self.named_parameters())
+        if not self.mlp:
+            return forward(params, x)
+        h = torch.relu(stacked_matmul(x, params["W1"]) + params["b1"])
+        if self.training and noise_key is not None and self.any_dropout:
+            u = hash_uniform(*noise_key, x.shape[0], h.shape[-1], device=x.device)  # (B, H), shared by heads
+            keep = (u >= self.dropout).to(h.dtype) / (1.0 - self.dropout)
+            h = h * keep
+        h = h * self.hmask
+        return torch.matmul(h, params["W2"]) + params["b2"]
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        return {name: p.detach().clone() for name, p in self.named_parameters()}
+
+    @torch.no_grad()
+    def copy_heads_into(self, store: dict[str, torch.Tensor], which: torch.Tensor) -> None:
+        """Copy the current weights of heads where `which` (K,) is True into `store`."""
+        for name, p in self.named_parameters():
+            mask = which.view(-1, *([1] * (p.dim() - 1)))
+            store[name].copy_(torch.where(mask, p, store[name]))
+
+    @torch.no_grad()
+    def load(self, store: dict[str, torch.Tensor]) -> None:
+        for name, p in self.named_parameters():
+            p.copy_(store[name])
+
+    def per_head_params(self) -> list[dict[str, torch.Tensor]]:
+        """Unpadded per-head weights on the CPU, with the leading K and bias row dimensions dropped."""
+        cpu = {name: p.detach().cpu() for name, p in self.named_parameters()}
+        out = []
+        for k, width in enumerate(self.widths):
+            if self.mlp:
+                out.append({"W1": cpu["W1"][k, :, :width].clone(), "b1": cpu["b1"][k, 0, :width].clone(),
+                            "W2": cpu["W2"][k, :width].clone(), "b2": cpu["b2"][k, 0].clone()})
+            else:
+                out.append({"W": cpu["W"][k].clone(), "b": cpu["b"][k, 0].clone()})
+        return out
+
+
+def predict_proba(params: dict[str, torch.Tensor], mean: np.ndarray, scale: np.ndarray, X: np.ndarray, *,
+                  device: torch.device | str = "cpu") -> np.ndarray:
+    """Class probabilities of one trained head (its params as returned in `HeadResult.params`)."""
+    device = torch.device(device)
+    x = standardise(X, mean, scale, device)
+    p = {name: t.to(device).unsqueeze(0) for name, t in params.items()}
+    out = []
+    with torch.no_grad():
+        for start in range(0, x.shape[0], EVAL_CHUNK):
+            out.append(torch.softmax(forward(p, x[start : start + EVAL_CHUNK]), -1)[0])
+    if not out:
+        return np.zeros((0, p["b2" if "b2" in p else "b"].shape[-1]), dtype=np.float32)
+    return torch.cat(out).cpu().numpy()
+
+
+def standardise(X: np.ndarray, mean: np.ndarray, scale: np.ndarray, device: torch.device) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(X), device=device).float()
+    return (x - torch.as_tensor(mean, device=device)) / torch.as_tensor(scale, device=device)
+
+
+def forward(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Plain (no dropout) forward of stacked heads: x (B, D) -> logits (K, B, C). Biases may be (K, C) or
+    (K, 1, C)."""
+
+    def bias(b: torch.Tensor) -> torch.Tensor:
+        return b if b.dim() == 3 else b.unsqueeze(1)
+
+    if "W" in params:
+        return stacked_matmul(x, params["W"]) + bias(params["b"])
+    h = torch.relu(stacked_matmul(x, params["W1"]) + bias(params["b1"]))
+    return torch.matmul(h, params["W2"]) + bias(params["b2"])
+
+
+def stacked_matmul(x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """x (B, D) @ W (K, D, O) -> (K, B, O) as ONE (B, D) x (D, K*O) GEMM.
+
+    Hand-written because `torch.matmul` broadcasts x to K copies and runs a batched GEMM, which for the narrow
+    outputs of linear heads (O = n_classes) measured many times slower than one wide GEMM (README, Benchmarks).
+    A plain (D, O) W is a plain GEMM.
+    """
+    if W.dim() == 2:
+        return x @ W
+    K, D, O = W.shape
+    return (x @ W.permute(1, 0, 2).reshape(D, K * O)).view(x.shape[0], K, O).permute(1, 0, 2)
+
+
+def _init_head(dim: int, width: int, n_classes: int, seed: int) -> dict[str, torch.Tensor]:
+    """Initial weights from a generator seeded for this head.
+
+    A linear head starts near zero (normal, std 0.01, as dinov2's linear eval does): on standardised features
+    nn.Linear's uniform +-1/sqrt(D) init is noise that a short schedule never fully unlearns. The MLP keeps
+    nn.Linear's default init, which it needs to break the symmetry between hidden units.
+    """
+    gen = torch.Generator().manual_seed(seed)
+
+    def uniform(shape: tuple[int, ...], fan_in: int) -> torch.Tensor:
+        bound = 1.0 / math.sqrt(fan_in)
+        return (torch.rand(shape, generator=gen) * 2 - 1) * bound
+
+    if width == 0:
+        return {"W": torch.randn((dim, n_classes), generator=gen) * 0.01, "b": torch.zeros((1, n_classes))}
+    return {"W1": uniform((dim, width), dim), "b1": uniform((1, width), dim),
+            "W2": uniform((width, n_classes), width), "b2": uniform((1, n_classes), width)}
+
+
+_M32 = 0xFFFFFFFF
+
+
+def _mix32(x: torch.Tensor | int):
+    """A 32-bit integer hash (lowbias32 style) kept in int64 so no product overflows."""
+    x = x & _M32
+    x = ((x >> 16) ^ x) * 0x45D9F3B & _M32
+    x = ((x >> 16) ^ x) * 0x45D9F3B & _M32
+    return (x >> 16) ^ x
+
+
+def hash_uniform(seed: int, step: int, rows: int, cols: int, *, device: torch.device) -> torch.Tensor:
+    """Uniform [0, 1) noise that is a pure function of (seed, step, row, column).
+
+    Unlike a generator draw, unit j of row b gets the same number whatever the widest head is, so dropout
+    masks do not depend on which other heads share the batch.
+    """
+    key = _mix32(_mix32(seed * 0x9E3779B1 + 0x7F4A7C15) ^ step)
+    r = torch.arange(rows, device=device, dtype=torch.int64).unsqueeze(1)
+    c = torch.arange(cols, device=device, dtype=torch.int64).unsqueeze(0)
+    h = _mix32(c * 0x27D4EB2D + _mix32(r ^ key))
+    return (h >> 8).to(torch.float32) / float(1 << 24)
