@@ -109,7 +109,7 @@ def run_finetune(data: str | Path, output: str | Path, *, backbone: str = "resne
         config = FinetuneConfig(**{**{k: options[k] for k in training},
                                    "augment": AugmentConfig(enabled=options["augment"])})
     if split_config is not None:
-        _refuse_mixed(run_finetune, "split_config", options, [*SPLIT_OPTIONS, "seed"])
+        _refuse_mixed(run_finetune, "split_config", options, SPLIT_OPTIONS)  # `seed` then seeds training only
     else:  # one seed for splits and training, as at the command line
         split_config = SplitConfig(**{k: options[k] for k in SPLIT_OPTIONS}, seed=config.seed)
     return finetune(data=str(data), runs_dir=str(output), config=config, split_config=split_config,

@@ -126,6 +126,8 @@ def test_run_heads_and_run_finetune_build_their_configs(monkeypatch):
                            "split_config": SplitConfig(test_fraction=0.3, seed=4)}
     headstart.run_finetune("DATA", "runs", config=FinetuneConfig(seed=9))
     assert finetune[-1]["split_config"] == SplitConfig(seed=9)  # one seed for splits and training
+    headstart.run_finetune("DATA", "runs", seed=2, split_config=SplitConfig(seed=1))
+    assert (finetune[-1]["config"].seed, finetune[-1]["split_config"].seed) == (2, 1)
 
 
 @pytest.mark.parametrize("call, needle", [
