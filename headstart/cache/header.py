@@ -88,7 +88,7 @@ def open_cache_file(path: str | Path) -> tuple[CacheHeader, h5py.File | None]:
         return CacheHeader(path, kind, found, advice), None
     file = None
     try:
-        file = h5py.File(path, "r", locking=False)
+        file = open_readonly(path)
         attrs = {k: _attr(v) for k, v in file.attrs.items()}  # unreadable root attributes: not recognisably ours
     except Exception as exc:  # noqa: BLE001 - h5py raises OSError, KeyError or RuntimeError on damaged files
         if file is not None:
@@ -107,6 +107,21 @@ def open_cache_file(path: str | Path) -> tuple[CacheHeader, h5py.File | None]:
         file.close()
         return header, None
     return header, file
+
+
+def open_readonly(path: str | Path) -> h5py.File:
+    """Open `path` read-only without HDF5 file locking (see the module docstring).
+
+    HDF5 lets one process open a file twice only with the same locking flags, so when the caller's process already
+    holds the file open with the default flags (a notebook's own `h5py.File(path, "r")`), reuse those instead of
+    reporting a healthy file as unreadable.
+    """
+    try:
+        return h5py.File(path, "r", locking=False)
+    except OSError as exc:
+        if "file locking flag values don't match" not in str(exc):
+            raise
+        return h5py.File(path, "r")
 
 
 def _classify_bytes(path: Path) -> tuple[FileKind | None, str, str]:

@@ -19,6 +19,7 @@ import numpy as np
 import headstart
 from headstart import io as durable
 from headstart.cache.fingerprint import compute_samples_sha256
+from headstart.cache.header import open_readonly
 from headstart.cache.plan import Action, Plan
 from headstart.cache.request import CacheRequest, FeatureSetSpec, SamplesTable
 from headstart.cache.schema import (
@@ -69,13 +70,13 @@ def _build(tmp: Path, request: CacheRequest, plan: Plan, arrays: Arrays, stats: 
             _write_table(dst, request.table)
         elif plan.action is Action.RESPLIT:
             _write_table(dst, request.table)  # the new splits; features below are copied unchanged
-            with h5py.File(request.path, "r", locking=False) as src:
+            with open_readonly(request.path) as src:
                 for name, fingerprint in plan.restamp.items():
                     src.copy(src[f"{FEATURES}/{name}"], dst[FEATURES], name=name)
                     src.copy(src[f"{VALID}/{name}"], dst[VALID], name=name)
                     dst[f"{FEATURES}/{name}"].attrs["fingerprint"] = fingerprint
         else:
-            with h5py.File(request.path, "r", locking=False) as src:
+            with open_readonly(request.path) as src:
                 for key, value in src.attrs.items():
                     dst.attrs[key] = value
                 src.copy(src[SAMPLES], dst, name=SAMPLES)

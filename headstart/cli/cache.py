@@ -22,11 +22,11 @@ def cache() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def info(cache_path: str, as_json: bool) -> None:
     """Samples, classes, split counts and feature sets of CACHE."""
-    from headstart.cache.reader import FeatureCache
+    from headstart.api import open_cache
     from headstart.evaluation.table import fmt_value, format_table
 
-    with FeatureCache(cache_path) as fc:
-        summary = fc.info()
+    with open_cache(cache_path) as opened:
+        summary = opened.info()
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
@@ -56,16 +56,16 @@ def info(cache_path: str, as_json: bool) -> None:
 @click.argument("cache_path", metavar="CACHE", type=click.Path(dir_okay=True, path_type=str))
 def verify(cache_path: str) -> None:
     """Check shapes, labels, splits, checksums, NaN/Inf and fingerprints of CACHE; exit 1 on any problem."""
-    from headstart.cache.reader import FeatureCache, verify_cache
+    from headstart.api import open_cache, verify_cache
 
     problems = verify_cache(cache_path)
     if problems:
         for problem in problems:
             click.echo(f"problem: {problem}", err=True)
         raise click.ClickException(f"{cache_path}: {len(problems)} problem(s) found")
-    with FeatureCache(cache_path) as fc:
-        sets = ", ".join(f"{n} ({m['dim']}-d {m['dtype']})" for n, m in fc.feature_sets.items()) or "no feature sets"
-        click.echo(f"OK {cache_path}: {fc.n_samples} samples, {len(fc.classes)} classes, {sets}")
+    with open_cache(cache_path) as opened:
+        sets = ", ".join(f"{n} ({s.dim}-d {s.dtype})" for n, s in opened.feature_sets.items()) or "no feature sets"
+        click.echo(f"OK {cache_path}: {opened.n_samples} samples, {len(opened.classes)} classes, {sets}")
 
 
 def _mib(size: int | None) -> str:

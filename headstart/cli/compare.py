@@ -18,9 +18,9 @@ from headstart.evaluation import SELECT_METRICS
               help="Validation metric that picks each backbone's best cached head for the paired tests.")
 def compare(runs: Path, output: Path | None, select_metric: str) -> None:
     """Tables, break-even, paired tests and plots: report.md, report.html and summary.json."""
-    from headstart.evaluation.report import build_report  # lazy: matplotlib loads only when the command runs
+    from headstart.api import run_compare  # lazy: matplotlib loads only when the command runs
 
-    result = build_report(runs_dir=runs, output_dir=output, select_metric=select_metric)
+    result = run_compare(runs, output, select_metric=select_metric)
     click.echo(f"{result.n_records} runs, {result.n_datasets} data set(s)")
     click.echo(f"report: {result.report_html}")
     click.echo(f"        {result.report_md}")

@@ -17,10 +17,9 @@ from headstart.cli import Command
 @click.option("--quick", is_flag=True, help="Fewer, smaller images, the quick sweep and two epochs (under a minute).")
 def demo(output: Path, weights: str, quick: bool) -> None:
     """Run the whole pipeline on a built-in synthetic chest X-ray set and write the comparison report."""
-    from headstart.demo import DemoConfig, run_demo
+    from headstart.api import run_demo
 
-    config = DemoConfig.quick(weights=weights) if quick else DemoConfig(weights=weights)
-    result = run_demo(output=output, config=config)
+    result = run_demo(output, weights=weights, quick=quick)
     steps = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.seconds.items())
     click.echo(f"demo finished in {sum(result.seconds.values()):.1f} s ({steps})")
     if result.weights_note:

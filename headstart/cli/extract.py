@@ -37,18 +37,15 @@ def extract(data: str, output: str, backbones: tuple[str, ...], weights: str, im
     manifest (path,label[,split][,group]) or a MedMNIST-style .npz. An interrupted run resumes when the same
     command is run again.
     """
-    from headstart.data.types import SplitConfig
+    from headstart.api import run_extract
     from headstart.distributed import is_main
-    from headstart.extract.config import ExtractConfig
-    from headstart.extract.runner import run_extract
 
-    config = ExtractConfig(
-        backbones=list(backbones), weights=weights, image_size=image_size, batch_size=batch_size, device=device,
-        precision=precision, decode=decode, workers=workers, feature_dtype=feature_dtype, on_bad_image=on_bad_image,
-        overwrite=overwrite, seed=seed,
-        split=SplitConfig(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, group_pattern=group_pattern),
+    result = run_extract(
+        data, output, backbones=list(backbones), weights=weights, image_size=image_size, batch_size=batch_size,
+        device=device, precision=precision, decode=decode, workers=workers, feature_dtype=feature_dtype,
+        val_fraction=val_fraction, test_fraction=test_fraction, group_pattern=group_pattern, seed=seed,
+        on_bad_image=on_bad_image, overwrite=overwrite,
     )
-    result = run_extract(data=data, output=output, config=config)
     if not is_main():
         return  # under torchrun, rank 0 speaks for the whole job
     ranks = f" on {result.world_size} ranks" if result.world_size > 1 else ""

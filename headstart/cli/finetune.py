@@ -49,7 +49,7 @@ def finetune(data: str, runs_dir: str, backbone: str, weights: str, epochs: int,
     from headstart.distributed import env_info
     from headstart.evaluation.table import fmt_ci
     from headstart.finetune.config import AugmentConfig, FinetuneConfig
-    from headstart.finetune.train import run_finetune
+    from headstart.api import run_finetune
 
     config = FinetuneConfig(
         backbone=backbone, weights=weights, epochs=epochs, lr=lr, batch_size=batch_size, freeze=freeze,
@@ -59,8 +59,8 @@ def finetune(data: str, runs_dir: str, backbone: str, weights: str, epochs: int,
     split_config = SplitConfig(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
                                group_pattern=group_pattern)
     try:
-        record = run_finetune(data=data, runs_dir=runs_dir, config=config, split_config=split_config,
-                              splits_from=splits_from, resume=resume)
+        record = run_finetune(data, runs_dir, config=config, split_config=split_config, splits_from=splits_from,
+                              resume=resume)
     except KeyboardInterrupt:
         raise click.ClickException("interrupted; rerun the same command with --resume to continue") from None
     if not env_info().is_main:

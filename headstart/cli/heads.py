@@ -40,7 +40,8 @@ def heads(cache_path: str, runs_dir: str, feature_sets: tuple[str, ...], heads: 
     Every configuration of the grid is fitted on train and scored on val; the best by --select-metric is
     kept, its threshold is chosen on val and frozen, and test is evaluated once with bootstrap intervals.
     """
-    from headstart.heads.runner import HeadsConfig, run_heads
+    from headstart.api import run_heads
+    from headstart.heads.runner import HeadsConfig
     from headstart.heads.summary import summary_table
 
     config = HeadsConfig(
@@ -48,7 +49,7 @@ def heads(cache_path: str, runs_dir: str, feature_sets: tuple[str, ...], heads: 
         select_metric=select_metric, threshold_rule=threshold_rule, class_weight=class_weight, device=device,
         n_boot=n_boot,
     )
-    records = run_heads(cache_path=cache_path, runs_dir=runs_dir, config=config)
+    records = run_heads(cache_path, runs_dir, config=config)
     click.echo(summary_table(records))
     click.echo(f"{len(records)} run record(s) in {runs_dir}/ (RUNS/<run_id>/record.json); "
                f"compare them with `headstart compare {runs_dir}`")

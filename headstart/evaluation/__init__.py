@@ -15,3 +15,9 @@ SELECT_METRICS: dict[str, bool] = {
     "auroc": True, "auprc": True, "balanced_accuracy": True, "accuracy": True, "f1": True,
     "sensitivity": True, "specificity": True, "log_loss": False, "brier": False, "ece": False,
 }
+
+# For people who bring their own model: the records' threshold and metric protocol (imported on first use).
+from headstart.lazy import lazy_exports  # noqa: E402
+
+__getattr__, __dir__ = lazy_exports(__name__, {"choose_threshold": "headstart.evaluation.protocol",
+                                               "evaluate": "headstart.evaluation.protocol"}, globals())

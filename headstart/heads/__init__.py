@@ -1,3 +1,19 @@
+"""Stage two: heads on cached features, as scikit-learn-shaped estimators, and the sweep that selects them.
+
+`from headstart.heads import LogRegHead, LinearHead, MLPHead, KNNHead` works; each is imported on first use,
+so `headstart heads --help` need not load torch.
+"""
+
+from headstart.lazy import lazy_exports
 
 # The head kinds, free of imports so `headstart heads --help` need not load torch.
 HEADS = ("logreg", "linear", "mlp", "knn")
+
+_EXPORTS = {
+    "LogRegHead": "headstart.heads.logreg",
+    "LinearHead": "headstart.heads.torch_heads",
+    "MLPHead": "headstart.heads.torch_heads",
+    "KNNHead": "headstart.heads.knn",
+}
+__all__ = ["HEADS", *_EXPORTS]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

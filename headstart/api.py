@@ -1,0 +1,161 @@
+"""Every command as a keyword-argument function: what the CLI calls, and what notebooks call.
+
+Each `run_*` takes its options as keywords (defaults equal to its config dataclass's) or one whole config
+dataclass as `config=`, never both; it builds the config and calls the stage's own entry point. Modules are
+imported inside the functions, so `import headstart` stays free of torch until a command runs.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from headstart.cache.reader import verify_cache
+from headstart.cache.view import open_cache
+from headstart.errors import ConfigError
+from headstart.evaluation.runs import Runs, load_runs
+from headstart.heads import HEADS
+
+if TYPE_CHECKING:
+    from headstart.data.types import SplitConfig
+    from headstart.demo import DemoResult
+    from headstart.evaluation.records import RunRecord
+    from headstart.evaluation.report.build import ReportResult
+    from headstart.extract.config import ExtractConfig
+    from headstart.extract.runner import ExtractResult
+    from headstart.finetune.config import FinetuneConfig
+    from headstart.heads.runner import HeadsConfig
+
+__all__ = ["load_runs", "open_cache", "run_compare", "run_demo", "run_extract", "run_finetune", "run_heads",
+           "verify_cache"]
+
+SPLIT_OPTIONS = ("val_fraction", "test_fraction", "group_pattern")  # SplitConfig fields besides the seed
+
+
+def run_extract(data: str | Path, output: str | Path, *, backbones: Sequence[str] = ("resnet18",),
+                weights: str = "imagenet", image_size: int | None = None, batch_size: int = 64,
+                device: str = "auto", precision: str = "auto", decode: str = "cpu", workers: int | None = None,
+                feature_dtype: str = "float16", val_fraction: float = 0.1, test_fraction: float = 0.2,
+                group_pattern: str | None = None, seed: int = 0, on_bad_image: str = "fail",
+                overwrite: bool = False, config: ExtractConfig | None = None) -> ExtractResult:
+    """`headstart extract`: run frozen backbones once over DATA and cache their features in OUTPUT (HDF5).
+
+    DATA is a Kaggle-layout folder, a folder of class folders, a CSV manifest or a MedMNIST .npz. An interrupted
+    run resumes when called again with the same arguments; a cache made for another request is refused unless
+    `overwrite`. The split options (val/test fractions, group pattern, seed) carve missing splits.
+    """
+    from headstart.data.types import SplitConfig
+    from headstart.extract.config import ExtractConfig
+    from headstart.extract.runner import run_extract as extract
+
+    options = _options(run_extract, locals(), skip=("data", "output", "config"))
+    if config is not None:
+        _refuse_mixed(run_extract, "config", options, list(options))
+    else:
+        split = {k: options.pop(k) for k in SPLIT_OPTIONS}
+        config = ExtractConfig(**{**options, "backbones": list(options["backbones"])},
+                               split=SplitConfig(**split, seed=seed))
+    return extract(data=str(data), output=str(output), config=config)
+
+
+def run_heads(cache: str | Path, output: str | Path, *, feature_sets: Sequence[str] | None = None,
+              heads: Sequence[str] = HEADS, sweep: str = "default", seeds: int = 1, select_metric: str = "auroc",
+              threshold_rule: str = "youden", class_weight: str = "balanced", device: str = "auto",
+              n_boot: int = 1000, config: HeadsConfig | None = None, progress: bool = True) -> Runs:
+    """`headstart heads`: sweep heads on the cached features in CACHE; one run record per set x head x seed.
+
+    Each configuration is fitted on train and scored on val; the best by `select_metric` is kept, its threshold
+    is chosen on val by `threshold_rule` and frozen, and test is evaluated once. Records go to
+    OUTPUT/<run_id>/record.json and come back as `Runs` (a list of RunRecord with `.to_frame()`).
+    """
+    from headstart.heads.runner import HeadsConfig, run_heads as sweep_heads
+
+    options = _options(run_heads, locals(), skip=("cache", "output", "config", "progress"))
+    if config is not None:
+        _refuse_mixed(run_heads, "config", options, list(options))
+    else:
+        feature_sets = options.pop("feature_sets")
+        config = HeadsConfig(**{**options, "heads": list(options["heads"])},
+                             feature_sets=list(feature_sets) if feature_sets else None)
+    return Runs(sweep_heads(cache_path=cache, runs_dir=output, config=config, progress=progress))
+
+
+def run_finetune(data: str | Path, output: str | Path, *, backbone: str = "resnet18", weights: str = "imagenet",
+                 epochs: int = 10, lr: float = 1e-3, batch_size: int = 32, freeze: str = "none",
+                 image_size: int | None = None, precision: str = "auto", device: str = "auto",
+                 workers: int | None = None, augment: bool = True, patience: int = 3, deterministic: bool = False,
+                 n_boot: int = 1000, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2,
+                 group_pattern: str | None = None, splits_from: str | Path | None = None, resume: bool = False,
+                 config: FinetuneConfig | None = None, split_config: SplitConfig | None = None) -> RunRecord:
+    """`headstart finetune`: fine-tune BACKBONE on DATA; the best val epoch is tested once and recorded.
+
+    With the same split options as the extraction, or `splits_from=CACHE`, the images land in the same splits
+    as the cache, so `run_compare` compares like with like. `resume` continues from
+    OUTPUT/<run_id>/checkpoints/last.pt. `config` (a FinetuneConfig) and `split_config` (a SplitConfig) replace
+    the keyword options they cover.
+    """
+    from headstart.data.types import SplitConfig
+    from headstart.finetune.config import AugmentConfig, FinetuneConfig
+    from headstart.finetune.train import run_finetune as finetune
+
+    options = _options(run_finetune, locals(), skip=("data", "output", "splits_from", "resume", "config",
+                                                     "split_config"))
+    training = [k for k in options if k not in SPLIT_OPTIONS]  # FinetuneConfig's fields, seed included
+    if config is not None:
+        _refuse_mixed(run_finetune, "config", options, training)
+    else:
+        config = FinetuneConfig(**{**{k: options[k] for k in training},
+                                   "augment": AugmentConfig(enabled=options["augment"])})
+    if split_config is not None:
+        _refuse_mixed(run_finetune, "split_config", options, SPLIT_OPTIONS)  # `seed` then seeds training only
+    else:  # one seed for splits and training, as at the command line
+        split_config = SplitConfig(**{k: options[k] for k in SPLIT_OPTIONS}, seed=config.seed)
+    return finetune(data=str(data), runs_dir=str(output), config=config, split_config=split_config,
+                    splits_from=None if splits_from is None else str(splits_from), resume=resume)
+
+
+def run_compare(runs: str | Path, output: str | Path | None = None, *, select_metric: str = "auroc") -> ReportResult:
+    """`headstart compare`: tables, break-even, paired tests and plots for every record under RUNS.
+
+    Writes report.md, report.html, summary.json and plots/ to OUTPUT (default RUNS/report).
+    """
+    from headstart.evaluation.report.build import build_report
+
+    return build_report(runs_dir=runs, output_dir=output, select_metric=select_metric)
+
+
+def run_demo(output: str | Path = "demo-out", *, weights: str = "imagenet", quick: bool = False) -> DemoResult:
+    """`headstart demo`: extract, heads, fine-tune and compare on generated chest X-ray phantoms in OUTPUT.
+
+    `quick` runs fewer, smaller images with the quick sweep; imagenet weights fall back to random, with a
+    warning, when they are not in the torch hub cache.
+    """
+    from headstart.demo import DemoConfig, run_demo as demo
+
+    config = DemoConfig.quick(weights=weights) if quick else DemoConfig(weights=weights)
+    return demo(output=output, config=config)
+
+
+# --- keywords or a config, never both -----------------------------------------------------------------------
+
+
+def _options(function: Callable, given: dict, *, skip: Sequence[str]) -> dict:
+    """The keyword options of `function` as it was called (its `locals()` on entry), less `skip`."""
+    return {name: given[name] for name in inspect.signature(function).parameters if name not in skip}
+
+
+def _refuse_mixed(function: Callable, what: str, options: dict, names: Sequence[str]) -> None:
+    """`what=` (a config) was given: every option in `names` must be left at its default, or the call is ambiguous."""
+    parameters = inspect.signature(function).parameters
+    changed = [name for name in names if _differs(options[name], parameters[name].default)]
+    if changed:
+        raise ConfigError(f"both {what}= and {', '.join(changed)}= were given; pass the options either as keywords "
+                          f"or inside {what}=, not both")
+
+
+def _differs(value: object, default: object) -> bool:
+    if isinstance(value, (list, tuple)) and isinstance(default, (list, tuple)):
+        return list(value) != list(default)
+    return value != default
