@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from headstart.data.decode import decode_image, is_dicom, scale_to_uint8
+from headstart.data.decode import decode_image, decode_with_meta, is_dicom, scale_to_uint8
+from headstart.data.imagemeta import ImageMeta, meta_from_array
 from headstart.data.groups import compile_group_pattern, group_from_name
 from headstart.data.types import SPLITS, ImageSource, Sample
 from headstart.errors import DataError
@@ -47,6 +48,10 @@ class FileSource:
     def load(self, sample: Sample, *, min_size: int | None = None) -> Image.Image:
         """Decode one sample as RGB; `min_size` lets large JPEGs decode at reduced scale (see decode_image)."""
         return decode_image(sample.path, min_size=min_size)
+
+    def load_with_meta(self, sample: Sample, *, min_size: int | None = None) -> tuple[Image.Image, ImageMeta]:
+        """`load` plus the file's metadata and perceptual hash, from the same decode."""
+        return decode_with_meta(sample.path, min_size=min_size)
 
     def raw_bytes(self, sample: Sample) -> bytes:
         """The stored bytes, for content hashing (duplicate detection)."""
@@ -72,6 +77,11 @@ class NpzSource:
         if row.ndim == 2:
             return Image.fromarray(row, mode="L").convert("RGB")
         return Image.fromarray(np.ascontiguousarray(row[..., :3]), mode="RGB")
+
+    def load_with_meta(self, sample: Sample, *, min_size: int | None = None) -> tuple[Image.Image, ImageMeta]:
+        """`load` plus the row's shape, dtype and perceptual hash."""
+        img = self.load(sample)
+        return img, meta_from_array(self._row(sample), img)
 
     def raw_bytes(self, sample: Sample) -> bytes:
         return np.ascontiguousarray(self._row(sample)).tobytes()
