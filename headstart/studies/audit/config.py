@@ -18,10 +18,12 @@ class AuditConfig:
     power_sims: int = 200  # simulated test sets per candidate difference; power is then known to about +-3 points
     power_rho: float = 0.8  # assumed correlation of two models' test scores (two heads on one cache are ~0.7-0.9)
     flag_auroc_low: float = 0.6  # baseline / domain classifier: flag when the 95% interval's lower end is above this
-    # near-duplicates (calibrated on the shared chest X-rays, see near_duplicates.py)
-    hash_max: int = 4  # Hamming bits: JPEG q75 + 90% resize copies measured 0-2; distinct X-rays 2+ (rare), mostly 8+
-    neighbours: int = 5  # embedding candidates per image; a copy was always the first cross-split neighbour
-    ratio_max: float = 0.15  # embedding-only rule: nearest distance / 5th-nearest distance (copies <= 0.08, others >= 0.25)
+    # near-duplicates: see the rule and its calibration in near_duplicates.py
+    neighbours: int = 5  # candidates per val/test image; the 5th is the scale the others are judged against
+    hash_max: int = 4  # bits: pixel evidence (copies of 224 px X-rays measured 0-2 bits)
+    ratio_loose: float = 0.3  # distance ratio a hash match must also meet (copies <= 0.08, hash look-alikes >= 0.45)
+    ratio_max: float = 0.15  # distance ratio of a match with weaker pixel evidence (non-copies measured >= 0.26)
+    hash_loose: int = 10  # bits allowed beside ratio_max (copies of 64 px phantoms moved up to 8 bits)
     block_rows: int = 1024  # query rows per similarity block: 1024 x 100k float32 = 400 MB at most
     max_fit_rows: int = 20000  # training rows for the audit's own heads (a stratified subsample above this)
     C_grid: tuple[float, ...] = (0.01, 0.1, 1.0)  # logistic-regression strengths selected on val

@@ -1,17 +1,19 @@
 """Near-identical images in different splits: a copy of a train image in test makes test scores optimistic.
 
-The rule (it must not depend on how good the backbone is: with random weights every radiograph embeds alike):
-- **with perceptual hashes** (`/samples/meta/phash`): a pair needs pixel evidence. For each val/test image, the
-  `neighbours` (5) most cosine-similar images of the other splits are candidates, and a candidate is a
-  near-duplicate when the two 64-bit DCT hashes differ in at most `hash_max` (4) bits. The embedding only
-  proposes candidates; the hash decides. Measured on the shared chest X-rays (224 px, resnet18/densenet121 with
-  random weights): JPEG q75 + 90% resize copies were the first neighbour every time, at 0-2 bits; among 2,000
-  distinct radiographs 2 in a million pairs fall within 4 bits, and the embedding shortlist removes nearly all.
-- **without hashes** (caches made before metadata): a threshold relative to each image's own neighbourhood: the
-  nearest cross-split neighbour is a near-duplicate when its cosine distance is at most `ratio_max` (0.15) of
-  the distance to the 5th nearest. Copies measured at most 0.08, distinct images at least 0.25, with either
-  backbone: a copy is far closer than anything else, whatever the absolute scale of the distances.
-- **exact duplicates** are the identical files (sha1) that extraction recorded in the root attribute `duplicates`.
+The rule (it must not depend on how good the backbone is: with random weights every radiograph embeds alike).
+For each val/test image, its `neighbours` (5) most cosine-similar images of the other splits are candidates.
+Distances are judged relative to the image's own neighbourhood: ratio = cosine distance to the candidate /
+cosine distance to the 5th candidate, so the absolute scale of a backbone's distances does not matter. A
+candidate is a near-duplicate with
+- **pixel evidence** (method `phash`): 64-bit DCT hashes (`/samples/meta/phash`) within `hash_max` (4) bits and a
+  ratio of at most `ratio_loose` (0.3): the hash decides, the embedding must merely agree that it is close;
+- or a **far-closer-than-anything-else** match (method `embedding+phash`): ratio at most `ratio_max` (0.15) and
+  hashes within `hash_loose` (10) bits; caches without hashes use the ratio alone (method `embedding`).
+Calibration. Shared chest X-rays (224 px; resnet18 and densenet121 with random weights): JPEG q75 + 90% resize
+copies were the first candidate every time, at 0-2 bits and ratio <= 0.08; the nearest non-copy had ratio >= 0.26,
+and no non-copy candidate came within 4 bits. 64 px phantoms (one template, like anatomy): copies at 0-8 bits and
+ratio <= 0.07, while unrelated phantoms within 4 bits sat at ratio >= 0.45.
+**Exact duplicates** are the identical files (sha1) that extraction recorded in the root attribute `duplicates`.
 """
 
 from __future__ import annotations
@@ -53,10 +55,11 @@ def near_duplicates(inputs: AuditInputs, config: AuditConfig, *, progress: bool 
     by_splits = Counter(f"{p['split_a']}-{p['split_b']}" for p in pairs)
     same_group = sum(1 for p in pairs if p["group_a"] and p["group_a"] == p["group_b"])
     near = len(found)
-    rule = ("hash within %d bits among the %d nearest embeddings" % (config.hash_max, config.neighbours)
-            if _hashes(inputs) is not None else
-            "embedding-only (no hashes in this cache): nearest distance <= %.2f x the %d-th nearest"
-            % (config.ratio_max, config.neighbours))
+    scale = f"distance relative to the {config.neighbours}th-nearest image in other splits"
+    rule = (f"hashes within {config.hash_max} bits and {scale} <= {config.ratio_loose:g}, or {scale} <= "
+            f"{config.ratio_max:g} and hashes within {config.hash_loose} bits"
+            if _hashes(inputs) is not None else f"embedding only (no hashes in this cache): {scale} <= "
+                                                 f"{config.ratio_max:g}")
     if pairs:
         where = ", ".join(f"{k} {v}" for k, v in sorted(by_splits.items()))
         message = (f"{near} near-duplicate and {len(exact)} exact-duplicate pair(s) across splits ({where}); "
@@ -77,22 +80,33 @@ def find_pairs(queries: np.ndarray, index: np.ndarray, sim: np.ndarray, *, phash
     neighbour's hash, is unknown is judged by the embedding-relative rule instead.
     """
     found: dict[tuple[int, int], tuple[int, int, float, int | None, str]] = {}
-    k = index.shape[1]
+    hashed_query = phash is not None
     for qi, q in enumerate(queries.tolist()):
         cands = index[qi]
-        if phash is not None and phash[q] != 0:
-            ok = cands >= 0
-            known = ok & (phash[np.maximum(cands, 0)] != 0)
-            bits = np.where(known, hamming(phash[q], phash[np.maximum(cands, 0)]), HASH_BITS + 1)
-            for j in np.flatnonzero(known & (bits <= config.hash_max)):
-                _add(found, q, int(cands[j]), float(sim[qi, j]), int(bits[j]), "phash+embedding")
-            if known[0] or not ok[0]:
-                continue  # the nearest neighbour was judged by its hash: no embedding-only fallback
-        if k >= 2 and np.isfinite(sim[qi, -1]) and cands[0] >= 0:
-            nearest, reference = 1.0 - float(sim[qi, 0]), 1.0 - float(sim[qi, -1])
-            if nearest <= config.ratio_max * reference:
-                _add(found, q, int(cands[0]), float(sim[qi, 0]), None, "embedding")
+        if len(cands) < 2 or cands[0] < 0 or not np.isfinite(sim[qi, -1]):
+            continue  # fewer candidates than the reference neighbour: no relative scale
+        ratio = (1.0 - sim[qi].astype(np.float64)) / max(1.0 - float(sim[qi, -1]), 1e-12)
+        bits = np.full(len(cands), -1, dtype=np.int64)
+        if hashed_query and phash[q] != 0:
+            safe = np.maximum(cands, 0)
+            known = (cands >= 0) & (phash[safe] != 0)
+            bits = np.where(known, hamming(phash[q], phash[safe]), -1).astype(np.int64)
+        for j in range(len(cands) - 1):  # the last candidate is the reference itself
+            if cands[j] < 0:
+                break
+            method = _rule(int(bits[j]), float(ratio[j]), config)
+            if method:
+                _add(found, q, int(cands[j]), float(sim[qi, j]), int(bits[j]) if bits[j] >= 0 else None, method)
     return sorted(found.values(), key=lambda p: (p[3] if p[3] is not None else HASH_BITS, -p[2]))
+
+
+def _rule(bits: int, ratio: float, config: AuditConfig) -> str | None:
+    """The module docstring's rule for one candidate (`bits` -1 when a hash is unknown)."""
+    if 0 <= bits <= config.hash_max and ratio <= config.ratio_loose:
+        return "phash"
+    if ratio <= config.ratio_max and bits <= config.hash_loose:
+        return "embedding" if bits < 0 else "embedding+phash"
+    return None
 
 
 def exact_pairs(inputs: AuditInputs) -> list[dict]:
