@@ -52,8 +52,8 @@ def test_power(inputs: AuditInputs, reference: Reference | str, config: AuditCon
     n_pos = int(y.sum())
     size = f"test set of {len(y)} ({len(y) - n_pos} {inputs.classes[0]} / {n_pos} {inputs.classes[1]})"
     if mdd is None:
-        detect = (f"no AUROC difference reaches 80% power (reference AUROC {reference.test_auroc:.3f}: too close "
-                  "to chance to compare models)")
+        detect = (f"no AUROC difference reaches 80% power at this size (reference AUROC {reference.test_auroc:.3f}); "
+                  "this test set cannot rank models")
     else:
         detect = f"a paired DeLong test detects an AUROC difference of {mdd:.3f} with 80% power"
     message = (f"{size}: AUROC +-{half['auroc']:.3f}, accuracy +-{half['accuracy']:.3f}; {detect} "

@@ -1,8 +1,11 @@
 """Label-shuffle floor: the reference head retrained on shuffled train labels should score chance on test.
 
-A floor far from 0.5 means the features or the pipeline carry the test labels some other way: a bug (labels or
-ids leaking into features, rows misaligned) or leakage. The chance band comes from permuting the *test* labels
-against the floor's own scores, so it is exact for the test split's size and class balance.
+A floor far from 0.5 means the pipeline carries the labels some other way than through what the head learned:
+a bug (labels not really shuffled, labels or ids leaking into the rows, an evaluation that peeks). One shuffled
+head can land well away from 0.5 when the features are informative (its random direction may align with the
+signal), so the check tests the *mean* of R repeats against chance, with the larger of two spreads: the
+permutation spread of one head's test AUROC (exact for the test split's size and balance) and the spread
+observed between the repeats.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from headstart.studies.audit.result import CheckResult, skipped
 
 NAME = "label_shuffle"
 NULL_PERMUTATIONS = 200  # test-label permutations behind the chance band
-Z_MEAN, Z_ANY = 3.0, 4.0  # flag: mean of R floors beyond 3 sd/sqrt(R) of chance, or any one beyond 4 sd
+Z_MEAN = 3.0  # flag: the mean of R floors more than 3 standard errors from 0.5
 
 
 def label_shuffle(inputs: AuditInputs, reference: Reference | str, config: AuditConfig) -> CheckResult:
@@ -33,24 +36,29 @@ def label_shuffle(inputs: AuditInputs, reference: Reference | str, config: Audit
     floors, last = [], None
     for _ in range(config.shuffle_repeats):
         head = LogRegHead(C=reference.fitted.C, class_weight="balanced", max_iter=config.max_iter)
-        head.fit(x[reference.train], rng.permutation(y_train))
+        head.fit(x[reference.train], shuffled(y_train, rng))
         last = predict_proba(head, x[reference.test], n_classes=n_classes)
         floors.append(auroc(y_test, last))
     floors_arr = np.asarray(floors)
     null = batch_ranking(y_test, np.stack([last[rng.permutation(len(y_test))] for _ in range(NULL_PERMUTATIONS)]))
     sd = float(np.nanstd(null["auroc"]))
+    spread = float(np.nanstd(floors_arr, ddof=1)) if len(floors) > 1 else 0.0
     mean = float(np.nanmean(floors_arr))
-    center = 0.5
-    far_mean = abs(mean - center) > Z_MEAN * sd / np.sqrt(len(floors))
-    far_any = bool(np.any(np.abs(floors_arr - center) > Z_ANY * sd))
-    flagged = bool(far_mean or far_any)
-    band = f"chance band 0.50 +- {2 * sd:.2f}"
+    standard_error = max(sd, spread) / np.sqrt(len(floors))
+    flagged = bool(abs(mean - 0.5) > Z_MEAN * standard_error)
+    band = f"chance 0.50 +- {Z_MEAN * standard_error:.2f}"
     text = ", ".join(f"{v:.2f}" for v in floors)
     if flagged:
         message = (f"heads trained on shuffled labels score test AUROC {mean:.2f} ({text}; {band}): far from chance, "
                    "look for a bug or leakage")
     else:
         message = f"shuffled-label floor at chance: test AUROC {mean:.2f} over {len(floors)} repeats ({band})"
-    data = {"auroc_mean": mean, "aurocs": floors, "null_sd": sd, "repeats": len(floors), "C": reference.fitted.C,
+    data = {"auroc_mean": mean, "aurocs": floors, "null_sd": sd, "repeat_sd": spread, "repeats": len(floors),
+            "standard_error": standard_error, "C": reference.fitted.C,
             "real_auroc": reference.test_auroc}
     return CheckResult(NAME, flagged, message, data)
+
+
+def shuffled(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The train labels in random order (one function, so a test can stand in a broken shuffle)."""
+    return rng.permutation(labels)
