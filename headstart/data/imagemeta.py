@@ -17,7 +17,6 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image
-from scipy.fft import dctn
 
 # field -> storage kind. "str": UTF-8 variable-length strings; "int": int64; "float": float64; "uint64": the hash.
 META_FIELDS: dict[str, str] = {
@@ -39,7 +38,8 @@ NUMPY_DTYPES = {"int": np.int64, "str": object, "float": np.float64, "uint64": n
 
 HASH_SIZE = 8  # 8 x 8 low-frequency DCT coefficients -> 64 bits
 HASH_INPUT = 32  # the image is reduced to 32 x 32 before the DCT (4x oversampling of the kept frequencies)
-_LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601, as PIL's convert("L"), but without rounding to 8 bits
+_DCT_LOW = (np.sqrt(2.0 / HASH_INPUT) * np.cos(np.pi * np.outer(np.arange(HASH_SIZE), 2 * np.arange(HASH_INPUT) + 1)
+                                               / (2 * HASH_INPUT)) * np.r_[np.sqrt(0.5), np.ones(HASH_SIZE - 1)][:, None])
 _BITS = {"1": 1, "I": 32, "F": 32}  # bits per sample of PIL modes that are not 8-bit per channel
 
 
@@ -91,12 +91,13 @@ def perceptual_hash(img: Image.Image) -> int:
     per coefficient above their median. Bit 63 is coefficient (0, 0).
 
     Re-encoding, mild resizing and brightness changes move few bits; different images differ in about half.
-    The reduction uses a box filter (an area average), which is what makes a draft-decoded JPEG hash like its
-    full decode. Cost: well under a millisecond on an already decoded image.
+    The reduction is a box filter (an area average), which is what makes a draft-decoded JPEG hash like its
+    full decode. Cost: about 0.2 ms on a decoded 224 px image (a quarter of its decode time).
     """
-    small = np.asarray(img.convert("RGB").resize((HASH_INPUT, HASH_INPUT), Image.Resampling.BOX), dtype=np.float64)
-    gray = small @ _LUMA
-    low = dctn(gray, type=2, norm="ortho")[:HASH_SIZE, :HASH_SIZE]
+    # One BOX resize of the whole image (not reduce() by an integer factor first: a 90% copy then lands on another
+    # factor and its hash moved up to 14 bits instead of 2). Grayscale first: a third of the pixels to average.
+    gray = np.asarray(img.convert("L").resize((HASH_INPUT, HASH_INPUT), Image.Resampling.BOX), dtype=np.float64)
+    low = _DCT_LOW @ gray @ _DCT_LOW.T  # = scipy.fft.dctn(gray, norm="ortho")[:8, :8], without its call overhead
     bits = (low > np.median(low)).ravel()
     return int.from_bytes(np.packbits(bits).tobytes(), "big")
 

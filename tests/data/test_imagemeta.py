@@ -116,6 +116,15 @@ def test_phash_of_phantom_copies_and_distinct_phantoms():
     assert np.median(distinct) >= 12
 
 
+def test_phash_is_the_orthonormal_dct_of_the_32px_image():
+    from scipy.fft import dctn
+
+    from headstart.data import imagemeta
+
+    gray = np.random.default_rng(0).uniform(0, 255, (32, 32))
+    assert np.allclose(imagemeta._DCT_LOW @ gray @ imagemeta._DCT_LOW.T, dctn(gray, type=2, norm="ortho")[:8, :8])
+
+
 def test_phash_differs_for_different_images():
     hashes = np.array([perceptual_hash(Image.fromarray(_smooth_image(s), mode="L")) for s in range(20)],
                       dtype=np.uint64)
