@@ -32,7 +32,8 @@ from headstart.cache.meta import write_meta
 from headstart.data.imagemeta import ImageMeta, meta_columns
 
 DATA = Path(os.environ.get("HEADSTART_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
-PREPROCESSING = {"input_size": 224, "resize_size": 256, "mean": [0.5] * 3, "std": [0.25] * 3, "interpolation": "bilinear"}
+PREPROCESSING = {"input_size": 224, "resize_size": 256, "mean": [0.5] * 3, "std": [0.25] * 3,
+                 "interpolation": "bilinear"}
 N_COPIES = 50
 BATCH = 8192
 

@@ -29,7 +29,7 @@ META_FIELDS: dict[str, str] = {
     "view_position": "str",  # DICOM ViewPosition (PA, AP, LL, ...); "" elsewhere
     "manufacturer": "str",  # DICOM Manufacturer
     "photometric": "str",  # DICOM PhotometricInterpretation (MONOCHROME1/2, RGB, ...)
-    "pixel_spacing_y": "float",  # mm per pixel along rows (DICOM PixelSpacing, else ImagerPixelSpacing); NaN if absent
+    "pixel_spacing_y": "float",  # mm per pixel along rows (DICOM PixelSpacing, else ImagerPixelSpacing); NaN: absent
     "pixel_spacing_x": "float",
     "phash": "uint64",  # 64-bit DCT perceptual hash of the decoded grayscale image (see `perceptual_hash`)
 }
@@ -38,8 +38,10 @@ NUMPY_DTYPES = {"int": np.int64, "str": object, "float": np.float64, "uint64": n
 
 HASH_SIZE = 8  # 8 x 8 low-frequency DCT coefficients -> 64 bits
 HASH_INPUT = 32  # the image is reduced to 32 x 32 before the DCT (4x oversampling of the kept frequencies)
-_DCT_LOW = (np.sqrt(2.0 / HASH_INPUT) * np.cos(np.pi * np.outer(np.arange(HASH_SIZE), 2 * np.arange(HASH_INPUT) + 1)
-                                               / (2 * HASH_INPUT)) * np.r_[np.sqrt(0.5), np.ones(HASH_SIZE - 1)][:, None])
+# The first 8 rows of the orthonormal 32-point DCT-II matrix: C[k, n] = sqrt(2/N) cos(pi (2n + 1) k / 2N), row 0 / sqrt 2
+_DCT_LOW = np.sqrt(2.0 / HASH_INPUT) * np.cos(
+    np.pi * np.outer(np.arange(HASH_SIZE), 2 * np.arange(HASH_INPUT) + 1) / (2 * HASH_INPUT))
+_DCT_LOW[0] /= np.sqrt(2.0)
 _BITS = {"1": 1, "I": 32, "F": 32}  # bits per sample of PIL modes that are not 8-bit per channel
 
 

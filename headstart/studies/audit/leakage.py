@@ -12,7 +12,7 @@ import numpy as np
 
 from headstart.data.types import SPLITS
 from headstart.studies.audit.inputs import AuditInputs
-from headstart.studies.audit.result import CheckResult, skipped
+from headstart.studies.audit.result import CheckResult, fmt_counts, skipped
 
 NAME = "patient_leakage"
 MAX_EXAMPLES = 20  # groups listed in the result; the counts cover all of them
@@ -59,9 +59,8 @@ def patient_leakage(inputs: AuditInputs) -> CheckResult:
     data = {"origin": origin, "n_groups": len(splits_of), "n_leaked": len(leaked), "n_images": n_images,
             "split_pairs": dict(pairs), "leaked": examples, "grouped_fraction": coverage}
     if leaked:
-        where = ", ".join(f"{k} {v}" for k, v in sorted(pairs.items()))
-        message = (f"{len(leaked)} of {len(splits_of)} patient groups span splits ({where}; {n_images} images), "
-                   f"e.g. {leaked[0]}; splits {origin}")
+        message = (f"{len(leaked)} of {len(splits_of)} patient groups span splits ({fmt_counts(pairs)}; "
+                   f"{n_images} images), e.g. {leaked[0]}; splits {origin}")
     else:
         message = f"no patient group spans two splits ({len(splits_of)} groups); splits {origin}"
     if coverage < 1.0:

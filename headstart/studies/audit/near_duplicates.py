@@ -27,7 +27,7 @@ from headstart.data.types import SPLITS
 from headstart.studies.audit.config import AuditConfig
 from headstart.studies.audit.inputs import AuditInputs
 from headstart.studies.audit.neighbours import cross_split_neighbours, unit_rows
-from headstart.studies.audit.result import CheckResult, skipped
+from headstart.studies.audit.result import CheckResult, fmt_counts, skipped
 
 NAME = "near_duplicates"
 HASH_BITS = 64
@@ -61,8 +61,8 @@ def near_duplicates(inputs: AuditInputs, config: AuditConfig, *, progress: bool 
             if _hashes(inputs) is not None else f"embedding only (no hashes in this cache): {scale} <= "
                                                  f"{config.ratio_max:g}")
     if pairs:
-        where = ", ".join(f"{k} {v}" for k, v in sorted(by_splits.items()))
-        message = (f"{near} near-duplicate and {len(exact)} exact-duplicate pair(s) across splits ({where}); "
+        message = (f"{near} near-duplicate and {len(exact)} exact-duplicate pair(s) across splits "
+                   f"({fmt_counts(by_splits)}); "
                    f"e.g. {pairs[0]['id_a']} ~ {pairs[0]['id_b']}")
     else:
         message = f"no near-duplicates across splits ({rule}); exact duplicates: {_exact_text(inputs, exact)}"

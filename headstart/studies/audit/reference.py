@@ -13,7 +13,9 @@ import numpy as np
 
 from headstart.evaluation.thresholds import choose_threshold
 from headstart.studies.audit.config import AuditConfig
-from headstart.studies.audit.fit import Fitted, auroc, predict_proba, select_logreg, stratified_subsample, why_not_fittable
+from headstart.studies.audit.fit import (
+    Fitted, auroc, predict_proba, select_logreg, stratified_subsample, why_not_fittable,
+)
 from headstart.studies.audit.inputs import AuditInputs
 
 log = logging.getLogger(__name__)

@@ -47,6 +47,11 @@ def jsonable(value):
     return value
 
 
+def fmt_counts(counts: dict) -> str:
+    """'train-test 3, val-test 1' (keys sorted)."""
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
 def fmt_ci(value: float, ci) -> str:
     """'0.91 [0.88, 0.94]'."""
     return f"{value:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
