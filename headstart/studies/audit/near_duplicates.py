@@ -62,8 +62,7 @@ def near_duplicates(inputs: AuditInputs, config: AuditConfig, *, progress: bool 
                                                  f"{config.ratio_max:g}")
     if pairs:
         message = (f"{near} near-duplicate and {len(exact)} exact-duplicate pair(s) across splits "
-                   f"({fmt_counts(by_splits)}); "
-                   f"e.g. {pairs[0]['id_a']} ~ {pairs[0]['id_b']}")
+                   f"({fmt_counts(by_splits)}); e.g. {pairs[0]['id_a']} ~ {pairs[0]['id_b']}")
     else:
         message = f"no near-duplicates across splits ({rule}); exact duplicates: {_exact_text(inputs, exact)}"
     data = {"pairs": pairs, "n_pairs": len(pairs), "n_near": near, "n_exact": len(exact),
@@ -76,18 +75,17 @@ def find_pairs(queries: np.ndarray, index: np.ndarray, sim: np.ndarray, *, phash
     """Apply the module's rule to each query's neighbours (from `cross_split_neighbours`), best pairs first:
     (row_a, row_b, cosine, hash bits or None, method).
 
-    `phash` is (N,) uint64 with 0 where a row's hash is unknown; a query whose own hash, or whose nearest
-    neighbour's hash, is unknown is judged by the embedding-relative rule instead.
+    `phash` is (N,) uint64 with 0 where a row's hash is unknown (or None: no hashes at all); a candidate whose
+    hash or whose query's hash is unknown is judged by the distance ratio alone.
     """
     found: dict[tuple[int, int], tuple[int, int, float, int | None, str]] = {}
-    hashed_query = phash is not None
     for qi, q in enumerate(queries.tolist()):
         cands = index[qi]
         if len(cands) < 2 or cands[0] < 0 or not np.isfinite(sim[qi, -1]):
             continue  # fewer candidates than the reference neighbour: no relative scale
         ratio = (1.0 - sim[qi].astype(np.float64)) / max(1.0 - float(sim[qi, -1]), 1e-12)
         bits = np.full(len(cands), -1, dtype=np.int64)
-        if hashed_query and phash[q] != 0:
+        if phash is not None and phash[q] != 0:
             safe = np.maximum(cands, 0)
             known = (cands >= 0) & (phash[safe] != 0)
             bits = np.where(known, hamming(phash[q], phash[safe]), -1).astype(np.int64)
