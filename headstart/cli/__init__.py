@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "finetune": "headstart.cli.finetune:finetune",
     "compare": "headstart.cli.compare:compare",
     "demo": "headstart.cli.demo:demo",
+    "audit": "headstart.cli.audit:audit",
 }
 
 

@@ -1,7 +1,8 @@
 """Decode one image file (JPEG, PNG, TIFF, ..., DICOM) into an 8-bit RGB PIL image.
 
 Every backbone takes 3-channel 8-bit input, so every mode a medical image set throws at us is normalised here,
-once, in one place: extraction and fine-tuning both decode through `decode_image`.
+once, in one place: extraction and fine-tuning both decode through `decode_image`. `decode_with_meta` is the
+same decode that also returns the image's stored size, format and perceptual hash (see `imagemeta`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
+from headstart.data.imagemeta import ImageMeta, meta_from_dicom, meta_from_pil, pil_header
 from headstart.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -41,21 +43,36 @@ def decode_image(path: str | os.PathLike, *, min_size: int | None = None) -> Ima
     resized to 256 anyway then costs a fraction of a full decode. Raises DataError naming the file when the
     file is empty, truncated, corrupt or a decompression bomb.
     """
+    return _decode(path, min_size=min_size, capture=False)[0]
+
+
+def decode_with_meta(path: str | os.PathLike, *, min_size: int | None = None) -> tuple[Image.Image, ImageMeta]:
+    """`decode_image` plus the image's `ImageMeta`: stored size (read before any draft decode), mode, bit depth,
+    file size, format, DICOM tags, and the perceptual hash of the decoded pixels. Same decode, same errors."""
+    img, meta = _decode(path, min_size=min_size, capture=True)
+    assert meta is not None  # capture=True always fills it
+    return img, meta
+
+
+def _decode(path: str | os.PathLike, *, min_size: int | None, capture: bool) -> tuple[Image.Image, ImageMeta | None]:
+    """The one decode path; with `capture` it also returns the metadata (the hash costs well under 1 ms)."""
     path = os.fspath(path)
     if path.lower().endswith(DICOM_SUFFIXES):
-        return decode_dicom(path)
+        return _decode_dicom(path, capture=capture)
     try:
-        if os.path.getsize(path) == 0:
+        file_size = os.path.getsize(path)
+        if file_size == 0:
             raise DataError(f"{path}: cannot decode image (empty file, 0 bytes)")
         # A decompression bomb is refused rather than decoded: PIL only warns between 1x and 2x the limit.
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
+                header = pil_header(img) if capture else None  # before draft() shrinks the size
                 if min_size and img.format == "JPEG":
                     img.draft(img.mode, (min_size, min_size))  # keeps both sides >= min_size
                 img.load()  # inside the try: truncation only shows up when the pixels are read
-                img = ImageOps.exif_transpose(img)
-                return to_rgb(img)
+                img = to_rgb(ImageOps.exif_transpose(img))
+                return img, (meta_from_pil(header, img, file_size=file_size) if header else None)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(
             f"{path}: refusing to decode a possible decompression bomb ({exc}); "
@@ -67,7 +84,7 @@ def decode_image(path: str | os.PathLike, *, min_size: int | None = None) -> Ima
         raise
     except Image.UnidentifiedImageError:
         if is_dicom(path):  # DICOM without a .dcm suffix
-            return decode_dicom(path)
+            return _decode_dicom(path, capture=capture)
         raise DataError(f"{path}: cannot decode image (not a recognised image format)") from None
     except Exception as exc:  # PIL's decoders raise many types (OSError, SyntaxError, ValueError, ...) on bad bytes
         raise DataError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from None
@@ -117,7 +134,10 @@ def decode_dicom(path: str | os.PathLike) -> Image.Image:
     Applies the modality rescale (slope/intercept) and the stored VOI window or LUT, inverts MONOCHROME1
     (where high values are dark) and scales to 8 bits. Multi-frame files give their first frame.
     """
-    path = os.fspath(path)
+    return _decode_dicom(os.fspath(path), capture=False)[0]
+
+
+def _decode_dicom(path: str, *, capture: bool) -> tuple[Image.Image, ImageMeta | None]:
     try:
         import pydicom
     except ImportError:
@@ -141,10 +161,12 @@ def decode_dicom(path: str | os.PathLike) -> Image.Image:
         out = scale_to_uint8(np.asarray(arr, dtype=np.float64))
         if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
             out = 255 - out
-        return Image.fromarray(out, mode="L").convert("RGB")
-    if arr.ndim == 4:
-        arr = arr[0]
-    return Image.fromarray(scale_to_uint8(arr).reshape(arr.shape[0], arr.shape[1], -1)[..., :3], mode="RGB")
+        img = Image.fromarray(out, mode="L").convert("RGB")
+    else:
+        if arr.ndim == 4:
+            arr = arr[0]
+        img = Image.fromarray(scale_to_uint8(arr).reshape(arr.shape[0], arr.shape[1], -1)[..., :3], mode="RGB")
+    return img, (meta_from_dicom(ds, img, file_size=os.path.getsize(path)) if capture else None)
 
 
 def _dicom_lut_functions():

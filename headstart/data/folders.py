@@ -14,7 +14,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from headstart.data.decode import decode_image, is_dicom
+from headstart.data.decode import decode_image, decode_with_meta, is_dicom
+from headstart.data.imagemeta import ImageMeta
 from headstart.data.groups import group_from_name
 from headstart.data.types import SPLITS, Sample
 from headstart.errors import DataError
@@ -38,6 +39,10 @@ class FileSource:
     def load(self, sample: Sample, *, min_size: int | None = None) -> Image.Image:
         """Decode one sample as RGB; `min_size` lets large JPEGs decode at reduced scale (see decode_image)."""
         return decode_image(sample.path, min_size=min_size)
+
+    def load_with_meta(self, sample: Sample, *, min_size: int | None = None) -> tuple[Image.Image, ImageMeta]:
+        """`load` plus the file's metadata and perceptual hash, from the same decode."""
+        return decode_with_meta(sample.path, min_size=min_size)
 
     def raw_bytes(self, sample: Sample) -> bytes:
         """The stored bytes, for content hashing (duplicate detection)."""

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from headstart.data.decode import scale_to_uint8
+from headstart.data.imagemeta import ImageMeta, meta_from_array
 from headstart.data.types import SPLITS, Sample
 from headstart.errors import DataError
 
@@ -34,6 +35,11 @@ class NpzSource:
         if row.ndim == 2:
             return Image.fromarray(row, mode="L").convert("RGB")
         return Image.fromarray(np.ascontiguousarray(row[..., :3]), mode="RGB")
+
+    def load_with_meta(self, sample: Sample, *, min_size: int | None = None) -> tuple[Image.Image, ImageMeta]:
+        """`load` plus the row's shape, dtype and perceptual hash."""
+        img = self.load(sample)
+        return img, meta_from_array(self._row(sample), img)
 
     def raw_bytes(self, sample: Sample) -> bytes:
         return np.ascontiguousarray(self._row(sample)).tobytes()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from PIL import Image
+
+if TYPE_CHECKING:
+    from headstart.data.imagemeta import ImageMeta
 
 SPLITS = ("train", "val", "test")
 
@@ -51,6 +54,10 @@ class ImageSource(Protocol):
         `min_size` lets large JPEGs decode at reduced scale (PIL draft mode) while the shorter side stays
         >= min_size; sources without a cheaper path ignore it.
         """
+        ...
+
+    def load_with_meta(self, sample: Sample, *, min_size: int | None = None) -> tuple[Image.Image, "ImageMeta"]:
+        """`load` plus the sample's `headstart.data.imagemeta.ImageMeta`, from the same decode."""
         ...
 
 

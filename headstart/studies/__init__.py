@@ -1,0 +1,1 @@
+"""Questions asked of a cache, built only from the stages' public functions (`audit`: shortcuts and leakage)."""
