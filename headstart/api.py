@@ -27,9 +27,10 @@ if TYPE_CHECKING:
     from headstart.extract.runner import ExtractResult
     from headstart.finetune.config import FinetuneConfig
     from headstart.heads.runner import HeadsConfig
+    from headstart.studies.audit import AuditReport
 
 __all__ = ["load_runs", "open_cache", "run_compare", "run_demo", "run_extract", "run_finetune", "run_heads",
-           "verify_cache"]
+           "run_audit", "verify_cache"]
 
 SPLIT_OPTIONS = ("val_fraction", "test_fraction", "group_pattern")  # SplitConfig fields besides the seed
 
@@ -136,6 +137,15 @@ def run_demo(output: str | Path = "demo-out", *, weights: str = "imagenet", quic
 
     config = DemoConfig.quick(weights=weights) if quick else DemoConfig(weights=weights)
     return demo(output=output, config=config)
+
+
+def run_audit(cache: str | Path, *, feature_set: str | None = None, seed: int = 0, shuffle_repeats: int = 5,
+              on_result: Callable | None = None) -> AuditReport:
+    """`headstart audit`: shortcut and leakage checks on CACHE; `on_result(check)` sees each check as it ends."""
+    from headstart.studies.audit import AuditConfig, run_audit as audit
+
+    config = AuditConfig(feature_set=feature_set, seed=seed, shuffle_repeats=shuffle_repeats)
+    return audit(str(cache), config=config, on_result=on_result)
 
 
 # --- keywords or a config, never both -----------------------------------------------------------------------

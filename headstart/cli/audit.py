@@ -31,13 +31,13 @@ def audit(ctx: click.Context, cache_path: str, feature_set: str | None, as_json:
 
     Re-splitting near-duplicate groups (--fix) is not available yet.
     """
-    from headstart.studies.audit import AuditConfig, run_audit
+    from headstart.api import run_audit
     from headstart.studies.audit.render import write_audit
 
     if output_dir is not None and Path(output_dir).exists() and not Path(output_dir).is_dir():
         raise click.UsageError(f"-o {output_dir} is a file; expected a folder to write audit.md/.html/.json into")
-    config = AuditConfig(feature_set=feature_set, seed=seed, shuffle_repeats=shuffle_repeats)
-    report = run_audit(cache_path, config=config, on_result=lambda check: click.echo(check.line(), err=as_json))
+    report = run_audit(cache_path, feature_set=feature_set, seed=seed, shuffle_repeats=shuffle_repeats,
+                       on_result=lambda check: click.echo(check.line(), err=as_json))
     if output_dir is not None:
         written = write_audit(report, output_dir)
         click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)

@@ -18,7 +18,7 @@ from scipy import stats
 from scipy.stats import rankdata
 
 from headstart.evaluation.bootstrap import bootstrap_ci, stratified_indices
-from headstart.evaluation.metrics import batch_auroc
+from headstart.evaluation.metrics import batch_auroc_auprc
 from headstart.evaluation.paired import delong_test
 from headstart.studies.audit.config import AuditConfig
 from headstart.studies.audit.inputs import AuditInputs
@@ -71,7 +71,7 @@ def min_detectable_difference(y: np.ndarray, scores: np.ndarray, *, rho: float, 
     """Smallest AUROC gain with power >= 0.8 at alpha 0.05 (see the module docstring); None if none reaches it."""
     y = np.asarray(y, dtype=np.int64)
     z = stats.norm.ppf((rankdata(scores) - 0.5) / len(scores))
-    base = float(batch_auroc(y == 1, z[None])[0])
+    base = float(batch_auroc_auprc(y == 1, z[None])[0][0])
     sign = -1.0 if base - 0.5 > 1.0 - base else 1.0  # simulate a worse model B when there is more room below
     room = (base - 0.5 if sign < 0 else 1.0 - base) - 1e-3
     if room <= 0:
@@ -109,5 +109,5 @@ def _shift_curve(z: np.ndarray, y: np.ndarray, *, rho: float, seed: int) -> tupl
     zz, yy = np.tile(z, reps), np.tile(y, reps) == 1
     base = rho * zz + np.sqrt(1.0 - rho * rho) * rng.standard_normal(zz.size)
     shifts = np.concatenate([np.linspace(-3.0, 3.0, SHIFT_GRID - 8), np.linspace(3.5, 10.0, 8)])
-    values = batch_auroc(yy, base[None, :] + shifts[:, None] * yy[None, :])
+    values = batch_auroc_auprc(yy, base[None, :] + shifts[:, None] * yy[None, :])[0]
     return np.maximum.accumulate(values), shifts
