@@ -1,7 +1,7 @@
 """The fine-tune contrast: train a backbone + head end to end on the same splits, metrics and timers as heads.
 
 `run_finetune` runs the phases of torchvision's classification reference, each a function here: `setup` (data,
-model, loaders, optimizer), `resume` (state from the last checkpoint, or a fresh one), `train_epochs`
+model, loaders, optimizer), `resume_state` (from the last checkpoint; else `fresh_state`), `train_epochs`
 (`train_one_epoch`, then the val pass of `evaluate_split`, then a checkpoint, per epoch) and `finish` (the best
 epoch's weights, then `evaluation.finish.finish_run`, which finishes a cached head too). One checkpoint dict per
 file; resume continues at `epoch + 1`. Distributed training plugs in at one seam,
