@@ -6,6 +6,7 @@ import click
 
 from headstart.cli import Command
 from headstart.cli.options import device_option, image_size_option, precision_option, split_options, weights_option
+from headstart.finetune.config import FREEZE_MODES
 
 
 @click.command(cls=Command)
@@ -20,7 +21,7 @@ from headstart.cli.options import device_option, image_size_option, precision_op
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Images per step on each process; under torchrun the global batch is nproc x this "
                    "(torchvision's reference convention).")
-@click.option("--freeze", type=click.Choice(["none", "partial", "backbone"]), default="none", show_default=True,
+@click.option("--freeze", type=click.Choice(FREEZE_MODES), default="none", show_default=True,
               help="none: train everything; partial: last stage + head; backbone: head only, BatchNorm frozen.")
 @image_size_option
 @precision_option(cuda_auto="bf16 autocast (fp16 with a GradScaler on cards without bf16)")

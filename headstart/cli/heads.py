@@ -6,9 +6,9 @@ import click
 
 from headstart.cli import Command
 from headstart.cli.options import device_option
+from headstart.data.balance import CLASS_WEIGHTS
 from headstart.evaluation import SELECT_METRICS
-from headstart.heads import HEADS
-
+from headstart.heads import HEADS, SWEEP_NAMES
 
 
 @click.command(cls=Command)
@@ -19,7 +19,7 @@ from headstart.heads import HEADS
               help="Feature set in CACHE (repeat for several; default: every complete set).")
 @click.option("--head", "heads", multiple=True, type=click.Choice(HEADS),
               help="Head to sweep (repeat for several; default: all four).")
-@click.option("--sweep", type=click.Choice(["quick", "default"]), default="default", show_default=True,
+@click.option("--sweep", type=click.Choice(SWEEP_NAMES), default="default", show_default=True,
               help="Named hyperparameter grid (see the README).")
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Seeds 0..N-1; the summary shows mean ± std over them.")
@@ -28,7 +28,7 @@ from headstart.heads import HEADS
 @click.option("--threshold-rule", default="youden", show_default=True,
               help="How the binary decision threshold is chosen on val and frozen for test: youden, f1, "
                    "sensitivity:X, specificity:X or fixed:T.")
-@click.option("--class-weight", type=click.Choice(["balanced", "none"]), default="balanced", show_default=True,
+@click.option("--class-weight", type=click.Choice(CLASS_WEIGHTS), default="balanced", show_default=True,
               help="balanced: weight the loss (kNN: the votes) by inverse class frequency.")
 @device_option
 @click.option("--n-boot", type=click.IntRange(min=1), default=1000, show_default=True,

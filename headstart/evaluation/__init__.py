@@ -3,6 +3,8 @@
 metrics     compute_metrics and the batch kernels (AUROC/AUPRC by one sort, confusion-based rates)
 bootstrap   stratified percentile intervals over all resamples at once; evaluate() = one record split
 thresholds  decision thresholds chosen on validation (youden, f1, sensitivity:X, specificity:X, fixed:T)
+selection   the val score that picks a head's config or a fine-tune's epoch, and the pick
+finish      finish_run: threshold on val, val + test metrics with intervals, the record; for every strategy
 paired      DeLong (AUROC) and McNemar (accuracy) tests on the same test images
 records     RunRecord and RUNS/<run_id>/record.json (strict, deterministic, atomic)
 timing      Timer with CUDA synchronisation, peak memory

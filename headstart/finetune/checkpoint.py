@@ -8,10 +8,12 @@ and names the keys.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +81,21 @@ def restore_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextlib.contextmanager
+def preserved_rng_state() -> Iterator[None]:
+    """Run a block that seeds and draws from the process's RNGs, then put every one back as it was.
+
+    A fine-tune must use the global generators: dropout draws from torch's, and a checkpoint captures them all
+    so that a resumed run continues the same streams. Restoring them afterwards (also on error) leaves the
+    caller's random streams as they were, as `torch.random.fork_rng` does for torch alone.
+    """
+    saved = capture_rng_state()
+    try:
+        yield
+    finally:
+        restore_rng_state(saved)
 
 
 def content_digest(obj) -> str:

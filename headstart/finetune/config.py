@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from headstart.data.balance import CLASS_WEIGHTS
 from headstart.errors import ConfigError
+from headstart.evaluation import SELECT_METRICS as EVALUATION_SELECT_METRICS
 from headstart.precision import PRECISIONS
 
 FREEZE_MODES = ("none", "partial", "backbone")
-CLASS_WEIGHTS = ("balanced", "none")
-SELECT_METRICS = ("auroc", "accuracy", "loss")
+# What may pick the best epoch: every metric that selects a head's config, scored on the epoch's val predictions
+# the same way (evaluation.selection), plus the class-weighted val loss that only a trained-in-epochs run has.
+SELECT_METRICS = (*EVALUATION_SELECT_METRICS, "loss")
 
 # Keys that may change between a run and its `--resume` without changing what is computed: where it runs and
 # how patiently it waits. Every other key is part of the checkpoint fingerprint.
@@ -53,7 +56,7 @@ class FinetuneConfig:
     workers: int | None = None  # decode processes; None: none on CPU, sized to the machine on GPU (train.loader_workers)
     warmup_epochs: float = 1.0  # linear warmup length; protects pretrained weights from the head's first big steps
     patience: int = 3  # stop after this many epochs without a better val metric; 0 disables early stopping
-    select_metric: str = "auroc"  # val metric that picks the best epoch (loss: lower is better)
+    select_metric: str = "auroc"  # val metric that picks the best epoch (see SELECT_METRICS; loss: lower is better)
     threshold_rule: str = "youden"  # how the decision threshold is chosen on val, then frozen for test
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # train split only, never val or test
     class_weight: str = "balanced"  # balanced: loss weights n/(k*n_c), as the cached heads use; none: plain CE
@@ -69,7 +72,7 @@ class FinetuneConfig:
         checks = [
             (self.freeze in FREEZE_MODES, f"--freeze {self.freeze!r} is invalid; expected one of {', '.join(FREEZE_MODES)}"),
             (self.precision in PRECISIONS, f"--precision {self.precision!r} is invalid; expected one of {', '.join(PRECISIONS)}"),
-            (self.class_weight in CLASS_WEIGHTS, f"class_weight {self.class_weight!r} is invalid; expected balanced or none"),
+            (self.class_weight in CLASS_WEIGHTS, f"class_weight {self.class_weight!r} is invalid; expected one of {', '.join(CLASS_WEIGHTS)}"),
             (self.select_metric in SELECT_METRICS, f"select_metric {self.select_metric!r} is invalid; expected one of {', '.join(SELECT_METRICS)}"),
             (self.epochs >= 1, f"--epochs {self.epochs} is invalid; expected at least 1"),
             (self.batch_size >= 1, f"--batch-size {self.batch_size} is invalid; expected a positive integer"),

@@ -6,8 +6,9 @@ so `headstart heads --help` need not load torch.
 
 from headstart.lazy import lazy_exports
 
-# The head kinds, free of imports so `headstart heads --help` need not load torch.
+# The head kinds and the named sweep grids, free of imports so `headstart heads --help` need not load torch.
 HEADS = ("logreg", "linear", "mlp", "knn")
+SWEEP_NAMES = ("quick", "default")  # heads.sweep.SWEEPS holds one grid per name, built from this tuple
 
 _EXPORTS = {
     "LogRegHead": "headstart.heads.logreg",

@@ -7,39 +7,37 @@ For each feature set x head x seed:
 3. choose the decision threshold on val with `threshold_rule` and freeze it;
 4. evaluate on test exactly once, with bootstrap intervals, and write one run record.
 With an empty val split, steps 2-3 use out-of-fold predictions of a 5-fold (grouped where patients are known)
-stratified cross-validation on train, and the selected config is refitted on all of train.
+stratified cross-validation on train, and the selected config is refitted on all of train (heads.fitting).
+Steps 3-4 are `evaluation.finish.finish_run`, the same code that finishes a fine-tune.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from tqdm.auto import tqdm
 
 from headstart.cache.reader import FeatureCache
+from headstart.data.balance import class_weight_mode
 from headstart.device import resolve_device
 from headstart.errors import CacheError, ConfigError, DataError
 from headstart.evaluation import SELECT_METRICS
-from headstart.evaluation.bootstrap import evaluate
-from headstart.evaluation.metrics import compute_metrics
-from headstart.evaluation.records import RunRecord, make_run_id, write_record
-from headstart.evaluation.thresholds import choose_threshold, parse_threshold_rule
-from headstart.evaluation.timing import Timer, describe_device, peak_memory_mb, reset_peak_memory
-from headstart.heads.batched import train_batched
-from headstart.heads.knn import KNNHead, knn_sweep
-from headstart.heads.logreg import LogRegHead, fit_logreg_path
-from headstart.heads.sweep import HEADS, SWEEPS, SweepGrid, get_sweep, torch_configs
-from headstart.heads.torch_heads import LinearHead, MLPHead
+from headstart.evaluation.finish import FinalEvaluation, RunOutline, SplitPredictions, finish_run
+from headstart.evaluation.records import RunRecord, make_run_id
+from headstart.evaluation.selection import best_index, val_score
+from headstart.evaluation.thresholds import parse_threshold_rule
+from headstart.evaluation.timing import Timer, reset_peak_memory
+from headstart.heads import HEADS, SWEEP_NAMES
+from headstart.heads.fitting import Candidate, FitSettings, Rows, Sweep, full_proba, refit, run_sweep
+from headstart.heads.sweep import get_sweep
 
 log = logging.getLogger(__name__)
 
-CV_FOLDS = 5  # folds of the cross-validation that replaces an empty val split
 _DETERMINISTIC = ("logreg", "knn")  # heads whose fit ignores the seed: one sweep serves every seed
+_TORCH_HEADS = ("linear", "mlp")  # heads that train on `device`; the others fit on the CPU
 
 
 @dataclass
@@ -63,10 +61,9 @@ class HeadsConfig:
             raise ConfigError(f"unknown head {', '.join(unknown) or '(none given)'}; expected one or more of {', '.join(HEADS)}")
         if self.select_metric not in SELECT_METRICS:
             raise ConfigError(f"unknown select metric {self.select_metric!r}; expected one of {', '.join(SELECT_METRICS)}")
-        if self.sweep not in SWEEPS:
-            raise ConfigError(f"unknown sweep {self.sweep!r}; expected one of {', '.join(SWEEPS)}")
-        if self.class_weight not in ("balanced", "none"):
-            raise ConfigError(f"class weight {self.class_weight!r} is not valid; expected balanced or none")
+        if self.sweep not in SWEEP_NAMES:
+            raise ConfigError(f"unknown sweep {self.sweep!r}; expected one of {', '.join(SWEEP_NAMES)}")
+        class_weight_mode(self.class_weight)
         if self.seeds < 1:
             raise ConfigError(f"seeds is {self.seeds}; expected at least 1")
         if self.n_boot < 1:
@@ -75,36 +72,16 @@ class HeadsConfig:
 
 
 @dataclass
-class _Rows:
-    """One split of one feature set: features, label indices and sample ids."""
+class _Job:
+    """One feature set's rows and everything its runs share: the options, the fit settings, where records go."""
 
-    X: np.ndarray
-    y: np.ndarray
-    ids: np.ndarray
-    groups: np.ndarray
-
-    def take(self, index: np.ndarray) -> _Rows:
-        return _Rows(self.X[index], self.y[index], self.ids[index], self.groups[index])
-
-
-@dataclass
-class _Candidate:
-    """One config of a sweep after fitting: its val (or out-of-fold) probabilities and, unless it must be
-    refitted after cross-validation, the fitted estimator."""
-
-    params: dict
-    val_proba: np.ndarray
-    estimator: object | None
-    best_epoch: int | None = None
-    history: list = field(default_factory=list)
-
-
-@dataclass
-class _Sweep:
-    candidates: list[_Candidate]
-    seconds: float
-    selection: str  # "val" or "cv-<k>fold"
-    select_rows: _Rows  # rows the candidates' val_proba belong to
+    config: HeadsConfig
+    fit: FitSettings
+    runs_dir: str | Path
+    feature_set: str  # name under /features
+    meta: dict  # the feature set's attributes: backbone, weights, extraction seconds and rate
+    splits: dict[str, Rows]
+    dataset: dict  # the records' dataset block: manifest hash, classes, cache path
 
 
 def run_heads(*, cache_path: str | Path, runs_dir: str | Path, config: HeadsConfig,
@@ -116,15 +93,13 @@ def run_heads(*, cache_path: str | Path, runs_dir: str | Path, config: HeadsConf
     records: list[RunRecord] = []
     with FeatureCache(cache_path) as cache:
         names = _feature_set_names(cache, config.feature_sets)
-        n_classes = len(cache.classes)
+        fit = FitSettings(grid=grid, class_weight=class_weight_mode(config.class_weight),
+                          n_classes=len(cache.classes), device=device)
         total = len(names) * config.seeds * sum(grid.size(h) for h in config.heads)
         with tqdm(total=total, desc="heads", unit="config", disable=None if progress else True) as bar:
             for name in names:
-                X, valid = cache.load(name)
-                meta = cache.feature_sets[name]
-                splits = {s: _rows(cache, X, valid, s) for s in ("train", "val", "test")}
-                _check_splits(splits, name, cache.path)
-                shared: dict[str, _Sweep] = {}
+                job = _load_job(cache, name, config=config, fit=fit, runs_dir=runs_dir)
+                shared: dict[str, Sweep] = {}
                 for head in config.heads:
                     for seed in range(config.seeds):
                         bar.set_postfix_str(f"{name}/{head} seed {seed}")
@@ -132,16 +107,10 @@ def run_heads(*, cache_path: str | Path, runs_dir: str | Path, config: HeadsConf
                         sweep = shared.get(head)
                         reused = sweep is not None
                         if sweep is None:
-                            sweep = _run_sweep(head, splits, grid=grid, config=config, n_classes=n_classes,
-                                               device=device, seed=seed)
+                            sweep = run_sweep(head, job.splits, fit=fit, seed=seed)
                             if head in _DETERMINISTIC and sweep.selection == "val":
                                 shared[head] = sweep
-                        record = _select_and_test(
-                            sweep, splits, head=head, seed=seed, grid=grid, config=config, n_classes=n_classes,
-                            device=device, feature_set=name, meta=meta, cache=cache, reused=reused,
-                        )
-                        write_record(runs_dir, record)
-                        records.append(record)
+                        records.append(_select_and_test(job, sweep, head=head, seed=seed, reused=reused))
                         bar.update(grid.size(head))
     return records
 
@@ -160,12 +129,23 @@ def _feature_set_names(cache: FeatureCache, requested: list[str] | None) -> list
     return names
 
 
-def _rows(cache: FeatureCache, X: np.ndarray, valid: np.ndarray, split: str) -> _Rows:
+def _load_job(cache: FeatureCache, name: str, *, config: HeadsConfig, fit: FitSettings,
+              runs_dir: str | Path) -> _Job:
+    X, valid = cache.load(name)
+    splits = {s: _rows(cache, X, valid, s) for s in ("train", "val", "test")}
+    _check_splits(splits, name, cache.path)
+    dataset = {"manifest_hash": cache.root_attrs.get("manifest_hash"), "classes": list(cache.classes),
+               "cache": str(cache.path)}
+    return _Job(config=config, fit=fit, runs_dir=runs_dir, feature_set=name, meta=cache.feature_sets[name],
+                splits=splits, dataset=dataset)
+
+
+def _rows(cache: FeatureCache, X: np.ndarray, valid: np.ndarray, split: str) -> Rows:
     keep = (cache.splits == split) & valid
-    return _Rows(X[keep], cache.labels[keep], cache.ids[keep], cache.groups[keep])
+    return Rows(X[keep], cache.labels[keep], cache.ids[keep], cache.groups[keep])
 
 
-def _check_splits(splits: dict[str, _Rows], name: str, path: Path) -> None:
+def _check_splits(splits: dict[str, Rows], name: str, path: Path) -> None:
     train, test = splits["train"], splits["test"]
     if len(train.y) == 0 or len(test.y) == 0:
         empty = "train" if len(train.y) == 0 else "test"
@@ -176,193 +156,60 @@ def _check_splits(splits: dict[str, _Rows], name: str, path: Path) -> None:
                         f"classes to learn, check the labels")
 
 
-# --- sweeps -------------------------------------------------------------------------------------------------
-
-
-def _run_sweep(head: str, splits: dict[str, _Rows], *, grid: SweepGrid, config: HeadsConfig, n_classes: int,
-               device, seed: int) -> _Sweep:
-    train, val = splits["train"], splits["val"]
-    with Timer(device=device) as timer:
-        if len(val.y):
-            candidates = _fit_sweep(head, train, val, grid=grid, config=config, n_classes=n_classes,
-                                    device=device, seed=seed)
-            selection, select_rows = "val", val
-        else:
-            candidates, folds = _cv_sweep(head, train, grid=grid, config=config, n_classes=n_classes,
-                                          device=device, seed=seed)
-            selection, select_rows = f"cv-{folds}fold", train
-    return _Sweep(candidates, timer.seconds, selection, select_rows)
-
-
-def _fit_sweep(head: str, train: _Rows, val: _Rows, *, grid: SweepGrid, config: HeadsConfig, n_classes: int,
-               device, seed: int) -> list[_Candidate]:
-    """Fit every config of `head` on train and predict val; one batched model / path / search per head."""
-    params = grid.configs(head)
-    class_weight = _class_weight(config)
-    if head == "logreg":
-        fitted = fit_logreg_path(train.X, train.y, [p["C"] for p in params], class_weight=class_weight)
-        return [_Candidate(p, _full_proba(h, val.X, n_classes), h) for p, h in zip(params, fitted)]
-    if head == "knn":
-        fitted = knn_sweep(train.X, train.y, val.X, [p["k"] for p in params], class_weight=class_weight)
-        return [_Candidate(p, _expand(proba, h.classes_, n_classes), h) for p, (h, proba) in zip(params, fitted)]
-    settings = dataclasses.replace(grid.train, class_weight=class_weight)
-    results = train_batched(train.X, train.y, val.X, val.y, configs=torch_configs(params), settings=settings,
-                            n_classes=n_classes, device=device, seed=seed)
-    return [
-        _Candidate(p, r.val_proba, (MLPHead if head == "mlp" else LinearHead)._from_batched(
-            r, np.arange(n_classes), settings=settings, seed=seed, device=str(device)), r.best_epoch, r.history)
-        for p, r in zip(params, results)
-    ]
-
-
-def _cv_sweep(head: str, train: _Rows, *, grid: SweepGrid, config: HeadsConfig, n_classes: int, device,
-              seed: int) -> tuple[list[_Candidate], int]:
-    """Out-of-fold val probabilities for every config; estimators are refitted on all of train after selection."""
-    counts = np.bincount(train.y)
-    folds = min(CV_FOLDS, int(counts[counts > 0].min()))  # every fold needs each class once
-    if folds < 2:
-        raise DataError("val is empty and a class has only one train row, so cross-validation cannot replace it; "
-                        "add a val split or more train rows of that class")
-    grouped = bool(np.all(train.groups != "")) and len(np.unique(train.groups)) >= folds
-    splitter = (StratifiedGroupKFold if grouped else StratifiedKFold)(n_splits=folds, shuffle=True, random_state=seed)
-    log.warning("val split is empty: selecting the config and threshold by %d-fold %sstratified cross-validation "
-                "on train, then refitting it on all of train", folds, "grouped " if grouped else "")
-    params = grid.configs(head)
-    oof = [np.zeros((len(train.y), n_classes), dtype=np.float32) for _ in params]
-    epochs: list[list[int]] = [[] for _ in params]
-    for fit_idx, held_idx in splitter.split(train.X, train.y, groups=train.groups if grouped else None):
-        fold = _fit_sweep(head, train.take(fit_idx), train.take(held_idx), grid=grid, config=config,
-                          n_classes=n_classes, device=device, seed=seed)
-        for i, cand in enumerate(fold):
-            oof[i][held_idx] = cand.val_proba
-            if cand.best_epoch is not None:
-                epochs[i].append(cand.best_epoch)
-    return [_Candidate(p, proba, None, int(round(np.mean(e))) if e else None)
-            for p, proba, e in zip(params, oof, epochs)], folds
-
-
-def _refit(head: str, cand: _Candidate, train: _Rows, *, grid: SweepGrid, config: HeadsConfig, device,
-           seed: int) -> object:
-    """Fit the selected config on all of train; torch heads train for the mean early-stopped epoch of the folds."""
-    class_weight = _class_weight(config)
-    if head == "logreg":
-        return LogRegHead(C=cand.params["C"], class_weight=class_weight).fit(train.X, train.y)
-    if head == "knn":
-        return KNNHead(k=cand.params["k"], class_weight=class_weight).fit(train.X, train.y)
-    cls = MLPHead if head == "mlp" else LinearHead
-    est = cls(**cand.params, epochs=max(1, cand.best_epoch or grid.train.epochs), batch_size=grid.train.batch_size,
-              patience=grid.train.patience, class_weight=class_weight, seed=seed, device=str(device))
-    return est.fit(train.X, train.y)
-
-
-# --- selection, threshold, test ---------------------------------------------------------------------------
-
-
-def _select_and_test(sweep: _Sweep, splits: dict[str, _Rows], *, head: str, seed: int, grid: SweepGrid,
-                     config: HeadsConfig, n_classes: int, device, feature_set: str, meta: dict,
-                     cache: FeatureCache, reused: bool) -> RunRecord:
-    sel_rows, test = sweep.select_rows, splits["test"]
-    binary = n_classes == 2
-    scores = [_val_score(c.val_proba, sel_rows.y, config, binary) for c in sweep.candidates]
-    best = _argbest(scores, higher=SELECT_METRICS[config.select_metric])
+def _select_and_test(job: _Job, sweep: Sweep, *, head: str, seed: int, reused: bool) -> RunRecord:
+    """Select the config on val, refit it after cross-validation, then finish the run as every strategy does."""
+    config, fit, test = job.config, job.fit, job.splits["test"]
+    sel_rows = sweep.select_rows
+    scores = [val_score(sel_rows.y, c.val_proba, metric=config.select_metric, threshold_rule=config.threshold_rule)
+              for c in sweep.candidates]
+    best = best_index(scores, metric=config.select_metric)
     cand = sweep.candidates[best]
-    train_seconds = sweep.seconds
-    estimator = cand.estimator
-    history = cand.history
+    train_seconds, estimator, history = sweep.seconds, cand.estimator, cand.history
     if estimator is None:  # cross-validated selection: refit the winner on all of train
-        with Timer(device=device) as refit_timer:
-            estimator = _refit(head, cand, splits["train"], grid=grid, config=config, device=device, seed=seed)
+        with Timer(device=fit.device) as refit_timer:
+            estimator = refit(head, cand, job.splits["train"], fit=fit, seed=seed)
         train_seconds += refit_timer.seconds
         history = getattr(estimator, "history_", [])
-    threshold = choose_threshold(sel_rows.y, cand.val_proba[:, 1], rule=config.threshold_rule) if binary else None
-    with Timer(device=device) as eval_timer:
-        test_proba = _full_proba(estimator, test.X, n_classes)  # the one and only look at test
-        metrics = {
-            "val": evaluate(sel_rows.y, cand.val_proba, threshold=threshold, n_boot=config.n_boot, seed=seed),
-            "test": evaluate(test.y, test_proba, threshold=threshold, n_boot=config.n_boot, seed=seed),
-        }
-    hyper = dict(cand.params)
-    if head in ("linear", "mlp"):
-        hyper.update(epochs=grid.train.epochs, batch_size=grid.train.batch_size, patience=grid.train.patience,
-                     best_epoch=cand.best_epoch)
-    record = RunRecord(
-        run_id=make_run_id("cached-head", feature_set, head, seed),
-        strategy="cached-head",
-        backbone=str(meta.get("backbone") or feature_set),
-        head=head,
-        config={
-            **hyper,
-            "feature_set": feature_set,
-            "weights": meta.get("weights"),
-            "sweep": grid.name,
-            "grid_size": len(sweep.candidates),
-            "select_metric": config.select_metric,
-            "threshold_rule": config.threshold_rule if binary else None,
-            "class_weight": config.class_weight,
-            "selection": sweep.selection,
-            "fit_shared_across_seeds": reused or (head in _DETERMINISTIC and sweep.selection == "val"),
-            "sweep_scores": [{**c.params, config.select_metric: s} for c, s in zip(sweep.candidates, scores)],
-        },
-        metrics=metrics,
+
+    def predict() -> dict[str, SplitPredictions]:
+        return {"val": SplitPredictions(sel_rows.ids, sel_rows.y, cand.val_proba),
+                "test": SplitPredictions(test.ids, test.y, full_proba(estimator, test.X, fit.n_classes))}
+
+    outline = RunOutline(
+        run_id=make_run_id("cached-head", job.feature_set, head, seed), strategy="cached-head",
+        backbone=str(job.meta.get("backbone") or job.feature_set), head=head, seed=seed,
+        config=_record_config(job, sweep, cand, scores, head=head, reused=reused), dataset=job.dataset,
         history=history,
-        timing={
-            "train_seconds": train_seconds,
-            "eval_seconds": eval_timer.seconds,
-            "extract_seconds": meta.get("seconds"),
-            "images_per_second": meta.get("images_per_second"),
-            "peak_memory_mb": peak_memory_mb(device),
-            "device": describe_device(device) if head in ("linear", "mlp") else "cpu",
-        },
-        predictions={
-            "val": _predictions(sel_rows, cand.val_proba),
-            "test": _predictions(test, test_proba),
-        },
-        threshold=threshold,
-        seed=seed,
-        dataset={
-            "manifest_hash": cache.root_attrs.get("manifest_hash"),
-            "classes": list(cache.classes),
-            "cache": str(cache.path),
-        },
+        timing={"train_seconds": train_seconds, "extract_seconds": job.meta.get("seconds"),
+                "images_per_second": job.meta.get("images_per_second")},
     )
-    log.info("%s/%s seed %d: %s on %s %.4f, test AUROC %.4f (%d configs, %.2f s)", feature_set, head, seed,
-             config.select_metric, sweep.selection, scores[best], metrics["test"]["auroc"], len(scores), train_seconds)
+    final = FinalEvaluation(threshold_rule=config.threshold_rule, n_boot=config.n_boot,
+                            device=fit.device if head in _TORCH_HEADS else "cpu")
+    record = finish_run(predict, outline=outline, final=final, runs_dir=job.runs_dir)
+    log.info("%s/%s seed %d: %s on %s %.4f, test AUROC %.4f (%d configs, %.2f s)", job.feature_set, head, seed,
+             config.select_metric, sweep.selection, scores[best], record.metrics["test"]["auroc"], len(scores),
+             train_seconds)
     return record
 
 
-def _val_score(proba: np.ndarray, y: np.ndarray, config: HeadsConfig, binary: bool) -> float:
-    """The select metric of one config; binary cut-dependent metrics use that config's own val threshold."""
-    threshold = choose_threshold(y, proba[:, 1], rule=config.threshold_rule) if binary else None
-    return float(compute_metrics(y, proba, threshold=threshold)[config.select_metric])
-
-
-def _argbest(scores: list[float], *, higher: bool) -> int:
-    """Index of the best finite score (first on ties, so grid order breaks them); 0 when none is finite."""
-    values = np.array(scores, dtype=np.float64)
-    if not np.isfinite(values).any():
-        log.warning("the select metric is undefined (NaN) for every config; keeping the first config of the grid")
-        return 0
-    values = np.where(np.isfinite(values), values if higher else -values, -np.inf)
-    return int(np.argmax(values))
-
-
-def _class_weight(config: HeadsConfig) -> str | None:
-    return None if config.class_weight == "none" else config.class_weight
-
-
-def _full_proba(estimator, X: np.ndarray, n_classes: int) -> np.ndarray:
-    return _expand(estimator.predict_proba(X), estimator.classes_, n_classes)
-
-
-def _expand(proba: np.ndarray, classes: np.ndarray, n_classes: int) -> np.ndarray:
-    """Probabilities over the estimator's classes -> over all cache classes (absent ones get 0)."""
-    classes = np.asarray(classes)
-    if proba.shape[1] == n_classes and np.array_equal(classes, np.arange(n_classes)):
-        return proba
-    out = np.zeros((proba.shape[0], n_classes), dtype=proba.dtype)
-    out[:, classes.astype(np.int64)] = proba[:, : len(classes)]
-    return out
-
-
-def _predictions(rows: _Rows, proba: np.ndarray) -> dict:
-    return {"ids": rows.ids.tolist(), "y_true": rows.y.tolist(), "proba": np.asarray(proba, dtype=np.float64).tolist()}
+def _record_config(job: _Job, sweep: Sweep, cand: Candidate, scores: list[float], *, head: str,
+                   reused: bool) -> dict:
+    """The record's `config`: the selected hyperparameters, the options, and every config's val score."""
+    config, train = job.config, job.fit.grid.train
+    hyper = dict(cand.params)
+    if head in _TORCH_HEADS:
+        hyper.update(epochs=train.epochs, batch_size=train.batch_size, patience=train.patience,
+                     best_epoch=cand.best_epoch)
+    return {
+        **hyper,
+        "feature_set": job.feature_set,
+        "weights": job.meta.get("weights"),
+        "sweep": job.fit.grid.name,
+        "grid_size": len(sweep.candidates),
+        "select_metric": config.select_metric,
+        "threshold_rule": config.threshold_rule if job.fit.n_classes == 2 else None,
+        "class_weight": config.class_weight,
+        "selection": sweep.selection,
+        "fit_shared_across_seeds": reused or (head in _DETERMINISTIC and sweep.selection == "val"),
+        "sweep_scores": [{**c.params, config.select_metric: s} for c, s in zip(sweep.candidates, scores)],
+    }

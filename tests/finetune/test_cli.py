@@ -8,11 +8,12 @@ import pytest
 from click.testing import CliRunner
 
 from headstart.cli import cli
+from headstart.cache.dataset import dataset_with_cache_splits
+from headstart.data.dataset import build_dataset
 from headstart.data.types import SplitConfig
 from headstart.errors import CacheMismatchError
 from headstart.extract.config import ExtractConfig
 from headstart.extract.runner import run_extract
-from headstart.finetune.train import _split_dataset
 
 TINY = ["-b", "resnet18", "--weights", "random", "--image-size", "32", "--batch-size", "16", "--workers", "0"]
 
@@ -71,8 +72,8 @@ def test_splits_match_extract_and_splits_from_reuses_a_cache(phantom_dir, tmp_pa
 
     with FeatureCache(cache) as c:
         expected = list(zip(c.ids, c.splits))
-    derived = _split_dataset(str(phantom_dir), split_config=SplitConfig(), splits_from=None)
-    reused = _split_dataset(str(phantom_dir), split_config=SplitConfig(seed=7), splits_from=str(cache))
+    derived = build_dataset(str(phantom_dir), split_config=SplitConfig(), find_duplicates=False)  # as finetune does
+    reused = dataset_with_cache_splits(str(phantom_dir), str(cache))
     assert [(s.id, s.split) for s in derived.samples] == expected
     assert [(s.id, s.split) for s in reused.samples] == expected
 
@@ -80,7 +81,7 @@ def test_splits_match_extract_and_splits_from_reuses_a_cache(phantom_dir, tmp_pa
     shutil.copytree(phantom_dir, other)
     next((other / "test" / "PNEUMONIA").glob("*.jpeg")).unlink()
     with pytest.raises(CacheMismatchError, match="images of .* are not in the cache|cache ids are not in"):
-        _split_dataset(str(other), split_config=SplitConfig(), splits_from=str(cache))
+        dataset_with_cache_splits(str(other), str(cache))
     result = _invoke([str(other), "-o", str(tmp_path / "runs"), *TINY, "--splits-from", str(cache)])
     assert result.exit_code == 1 and "--splits-from" in result.output
 

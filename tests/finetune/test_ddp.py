@@ -21,7 +21,7 @@ from headstart.data.dataset import build_dataset
 from headstart.data.types import SplitConfig
 from headstart.evaluation.bootstrap import evaluate
 from headstart.finetune.data import EpochSampler, SplitImages, make_loader
-from headstart.finetune.train import StepContext, evaluate_split
+from headstart.finetune.epoch import StepContext, evaluate_split
 
 REPO = Path(__file__).resolve().parents[2]
 ARGS = ["-b", "resnet18", "--weights", "random", "--image-size", "32", "--epochs", "1", "--batch-size", "4",

@@ -168,6 +168,28 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(phantom_dir, tmp_path
     assert not (tmp_path / "finetune_resnet18_freeze-backbone-32px_s0" / "record.json").exists()
 
 
+def test_run_leaves_the_callers_random_generators_untouched(phantom_dir, tmp_path, split_config):
+    """run_finetune seeds and draws from the global RNGs (dropout, checkpointed streams) inside a scope: the
+    caller's torch, numpy and Python streams continue as if it had not run, after a fresh run and a resume."""
+    import random
+
+    def seed_all():
+        torch.manual_seed(1234), np.random.seed(1234), random.seed(1234)
+
+    def draws():
+        return torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)]
+
+    seed_all()
+    expected = draws()
+    for resume in (False, True):
+        seed_all()
+        before = torch.get_rng_state()
+        run_finetune(data=str(phantom_dir), runs_dir=str(tmp_path), config=tiny_config(freeze="backbone", epochs=1),
+                     split_config=split_config, resume=resume)
+        assert torch.equal(torch.get_rng_state(), before)
+        assert draws() == expected
+
+
 def test_cpu_loaders_decode_in_the_main_process_unless_asked():
     """A decode process beside the CPU's intra-op threads oversubscribes the cores (see loader_workers)."""
     cpu = torch.device("cpu")
@@ -183,3 +205,19 @@ def test_checkpoint_digest_covers_tensor_bytes():
     flipped["model"]["w"].view(torch.int32)[0, 0] ^= 1  # one bit of one weight
     assert content_digest(state) == content_digest({"model": {"w": state["model"]["w"].clone()}, "epoch": 1})
     assert content_digest(state) != content_digest(flipped)
+
+
+def test_select_metrics_are_the_evaluation_ones_plus_the_val_loss():
+    from headstart.evaluation import SELECT_METRICS as EVALUATION
+    from headstart.finetune.config import SELECT_METRICS
+    from headstart.finetune.train import _selection_value
+
+    assert SELECT_METRICS == (*EVALUATION, "loss")
+    tiny_config(select_metric="balanced_accuracy").validate()
+    with pytest.raises(ConfigError, match="select_metric 'precision' is invalid"):
+        tiny_config(select_metric="precision").validate()
+    y, proba = np.array([0, 0, 1, 1]), np.array([[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.2, 0.8]])
+    entry, val = {"val_loss": 0.4}, {"y_true": y, "proba": proba}
+    assert _selection_value(entry, val, tiny_config(select_metric="loss")) == -0.4
+    assert _selection_value(entry, val, tiny_config(select_metric="auroc")) == 1.0
+    assert _selection_value(entry, val, tiny_config(select_metric="brier")) < 0  # lower is better: negated

@@ -61,3 +61,27 @@ def test_not_a_cache(tmp_path):
 def test_usage_errors_exit_2(cache_path, tmp_path, args, needle):
     result = _run([cache_path, "-o", tmp_path / "runs", *args, *FAST])
     assert result.exit_code == 2 and needle in result.output
+
+
+def test_sweep_and_class_weight_choices_come_from_the_library():
+    """The CLI offers the import-free names; they must be exactly the grids and weightings the library runs."""
+    from headstart.data.balance import CLASS_WEIGHTS, class_weight_mode
+    from headstart.heads import SWEEP_NAMES
+    from headstart.heads.sweep import SWEEPS
+
+    assert tuple(SWEEPS) == SWEEP_NAMES
+    assert [class_weight_mode(c) for c in CLASS_WEIGHTS] == ["balanced", None]
+    help_text = _run(["--help"]).output
+    assert f"[{'|'.join(SWEEP_NAMES)}]" in help_text and f"[{'|'.join(CLASS_WEIGHTS)}]" in help_text
+
+
+def test_help_loads_neither_numpy_nor_torch():
+    """`headstart --help` imports every command module for its one-line summary; they must stay light."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from click.testing import CliRunner; from headstart.cli import cli; "
+            "[CliRunner().invoke(cli, args) for args in (['--help'], ['heads', '--help'], ['finetune', '--help'])]; "
+            "print(sorted(m for m in ('numpy', 'torch', 'PIL', 'h5py') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,41 @@
+"""Choosing on val: the score that picks a head's configuration or a fine-tune's epoch, and the pick itself.
+
+Both strategies score candidates the same way: threshold-dependent binary metrics are scored at the candidate's
+own val-chosen threshold (the one it would be tested with), so `f1` or `sensitivity` compare like with like.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from headstart.errors import ConfigError
+from headstart.evaluation import SELECT_METRICS
+from headstart.evaluation.metrics import compute_metrics
+from headstart.evaluation.thresholds import choose_threshold
+
+log = logging.getLogger(__name__)
+
+
+def val_score(y_true: np.ndarray, proba: np.ndarray, *, metric: str, threshold_rule: str) -> float:
+    """`metric` of one candidate's val probabilities; binary cut-dependent metrics use its own val threshold."""
+    if metric not in SELECT_METRICS:
+        raise ConfigError(f"unknown select metric {metric!r}; expected one of {', '.join(SELECT_METRICS)}")
+    binary = np.asarray(proba).shape[1] == 2
+    threshold = choose_threshold(y_true, np.asarray(proba)[:, 1], rule=threshold_rule) if binary else None
+    return float(compute_metrics(y_true, proba, threshold=threshold)[metric])
+
+
+def larger_is_better(value: float, metric: str) -> float:
+    """`value` oriented so that larger is better (log_loss, brier and ece are negated)."""
+    return value if SELECT_METRICS[metric] else -value
+
+
+def best_index(scores: list[float], *, metric: str) -> int:
+    """Index of the best finite score (first on ties, so grid order breaks them); 0 when none is finite."""
+    values = np.array([larger_is_better(s, metric) for s in scores], dtype=np.float64)
+    if not np.isfinite(values).any():
+        log.warning("the select metric is undefined (NaN) for every config; keeping the first config of the grid")
+        return 0
+    return int(np.argmax(np.where(np.isfinite(values), values, -np.inf)))
