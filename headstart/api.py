@@ -27,10 +27,13 @@ if TYPE_CHECKING:
     from headstart.extract.runner import ExtractResult
     from headstart.finetune.config import FinetuneConfig
     from headstart.heads.runner import HeadsConfig
+    from headstart.apply.config import ExportConfig, PredictConfig
+    from headstart.apply.export import ExportResult
+    from headstart.apply.predict import PredictResult
     from headstart.studies.audit import AuditReport
 
 __all__ = ["load_runs", "open_cache", "run_compare", "run_demo", "run_extract", "run_finetune", "run_heads",
-           "run_audit", "verify_cache"]
+           "run_audit", "run_predict", "run_export", "verify_cache"]
 
 SPLIT_OPTIONS = ("val_fraction", "test_fraction", "group_pattern")  # SplitConfig fields besides the seed
 
@@ -146,6 +149,43 @@ def run_audit(cache: str | Path, *, feature_set: str | None = None, seed: int = 
 
     config = AuditConfig(feature_set=feature_set, seed=seed, shuffle_repeats=shuffle_repeats)
     return audit(str(cache), config=config, on_result=on_result)
+
+
+def run_predict(run: str | Path, data: str | Path | None, output: str | Path, *, cache: str | Path | None = None,
+                split: str | None = None, format: str = "csv", batch_size: int = 64, device: str = "auto",
+                precision: str = "auto", workers: int | None = None, on_bad_image: str = "fail",
+                weights: str | None = None, n_boot: int = 1000, config: PredictConfig | None = None,
+                progress: bool = True) -> PredictResult:
+    """`headstart predict`: apply RUN (a run folder of either strategy, or an exported .onnx/.pt2) to DATA.
+
+    DATA is anything `run_extract` reads, or a plain folder of images; with `cache=` (and optionally `split=`)
+    a cached head is applied to features already in that cache instead. Writes OUTPUT (CSV or JSON lines:
+    id, proba_<class>..., prediction, label when known) and, when DATA has labels, OUTPUT's .metrics.json.
+    """
+    from headstart.apply.config import PredictConfig
+    from headstart.apply.predict import run_predict as predict
+
+    options = _options(run_predict, locals(), skip=("run", "data", "output", "config", "progress"))
+    if config is not None:
+        _refuse_mixed(run_predict, "config", options, list(options))
+    else:
+        config = PredictConfig(**{**options, "cache": None if cache is None else str(cache)})
+    return predict(run=run, data=data, output=output, config=config, progress=progress)
+
+
+def run_export(run: str | Path, output: str | Path, *, weights: str | None = None, tolerance: float = 1e-4,
+               config: ExportConfig | None = None) -> ExportResult:
+    """`headstart export`: RUN as one verified graph (normalise -> backbone -> head -> probabilities) in OUTPUT
+    (.onnx or .pt2) and its model card OUTPUT.json; refused when it differs from PyTorch by more than `tolerance`."""
+    from headstart.apply.config import ExportConfig
+    from headstart.apply.export import run_export as export
+
+    options = _options(run_export, locals(), skip=("run", "output", "config"))
+    if config is not None:
+        _refuse_mixed(run_export, "config", options, list(options))
+    else:
+        config = ExportConfig(**options)
+    return export(run=run, output=output, config=config)
 
 
 # --- keywords or a config, never both -----------------------------------------------------------------------

@@ -79,6 +79,29 @@ def files_sha256(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def state_sha256(module: torch.nn.Module) -> str:
+    """sha256 over a module's state dict (names, dtypes, shapes and bytes, in key order): the identity of
+    weights that have no file, such as seeded random ones. Layout (channels_last) and device do not change it."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{key}\t{t.dtype}\t{tuple(t.shape)}\n".encode())
+        if t.numel():
+            digest.update(t.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def rebuild_attrs(backbone, *, seed: int) -> dict:
+    """Feature-set attributes that let a later process rebuild this backbone's exact weights.
+
+    A weights file is already identified by its sha256; random weights are identified by the seed that drew
+    them and the sha256 of the drawn state, so `predict` can rebuild them and check it got the same network.
+    """
+    if backbone.weights_tag != "random":
+        return {}
+    return {"weights_seed": int(seed), "random_weights_sha256": state_sha256(backbone.module)}
+
+
 def resolve_weights(name: str, spec: str) -> ResolvedWeights:
     """Turn a `--weights` value into tensors and provenance.
 

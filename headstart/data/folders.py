@@ -103,6 +103,18 @@ def folder_source(root: Path, pattern: re.Pattern[str] | None) -> FileSource:
     return FileSource(root=str(root), kind=kind, classes=classes, samples=samples)
 
 
+def flat_source(root: Path) -> FileSource | None:
+    """The images directly inside `root` as unlabelled samples (label -1), or None when `root` has sub-folders.
+
+    Training needs labels; applying a model does not, and "a folder of new images" is what it is given most.
+    """
+    subdirs, loose = _scan_dir(root)
+    if subdirs or not loose:
+        return None
+    samples = [Sample(id=f.relative_to(root).as_posix(), label=-1, path=str(f)) for f in loose]
+    return FileSource(root=str(root), kind="unlabelled-folder", classes=[], samples=samples)
+
+
 def _is_hidden(name: str) -> bool:
     # ".DS_Store", AppleDouble "._x.jpeg", ".git"; "__MACOSX" is the resource-fork folder macOS zips carry.
     return name.startswith(".") or name == "__MACOSX"

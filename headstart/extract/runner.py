@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from headstart.backbones.registry import create_backbone
+from headstart.backbones.weights import rebuild_attrs
 from headstart.backbones.types import Backbone
 from headstart.cache.fingerprint import compute_fingerprint
 from headstart.cache.request import CacheRequest, FeatureSetSpec, SamplesTable
@@ -26,7 +27,6 @@ from headstart.cache.writer import CacheWriter, plan_for
 from headstart.data.dataset import build_dataset, manifest_hash
 from headstart.data.types import Dataset
 from headstart.device import (
-    autocast,
     autocast_dtype,
     cudnn_benchmark,
     default_workers,
@@ -46,7 +46,7 @@ from headstart.errors import CacheError, DataError
 from headstart.extract.config import ExtractConfig
 from headstart.extract.device_decode import DeviceJpegDecoder, check_device_resizable
 from headstart.extract.loader import DecodedImages, geometry_key, make_loader
-from headstart.extract.preprocess import normalize_batch
+from headstart.extract.forward import forward_features, prepare_model
 from headstart.versions import collect_versions
 
 log = logging.getLogger(__name__)
@@ -106,11 +106,6 @@ def feature_spec(backbone: Backbone, *, table: SamplesTable, dtype: str, decode:
             manifest_hash=table.manifest_hash,
         ),
     )
-
-
-def _prepare_model(backbone: Backbone, device: torch.device) -> torch.nn.Module:
-    module = backbone.module.eval().requires_grad_(False)
-    return module.to(device, memory_format=torch.channels_last)
 
 
 def run_extract(*, data: str, output: str, config: ExtractConfig) -> ExtractResult:
@@ -209,7 +204,7 @@ def _extract_rows(rows: np.ndarray, *, stager: Stager, dataset: Dataset, todo: l
                   device: torch.device, amp_dtype: torch.dtype | None, config: ExtractConfig,
                   job: DistInfo) -> ShardResult:
     """Decode `rows` once, run every backbone in `todo` on them and stage the features batch by batch."""
-    models = {b.name: _prepare_model(b, device) for b in todo}
+    models = {b.name: prepare_model(b.module, device) for b in todo}
     workers = default_workers(device) if config.workers is None else config.workers
     images = DecodedImages(dataset.source, dataset.samples, rows, [b.preprocessing for b in todo],
                            decode=config.decode)
@@ -239,10 +234,9 @@ def _extract_rows(rows: np.ndarray, *, stager: Stager, dataset: Dataset, todo: l
             feats = {}
             for b in todo:
                 t0 = time.perf_counter()
-                x = normalize_batch(batch[geometry_key(b.preprocessing)], b.preprocessing, device=device)
-                with autocast(device, amp_dtype):
-                    y = models[b.name](x)
-                feats[b.name] = y.float().cpu().numpy()  # .cpu() synchronises, so the timing is honest
+                crops = batch[geometry_key(b.preprocessing)]
+                feats[b.name] = forward_features(models[b.name], crops, b.preprocessing, device=device,
+                                                 amp_dtype=amp_dtype).numpy()  # synchronised: honest timing
                 feats[b.name][~ok] = 0.0
                 forward_seconds[b.name] += time.perf_counter() - t0
             stager.write_batch(batch["row"].numpy(), feats, ok)
@@ -295,6 +289,7 @@ def _stats(todo: list[Backbone], shards: list[ShardResult], *, device: torch.dev
             "batch_size": config.batch_size,
             "world_size": world_size,
             "versions": collect_versions(),
+            **rebuild_attrs(b, seed=config.seed),  # what `predict` needs to rebuild random weights exactly
         }
         for b in todo
     }

@@ -1,7 +1,7 @@
 """Stage two: heads on cached features, as scikit-learn-shaped estimators, and the sweep that selects them.
 
 `from headstart.heads import LogRegHead, LinearHead, MLPHead, KNNHead` works; each is imported on first use,
-so `headstart heads --help` need not load torch.
+so `headstart heads --help` need not load torch. `load_head(run_dir)` reads a saved head back (heads.persist).
 """
 
 from headstart.lazy import lazy_exports
@@ -15,6 +15,8 @@ _EXPORTS = {
     "LinearHead": "headstart.heads.torch_heads",
     "MLPHead": "headstart.heads.torch_heads",
     "KNNHead": "headstart.heads.knn",
+    "load_head": "headstart.heads.persist",
+    "save_head": "headstart.heads.persist",
 }
 __all__ = ["HEADS", *_EXPORTS]
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

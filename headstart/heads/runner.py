@@ -8,7 +8,8 @@ For each feature set x head x seed:
 4. evaluate on test exactly once, with bootstrap intervals, and write one run record.
 With an empty val split, steps 2-3 use out-of-fold predictions of a 5-fold (grouped where patients are known)
 stratified cross-validation on train, and the selected config is refitted on all of train (heads.fitting).
-Steps 3-4 are `evaluation.finish.finish_run`, the same code that finishes a fine-tune.
+Steps 3-4 are `evaluation.finish.finish_run`, the same code that finishes a fine-tune. The selected head is
+saved next to its record (heads.persist: head.json + head.safetensors), for `headstart predict` and `export`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from headstart.evaluation.thresholds import parse_threshold_rule
 from headstart.evaluation.timing import Timer, reset_peak_memory
 from headstart.heads import HEADS, SWEEP_NAMES
 from headstart.heads.fitting import Candidate, FitSettings, Rows, Sweep, full_proba, refit, run_sweep
+from headstart.heads.persist import feature_set_spec, save_head
 from headstart.heads.sweep import get_sweep
 
 log = logging.getLogger(__name__)
@@ -186,6 +188,10 @@ def _select_and_test(job: _Job, sweep: Sweep, *, head: str, seed: int, reused: b
     final = FinalEvaluation(threshold_rule=config.threshold_rule, n_boot=config.n_boot,
                             device=fit.device if head in _TORCH_HEADS else "cpu")
     record = finish_run(predict, outline=outline, final=final, runs_dir=job.runs_dir)
+    spec = feature_set_spec(job.feature_set, job.meta, manifest_hash=job.dataset["manifest_hash"],
+                            cache=job.dataset["cache"])
+    save_head(Path(job.runs_dir) / record.run_id, estimator, classes=job.dataset["classes"],
+              threshold=record.threshold, feature_set=spec, extra={"run_id": record.run_id})
     log.info("%s/%s seed %d: %s on %s %.4f, test AUROC %.4f (%d configs, %.2f s)", job.feature_set, head, seed,
              config.select_metric, sweep.selection, scores[best], record.metrics["test"]["auroc"], len(scores),
              train_seconds)

@@ -84,6 +84,29 @@ def _expect_finetune(bound, tmp):
     assert bound.arguments["splits_from"] == "c.h5" and bound.arguments["resume"] is True
 
 
+def _expect_predict(bound, tmp):
+    assert bound.arguments == {
+        "run": "RUN", "data": "DATA", "output": str(tmp / "p.jsonl"), "cache": None, "split": None, "format": "jsonl",
+        "batch_size": 8, "device": "cpu", "precision": "fp32", "workers": 1, "on_bad_image": "skip",
+        "weights": "w.pth", "n_boot": 20,
+    }
+    assert set(bound.signature.parameters) - set(bound.arguments) == {"config", "progress"}  # every option reached
+
+
+def _predict_result(tmp):
+    from headstart.apply.predict import PredictResult
+
+    return PredictResult(output=str(tmp / "p.jsonl"), run_id="r", classes=["a", "b"], threshold=0.5, n_rows=3,
+                         seconds=1.0, metrics={"auroc": 0.9, "auroc_ci": [0.8, 1.0]}, metrics_path="m.json")
+
+
+def _export_result(tmp):
+    from headstart.apply.export import ExportResult
+
+    return ExportResult(model=str(tmp / "m.onnx"), card=str(tmp / "m.json"), run_id="r", exporter="torchscript",
+                        max_abs_diff=1e-6, tolerance=1e-5, seconds=1.0)
+
+
 def _cache_file(tmp):
     path = tmp / "c.h5"
     if not path.exists():
@@ -126,6 +149,17 @@ CASES: dict[str, Case] = {
                                                        report_md="r.md", summary_json="s.json"),
                     expect=lambda bound, tmp: bound.arguments == {"runs": tmp / "runs", "output": tmp / "report",
                                                                   "select_metric": "f1"}),
+    "predict": Case("headstart.api:run_predict",
+                    lambda tmp: ["predict", "RUN", "DATA", "-o", str(tmp / "p.jsonl"), "--format", "jsonl",
+                                 "--batch-size", "8", "--device", "cpu", "--precision", "fp32", "--workers", "1",
+                                 "--on-bad-image", "skip", "--weights", "w.pth", "--n-boot", "20"],
+                    result=_predict_result, expect=_expect_predict),
+    "export": Case("headstart.api:run_export",
+                   lambda tmp: ["export", "RUN", "-o", str(tmp / "m.onnx"), "--weights", "w.pth", "--tolerance",
+                                "1e-5"],
+                   result=_export_result,
+                   expect=lambda bound, tmp: bound.arguments == {"run": "RUN", "output": str(tmp / "m.onnx"),
+                                                                 "weights": "w.pth", "tolerance": 1e-5}),
     "demo": Case("headstart.api:run_demo", lambda tmp: ["demo", "-o", str(tmp / "d"), "--weights", "random", "--quick"],
                  result=lambda tmp: SimpleNamespace(seconds={"data": 1.0}, weights_note=None, report_html="r.html"),
                  expect=lambda bound, tmp: bound.arguments == {"output": tmp / "d", "weights": "random",

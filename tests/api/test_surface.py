@@ -32,7 +32,8 @@ def imported_by(argv: list[str]) -> set[str]:
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["heads", "--help"], ["extract", "--help"], ["finetune", "--help"],
-                                  ["compare", "--help"], ["cache", "info", "--help"]])
+                                  ["compare", "--help"], ["cache", "info", "--help"], ["predict", "--help"],
+                                  ["export", "--help"]])
 def test_help_imports_no_torch(argv):
     modules = imported_by(["-m", "headstart", *argv])
     assert "headstart" in modules and "click" in modules
@@ -70,9 +71,14 @@ def test_heads_are_importable_from_the_package_as_the_readme_says():
     from headstart.heads.torch_heads import LinearHead as linear, MLPHead as mlp
 
     assert (LogRegHead, LinearHead, MLPHead, KNNHead) == (logreg, linear, mlp, knn)
+    from headstart.heads import load_head
+    from headstart.heads.persist import load_head as persist_load_head
+
+    assert load_head is persist_load_head
     import headstart.heads as heads
 
-    assert {"LogRegHead", "LinearHead", "MLPHead", "KNNHead", "HEADS"} <= set(heads.__all__) <= set(dir(heads))
+    public = {"LogRegHead", "LinearHead", "MLPHead", "KNNHead", "HEADS", "load_head"}
+    assert public <= set(heads.__all__) <= set(dir(heads))
     assert heads.HEADS == ("logreg", "linear", "mlp", "knn")
 
 

@@ -1,0 +1,109 @@
+"""`headstart export RUN -o model.onnx|model.pt2`: the run as ONE verified graph plus its model card.
+
+The graph is normalisation -> backbone -> (layer/pool) -> storage rounding -> head -> probabilities for a
+cached head, normalisation -> network -> softmax for a fine-tune. It takes a float32 batch of [0, 1] images
+(RGB, or one channel where the backbone reads one), already resized and cropped to the model's input size,
+with a dynamic batch axis. kNN heads are exported as graph operations (reference rows as a constant, cosine
+top-k, weighted vote), so every head kind exports.
+
+The export checks itself before writing (`apply.onnx`): onnxruntime (or the re-loaded .pt2) against PyTorch on a
+random batch, refused above the tolerance. The sidecar `model.json` is written after the model and holds its
+sha256, so `predict model.onnx` knows the pair belongs together; a run's model.onnx and model.pt2 share one card,
+with one `exports` entry per format.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from headstart.apply.card import model_card, read_card
+from headstart.apply.config import EXPORT_SUFFIXES, ExportConfig
+from headstart.apply.exported import ExportedScorer, sidecar_path
+from headstart.apply.onnx import export_onnx, export_pt2
+from headstart.apply.runs import open_run
+from headstart.backbones.weights import file_sha256
+from headstart.errors import ConfigError, DataError
+from headstart.evaluation.records import jsonable
+from headstart.io import write_bytes_atomic
+from headstart.versions import collect_versions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportResult:
+    """What `export` wrote and how close the exported graph is to PyTorch."""
+
+    model: str  # the .onnx or .pt2 file
+    card: str  # its sidecar model.json
+    run_id: str
+    exporter: str  # torchscript | dynamo (ONNX) or torch.export
+    max_abs_diff: float  # exported vs PyTorch probabilities on the random check batch
+    tolerance: float
+    seconds: float  # build + export + verification
+
+
+def run_export(*, run: str | Path, output: str | Path, config: ExportConfig) -> ExportResult:
+    """Export RUN to `output` (.onnx or .pt2), verified, with `output`'s sidecar model card."""
+    config.validate()
+    out = Path(output)
+    if out.suffix not in EXPORT_SUFFIXES:
+        raise ConfigError(f"-o {out}: expected a file name ending in {' or '.join(EXPORT_SUFFIXES)}")
+    if out.is_dir():
+        raise DataError(f"output {out} is a directory; expected a file path such as {out / 'model.onnx'}")
+    if Path(run).suffix in EXPORT_SUFFIXES and Path(run).is_file():
+        raise ConfigError(f"{run} is already an exported model; export takes a run folder RUNS/<run_id>")
+    scorer = open_run(run, device=torch.device("cpu"), amp_dtype=None, weights=config.weights)
+    if isinstance(scorer, ExportedScorer):  # a folder named like a model file
+        raise ConfigError(f"{run} is already an exported model; export takes a run folder RUNS/<run_id>")
+    card = scorer.card
+    graph = scorer.graph()
+    prep = card.preprocessing
+    shape = (2, prep.channels, prep.input_size, prep.input_size)
+    example = torch.rand(shape, generator=torch.Generator().manual_seed(1))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".onnx":
+        meta = {"headstart.run_id": card.run_id, "headstart.classes": ",".join(card.classes),
+                "headstart.card": sidecar_path(out).name}
+        check = export_onnx(graph, example, out, tolerance=config.tolerance, check_rows=config.check_batch,
+                            metadata=meta)
+    else:
+        check = export_pt2(graph, example, out, tolerance=config.tolerance, check_rows=config.check_batch)
+    log.debug("exported %s with %s: max |exported - PyTorch| = %.2g on %d random images (tolerance %g)",
+             card.run_id, check.exporter, check.max_abs_diff, check.check_rows, config.tolerance)
+    export = {"file": out.name, "exporter": check.exporter, "model_sha256": file_sha256(out),
+              "max_abs_diff": check.max_abs_diff, "tolerance": config.tolerance, "check_rows": check.check_rows,
+              "seconds": check.seconds}
+    document = model_card(card, exports={**_other_exports(out, card.run_id), out.suffix.lstrip("."): export},
+                          versions=_versions(out.suffix))
+    write_bytes_atomic(sidecar_path(out), (json.dumps(jsonable(document), indent=2, sort_keys=True,
+                                                      allow_nan=False) + "\n").encode())
+    return ExportResult(model=str(out), card=str(sidecar_path(out)), run_id=card.run_id, exporter=check.exporter,
+                        max_abs_diff=check.max_abs_diff, tolerance=config.tolerance, seconds=check.seconds)
+
+
+def _other_exports(out: Path, run_id: str) -> dict:
+    """model.onnx and model.pt2 of one run share model.json: keep the other format's entry when it is there."""
+    try:
+        existing = read_card(sidecar_path(out))
+    except DataError:
+        return {}
+    if existing.get("run_id") != run_id or not isinstance(existing.get("exports"), dict):
+        return {}
+    return {fmt: entry for fmt, entry in existing["exports"].items() if fmt != out.suffix.lstrip(".")}
+
+
+def _versions(suffix: str) -> dict:
+    versions = collect_versions()
+    for package in (("onnx", "onnxruntime") if suffix == ".onnx" else ()):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions

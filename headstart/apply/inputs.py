@@ -1,0 +1,99 @@
+"""What `predict` is applied to: DATA images (anything extract reads, or a plain folder of images), or the rows of
+a feature cache. Labels are kept where DATA has them under the run's class names; ids are DATA-relative paths.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from headstart.data.folders import EXPECTED, flat_source, folder_source
+from headstart.data.manifest import manifest_source
+from headstart.data.npz import npz_source
+from headstart.data.types import ImageSource, Sample
+from headstart.errors import CacheMismatchError, DataError
+
+log = logging.getLogger(__name__)
+
+UNKNOWN = -1  # the label of an image whose class is not known
+
+
+@dataclass
+class Images:
+    """DATA listed: samples in id order, each labelled with an index into the run's classes (or UNKNOWN)."""
+
+    source: ImageSource
+    samples: list[Sample]
+    labelled: bool  # True when DATA named a class for every image, all of them among the run's classes
+
+
+def read_images(data: str | Path, classes: list[str]) -> Images:
+    """List DATA as extract would, but without needing labels: a flat folder of images is unlabelled DATA."""
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise DataError(f"{path}: data path does not exist; {EXPECTED}, or a folder of images")
+    path = path.resolve()
+    if path.is_dir():
+        source: ImageSource = flat_source(path) or folder_source(path, None)
+    elif path.suffix.lower() == ".csv":
+        source = manifest_source(path, None)
+    elif path.suffix.lower() == ".npz":
+        source = npz_source(path)
+    else:
+        raise DataError(f"{path}: is neither a folder, a .csv manifest nor a .npz file; {EXPECTED}")
+    if not source.samples:
+        raise DataError(f"{path}: no images found; {EXPECTED}, or a folder of images")
+    labelled = bool(source.classes) and set(source.classes) <= set(classes)
+    if source.classes and not labelled:
+        extra = sorted(set(source.classes) - set(classes))
+        log.warning("%s: class folder(s) %s are not among the run's classes (%s); predicting without labels",
+                    path, ", ".join(extra), ", ".join(classes))
+    index = {name: i for i, name in enumerate(classes)}
+    samples = [replace(s, label=index[source.classes[s.label]] if labelled else UNKNOWN) for s in source.samples]
+    return Images(source=source, samples=samples, labelled=labelled)
+
+
+# The feature-set attributes that decide what a feature means; equal ones mean features a head can read.
+IDENTITY = ("backbone", "weights", "weights_sha256", "random_weights_sha256", "preprocessing", "layer", "pool", "dim")
+
+
+def _identity(attrs: dict) -> dict:
+    ident = {key: attrs.get(key) for key in IDENTITY}
+    ident["layer"], ident["pool"] = ident["layer"] or "final", ident["pool"] or "default"
+    return ident
+
+
+def matching_set(feature_sets: dict[str, dict], spec: dict, *, cache: Path) -> str:
+    """The cache feature set computed as the head's features were: by name first, else any whose identity matches.
+
+    The fingerprint itself also hashes the data set's manifest, so it differs for new images by design; what
+    must match is how each feature was computed.
+    """
+    want = _identity(spec)
+    if want["random_weights_sha256"] is None:  # a head from before random weights were fingerprinted
+        want.pop("random_weights_sha256")
+    names = [spec.get("name")] + sorted(n for n in feature_sets if n != spec.get("name"))
+    for name in names:
+        attrs = feature_sets.get(name)
+        if attrs is not None and all(_identity(attrs).get(k) == v for k, v in want.items()):
+            return name
+    have = ", ".join(sorted(feature_sets)) or "none"
+    differs = ""
+    if spec.get("name") in feature_sets:
+        got = _identity(feature_sets[spec["name"]])
+        differs = " (" + ", ".join(f"{k} differs" for k, v in want.items() if got.get(k) != v) + ")"
+    raise CacheMismatchError(
+        f"{cache} has no feature set computed as the head's features were ({spec.get('backbone')}, weights "
+        f"{spec.get('weights')}, sha256 {str(spec.get('weights_sha256') or '-')[:12]}; found: {have}{differs}); "
+        f"extract DATA with the head's backbone and weights, or pass DATA images instead of --cache")
+
+
+def label_map(cache_classes: list[str], classes: list[str]) -> np.ndarray | None:
+    """Cache label index -> run label index, or None when the cache's classes are not the run's."""
+    if not set(cache_classes) <= set(classes):
+        return None
+    index = {name: i for i, name in enumerate(classes)}
+    return np.array([index[name] for name in cache_classes], dtype=np.int64)

@@ -1,0 +1,176 @@
+"""`headstart predict RUN DATA -o OUT.csv`: apply a run (or an exported model) to images, or to cached features.
+
+Images go through extract's own decode (`DecodedImages`, workers that never raise), its bad-image rule and its
+forward (`extract.forward`); the run's scorer turns each batch into probabilities. When DATA has labels the
+metrics are computed by the records' evaluation code (`evaluation.bootstrap.evaluate`, at the frozen
+threshold) and written next to OUT. Under torchrun each rank scores a contiguous block and rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from headstart.apply.card import RunCard
+from headstart.apply.config import PredictConfig
+from headstart.apply.inputs import Images, label_map, matching_set, read_images
+from headstart.apply.output import columns, table, write_metrics, write_table
+from headstart.apply.runs import head_card, open_run, read_run
+from headstart.cache.reader import FeatureCache
+from headstart.device import autocast_dtype, cudnn_benchmark, default_workers, resolve_device
+from headstart.distributed import all_gather_object, barrier, init_distributed, same_outcome
+from headstart.errors import ConfigError, DataError
+from headstart.evaluation.bootstrap import evaluate
+from headstart.extract.device_decode import DeviceJpegDecoder
+from headstart.extract.loader import DecodedImages, geometry_key, make_loader
+from headstart.heads.fitting import full_proba
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PredictResult:
+    """What one `predict` did, for the CLI summary and for benchmarks."""
+
+    output: str  # the table written (on torchrun rank 0; the same path on every rank)
+    run_id: str
+    classes: list[str]
+    threshold: float | None
+    n_rows: int = 0  # rows in the table
+    n_skipped: int = 0  # bad images (rows without probabilities)
+    seconds: float = 0.0  # wall time of the decode + forward + head loop (the slowest rank's)
+    metrics: dict | None = None  # evaluate() of the labelled rows, with intervals; None without labels
+    metrics_path: str | None = None
+    skipped: list[str] = field(default_factory=list)  # ids of skipped images
+
+    @property
+    def images_per_second(self) -> float:
+        return self.n_rows / self.seconds if self.seconds > 0 else float("nan")
+
+
+def run_predict(*, run: str | Path, data: str | Path | None, output: str | Path, config: PredictConfig,
+                progress: bool = True) -> PredictResult:
+    """Score DATA (or `config.cache` rows) with RUN; write the table to `output`, metrics beside it."""
+    config.validate()
+    if (data is None) == (config.cache is None):
+        raise ConfigError("give either DATA (images to score) or --cache CACHE (features already extracted), "
+                          "not both" if data is not None else "give DATA (images to score) or --cache CACHE")
+    out = Path(output)
+    if out.is_dir():
+        raise DataError(f"output {out} is a directory; expected a file path such as {out / 'predictions.csv'}")
+    if config.cache is not None:
+        card, ids, proba, labels, errors, seconds = _from_cache(run, config)
+        job_main = True
+    else:
+        job = init_distributed()
+        job_main = job.is_main
+        with same_outcome():  # a rank that fails (a bad image, a missing file) stops every rank, not just itself
+            device = resolve_device(config.device)
+            scorer = open_run(run, device=device, amp_dtype=autocast_dtype(config.precision, device),
+                              weights=config.weights)
+            card = scorer.card
+            images = read_images(data, card.classes)
+            shard = np.array_split(np.arange(len(images.samples)), job.world_size)[job.rank]
+            start = time.perf_counter()
+            mine = _score_images(scorer, images, shard, config=config, device=device, progress=progress and job_main)
+            seconds = time.perf_counter() - start
+        parts = all_gather_object((shard, *mine, seconds))
+        proba = np.concatenate([p[1] for p in parts])
+        errors = [e for p in parts for e in p[2]]
+        seconds = max(p[3] for p in parts)
+        ids = [s.id for s in images.samples]
+        labels = np.array([s.label for s in images.samples]) if images.labelled else None
+    result = PredictResult(output=str(out), run_id=card.run_id, classes=card.classes, threshold=card.threshold,
+                           n_rows=len(ids), seconds=seconds)
+    skip_mode = config.on_bad_image == "skip"
+    result.skipped = [i for i, e in zip(ids, errors) if e]
+    result.n_skipped = len(result.skipped)
+    if job_main:
+        rows = table(ids, proba, classes=card.classes, threshold=card.threshold, labels=labels,
+                     errors=errors if skip_mode else None)
+        write_table(out, rows, columns(card.classes, labelled=labels is not None, reasons=skip_mode), config.format)
+        if labels is not None:
+            result.metrics, result.metrics_path = _metrics(card, ids, proba, labels, config=config, out=out, data=data)
+    if config.cache is None:
+        barrier()  # every rank returns after the table exists
+    return result
+
+
+def _score_images(scorer, images: Images, rows: np.ndarray, *, config: PredictConfig, device: torch.device,
+                  progress: bool) -> tuple[np.ndarray, list[str]]:
+    """(probabilities (n, C) with NaN rows for skipped images, one error string per row ('' when fine))."""
+    card: RunCard = scorer.card
+    prep = card.preprocessing
+    proba = np.full((len(rows), len(card.classes)), np.nan)
+    errors = [""] * len(rows)
+    if len(rows) == 0:
+        return proba, errors
+    decoded = DecodedImages(images.source, images.samples, rows, [prep], decode=card.decode)
+    workers = default_workers(device) if config.workers is None else config.workers
+    loader = make_loader(decoded, batch_size=config.batch_size, pin_memory=device.type == "cuda",
+                         workers=workers if len(rows) > config.batch_size else 0)
+    decoder = DeviceJpegDecoder(decoded, device=device) if card.decode == "device" else None
+    position = {int(r): i for i, r in enumerate(rows)}
+    with torch.inference_mode(), cudnn_benchmark(device), \
+            tqdm(total=len(rows), unit="img", desc=f"predict {card.run_id}", disable=None if progress else True) as bar:
+        for batch in loader:
+            if decoder is not None:
+                batch = decoder.complete(batch)
+            ok = batch["ok"].numpy().astype(bool)
+            at = np.array([position[int(r)] for r in batch["row"]])
+            for j in np.flatnonzero(~ok):
+                if config.on_bad_image == "fail":
+                    raise DataError(f"{batch['error'][j]}; fix or remove the file, or pass --on-bad-image skip")
+                errors[at[j]] = batch["error"][j]
+                log.warning("skipping bad image: %s", batch["error"][j])
+            p = scorer.score(batch[geometry_key(prep)])
+            proba[at[ok]] = p[ok]
+            bar.update(len(ok))
+    return proba, errors
+
+
+def _from_cache(run: str | Path, config: PredictConfig):
+    """A cached head on features already in a cache: no backbone runs, the rows are read as `heads` reads them."""
+    folder = read_run(run)
+    if folder.head is None:
+        raise ConfigError(f"--cache applies a cached head; {run} is a fine-tune run; pass DATA images instead")
+    card = head_card(folder)
+    start = time.perf_counter()
+    with FeatureCache(config.cache) as cache:
+        name = matching_set(cache.feature_sets, card.feature_set, cache=cache.path)
+        X, valid = cache.load(name)
+        keep = np.ones(cache.n_samples, dtype=bool) if config.split is None else cache.splits == config.split
+        if not keep.any():
+            raise DataError(f"{cache.path} has no {config.split} rows; expected one of "
+                            f"{', '.join(sorted(set(cache.splits)))}")
+        mapping = label_map(list(cache.classes), card.classes)
+        ids, X, valid = [str(i) for i in cache.ids[keep]], X[keep], valid[keep]
+        labels = mapping[cache.labels[keep]] if mapping is not None else None
+    proba = np.full((len(ids), len(card.classes)), np.nan)
+    proba[valid] = full_proba(folder.head.estimator, X[valid], len(card.classes))
+    errors = ["" if v else "no features: the image was skipped at extraction" for v in valid]
+    if (~valid).any() and config.on_bad_image == "fail":
+        first = ids[int(np.flatnonzero(~valid)[0])]
+        raise DataError(f"{int((~valid).sum())} row(s) of {config.cache} have no features (images skipped at "
+                        f"extraction, e.g. {first}); pass --on-bad-image skip to list them as rows with a reason")
+    return card, ids, proba, labels, errors, time.perf_counter() - start
+
+
+def _metrics(card: RunCard, ids: list[str], proba: np.ndarray, labels: np.ndarray, *, config: PredictConfig,
+             out: Path, data) -> tuple[dict | None, str | None]:
+    """The record's metrics (with intervals) of the labelled, scored rows, written next to OUT."""
+    use = np.isfinite(proba).all(axis=1) & (labels >= 0)
+    if not use.any():
+        return None, None
+    metrics = evaluate(labels[use], proba[use], threshold=card.threshold, n_boot=config.n_boot, seed=0)
+    summary = {"run_id": card.run_id, "data": str(data) if data is not None else None, "cache": config.cache,
+               "split": config.split, "n": int(use.sum()), "n_skipped": int((~np.isfinite(proba).all(axis=1)).sum()),
+               "classes": card.classes, "threshold": card.threshold, "metrics": metrics,
+               "run_metrics": card.metrics.get("test")}
+    return metrics, str(write_metrics(out, summary))

@@ -1,0 +1,272 @@
+"""Saved heads: each head kind writes its own tensors to `head.safetensors` and its description to `head.json`.
+
+No pickle, ever: a head someone sent you loads without running any of their code. The tensors go through
+safetensors (a header plus raw buffers), or a plain `.npz` read with `allow_pickle=False`; everything else
+(kind, hyperparameters, class names, the frozen threshold, the feature set it was trained on) is JSON. head.json
+is written last and holds the sha256 of the tensor file, so a torn or damaged pair is refused in one line.
+
+`load_head(path)` returns the estimator `fit` produced, with the same `predict_proba` (the same arrays in the
+same dtypes, through the same code). Only kNN's reference rows may be stored narrower: in the dtype of the
+feature set they came from (float16 for a default cache), so the head file is never larger than the cache
+rows it was fitted on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from headstart.errors import DataError, one_line
+from headstart.heads.knn import KNNHead
+from headstart.heads.logreg import LogRegHead, _QuietLogistic
+from headstart.heads.torch_heads import LinearHead, MLPHead
+from headstart.io import write_bytes_atomic
+from headstart.versions import collect_versions
+
+log = logging.getLogger(__name__)
+
+HEAD_JSON = "head.json"
+HEAD_TENSORS = "head.safetensors"
+HEAD_FORMAT = "headstart-head"
+HEAD_FORMAT_VERSION = 1  # bump when a kind's tensors change meaning; readers refuse newer versions
+_ADVICE = "rerun `headstart heads` to write it again"
+
+
+@dataclass
+class SavedHead:
+    """A head read back from disk: the fitted estimator and what head.json says about it."""
+
+    estimator: object  # LogRegHead | LinearHead | MLPHead | KNNHead, fitted
+    kind: str  # logreg | linear | mlp | knn
+    classes: list[str]  # class names; the estimator's label i is classes[i]
+    threshold: float | None  # frozen on val; None for multi-class (argmax)
+    feature_set: dict = field(default_factory=dict)  # the spec of the features it was trained on
+    info: dict = field(default_factory=dict)  # the whole head.json
+
+
+# --- each kind's tensors -----------------------------------------------------------------------------------
+
+
+def _logreg_state(head: LogRegHead, _dtype: str) -> tuple[dict, dict]:
+    scaler, model = head.pipeline_[0], head.pipeline_[-1]
+    tensors = {"scaler_mean": scaler.mean_, "scaler_scale": scaler.scale_, "scaler_var": scaler.var_,
+               "coef": model.coef_, "intercept": model.intercept_}
+    return tensors, {"n_samples_seen": int(np.max(scaler.n_samples_seen_)), "n_iter": np.ravel(model.n_iter_).tolist()}
+
+
+def _logreg_build(params: dict, t: dict, state: dict, classes: np.ndarray) -> LogRegHead:
+    scaler = StandardScaler()
+    scaler.mean_, scaler.scale_, scaler.var_ = t["scaler_mean"], t["scaler_scale"], t["scaler_var"]
+    scaler.n_features_in_, scaler.n_samples_seen_ = len(t["scaler_mean"]), state.get("n_samples_seen", 0)
+    model: LogisticRegression = _QuietLogistic(C=params["C"], max_iter=params["max_iter"])
+    model.coef_, model.intercept_, model.classes_ = t["coef"], t["intercept"], classes
+    model.n_features_in_, model.n_iter_ = t["coef"].shape[1], np.asarray(state.get("n_iter", [0]), dtype=np.int32)
+    _require(t["coef"].shape[0] == (1 if len(classes) == 2 else len(classes)) and
+             len(t["intercept"]) == t["coef"].shape[0] and len(t["scaler_scale"]) == t["coef"].shape[1],
+             f"coef {t['coef'].shape} does not fit {len(classes)} classes and {len(t['scaler_mean'])} features")
+    return LogRegHead._from_fitted(make_pipeline(scaler, model), **params)
+
+
+def _torch_state(head: LinearHead, _dtype: str) -> tuple[dict, dict]:
+    tensors = {name: p.detach().cpu().numpy() for name, p in head.params_.items()}
+    return {**tensors, "mean": head.mean_, "scale": head.scale_}, {"best_epoch": int(head.best_epoch_)}
+
+
+def _torch_build(cls: type, names: tuple[str, ...]):
+    def build(params: dict, t: dict, state: dict, classes: np.ndarray) -> LinearHead:
+        import torch
+
+        head = cls(**params)
+        head.classes_ = classes
+        head.params_ = {name: torch.from_numpy(np.ascontiguousarray(t[name])) for name in names}
+        head.mean_, head.scale_ = t["mean"], t["scale"]
+        head.history_, head.best_epoch_ = [], state.get("best_epoch", 0)
+        head.n_features_in_ = len(t["mean"])
+        first, last = t[names[0]], t[names[-1]]
+        _require(first.shape[0] == len(t["mean"]) == len(t["scale"]) and last.shape[-1] >= len(classes),
+                 f"weights {first.shape} .. {last.shape} do not fit {len(t['mean'])} features and "
+                 f"{len(classes)} classes")
+        return head
+
+    return build
+
+
+def _knn_state(head: KNNHead, dtype: str) -> tuple[dict, dict]:
+    return {"train": head.train_.astype(dtype), "y": head.y_, "vote_weight": head.vote_weight_}, {}
+
+
+def _knn_build(params: dict, t: dict, state: dict, classes: np.ndarray) -> KNNHead:
+    head = KNNHead(**params)
+    head.classes_, head.train_ = classes, np.ascontiguousarray(t["train"], dtype=np.float32)
+    head.y_, head.vote_weight_ = t["y"].astype(np.int64), t["vote_weight"]
+    head.n_features_in_ = head.train_.shape[1]
+    _require(len(head.y_) == len(head.train_) and len(head.vote_weight_) == len(classes)
+             and (len(head.y_) == 0 or head.y_.max() < len(classes)),
+             f"{len(head.train_)} reference rows, {len(head.y_)} labels and {len(classes)} classes do not agree")
+    return head
+
+
+# kind -> (estimator class, its tensors and JSON state, the estimator from them, the tensor names it needs)
+_KINDS = {
+    "logreg": (LogRegHead, _logreg_state, _logreg_build,
+               ("scaler_mean", "scaler_scale", "scaler_var", "coef", "intercept")),
+    "linear": (LinearHead, _torch_state, _torch_build(LinearHead, ("W", "b")), ("W", "b", "mean", "scale")),
+    "mlp": (MLPHead, _torch_state, _torch_build(MLPHead, ("W1", "b1", "W2", "b2")),
+            ("W1", "b1", "W2", "b2", "mean", "scale")),
+    "knn": (KNNHead, _knn_state, _knn_build, ("train", "y", "vote_weight")),
+}
+
+
+def head_kind(estimator: object) -> str:
+    """logreg | linear | mlp | knn for a fitted head (MLPHead is checked before LinearHead, its base class)."""
+    for kind in ("mlp", "linear", "logreg", "knn"):
+        if type(estimator) is _KINDS[kind][0]:
+            return kind
+    raise TypeError(f"{type(estimator).__name__} is not a headstart head; expected one of "
+                    f"{', '.join(c.__name__ for c, *_ in _KINDS.values())}")
+
+
+# --- save ----------------------------------------------------------------------------------------------------
+
+# The feature-set attributes that say how its features were computed (and, for random weights, rebuilt);
+# `predict` rebuilds the backbone from these and refuses features computed any other way.
+SPEC_ATTRS = ("backbone", "provider", "weights", "weights_sha256", "weights_seed", "random_weights_sha256",
+              "preprocessing", "layer", "pool", "dim", "dtype", "fingerprint")
+
+
+def feature_set_spec(name: str, attrs: dict, *, manifest_hash: str | None = None, cache: str | None = None) -> dict:
+    """The head.json `feature_set` block from a cache feature set's attributes (as `FeatureCache` reads them)."""
+    spec = {key: attrs[key] for key in SPEC_ATTRS if attrs.get(key) is not None}
+    spec.setdefault("layer", "final")
+    spec.setdefault("pool", "default")
+    return {"name": name, **spec, "manifest_hash": manifest_hash, "cache": cache}
+
+
+
+def save_head(folder: str | Path, estimator: object, *, classes: list[str], threshold: float | None,
+              feature_set: dict | None = None, extra: dict | None = None) -> Path:
+    """Write `folder/head.safetensors`, then `folder/head.json` (both atomically); returns head.json's path.
+
+    `classes` names the estimator's labels 0..C-1; `feature_set` is the spec of the features it was trained on
+    (its `dtype` also sets how kNN's reference rows are stored; float32 without one). `extra` (e.g. run_id)
+    is added to head.json as is.
+    """
+    from safetensors.numpy import save as to_safetensors
+
+    kind = head_kind(estimator)
+    feature_set = dict(feature_set or {})
+    arrays, state = _KINDS[kind][1](estimator, feature_set.get("dtype") or "float32")
+    arrays = {name: np.ascontiguousarray(a) for name, a in {**arrays, "classes": estimator.classes_}.items()}
+    payload = to_safetensors(arrays, metadata={"format": HEAD_FORMAT, "kind": kind})
+    info = {
+        "format": HEAD_FORMAT, "format_version": HEAD_FORMAT_VERSION, "head": kind,
+        "estimator": type(estimator).__name__, "params": _jsonable_params(estimator.get_params()), "state": state,
+        "classes": [str(c) for c in classes], "threshold": None if threshold is None else float(threshold),
+        "n_features": int(estimator.n_features_in_), "feature_set": feature_set,
+        "tensors": {"file": HEAD_TENSORS, "sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload),
+                    "shapes": {name: list(a.shape) for name, a in arrays.items()},
+                    "dtypes": {name: str(a.dtype) for name, a in arrays.items()}},
+        "versions": collect_versions(), **(extra or {}),
+    }
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(folder / HEAD_TENSORS, payload)
+    target = folder / HEAD_JSON
+    write_bytes_atomic(target, (json.dumps(info, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
+    log.debug("saved %s head (%d bytes of tensors) to %s", kind, len(payload), folder)
+    return target
+
+
+def _jsonable_params(params: dict) -> dict:
+    return {k: v for k, v in params.items() if isinstance(v, (str, int, float, bool, type(None)))}
+
+
+# --- load ----------------------------------------------------------------------------------------------------
+
+
+def load_head(path: str | Path) -> object:
+    """The fitted estimator saved in a run folder (or its head.json); same `predict_proba` as when saved."""
+    return read_head(path).estimator
+
+
+def read_head(path: str | Path) -> SavedHead:
+    """Read and check head.json and its tensor file; DataError (one line) for anything missing or damaged."""
+    path = Path(path)
+    json_path = path / HEAD_JSON if path.is_dir() else path
+    if not json_path.is_file():
+        raise DataError(f"no {HEAD_JSON} in {json_path.parent}; expected a cached-head run folder written by "
+                        f"`headstart heads` (runs from before saved heads have none: {_ADVICE})")
+    info = _read_json(json_path)
+    kind = info.get("head")
+    if info.get("format") != HEAD_FORMAT or kind not in _KINDS:
+        raise DataError(f"{json_path} is not a headstart head (format {info.get('format')!r}, head {kind!r}); "
+                        f"expected format {HEAD_FORMAT!r} and a head of {', '.join(_KINDS)}")
+    if int(info.get("format_version", 0)) > HEAD_FORMAT_VERSION:
+        raise DataError(f"{json_path} has format_version {info['format_version']}, newer than this headstart reads "
+                        f"({HEAD_FORMAT_VERSION}); upgrade headstart")
+    tensors = _read_tensors(json_path.parent, info)
+    missing = [n for n in (*_KINDS[kind][3], "classes") if n not in tensors]
+    _require(not missing, f"{kind} head lacks tensor(s) {', '.join(missing)}", json_path)
+    classes = [str(c) for c in info.get("classes", [])]
+    _require(len(classes) >= 2 and len(tensors["classes"]) <= len(classes),
+             f"{len(classes)} class names for {len(tensors['classes'])} fitted classes", json_path)
+    try:
+        estimator = _KINDS[kind][2](dict(info.get("params", {})), tensors, dict(info.get("state", {})),
+                                    tensors["classes"].astype(np.int64))
+    except DataError as exc:
+        raise DataError(f"{json_path.parent / HEAD_TENSORS}: {exc}; {_ADVICE}") from None
+    except (TypeError, KeyError, ValueError, IndexError) as exc:
+        raise DataError(f"{json_path} describes a {kind} head its tensors do not fit ({one_line(exc)}); "
+                        f"{_ADVICE}") from None
+    threshold = info.get("threshold")
+    return SavedHead(estimator=estimator, kind=kind, classes=classes,
+                     threshold=None if threshold is None else float(threshold),
+                     feature_set=dict(info.get("feature_set") or {}), info=info)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"{path} cannot be read as JSON ({one_line(exc)}); it is damaged; {_ADVICE}") from None
+    if not isinstance(info, dict):
+        raise DataError(f"{path} holds {type(info).__name__}, not a JSON object; it is damaged; {_ADVICE}")
+    return info
+
+
+def _read_tensors(folder: Path, info: dict) -> dict[str, np.ndarray]:
+    """The tensor file head.json names, its sha256 checked, parsed without pickle (safetensors or npz)."""
+    entry = info.get("tensors") if isinstance(info.get("tensors"), dict) else {}
+    name = Path(str(entry.get("file") or HEAD_TENSORS)).name  # a bare file name: never outside the run folder
+    file = folder / name
+    try:
+        payload = file.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{file} cannot be read ({one_line(exc)}); {_ADVICE}") from None
+    if hashlib.sha256(payload).hexdigest() != entry.get("sha256"):
+        raise DataError(f"{file} is damaged: its sha256 differs from the one {HEAD_JSON} recorded; {_ADVICE}")
+    try:
+        if file.suffix == ".npz":
+            with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
+                return {key: npz[key] for key in npz.files}
+        from safetensors.numpy import load as from_safetensors
+
+        return from_safetensors(payload)
+    except Exception as exc:  # noqa: BLE001 - a bad zip, header or buffer: any parse error means a bad file
+        what = "holds pickled objects, which are never loaded" if "pickle" in str(exc).lower() else \
+            f"is not a valid {'npz' if file.suffix == '.npz' else 'safetensors'} file ({one_line(exc, limit=80)})"
+        raise DataError(f"{file} {what}; expected plain numeric tensors; {_ADVICE}") from None
+
+
+def _require(ok: bool, message: str, where: Path | None = None) -> None:
+    if not ok:
+        raise DataError(f"{where}: {message}; {_ADVICE}" if where else message)

@@ -1,0 +1,71 @@
+"""The prediction table: strict columns, unlabelled folders, JSON lines, metrics only when labels are known."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+
+from headstart.apply.output import columns, render, table
+from tests.apply.conftest import head_run, read_table
+from tests.reliability.conftest import invoke
+
+
+def test_columns_and_cells_are_the_contract():
+    proba = np.array([[0.2, 0.8], [np.nan, np.nan], [0.9, 0.1]])
+    rows = table(["a.png", "b.png", "c.png"], proba, classes=["NORMAL", "PNEUMONIA"], threshold=0.85,
+                 labels=np.array([1, 0, -1]), errors=["", "b.png: cannot decode", ""])
+    header = columns(["NORMAL", "PNEUMONIA"], labelled=True, reasons=True)
+    assert header == ["id", "proba_NORMAL", "proba_PNEUMONIA", "prediction", "label", "reason"]
+    assert [r["prediction"] for r in rows] == ["NORMAL", None, "NORMAL"]  # 0.8 < the frozen threshold 0.85
+    text = render(rows, header, "csv").decode().splitlines()
+    assert text[1] == "a.png,0.2,0.8,NORMAL,PNEUMONIA,"
+    assert text[2] == "b.png,,,,NORMAL,b.png: cannot decode"
+    assert text[3] == "c.png,0.9,0.1,NORMAL,,"
+    lines = [json.loads(line) for line in render(rows, header, "jsonl").decode().splitlines()]
+    assert lines[1] == {"id": "b.png", "proba_NORMAL": None, "proba_PNEUMONIA": None, "prediction": None,
+                        "label": "NORMAL", "reason": "b.png: cannot decode"}
+    multi = table(["x"], np.array([[0.2, 0.5, 0.3]]), classes=["a", "b", "c"], threshold=None, labels=None, errors=None)
+    assert multi[0]["prediction"] == "b" and "label" not in multi[0] and "reason" not in multi[0]
+
+
+def test_unlabelled_folder_of_images(runs, tmp_path):
+    """The usual case: a flat folder of new images. No labels, so no label column and no metrics."""
+    new = tmp_path / "new_images"
+    new.mkdir()
+    for path in sorted(runs["data"].rglob("*.jpeg"))[:5]:
+        shutil.copy(path, new / path.name)
+    out = tmp_path / "preds.csv"
+    result = invoke("predict", str(head_run(runs, "float16", "knn")), str(new), "-o", str(out), "--workers", "0")
+    assert result.exit_code == 0, result.output
+    rows = read_table(out)
+    assert list(rows[0]) == ["id", "proba_NORMAL", "proba_PNEUMONIA", "prediction"]
+    assert sorted(r["id"] for r in rows) == sorted(p.name for p in new.iterdir())
+    assert all(abs(float(r["proba_NORMAL"]) + float(r["proba_PNEUMONIA"]) - 1) < 1e-5 for r in rows)
+    assert not (tmp_path / "preds.metrics.json").exists() and "metrics" not in result.output
+
+
+def test_labelled_data_prints_and_writes_metrics_as_jsonl(runs, tmp_path):
+    out = tmp_path / "preds.jsonl"
+    result = invoke("predict", str(runs["finetune"]), str(runs["data"] / "test"), "-o", str(out), "--format", "jsonl",
+                    "--workers", "0", "--n-boot", "20", "--batch-size", "5")
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert set(lines[0]) == {"id", "proba_NORMAL", "proba_PNEUMONIA", "prediction", "label"}
+    assert lines[0]["id"].startswith(("NORMAL/", "PNEUMONIA/"))  # relative to DATA (here the test folder)
+    summary = json.loads((tmp_path / "preds.metrics.json").read_text())
+    assert summary["n"] == len(lines) and len(summary["metrics"]["auroc_ci"]) == 2
+    assert "auroc" in result.output and "[" in result.output  # the value with its interval
+
+
+def test_class_folders_that_are_not_the_runs_classes_predict_without_labels(runs, tmp_path):
+    data = tmp_path / "batches"
+    for i, path in enumerate(sorted(runs["data"].rglob("*.jpeg"))[:4]):
+        (data / f"batch{i % 2}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, data / f"batch{i % 2}" / path.name)
+    out = tmp_path / "p.csv"
+    result = invoke("predict", str(head_run(runs, "float32", "logreg")), str(data), "-o", str(out), "--workers", "0")
+    assert result.exit_code == 0, result.output
+    assert "not among the run's classes" in result.output
+    assert "label" not in read_table(out)[0] and len(read_table(out)) == 4
