@@ -114,3 +114,20 @@ def test_no_import_cycles(graph):
                 cycles.append(f"{module} -> {chain(back, target, module)}")
                 break
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_apply_sits_above_the_stages(graph):
+    """apply/ (predict, export) imports heads, finetune, extract and evaluation; none of them reaches back into it.
+
+    Only the public API, the CLI and apply itself may import `headstart.apply`.
+    """
+    above = ("headstart.apply", "headstart.api", "headstart.cli")
+    problems = []
+    for module in sorted(graph):
+        if module.startswith(above):
+            continue
+        via = reachable(graph, module)
+        reached = sorted(m for m in via if m == "headstart.apply" or m.startswith("headstart.apply."))
+        if reached:
+            problems.append(chain(via, module, reached[0]))
+    assert not problems, "a stage imports apply:\n" + "\n".join(problems)
