@@ -6,7 +6,7 @@
     since the head costs next to nothing.
 (b) start-up: a fresh `python -m headstart predict` on a folder of one image, for the run folder (the backbone is
     rebuilt and its weights checked) and for the exported ONNX model; wall time of the whole process, median of
-    `--repeats`.
+    `--repeats`, next to a process that only imports torch and torchvision.
 
 Random weights (speed does not depend on them; this machine cannot download any). The images are the first N
 of each class of $HEADSTART_DATA/kaggle_cxr_224/train (default ../shared/data), linked into a class-folder layout.
@@ -55,6 +55,13 @@ def cold_start(run: str | Path, image_dir: Path, out: Path, *, device: str) -> f
     return time.perf_counter() - start
 
 
+def cold_import() -> float:
+    """Wall seconds of a fresh process that only imports torch and torchvision: the floor under (b)."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch, torchvision"], check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=320, help="real images (half per class)")
@@ -87,12 +94,14 @@ def main() -> None:
         run_cold = [cold_start(run, one, tmp / "o.csv", device=args.device) for _ in range(args.repeats)]
         onnx_cold = [cold_start(tmp / "model.onnx", one, tmp / "o.csv", device=args.device)
                      for _ in range(args.repeats)]
+        floor = [cold_import() for _ in range(args.repeats)]
     e, p = statistics.median(extract_rates), statistics.median(predict_rates)
     print(f"\n{args.backbone} at 224 px, {args.n} real JPEGs, batch {args.batch_size}, {args.device}, "
           f"{torch.get_num_threads()} torch threads, random weights; medians of {args.repeats}")
     print(f"extract {e:.1f} img/s | predict {p:.1f} img/s | predict / extract {p / e:.2f} (target >= 0.9)")
     print(f"cold start to first prediction: run folder {statistics.median(run_cold):.1f} s, "
-          f"ONNX model {statistics.median(onnx_cold):.1f} s (whole `python -m headstart predict` process)")
+          f"ONNX model {statistics.median(onnx_cold):.1f} s (whole `python -m headstart predict` process; "
+          f"`python -c 'import torch, torchvision'` alone: {statistics.median(floor):.1f} s)")
 
 
 if __name__ == "__main__":

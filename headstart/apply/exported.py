@@ -33,6 +33,9 @@ class ExportedScorer:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError(f"{self.path} does not exist; expected a model file written by `headstart export` "
+                            "(.onnx or .pt2, with its model.json), or a run folder")
         data = read_card(sidecar_path(self.path))
         self.card: RunCard = card_from_dict(data, where=str(sidecar_path(self.path)))
         entry = (data.get("exports") or {}).get(self.path.suffix.lstrip("."))
@@ -40,8 +43,6 @@ class ExportedScorer:
         if expected is None:
             raise DataError(f"{sidecar_path(self.path)} describes no {self.path.suffix} model (it lists "
                             f"{', '.join(data.get('exports') or {}) or 'none'}); export the run to {self.path} again")
-        if not self.path.is_file():
-            raise DataError(f"{self.path} does not exist; expected an exported model file next to its model card")
         if expected != file_sha256(self.path):
             raise DataError(f"{self.path} is damaged or was replaced: its sha256 differs from the one "
                             f"{sidecar_path(self.path).name} recorded; export the run again")

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from headstart.data.folders import EXPECTED, flat_source, folder_source
-from headstart.data.manifest import manifest_source
-from headstart.data.npz import npz_source
+from headstart.data.folders import EXPECTED
+from headstart.data.sources import detect_source
 from headstart.data.types import ImageSource, Sample
 from headstart.errors import CacheMismatchError, DataError
 
@@ -32,25 +31,14 @@ class Images:
 
 def read_images(data: str | Path, classes: list[str]) -> Images:
     """List DATA as extract would, but without needing labels: a flat folder of images is unlabelled DATA."""
-    path = Path(data).expanduser()
-    if not path.exists():
-        raise DataError(f"{path}: data path does not exist; {EXPECTED}, or a folder of images")
-    path = path.resolve()
-    if path.is_dir():
-        source: ImageSource = flat_source(path) or folder_source(path, None)
-    elif path.suffix.lower() == ".csv":
-        source = manifest_source(path, None)
-    elif path.suffix.lower() == ".npz":
-        source = npz_source(path)
-    else:
-        raise DataError(f"{path}: is neither a folder, a .csv manifest nor a .npz file; {EXPECTED}")
+    source = detect_source(data, unlabelled=True)
     if not source.samples:
-        raise DataError(f"{path}: no images found; {EXPECTED}, or a folder of images")
+        raise DataError(f"{source.root}: no images found; {EXPECTED}, or a folder of images")
     labelled = bool(source.classes) and set(source.classes) <= set(classes)
     if source.classes and not labelled:
         extra = sorted(set(source.classes) - set(classes))
         log.warning("%s: class folder(s) %s are not among the run's classes (%s); predicting without labels",
-                    path, ", ".join(extra), ", ".join(classes))
+                    source.root, ", ".join(extra), ", ".join(classes))
     index = {name: i for i, name in enumerate(classes)}
     samples = [replace(s, label=index[source.classes[s.label]] if labelled else UNKNOWN) for s in source.samples]
     return Images(source=source, samples=samples, labelled=labelled)

@@ -58,9 +58,10 @@ def run_predict(*, run: str | Path, data: str | Path | None, output: str | Path,
                 progress: bool = True) -> PredictResult:
     """Score DATA (or `config.cache` rows) with RUN; write the table to `output`, metrics beside it."""
     config.validate()
-    if (data is None) == (config.cache is None):
-        raise ConfigError("give either DATA (images to score) or --cache CACHE (features already extracted), "
-                          "not both" if data is not None else "give DATA (images to score) or --cache CACHE")
+    if data is not None and config.cache is not None:
+        raise ConfigError("give either DATA (images to score) or --cache CACHE (features already extracted), not both")
+    if data is None and config.cache is None:
+        raise ConfigError("give DATA (images to score) or --cache CACHE (features already extracted)")
     out = Path(output)
     if out.is_dir():
         raise DataError(f"output {out} is a directory; expected a file path such as {out / 'predictions.csv'}")

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections import Counter
 from pathlib import Path
 
-from headstart.data.folders import EXPECTED, folder_source
+from headstart.data.folders import EXPECTED, flat_source, folder_source
 from headstart.data.groups import compile_group_pattern
 from headstart.data.manifest import manifest_source
 from headstart.data.npz import npz_source
@@ -36,23 +37,34 @@ def load_source(data: str | os.PathLike, *, group_pattern: str | None = None) ->
     Raises DataError (one line, naming the path) for anything malformed, ConfigError for a bad regex.
     """
     pattern = compile_group_pattern(group_pattern)
+    source = detect_source(data, pattern=pattern)
+    _check_classes(source)
+    if pattern is not None:
+        matched = sum(1 for s in source.samples if s.group)
+        level = logging.WARNING if matched == 0 else logging.INFO
+        log.log(level, "--group-pattern %r matched %d of %d file names", pattern.pattern, matched, len(source.samples))
+    return source
+
+
+def detect_source(data: str | os.PathLike, *, pattern: re.Pattern[str] | None = None,
+                  unlabelled: bool = False) -> ImageSource:
+    """Detect the kind of `data` and list its samples, without `load_source`'s checks of the labels.
+
+    With `unlabelled`, a folder holding images and no sub-folders is one unlabelled source (label -1): what
+    `predict` is most often given, and useless for training.
+    """
     path = Path(data).expanduser()
     if not path.exists():
         raise DataError(f"{path}: data path does not exist; {EXPECTED}")
     path = path.resolve()
     if path.is_dir():
-        source: ImageSource = folder_source(path, pattern)
+        source: ImageSource = (flat_source(path) if unlabelled else None) or folder_source(path, pattern)
     elif path.suffix.lower() == ".csv":
         source = manifest_source(path, pattern)
     elif path.suffix.lower() == ".npz":
         source = npz_source(path)
     else:
         raise DataError(f"{path}: is neither a folder, a .csv manifest nor a .npz file; {EXPECTED}")
-    _check_classes(source)
-    if pattern is not None:
-        matched = sum(1 for s in source.samples if s.group)
-        level = logging.WARNING if matched == 0 else logging.INFO
-        log.log(level, "--group-pattern %r matched %d of %d file names", pattern.pattern, matched, len(source.samples))
     return source
 
 
