@@ -25,6 +25,10 @@ class WeightsError(HeadstartError):
     """Pretrained weights cannot be found, downloaded or loaded."""
 
 
+class DependencyError(HeadstartError):
+    """An optional extra (timm, torchxrayvision, transformers...) that a request needs is not installed."""
+
+
 class ConfigError(HeadstartError):
     """An option or configuration value is invalid. Exit code 2 at the CLI (a usage error)."""
 
@@ -35,6 +39,10 @@ class TrainingError(HeadstartError):
 
 class CheckpointError(HeadstartError):
     """A fine-tune checkpoint is unreadable, foreign, or was made for another configuration."""
+
+
+class ExportError(HeadstartError):
+    """A model cannot be exported to ONNX, or its exported graph does not compute what the PyTorch model does."""
 
 
 def one_line(exc: BaseException, *, limit: int = 160) -> str:
