@@ -14,6 +14,7 @@ cannot take or traces wrongly (caught by the verification), and the only one onc
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import json
 import logging
@@ -131,13 +132,17 @@ def run_onnx(model: bytes | str | Path, x: torch.Tensor, names: list[str], is_di
 def _torchscript(module: nn.Module, example: torch.Tensor, names: list[str], dynamic: bool) -> bytes:
     buf = io.BytesIO()
     axes = {n: {0: "batch"} for n in (INPUT_NAME, *names)} if dynamic else None
+    # torch < 2.5 has no `dynamo` argument (TorchScript was its only exporter); from 2.9 it defaults to True.
+    choose = {"dynamo": False} if _HAS_DYNAMO else {}
     with _quiet(), _mha_fastpath_off():
-        torch.onnx.export(module, (example,), buf, dynamo=False, input_names=[INPUT_NAME], output_names=names,
-                          dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True)
+        torch.onnx.export(module, (example,), buf, input_names=[INPUT_NAME], output_names=names,
+                          dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True, **choose)
     return buf.getvalue()
 
 
 def _dynamo(module: nn.Module, example: torch.Tensor, names: list[str], dynamic: bool) -> bytes:
+    if not _HAS_DYNAMO:
+        raise ExportError(f"torch {torch.__version__} has no dynamo exporter (torch >= 2.5 has)")
     if not _importable("onnxscript"):
         raise ExportError(f"onnxscript is not installed ({INSTALL_HINT})")
     shapes = ({0: torch.export.Dim("batch")},) if dynamic else None
@@ -146,6 +151,8 @@ def _dynamo(module: nn.Module, example: torch.Tensor, names: list[str], dynamic:
                                     output_names=names, dynamic_shapes=shapes, external_data=False)
     return program.model_proto.SerializeToString()
 
+
+_HAS_DYNAMO = "dynamo" in inspect.signature(torch.onnx.export).parameters
 
 _EXPORTERS: dict[str, Callable[[nn.Module, torch.Tensor, list[str], bool], bytes]] = {
     "torchscript": _torchscript,
@@ -189,12 +196,16 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
 def _mha_fastpath_off() -> Iterator[None]:
     """nn.MultiheadAttention's inference fast path (`_native_multi_head_attention`) has no ONNX symbolic; the
     TorchScript exporter fails on torchvision's ViT unless it takes the plain path (same numbers)."""
-    enabled = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
+    mha = getattr(torch.backends, "mha", None)  # torch >= 2.2
+    if mha is None:
+        yield
+        return
+    enabled = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
     try:
         yield
     finally:
-        torch.backends.mha.set_fastpath_enabled(enabled)
+        mha.set_fastpath_enabled(enabled)
 
 
 @contextlib.contextmanager

@@ -144,20 +144,35 @@ class FirstBatchCheck:
         return (self.active or self.primary).tag
 
     def __call__(self, x: torch.Tensor) -> Features:
-        if self.active is not None:
-            return self.active(x)
-        out = self.primary(x)
-        self.max_abs_diff = max_abs_diff(first_rows(out, CHECK_ROWS), self.reference(x[:CHECK_ROWS]))
+        if self.active is None:
+            out = self.primary(x)
+            if self._decide(first_rows(out, CHECK_ROWS), x[:CHECK_ROWS]):
+                return out
+        return self.active(x)
+
+    def check(self, x: torch.Tensor) -> str:
+        """Decide the engine on these real rows now (before a fingerprint names it); returns the engine's name.
+
+        Extraction calls this on the first rows of the data set before it plans the cache, so a fallback can
+        never leave one feature set computed by two engines. Later calls change nothing.
+        """
+        if self.active is None:
+            self._decide(self.primary(x[:CHECK_ROWS]), x[:CHECK_ROWS])
+        return self.name
+
+    def _decide(self, onnx_rows: Features, x: torch.Tensor) -> bool:
+        """Compare onnxruntime's rows with torch's on the same input; True when onnxruntime stays."""
+        self.max_abs_diff = max_abs_diff(onnx_rows, self.reference(x))
         if self.max_abs_diff <= self.tolerance:
             self.active = self.primary
             log.debug("%s: onnxruntime matches torch on the first batch (max abs difference %.2g)", self.label,
                       self.max_abs_diff)
-            return out
+            return True
         self.fallback = (f"onnxruntime differs from PyTorch by {self.max_abs_diff:.2g} > {self.tolerance:g} "
                          "on the first batch")
         log.warning("%s runs on torch: %s", self.label, self.fallback)
         self.active = self.reference
-        return self.reference(x)
+        return False
 
     def describe(self) -> dict:
         info = (self.active or self.primary).describe()

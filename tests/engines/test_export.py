@@ -81,3 +81,17 @@ def test_a_batch_of_one_example_still_gives_a_dynamic_graph():
     result = export_onnx(model, images(1), None)
     out = run_onnx(result.model, images(6), result.output_names, True)
     assert out["mean"].shape == (6, 8)
+
+
+def test_the_dynamo_exporter_takes_over_when_torchscript_fails(tmp_path, monkeypatch):
+    pytest.importorskip("onnxscript", reason="onnxscript is not installed (pip install 'headstart[export]')")
+    import headstart.engines.export as export
+
+    def no_tracer(*args):
+        raise RuntimeError("TorchScript export is gone")
+
+    monkeypatch.setitem(export._EXPORTERS, "torchscript", no_tracer)
+    result = export_onnx(TwoTaps().eval(), images(2), tmp_path / "d.onnx")
+    assert result.exporter == "dynamo" and result.max_abs_diff <= 1e-4
+    out = run_onnx(tmp_path / "d.onnx", images(5, seed=2), result.output_names, True)
+    assert out["mean"].shape == (5, 8)  # dynamic batch through torch.export's Dim too

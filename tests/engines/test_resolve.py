@@ -135,3 +135,13 @@ def test_a_damaged_cached_graph_is_exported_again(resnet, caplog):
     assert again.graph.exported and again.graph.model == path and path.stat().st_size > 1000
     (line,) = warnings_in(caplog)
     assert "does not load" in line
+
+
+def test_check_decides_the_engine_before_any_batch_is_computed(caplog):
+    backbone = tiny_backbone(BranchOnData(), "branchy")
+    engine = resolve_engine("auto", CPU, backbone=backbone)
+    assert engine.check(images(20) + 10.0) == "torch"  # decided on real rows, once
+    assert engine.check(images(4)) == "torch"  # later calls change nothing
+    ok = resolve_engine("auto", CPU, backbone=tiny_backbone(BranchOnData(), "branchy"))
+    assert ok.check(images(20)) == "onnxruntime" and ok.max_abs_diff <= 1e-4
+    assert len(warnings_in(caplog)) == 1
