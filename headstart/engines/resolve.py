@@ -177,8 +177,9 @@ class FirstBatchCheck:
     def describe(self) -> dict:
         info = (self.active or self.primary).describe()
         info.update(onnx_graph=Path(self.graph.model).name if isinstance(self.graph.model, Path) else "(in memory)",
-                    onnx_exported=self.graph.exported, onnx_export_seconds=round(self.graph.export_seconds, 3),
-                    onnx_max_abs_diff=self.max_abs_diff)
+                    onnx_exported=self.graph.exported, onnx_export_seconds=round(self.graph.export_seconds, 3))
+        if self.max_abs_diff is not None:  # known once the first batch was checked
+            info["onnx_max_abs_diff"] = self.max_abs_diff
         if self.fallback:
             info["onnx_fallback"] = self.fallback
         return info
