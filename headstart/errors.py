@@ -41,6 +41,10 @@ class CheckpointError(HeadstartError):
     """A fine-tune checkpoint is unreadable, foreign, or was made for another configuration."""
 
 
+class ExportError(HeadstartError):
+    """A model cannot be exported to ONNX, or its exported graph does not compute what the PyTorch model does."""
+
+
 def one_line(exc: BaseException, *, limit: int = 160) -> str:
     """The first line of an exception's message (its type name when empty), for the one-line error contract."""
     text = str(exc).strip()
