@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from headstart.cache.durable import write_bytes_atomic
+from headstart.io import write_bytes_atomic
 from headstart.engines.features import Features, from_list, max_abs_diff, output_names, to_numpy
 from headstart.errors import DependencyError, ExportError, one_line
 

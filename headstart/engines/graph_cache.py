@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from headstart.cache.durable import write_bytes_atomic
+from headstart.io import write_bytes_atomic
 from headstart.engines.export import DEFAULT_TOLERANCE, export_onnx
 from headstart.errors import one_line
 

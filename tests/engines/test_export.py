@@ -59,7 +59,7 @@ def test_a_graph_outside_the_tolerance_is_refused(tmp_path):
 
 
 def test_an_interrupted_write_leaves_no_partial_file(resnet, tmp_path, monkeypatch):
-    import headstart.cache.durable as durable
+    import headstart.io as durable
 
     def boom(src, dst):
         raise OSError(28, "No space left on device")
