@@ -38,7 +38,7 @@ from headstart.backbones.types import Preprocessing
 from headstart.data.decode import DICOM_SUFFIXES
 from headstart.data.types import ImageSource, Sample
 from headstart.errors import ConfigError
-from headstart.extract.preprocess import crop_geometry
+from headstart.extract.preprocess import crop_geometry, stack_channels_last
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def collate_mixed(items: list[dict], *, geometries: dict[str, Preprocessing]) ->
         "pil_pos": torch.tensor(pil_pos, dtype=torch.int64),
     }
     for key, prep in geometries.items():
-        batch[key] = (torch.stack([items[i][key] for i in pil_pos]) if pil_pos
+        batch[key] = (stack_channels_last([items[i][key] for i in pil_pos]) if pil_pos
                       else torch.empty(0, 3, prep.input_size, prep.input_size, dtype=torch.uint8))
     return batch
 

@@ -13,13 +13,13 @@ from functools import partial
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from headstart.backbones.types import Preprocessing
 from headstart.data import loading
 from headstart.data.types import ImageSource, Sample
 from headstart.extract.device_decode import collate_mixed, jpeg_item
-from headstart.extract.preprocess import to_uint8_tensor
+from headstart.extract.preprocess import stack_channels_last, to_uint8_tensor
 
 
 def geometry_key(prep: Preprocessing) -> str:
@@ -65,8 +65,16 @@ class DecodedImages(Dataset):
         return {key: to_uint8_tensor(img, prep) for key, prep in self.geometries.items()}
 
 
+def collate_crops(items: list[dict], *, geometries: dict[str, Preprocessing]) -> dict:
+    """The PIL path's batch: row, ok and error as usual, each geometry's crops stacked channels-last."""
+    batch = default_collate([{k: v for k, v in item.items() if k not in geometries} for item in items])
+    for key in geometries:
+        batch[key] = stack_channels_last([item[key] for item in items])
+    return batch
+
+
 def make_loader(dataset: DecodedImages, *, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
     """Ordered batches, one pass (resume relies on row order only through the staged row indices)."""
-    collate = partial(collate_mixed, geometries=dataset.geometries) if dataset.decode == "device" else None
+    collate = partial(collate_mixed if dataset.decode == "device" else collate_crops, geometries=dataset.geometries)
     return loading.make_loader(dataset, batch_size=batch_size, workers=workers, pin_memory=pin_memory,
                                collate_fn=collate)

@@ -21,7 +21,7 @@ from headstart.backbones.registry import create_backbone
 from headstart.backbones.types import Backbone
 from headstart.cache.fingerprint import compute_fingerprint
 from headstart.cache.request import CacheRequest, FeatureSetSpec, SamplesTable
-from headstart.cache.stager import Stager
+from headstart.cache.stager import Stager, WriteBehind
 from headstart.cache.writer import CacheWriter, plan_for
 from headstart.data.dataset import build_dataset, manifest_hash
 from headstart.data.types import Dataset
@@ -226,7 +226,8 @@ def _extract_rows(rows: np.ndarray, *, stager: Stager, dataset: Dataset, todo: l
     bar = tqdm(total=len(rows), unit="img", desc=desc, disable=None if job.is_main else True)
     forward_seconds = {b.name: 0.0 for b in todo}
     start = time.perf_counter()
-    with torch.inference_mode(), cudnn_benchmark(device):  # every batch has one shape: cuDNN may pick kernels
+    # every batch has one shape: cuDNN may pick kernels; batches are staged while the next one is computed
+    with torch.inference_mode(), cudnn_benchmark(device), WriteBehind(stager) as staged:
         for batch in loader:
             if decoder is not None:
                 batch = decoder.complete(batch)
@@ -245,7 +246,7 @@ def _extract_rows(rows: np.ndarray, *, stager: Stager, dataset: Dataset, todo: l
                 feats[b.name] = y.float().cpu().numpy()  # .cpu() synchronises, so the timing is honest
                 feats[b.name][~ok] = 0.0
                 forward_seconds[b.name] += time.perf_counter() - t0
-            stager.write_batch(batch["row"].numpy(), feats, ok)
+            staged.write_batch(batch["row"].numpy(), feats, ok)
             bar.update(len(ok))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
