@@ -59,15 +59,19 @@ class ExportResult:
 
 def onnx_installed() -> bool:
     """True when onnx and onnxruntime can be imported (checked without importing them)."""
-    return _importable("onnx") and _importable("onnxruntime")
+    return not _missing_onnx()
 
 
 def require_onnx() -> None:
     """DependencyError naming the pip command when onnx or onnxruntime is missing."""
-    missing = [m for m in ("onnx", "onnxruntime") if not _importable(m)]  # find_spec: no import cost
+    missing = _missing_onnx()
     if missing:
         raise DependencyError(f"{' and '.join(missing)} not installed; ONNX export and the onnxruntime engine "
                               f"need them: {INSTALL_HINT}")
+
+
+def _missing_onnx() -> list[str]:
+    return [m for m in ("onnx", "onnxruntime") if not _importable(m)]  # find_spec: no import cost
 
 
 def export_onnx(module: nn.Module, example_input: torch.Tensor, path: str | Path | None, *,

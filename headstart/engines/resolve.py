@@ -76,8 +76,12 @@ def choose_engine(spec: str, device: torch.device, *, amp_dtype: torch.dtype | N
 
 def resolve_engine(spec: str, device: torch.device, *, backbone: Backbone, amp_dtype: torch.dtype | None = None,
                    workers: int = 0, module: nn.Module | None = None, taps: tuple[str, ...] = (),
-                   tolerance: float = DEFAULT_TOLERANCE, folder: Path | None = None) -> Engine:
+                   input_shape: tuple[int, int, int] | None = None, tolerance: float = DEFAULT_TOLERANCE,
+                   folder: Path | None = None) -> Engine:
     """The engine that will run `backbone` (or `module`, its tapped variant) on `device`.
+
+    `workers` is the number of decode processes running beside it (onnxruntime leaves them their cores);
+    `input_shape` is one normalised image, (3, input_size, input_size) unless given (1-channel models).
 
     Raises ConfigError/DependencyError only for an explicit request that cannot be met; every failure of the
     ONNX path itself falls back to torch with one warning line.
@@ -90,7 +94,8 @@ def resolve_engine(spec: str, device: torch.device, *, backbone: Backbone, amp_d
     key = GraphKey.for_module(reference.module, backbone=backbone.name, weights_tag=backbone.weights_tag,
                               weights_sha256=backbone.weights_sha256,
                               preprocessing=backbone.preprocessing.to_dict(), taps=taps,
-                              input_shape=(3, backbone.preprocessing.input_size, backbone.preprocessing.input_size))
+                              input_shape=input_shape or (3, backbone.preprocessing.input_size,
+                                                          backbone.preprocessing.input_size))
     try:
         graph, engine = _load(key, reference.module, workers=workers, tolerance=tolerance, folder=folder)
     except ExportError as exc:

@@ -21,8 +21,6 @@ from headstart.engines.features import Features, from_list, to_numpy
 
 log = logging.getLogger(__name__)
 
-# ORT's intra-op pool, measured on this 2-core machine with one decode worker running beside it (resnet18,
-# batch 64, 224 px; benchmarks/engine_threads.py): see `onnx_threads`.
 SPIN_ENV = "OMP_WAIT_POLICY"  # the CLI sets PASSIVE; onnxruntime's own pool follows the same wish
 
 
@@ -88,15 +86,17 @@ class OnnxEngine:
                 "intra_op_threads": self.threads}
 
 
-def onnx_threads(*, workers: int, cores: int | None = None) -> int:
-    """onnxruntime's intra-op threads: what torch uses today (its intra-op count, all physical cores).
+def onnx_threads(*, workers: int) -> int:
+    """onnxruntime's intra-op threads: torch's count today (all physical cores) less one per decode worker.
 
-    Measured on this 2-core machine, resnet18 at 224 px, batch 64, with one decode worker beside it: 2 threads
-    ran faster than 1 even with the worker competing, so decode workers do not take threads away (they mostly
-    wait on a full prefetch queue while the network runs). `workers` is kept in the signature for the record.
+    Measured on this 2-core machine end to end (resnet18, 224-px JPEGs, batch 64, one decode worker beside the
+    engine; `benchmarks/engines.py --threads`, three runs of 3-5 interleaved repeats while other jobs loaded the
+    machine, load average 5-9): 1 intra-op thread ran at 1.11-1.23x torch, 2 threads at 0.92-1.10x, 2 spinning
+    threads at 1.07-1.22x, and an inter-op pool (parallel execution) at 0.62-0.85x. A thread that shares a core
+    with the decode worker is descheduled mid-op and every other thread waits for it at the op's barrier, so the
+    worker's core is left to it. Inter-op stays 1 (sequential execution: a backbone is a chain of ops).
     """
-    del workers, cores
-    return max(1, torch.get_num_threads())
+    return max(1, torch.get_num_threads() - max(0, workers))
 
 
 def spinning_wanted() -> bool:

@@ -41,7 +41,12 @@ def test_explicit_requests_that_cannot_be_met_are_refused(spec, device, amp, ins
 
 
 def test_threads_follow_torch_and_spinning_follows_the_wait_policy(monkeypatch):
-    assert onnx_threads(workers=1) >= 1
+    torch_threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert onnx_threads(workers=0) == 2 and onnx_threads(workers=1) == 1 and onnx_threads(workers=4) == 1
+    finally:
+        torch.set_num_threads(torch_threads)
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
     assert not spinning_wanted()
     monkeypatch.setenv("OMP_WAIT_POLICY", "active")
