@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import click
-from tqdm import tqdm
 
 from headstart.cli import Command
 
@@ -22,6 +21,8 @@ def backbones(names: tuple[str, ...], show_all: bool, as_json: bool) -> None:
     NAMES restricts the list to those backbones. `cached` says whether the default ImageNet weights file is
     already in the torch hub cache ($TORCH_HOME), i.e. whether `--weights imagenet` works offline.
     """
+    from tqdm import tqdm  # here, not at the top: `headstart --help` imports every command module (0.2 s)
+
     from headstart.backbones.registry import RECOMMENDED_BACKBONES, backbone_info, check_name, list_backbones
 
     for name in names:
