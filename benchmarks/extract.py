@@ -34,13 +34,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-import torchvision
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: what the headstart command sets for (b)
 
-from headstart.device import autocast, autocast_dtype, default_workers, resolve_device
+import h5py  # noqa: E402
+import torch  # noqa: E402
+import torchvision  # noqa: E402
+from PIL import Image  # noqa: E402
+from torch.utils.data import DataLoader, Dataset  # noqa: E402
+from torchvision import transforms  # noqa: E402
+
+from headstart.device import autocast, autocast_dtype, default_workers, resolve_device  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("HEADSTART_DATA", REPO.parent / "shared" / "data"))
@@ -78,23 +81,25 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def forward_only(model: torch.nn.Module, *, n: int, batch_size: int, device: torch.device) -> float:
+def forward_only(model: torch.nn.Module, *, n: int, batch_size: int, device: torch.device) -> tuple[float, float]:
+    """(images/s, CPU ms per image) of the bare forward on one pre-made batch."""
     x = torch.randn(batch_size, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), autocast(device, autocast_dtype("auto", device)):
         for _ in range(3 if device.type == "cuda" else 1):  # warm-up (cuDNN autotuning on CUDA)
             model(x)
         _sync(device)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         done = 0
         while done < n:
             model(x)
             done += batch_size
         _sync(device)
-    return done / (time.perf_counter() - start)
+    return done / (time.perf_counter() - start), 1000 * (time.process_time() - cpu) / done
 
 
-def cli_seconds(manifest: Path, out: Path, *, backbone: str, device: str, decode: str) -> float:
-    """Wall time of one `python -m headstart extract` process, start to exit (defaults + --weights random)."""
+def cli_run(manifest: Path, out: Path, *, backbone: str, device: str, decode: str) -> tuple[float, float, float]:
+    """(wall s, CPU s of the process and its decode workers, loop s recorded in the cache) of one
+    `python -m headstart extract` with the defaults plus --weights random."""
     cmd = [sys.executable, "-m", "headstart", "-q", "extract", str(manifest), "-o", str(out), "-b", backbone,
            "--weights", "random"]
     if device != "auto":
@@ -103,16 +108,25 @@ def cli_seconds(manifest: Path, out: Path, *, backbone: str, device: str, decode
         cmd += ["--decode", decode]
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    seconds = time.perf_counter() - start
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)  # CPU time includes the reaped decode workers
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"headstart extract failed:\n{stderr.decode()[-2000:]}")
+    with h5py.File(out, "r") as f:
+        loop = float(f["features"][backbone].attrs["loop_seconds"])
     out.unlink()
-    return seconds
+    return wall, usage.ru_utime + usage.ru_stime, loop
 
 
-def headstart_rate(small: Path, large: Path, n_large: int, *, tmp: Path, **kw) -> float:
-    t_small = cli_seconds(small, tmp / "small.h5", **kw)
-    t_large = cli_seconds(large, tmp / "large.h5", **kw)
-    return (n_large - N_SMALL) / (t_large - t_small)
+def headstart_rate(small: Path, large: Path, n_large: int, *, tmp: Path, **kw) -> tuple[float, float, float]:
+    """(marginal images/s, marginal CPU ms per image, images/s inside the extraction loop) of the large run."""
+    wall_small, cpu_small, _ = cli_run(small, tmp / "small.h5", **kw)
+    wall_large, cpu_large, loop = cli_run(large, tmp / "large.h5", **kw)
+    n = n_large - N_SMALL
+    return n / (wall_large - wall_small), 1000 * (cpu_large - cpu_small) / n, n_large / loop
 
 
 class TutorialImages(Dataset):
@@ -234,29 +248,46 @@ def main() -> None:
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # as run_extract does: fixed input sizes
         model = torchvision.models.get_model(args.backbone).eval().to(device, memory_format=torch.channels_last)
-        results: dict[str, list[float]] = {}
-        for _ in range(args.repeats):  # interleave the methods so machine noise hits them alike
+        n_forward = max(len(p) for p in sets.values()) // 2  # between every two headstart runs
+        forward = [forward_only(model, n=n_forward, batch_size=args.batch_size, device=device)]
+        runs: dict[str, list[dict]] = {name: [] for name in sets}
+        for repeat in range(args.repeats):  # interleaved, so a burst of load hits every method alike
             for name, paths in sets.items():
                 small, large = manifests[name]
-                results.setdefault(f"a forward-only {name}", []).append(
-                    forward_only(model, n=len(paths), batch_size=args.batch_size, device=device))
-                results.setdefault(f"b headstart {name}", []).append(headstart_rate(
-                    small, large, len(paths), tmp=tmp, backbone=args.backbone, device=args.device,
-                    decode=args.decode))
+                rate, cpu, loop = headstart_rate(small, large, len(paths), tmp=tmp, backbone=args.backbone,
+                                                 device=args.device, decode=args.decode)
+                run = {"b": rate, "b_cpu": cpu, "b_loop": loop}
                 if not args.no_tutorial:
-                    results.setdefault(f"c tutorial {name}", []).append(tutorial_rate(
-                        paths, backbone=args.backbone, batch_size=args.batch_size, workers=workers, device=device))
-    med = {k: statistics.median(v) for k, v in results.items()}
-    for k, v in results.items():
-        print(f"{k:26s} {med[k]:7.1f} images/s   (runs: {', '.join(f'{x:.1f}' for x in v)})")
-    for name in sets:
-        a, b = med[f"a forward-only {name}"], med[f"b headstart {name}"]
-        ratios = [bb / aa for aa, bb in zip(results[f"a forward-only {name}"], results[f"b headstart {name}"])]
-        line = f"{name:9s} b/a = {b / a:.2f} (per repeat: {', '.join(f'{r:.2f}' for r in ratios)})"
-        if not args.no_tutorial:
-            line += f"   b/c = {b / med[f'c tutorial {name}']:.2f}"
-        print(line)
+                    run["c"] = tutorial_rate(paths, backbone=args.backbone, batch_size=args.batch_size,
+                                             workers=workers, device=device)
+                forward.append(forward_only(model, n=n_forward, batch_size=args.batch_size, device=device))
+                # (a) is the mean of the forward-only runs just before and just after this headstart run
+                run["a"] = (forward[-2][0] + forward[-1][0]) / 2
+                run["a_cpu"] = (forward[-2][1] + forward[-1][1]) / 2
+                runs[name].append(run)
+                print(f"  repeat {repeat + 1} {name}: " + ", ".join(f"{k} {v:.1f}" for k, v in run.items())
+                      + f", b/a {run['b'] / run['a']:.2f}, load {os.getloadavg()[0]:.1f}", flush=True)
+    print(report(runs, tutorial=not args.no_tutorial))
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
+
+
+def report(runs: dict[str, list[dict]], *, tutorial: bool) -> str:
+    """Medians per set, and the median of the per-repeat ratios (each taken side by side)."""
+    med = lambda name, f: statistics.median(f(r) for r in runs[name])  # noqa: E731
+    lines = ["set        (a) fwd img/s  (b) marginal img/s  (b) in-loop img/s  " + ("(c) tutorial  " if tutorial else "")
+             + "b/a    in-loop/a  " + ("b/c   " if tutorial else "") + "CPU ms/img a / b  work a/b"]
+    for name in runs:
+        line = (f"{name:9s}  {med(name, lambda r: r['a']):13.1f}  {med(name, lambda r: r['b']):18.1f}  "
+                f"{med(name, lambda r: r['b_loop']):17.1f}  ")
+        if tutorial:
+            line += f"{med(name, lambda r: r['c']):12.1f}  "
+        line += f"{med(name, lambda r: r['b'] / r['a']):5.2f}  {med(name, lambda r: r['b_loop'] / r['a']):9.2f}  "
+        if tutorial:
+            line += f"{med(name, lambda r: r['b'] / r['c']):5.2f} "
+        line += (f"{med(name, lambda r: r['a_cpu']):7.1f} / {med(name, lambda r: r['b_cpu']):5.1f}  "
+                 f"{med(name, lambda r: r['a_cpu'] / r['b_cpu']):8.2f}")
+        lines.append(line)
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@
 `state.json` records what is being extracted (manifest hash, N, and per set its fingerprint, dim and dtype).
 Each finished batch is one `part-<seq>.npz` holding `rows`, `valid` and one `f__<set>` array per set, written
 to a temporary name, fsync-ed and renamed. Under torchrun every rank stages into the same folder as
-`part-<seq>-r<rank>.npz`, so names never collide across ranks (or hosts) and rank 0 publishes them all. A kill -9 therefore loses at most the batch in flight; a part that
-is damaged anyway (zip CRC or shape check fails) is dropped and its rows are extracted again. Later parts win
-over earlier ones for the same row, so a redone row never conflicts.
+`part-<seq>-r<rank>.npz`, so names never collide across ranks (or hosts) and rank 0 publishes them all. A kill -9
+therefore loses at most the batches in flight (the one being computed and, with `stager.WriteBehind`, the one
+being staged); a part that is damaged anyway (zip CRC or shape check fails) is dropped and its rows are extracted
+again. Later parts win over earlier ones for the same row, so a redone row never conflicts.
 """
 
 from __future__ import annotations
