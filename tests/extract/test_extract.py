@@ -62,13 +62,13 @@ def test_each_image_decoded_once_for_two_backbones(phantom_dir, tmp_path, monkey
 
     def counting_load_source(*a, **k):
         src = real(*a, **k)
-        orig = src.load
+        for name in ("load", "load_with_meta"):  # extraction decodes through one of them (with metadata), once
 
-        def load(sample, **kw):
-            calls.append(sample.id)
-            return orig(sample, **kw)
+            def counted(sample, _orig=getattr(src, name), **kw):
+                calls.append(sample.id)
+                return _orig(sample, **kw)
 
-        src.load = load
+            setattr(src, name, counted)
         return src
 
     monkeypatch.setattr("headstart.data.dataset.load_source", counting_load_source)
