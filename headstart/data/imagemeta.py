@@ -13,7 +13,7 @@ was skipped, or that has no metadata, holds the missing values (`MISSING`).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, astuple, dataclass
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -107,9 +107,9 @@ def hash_of_reduced(gray: np.ndarray) -> int:
     """The hash bits of a (32, 32) grayscale image already box-reduced (the tail of `perceptual_hash`, shared with
     the device decoder's reduction in `headstart.extract.device_hash`)."""
     gray = np.asarray(gray, dtype=np.float64)
-    low = _DCT_LOW @ gray @ _DCT_LOW.T  # = scipy.fft.dctn(gray, norm="ortho")[:8, :8], without its call overhead
-    bits = (low > np.median(low)).ravel()
-    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+    low = (_DCT_LOW @ gray @ _DCT_LOW.T).ravel()  # = scipy.fft.dctn(gray, norm="ortho")[:8, :8], minus call overhead
+    middle = np.sort(low)[31:33]  # np.median of 64 values, without its overhead (a sixth of the hash's time)
+    return int.from_bytes(np.packbits(low > (middle[0] + middle[1]) / 2).tobytes(), "big")
 
 
 def meta_from_pil(header: Header, img: Image.Image, *, file_size: int) -> ImageMeta:
@@ -148,7 +148,7 @@ def meta_from_array(row: np.ndarray, img: Image.Image) -> ImageMeta:
 
 def meta_columns(metas: Sequence[ImageMeta | None]) -> dict[str, np.ndarray]:
     """One array per `META_FIELDS` entry, in row order; None rows (skipped images) get the `MISSING` values."""
-    rows = [asdict(m) if m is not None else None for m in metas]
+    rows = [vars(m) if m is not None else None for m in metas]  # the fields, in order (asdict deep-copies)
     columns = {}
     for name, kind in META_FIELDS.items():
         values = [MISSING[kind] if r is None else r[name] for r in rows]
@@ -160,7 +160,7 @@ def to_text(meta: ImageMeta | None) -> str:
     """One row's metadata as a short JSON string ("" for none): how it crosses the DataLoader's worker boundary,
     where any collate function passes strings through untouched (a dataclass, or a 64-bit hash in a tensor, would
     not survive `default_collate`)."""
-    return "" if meta is None else json.dumps(astuple(meta))
+    return "" if meta is None else json.dumps(list(vars(meta).values()))  # astuple would deep-copy: 20x slower
 
 
 def from_text(text: str) -> ImageMeta | None:
