@@ -68,27 +68,6 @@ def test_skipped_bad_image_gets_the_missing_values(phantom_dir, tmp_path):
     assert (np.delete(got["width"], row) > 0).all()
 
 
-def test_interrupted_run_resumes_with_every_rows_metadata(cache, phantom_dir, tmp_path, monkeypatch):
-    from headstart.cache.stager import Stager
-
-    real_write, count = Stager.write_batch, {"n": 0}
-
-    def flaky_write(self, *a, **k):
-        if count["n"] == 2:
-            raise KeyboardInterrupt
-        count["n"] += 1
-        return real_write(self, *a, **k)
-
-    monkeypatch.setattr(Stager, "write_batch", flaky_write)
-    out = tmp_path / "c.h5"
-    with pytest.raises(KeyboardInterrupt):
-        run_extract(data=str(phantom_dir), output=str(out), config=config())
-    monkeypatch.setattr(Stager, "write_batch", real_write)
-    result = run_extract(data=str(phantom_dir), output=str(out), config=config())
-    assert result.n_images == len(ids(cache)) - 2 * 8  # the staged batches (and their metadata) were not redone
-    assert_same_meta(meta(out), meta(cache))
-
-
 def test_adding_a_set_keeps_the_metadata_and_fills_it_in_an_old_cache(cache, phantom_dir, tmp_path):
     out = tmp_path / "c.h5"
     shutil.copy(cache, out)

@@ -22,8 +22,6 @@ from headstart.cache.reader import FeatureCache
 from headstart.cache.resplit import publish_splits
 from headstart.data.types import SPLITS
 
-NAME = "near_duplicates"
-
 
 @dataclass
 class SplitFix:
