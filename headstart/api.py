@@ -140,11 +140,15 @@ def run_demo(output: str | Path = "demo-out", *, weights: str = "imagenet", quic
 
 
 def run_audit(cache: str | Path, *, feature_set: str | None = None, seed: int = 0, shuffle_repeats: int = 5,
-              on_result: Callable | None = None) -> AuditReport:
-    """`headstart audit`: shortcut and leakage checks on CACHE; `on_result(check)` sees each check as it ends."""
+              fix: bool = False, yes: bool = False, on_result: Callable | None = None) -> AuditReport:
+    """`headstart audit`: shortcut and leakage checks on CACHE; `on_result(check)` sees each check as it ends.
+
+    `fix` then publishes splits in which each near-duplicate group lives in one split (`report.fix`), changing the
+    test split only with `yes`."""
     from headstart.studies.audit import AuditConfig, run_audit as audit
 
-    config = AuditConfig(feature_set=feature_set, seed=seed, shuffle_repeats=shuffle_repeats)
+    config = AuditConfig(feature_set=feature_set, seed=seed, shuffle_repeats=shuffle_repeats, fix=fix,
+                         confirm_test=yes)
     return audit(str(cache), config=config, on_result=on_result)
 
 

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from headstart.backbones.types import Preprocessing
-from headstart.data import loading
+from headstart.data import imagemeta, loading
 from headstart.data.types import ImageSource, Sample
 from headstart.extract.device_decode import collate_mixed, jpeg_item
 from headstart.extract.preprocess import stack_channels_last, to_uint8_tensor
@@ -52,17 +52,21 @@ class DecodedImages(Dataset):
         return self.decode_row(row)
 
     def decode_row(self, row: int) -> dict:
-        """The PIL path: decode one row and crop it for every geometry; a bad image comes back flagged."""
-        sample = self.samples[row]
-        crops, error = loading.decode_or_error(sample, lambda: self._crops(sample))
-        if crops is None:  # placeholders keep the batch stackable; the row is marked not ok
-            crops = {key: torch.zeros(3, p.input_size, p.input_size, dtype=torch.uint8)
-                     for key, p in self.geometries.items()}
-        return {"row": row, "ok": not error, "error": error, **crops}
+        """The PIL path: decode one row and crop it for every geometry; a bad image comes back flagged.
 
-    def _crops(self, sample: Sample) -> dict[str, torch.Tensor]:
-        img = self.source.load(sample, min_size=self.min_size)
-        return {key: to_uint8_tensor(img, prep) for key, prep in self.geometries.items()}
+        `meta` is the row's `ImageMeta` from the same decode, as `imagemeta.to_text` ("" for a bad image).
+        """
+        sample = self.samples[row]
+        decoded, error = loading.decode_or_error(sample, lambda: self._crops(sample))
+        if decoded is None:  # placeholders keep the batch stackable; the row is marked not ok
+            decoded = ({key: torch.zeros(3, p.input_size, p.input_size, dtype=torch.uint8)
+                        for key, p in self.geometries.items()}, "")
+        crops, meta = decoded
+        return {"row": row, "ok": not error, "error": error, "meta": meta, **crops}
+
+    def _crops(self, sample: Sample) -> tuple[dict[str, torch.Tensor], str]:
+        img, meta = self.source.load_with_meta(sample, min_size=self.min_size)
+        return {key: to_uint8_tensor(img, prep) for key, prep in self.geometries.items()}, imagemeta.to_text(meta)
 
 
 def collate_crops(items: list[dict], *, geometries: dict[str, Preprocessing]) -> dict:

@@ -24,6 +24,7 @@ from headstart.cache.request import CacheRequest, FeatureSetSpec, SamplesTable
 from headstart.cache.stager import Stager, WriteBehind
 from headstart.cache.writer import CacheWriter, plan_for
 from headstart.data.dataset import build_dataset, manifest_hash
+from headstart.data.imagemeta import from_text
 from headstart.data.types import Dataset
 from headstart.device import (
     autocast,
@@ -246,7 +247,7 @@ def _extract_rows(rows: np.ndarray, *, stager: Stager, dataset: Dataset, todo: l
                 feats[b.name] = y.float().cpu().numpy()  # .cpu() synchronises, so the timing is honest
                 feats[b.name][~ok] = 0.0
                 forward_seconds[b.name] += time.perf_counter() - t0
-            staged.write_batch(batch["row"].numpy(), feats, ok)
+            staged.write_batch(batch["row"].numpy(), feats, ok, meta=[from_text(t) for t in batch["meta"]])
             bar.update(len(ok))
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -94,9 +94,10 @@ def _cache_file(tmp):
 CASES: dict[str, Case] = {
     "audit": Case("headstart.api:run_audit",
                   lambda tmp: ["audit", str(_cache_file(tmp)), "-b", "resnet18", "--seed", "3", "--shuffle-repeats",
-                               "2"],
+                               "2", "--fix", "--yes"],
                   expect=lambda bound, tmp: {k: v for k, v in bound.arguments.items() if k != "on_result"} == {
-                      "cache": str(tmp / "c.h5"), "feature_set": "resnet18", "seed": 3, "shuffle_repeats": 2}),
+                      "cache": str(tmp / "c.h5"), "feature_set": "resnet18", "seed": 3, "shuffle_repeats": 2,
+                      "fix": True, "yes": True}),
     "backbones": Case("headstart.backbones.registry:backbone_info", lambda tmp: ["backbones", "resnet18", "--json"],
                       result=lambda tmp: {"name": "resnet18"},
                       expect=lambda bound, tmp: bound.arguments == {"name": "resnet18"}),

@@ -20,6 +20,7 @@ from headstart.errors import ConfigError, DataError, one_line
 from headstart.evaluation import SELECT_METRICS
 from headstart.evaluation.records import jsonable, read_records
 from headstart.evaluation.report import plots
+from headstart.evaluation.report.audit import audit_section
 from headstart.evaluation.report.comparisons import paired_comparisons
 from headstart.evaluation.report.document import Block, BulletList, Heading, Image, Paragraph, Table
 from headstart.evaluation.report.render import render_html, render_markdown
@@ -107,6 +108,7 @@ def build_report(*, runs_dir: str | Path, output_dir: str | Path | None = None,
             write_bytes_atomic(target, image.png)
             written.append(target)
 
+    blocks += audit_section(runs_dir, summary)  # each audit.json under RUNS (`headstart audit CACHE -o RUNS/...`)
     result = ReportResult(output_dir=output_dir, report_md=output_dir / "report.md",
                           report_html=output_dir / "report.html", summary_json=output_dir / "summary.json",
                           n_records=len(records), n_datasets=len(groups), plots=written)
