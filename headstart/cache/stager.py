@@ -200,7 +200,7 @@ class WriteBehind:
     def write_batch(self, rows: np.ndarray, features: dict[str, np.ndarray], valid: np.ndarray,
                     meta: Sequence[ImageMeta | None] | None = None) -> None:
         self.wait()
-        self._pending = self._pool.submit(self.stager.write_batch, rows, features, valid, meta)
+        self._pending = self._pool.submit(self.stager.write_batch, rows, features, valid, meta=meta)
 
     def wait(self) -> None:
         """Block until the batch in flight is staged; raise its error, if any."""

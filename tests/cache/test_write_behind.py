@@ -40,11 +40,11 @@ def test_a_failed_batch_stops_the_next_one(tmp_path, table, monkeypatch):
     real = Stager.write_batch
     calls = []
 
-    def second_fails(self, rows, features, valid):
+    def second_fails(self, rows, features, valid, meta=None):
         calls.append(int(rows[0]))
         if len(calls) == 2:
             raise CacheError("disk full while writing the second batch")
-        real(self, rows, features, valid)
+        real(self, rows, features, valid, meta=meta)
 
     monkeypatch.setattr(Stager, "write_batch", second_fails)
     batches = list(_batches(table, spec))
@@ -62,9 +62,9 @@ def test_leaving_on_an_error_keeps_the_batch_in_flight(tmp_path, table, monkeypa
     spec = make_spec(table)
     real = Stager.write_batch
 
-    def slow(self, *args):
+    def slow(self, *args, **kwargs):
         time.sleep(0.3)  # still being staged when the loop is interrupted
-        real(self, *args)
+        real(self, *args, **kwargs)
 
     monkeypatch.setattr(Stager, "write_batch", slow)
     with CacheWriter(tmp_path / "c.h5", table, [spec]) as writer:
