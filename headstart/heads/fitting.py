@@ -63,6 +63,14 @@ class Candidate:
     estimator: object | None
     best_epoch: int | None = None
     history: list = field(default_factory=list)
+    _scored: tuple | None = field(default=None, repr=False)  # (X, proba) of the last `proba` call
+
+    def proba(self, X: np.ndarray, n_classes: int) -> np.ndarray:
+        """The fitted estimator's probabilities on X, remembered for the same X: every seed of a shared
+        (logreg, kNN) sweep scores the same test rows with the same estimator, and kNN's search is not free."""
+        if self._scored is None or self._scored[0] is not X:
+            self._scored = (X, full_proba(self.estimator, X, n_classes))
+        return self._scored[1]
 
 
 @dataclass

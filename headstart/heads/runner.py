@@ -168,8 +168,10 @@ def _select_and_test(job: _Job, sweep: Sweep, *, head: str, seed: int, reused: b
         history = getattr(estimator, "history_", [])
 
     def predict() -> dict[str, SplitPredictions]:
+        shared = estimator is cand.estimator  # not refitted: the candidate remembers its test scores
+        proba = cand.proba(test.X, fit.n_classes) if shared else full_proba(estimator, test.X, fit.n_classes)
         return {"val": SplitPredictions(sel_rows.ids, sel_rows.y, cand.val_proba),
-                "test": SplitPredictions(test.ids, test.y, full_proba(estimator, test.X, fit.n_classes))}
+                "test": SplitPredictions(test.ids, test.y, proba)}
 
     outline = RunOutline(
         run_id=make_run_id("cached-head", job.feature_set, head, seed), strategy="cached-head",
