@@ -28,9 +28,10 @@ if TYPE_CHECKING:
     from headstart.finetune.config import FinetuneConfig
     from headstart.heads.runner import HeadsConfig
     from headstart.studies.audit import AuditReport
+    from headstart.studies.curve import CurveConfig, CurveResult
 
 __all__ = ["load_runs", "open_cache", "run_compare", "run_demo", "run_extract", "run_finetune", "run_heads",
-           "run_audit", "verify_cache"]
+           "run_audit", "run_curve", "verify_cache"]
 
 SPLIT_OPTIONS = ("val_fraction", "test_fraction", "group_pattern")  # SplitConfig fields besides the seed
 
@@ -88,12 +89,14 @@ def run_finetune(data: str | Path, output: str | Path, *, backbone: str = "resne
                  image_size: int | None = None, precision: str = "auto", device: str = "auto",
                  workers: int | None = None, augment: bool = True, patience: int = 3, deterministic: bool = False,
                  n_boot: int = 1000, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2,
-                 group_pattern: str | None = None, splits_from: str | Path | None = None, resume: bool = False,
+                 group_pattern: str | None = None, train_size: str | None = None,
+                 splits_from: str | Path | None = None, resume: bool = False,
                  config: FinetuneConfig | None = None, split_config: SplitConfig | None = None) -> RunRecord:
     """`headstart finetune`: fine-tune BACKBONE on DATA; the best val epoch is tested once and recorded.
 
     With the same split options as the extraction, or `splits_from=CACHE`, the images land in the same splits
-    as the cache, so `run_compare` compares like with like. `resume` continues from
+    as the cache, so `run_compare` compares like with like. `train_size` ("k=4", "200", "10%") trains on the
+    patient-grouped, stratified draw `run_curve` makes at that size for repeat `seed`. `resume` continues from
     OUTPUT/<run_id>/checkpoints/last.pt. `config` (a FinetuneConfig) and `split_config` (a SplitConfig) replace
     the keyword options they cover.
     """
@@ -146,6 +149,30 @@ def run_audit(cache: str | Path, *, feature_set: str | None = None, seed: int = 
 
     config = AuditConfig(feature_set=feature_set, seed=seed, shuffle_repeats=shuffle_repeats)
     return audit(str(cache), config=config, on_result=on_result)
+
+
+def run_curve(cache: str | Path, output: str | Path, *, feature_sets: Sequence[str] | None = None,
+              heads: Sequence[str] = ("logreg",), sizes: Sequence[str] | None = None, repeats: int = 5,
+              sweep: str = "quick", seed: int = 0, val_from_train: bool = False, metric: str = "auroc",
+              target: float | None = None, select_metric: str = "auroc", threshold_rule: str = "youden",
+              class_weight: str = "balanced", device: str = "auto", n_boot: int = 1000,
+              config: CurveConfig | None = None, progress: bool = True) -> list[CurveResult]:
+    """`headstart curve`: the test metric against labelled training images, per feature set x head in CACHE.
+
+    Each size ("k=4" per class, "200" images, "10%" of train; default k = 1, 2, 4, ... then 1% .. 100%) is drawn
+    `repeats` times, whole patients and stratified (repeat r with seed + r, as `run_finetune(train_size=...)`
+    draws). Each draw sweeps the head, selects on val, thresholds on val and scores test once. Writes
+    OUTPUT/curve_<set>_<head>/curve.json (points, a summary per size, the power-law fit) and returns them.
+    """
+    from headstart.studies.curve import CurveConfig, run_curve as curve
+
+    options = _options(run_curve, locals(), skip=("cache", "output", "config", "progress"))
+    if config is not None:
+        _refuse_mixed(run_curve, "config", options, list(options))
+    else:
+        listed = {k: (None if options[k] is None else list(options[k])) for k in ("feature_sets", "sizes")}
+        config = CurveConfig(**{**options, **listed, "heads": list(options["heads"])})
+    return curve(cache_path=cache, runs_dir=output, config=config, progress=progress)
 
 
 # --- keywords or a config, never both -----------------------------------------------------------------------

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "compare": "headstart.cli.compare:compare",
     "demo": "headstart.cli.demo:demo",
     "audit": "headstart.cli.audit:audit",
+    "curve": "headstart.cli.curve:curve",
 }
 
 
