@@ -121,7 +121,8 @@ def run_finetune(data: str | Path, output: str | Path, *, backbone: str = "resne
 
 
 def run_compare(runs: str | Path, output: str | Path | None = None, *, select_metric: str = "auroc") -> ReportResult:
-    """`headstart compare`: tables, break-even, paired tests and plots for every record under RUNS.
+    """`headstart compare`: a verdict, tables, break-even, paired tests, learning curves and plots for every run
+    record and curve.json under RUNS (either may be absent, not both).
 
     Writes report.md, report.html, summary.json and plots/ to OUTPUT (default RUNS/report).
     """

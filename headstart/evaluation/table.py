@@ -52,6 +52,13 @@ def fmt_mean_std_ci(mean: float | None, std: float | None, ci: Sequence[float | 
     return f"{text} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
+def fmt_seconds(value: object) -> str:
+    """Seconds with precision that suits the size: 0.0123, 4.56, 789; '-' when missing."""
+    if _is_missing(value) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value):
+        return MISSING
+    return f"{value:.3g}" if value < 100 else f"{value:.0f}"
+
+
 def aggregate_seeds(values: Sequence[float | None]) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof=1) over seeds, ignoring NaN; std is NaN with fewer than 2."""
     finite = np.array([v for v in values if not _is_missing(v)], dtype=np.float64)

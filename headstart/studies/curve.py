@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -37,14 +36,12 @@ from headstart.heads import HEADS, SWEEP_NAMES
 from headstart.heads.fitting import FitSettings, Rows, full_proba, refit, run_sweep
 from headstart.heads.sweep import get_sweep
 from headstart.io import write_bytes_atomic
-from headstart.studies.curve_fit import FIT_METRICS, fit_power_law
+from headstart.studies.curve_doc import CURVE_FORMAT, CURVE_FORMAT_VERSION, CURVE_NAME
+from headstart.studies.curve_fit import FIT_METRICS, fit_power_law, mean_ci
 from headstart.versions import collect_versions
 
 log = logging.getLogger(__name__)
 
-CURVE_NAME = "curve.json"
-CURVE_FORMAT = "headstart-curve"
-CURVE_FORMAT_VERSION = 1
 SUMMARY_METRICS = ("auroc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1", "auprc")
 _TORCH_HEADS = ("linear", "mlp")
 
@@ -271,21 +268,6 @@ def summarise(points: list[dict], order: list[str]) -> list[dict]:
                 entry[split][metric] = {"mean": mean, "sd": sd, "ci": ci}
         out.append(entry)
     return out
-
-
-def mean_ci(values: list, *, level: float = 0.95) -> tuple[float, float, list[float] | None]:
-    """Mean, sample sd and the t-interval of the mean, clipped to [0, 1] (None with fewer than two finite values)."""
-    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
-    if x.size == 0:
-        return math.nan, math.nan, None
-    if x.size == 1:
-        return float(x[0]), math.nan, None
-    from scipy.stats import t
-
-    sd = float(x.std(ddof=1))
-    half = float(t.ppf(0.5 + level / 2, x.size - 1)) * sd / math.sqrt(x.size)
-    # every summary metric lives on [0, 1]: an interval past either end says nothing more than the end itself
-    return float(x.mean()), sd, [max(0.0, float(x.mean() - half)), min(1.0, float(x.mean() + half))]
 
 
 def _val_notes(points: list[dict], *, n_val: int, val_from_train: bool) -> list[str]:

@@ -1,4 +1,5 @@
-"""The learning curve's power law, `metric(n) = a - b * n^(-c)`, fitted with bounds, and what it answers.
+"""The learning curve's statistics: the interval over repeats, and the power law `metric(n) = a - b * n^(-c)`
+fitted with bounds, with what it answers.
 
 Pure: numbers in, a JSON-ready dict (or None with a reason) out. Bounded for metrics on [0, 1] where larger is
 better (AUROC, accuracy, ...): a <= 1 (the plateau), b >= 0 (more labels never hurt on average), c > 0. A
@@ -97,3 +98,18 @@ def _refine(n: np.ndarray, y: np.ndarray, start: tuple[float, float, float], *,
         params, _ = curve_fit(power_law, n, y, p0=p0, bounds=(lower_bounds, upper_bounds), method="trf",
                               maxfev=20000)
     return tuple(float(p) for p in params)  # type: ignore[return-value]
+
+
+def mean_ci(values: list, *, level: float = 0.95) -> tuple[float, float, list[float] | None]:
+    """Mean, sample sd and the t-interval of the mean, clipped to [0, 1] (None with fewer than two finite values)."""
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    if x.size == 0:
+        return math.nan, math.nan, None
+    if x.size == 1:
+        return float(x[0]), math.nan, None
+    from scipy.stats import t
+
+    sd = float(x.std(ddof=1))
+    half = float(t.ppf(0.5 + level / 2, x.size - 1)) * sd / math.sqrt(x.size)
+    # every summary metric lives on [0, 1]: an interval past either end says nothing more than the end itself
+    return float(x.mean()), sd, [max(0.0, float(x.mean() - half)), min(1.0, float(x.mean() + half))]

@@ -133,7 +133,7 @@ CASES: dict[str, Case] = {
                      result=_finetune_record, expect=_expect_finetune),
     "compare": Case("headstart.api:run_compare",
                     lambda tmp: ["compare", str(tmp / "runs"), "-o", str(tmp / "report"), "--select-metric", "f1"],
-                    result=lambda tmp: SimpleNamespace(n_records=2, n_datasets=1, report_html="r.html",
+                    result=lambda tmp: SimpleNamespace(n_records=2, n_datasets=1, n_curves=0, report_html="r.html",
                                                        report_md="r.md", summary_json="s.json"),
                     expect=lambda bound, tmp: bound.arguments == {"runs": tmp / "runs", "output": tmp / "report",
                                                                   "select_metric": "f1"}),

@@ -1,8 +1,23 @@
-"""The console view of a curve: one row per size, then the fit in one sentence."""
+"""curve.json as a document: its name and format, reading every curve under RUNS, and the console view.
+
+Light on purpose (no numpy, no torch): `compare` reads curves through here without importing the study itself.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+from pathlib import Path
+
+from headstart.errors import one_line
 from headstart.evaluation.table import fmt_mean_std, fmt_mean_std_ci, format_table
+
+log = logging.getLogger(__name__)
+
+CURVE_NAME = "curve.json"  # RUNS/curve_<set>_<head>/curve.json
+CURVE_FORMAT = "headstart-curve"
+CURVE_FORMAT_VERSION = 1  # bump when a field changes meaning; readers skip newer versions
 
 COLUMNS = [("size", "size"), ("repeats", "draws"), ("n_train", "n train"), ("n_patients", "patients"),
            ("test", "test {metric} mean ± sd [95% CI]"), ("val", "val {metric}")]
@@ -44,3 +59,23 @@ def labels_text(labels: float | None, fit: dict) -> str:
         return "never (above the plateau)"
     extrapolated = " (extrapolated beyond the measured sizes)" if labels > fit["n_max"] * 1.0001 else ""
     return f"~{labels:,.0f} labels{extrapolated}"
+
+
+def read_curves(runs_dir: str | os.PathLike) -> list[dict]:
+    """Every readable RUNS/*/curve.json (sorted by path), each with `path` added; others skipped with a warning."""
+    curves = []
+    for path in sorted(Path(runs_dir).glob(f"*/{CURVE_NAME}")):
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(document, dict) or document.get("format") != CURVE_FORMAT:
+                raise ValueError(f"not a {CURVE_FORMAT} document")
+            if int(document.get("format_version", 1)) > CURVE_FORMAT_VERSION:
+                raise ValueError(f"format_version {document['format_version']} is newer than {CURVE_FORMAT_VERSION}")
+            for key in ("summary", "points", "dataset"):
+                if key not in document:
+                    raise ValueError(f"it lacks `{key}`")
+        except (OSError, ValueError, TypeError) as error:
+            log.warning("skipping unreadable curve %s: %s", path, one_line(error))
+            continue
+        curves.append({**document, "path": str(path)})
+    return curves
