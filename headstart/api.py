@@ -29,9 +29,10 @@ if TYPE_CHECKING:
     from headstart.heads.runner import HeadsConfig
     from headstart.studies.audit import AuditReport
     from headstart.studies.curve import CurveConfig, CurveResult
+    from headstart.studies.screen import ScreenConfig, ScreenResult
 
 __all__ = ["load_runs", "open_cache", "run_compare", "run_demo", "run_extract", "run_finetune", "run_heads",
-           "run_audit", "run_curve", "verify_cache"]
+           "run_audit", "run_curve", "run_screen", "verify_cache"]
 
 SPLIT_OPTIONS = ("val_fraction", "test_fraction", "group_pattern")  # SplitConfig fields besides the seed
 
@@ -48,17 +49,13 @@ def run_extract(data: str | Path, output: str | Path, *, backbones: Sequence[str
     run resumes when called again with the same arguments; a cache made for another request is refused unless
     `overwrite`. The split options (val/test fractions, group pattern, seed) carve missing splits.
     """
-    from headstart.data.types import SplitConfig
-    from headstart.extract.config import ExtractConfig
     from headstart.extract.runner import run_extract as extract
 
     options = _options(run_extract, locals(), skip=("data", "output", "config"))
     if config is not None:
         _refuse_mixed(run_extract, "config", options, list(options))
     else:
-        split = {k: options.pop(k) for k in SPLIT_OPTIONS}
-        config = ExtractConfig(**{**options, "backbones": list(options["backbones"])},
-                               split=SplitConfig(**split, seed=seed))
+        config = _extract_config(options)
     return extract(data=str(data), output=str(output), config=config)
 
 
@@ -174,6 +171,43 @@ def run_curve(cache: str | Path, output: str | Path, *, feature_sets: Sequence[s
         listed = {k: (None if options[k] is None else list(options[k])) for k in ("feature_sets", "sizes")}
         config = CurveConfig(**{**options, **listed, "heads": list(options["heads"])})
     return curve(cache_path=cache, runs_dir=output, config=config, progress=progress)
+
+
+def run_screen(data: str | Path, output: str | Path, *, backbones: Sequence[str] = ("resnet18",),
+               weights: str = "imagenet", image_size: int | None = None, batch_size: int = 64, device: str = "auto",
+               precision: str = "auto", decode: str = "cpu", workers: int | None = None,
+               feature_dtype: str = "float16", val_fraction: float = 0.1, test_fraction: float = 0.2,
+               group_pattern: str | None = None, seed: int = 0, on_bad_image: str = "fail", overwrite: bool = False,
+               keep: int = 1, head: str = "logreg", sweep: str = "quick", fraction: float = 0.1,
+               min_images: int = 200, n_boot: int = 1000, config: ScreenConfig | None = None) -> ScreenResult:
+    """`headstart screen`: successive halving over `backbones`, then the survivors extracted fully into OUTPUT.
+
+    Takes every option of `run_extract` with the same meaning. Round 1 extracts every candidate on `fraction` of
+    train+val (at least `min_images`; whole patients, stratified), sweeps `head` and ranks by val AUROC with
+    bootstrap intervals; the bottom half, and any whose interval lies below the leader's, drop out; the subset
+    doubles until `keep` remain. Rows staged in a round are reused, never forwarded twice. Writes
+    OUTPUT.screen.json and returns the rounds and survivors.
+    """
+    from headstart.studies.screen import ScreenConfig, run_screen as screen
+
+    options = _options(run_screen, locals(), skip=("data", "output", "config"))
+    if config is not None:
+        _refuse_mixed(run_screen, "config", options, list(options))
+    else:
+        race = {k: options.pop(k) for k in ("keep", "head", "sweep", "fraction", "min_images", "n_boot")}
+        config = ScreenConfig(extract=_extract_config(options), **race)
+    return screen(data=str(data), output=str(output), config=config)
+
+
+def _extract_config(options: dict) -> ExtractConfig:
+    """`run_extract`'s keyword options -> its ExtractConfig (the split options form its SplitConfig)."""
+    from headstart.data.types import SplitConfig
+    from headstart.extract.config import ExtractConfig
+
+    options = dict(options)
+    split = {k: options.pop(k) for k in SPLIT_OPTIONS}
+    return ExtractConfig(**{**options, "backbones": list(options["backbones"])},
+                         split=SplitConfig(**split, seed=options["seed"]))
 
 
 # --- keywords or a config, never both -----------------------------------------------------------------------

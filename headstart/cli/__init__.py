@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "demo": "headstart.cli.demo:demo",
     "audit": "headstart.cli.audit:audit",
     "curve": "headstart.cli.curve:curve",
+    "screen": "headstart.cli.screen:screen",
 }
 
 

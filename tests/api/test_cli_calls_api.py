@@ -52,12 +52,7 @@ EXTRACT_ALL = ["-b", "resnet18", "-b", "densenet121", "--weights", "random", "--
 
 
 def _expect_extract(bound, tmp):
-    assert bound.arguments == {
-        "data": "DATA", "output": str(tmp / "c.h5"), "backbones": ["resnet18", "densenet121"], "weights": "random",
-        "image_size": 32, "batch_size": 8, "device": "cpu", "precision": "fp32", "decode": "device", "workers": 1,
-        "feature_dtype": "float32", "val_fraction": 0.3, "test_fraction": 0.25, "group_pattern": r"(p\d+)",
-        "seed": 7, "on_bad_image": "skip", "overwrite": True,
-    }
+    assert bound.arguments == _extract_call(tmp)
     assert set(bound.signature.parameters) - set(bound.arguments) == {"config"}  # the CLI reaches every option
 
 
@@ -92,6 +87,30 @@ def _expect_curve(bound, tmp):
         "threshold_rule": "sensitivity:0.9", "class_weight": "none", "device": "cpu", "n_boot": 20,
     }
     assert set(bound.signature.parameters) - set(bound.arguments) == {"config", "progress"}
+
+
+def _screen_result(tmp):
+    from headstart.studies.screen import ScreenResult
+
+    document = {"rounds": [], "survivors": ["resnet18"], "cache": str(tmp / "c.h5")}
+    return ScreenResult(cache_path=tmp / "c.h5", screen_path=tmp / "c.h5.screen.json", survivors=["resnet18"],
+                        document=document)
+
+
+def _expect_screen(bound, tmp):
+    expected = _extract_call(tmp)
+    expected.update(keep=2, head="knn", sweep="default", fraction=0.2, min_images=50, n_boot=30)
+    assert bound.arguments == expected
+    assert set(bound.signature.parameters) - set(bound.arguments) == {"config"}
+
+
+def _extract_call(tmp):
+    return {
+        "data": "DATA", "output": str(tmp / "c.h5"), "backbones": ["resnet18", "densenet121"], "weights": "random",
+        "image_size": 32, "batch_size": 8, "device": "cpu", "precision": "fp32", "decode": "device", "workers": 1,
+        "feature_dtype": "float32", "val_fraction": 0.3, "test_fraction": 0.25, "group_pattern": r"(p\d+)",
+        "seed": 7, "on_bad_image": "skip", "overwrite": True,
+    }
 
 
 def _cache_file(tmp):
@@ -144,6 +163,10 @@ CASES: dict[str, Case] = {
                                "balanced_accuracy", "--target", "0.9", "--select-metric", "f1", "--threshold-rule",
                                "sensitivity:0.9", "--class-weight", "none", "--device", "cpu", "--n-boot", "20"],
                   result=lambda tmp: [], expect=_expect_curve),
+    "screen": Case("headstart.api:run_screen",
+                   lambda tmp: ["screen", "DATA", "-o", str(tmp / "c.h5"), *EXTRACT_ALL, "--keep", "2", "--head", "knn",
+                                "--sweep", "default", "--fraction", "0.2", "--min-images", "50", "--n-boot", "30"],
+                   result=_screen_result, expect=_expect_screen),
     "demo": Case("headstart.api:run_demo", lambda tmp: ["demo", "-o", str(tmp / "d"), "--weights", "random", "--quick"],
                  result=lambda tmp: SimpleNamespace(seconds={"data": 1.0}, weights_note=None, report_html="r.html"),
                  expect=lambda bound, tmp: bound.arguments == {"output": tmp / "d", "weights": "random",
