@@ -37,7 +37,7 @@ from headstart.heads.fitting import FitSettings, Rows, full_proba, refit, run_sw
 from headstart.heads.sweep import get_sweep
 from headstart.io import write_bytes_atomic
 from headstart.studies.curve_doc import CURVE_FORMAT, CURVE_FORMAT_VERSION, CURVE_NAME
-from headstart.studies.curve_fit import FIT_METRICS, fit_power_law, mean_ci
+from headstart.studies.curve_fit import FIT_METRICS, fit_power_law, mean_ci, standard_error
 from headstart.versions import collect_versions
 
 log = logging.getLogger(__name__)
@@ -193,8 +193,9 @@ def _curve(pools: _Pools, head: str, sizes: list[SizeSpec], *, fit: FitSettings,
         log.warning("%s/%s: %s", pools.feature_set, head, note)
     notes += _val_notes(points, n_val=len(pools.val.y), val_from_train=config.val_from_train)
     summary = summarise(points, [s.label for s in sizes])
-    fitted, reason = fit_power_law([s["n_train"] for s in summary],
-                                   [s["test"][config.metric]["mean"] for s in summary], target=config.target)
+    tested = [{**s["test"][config.metric], "repeats": s["repeats"]} for s in summary]
+    fitted, reason = fit_power_law([s["n_train"] for s in summary], [t["mean"] for t in tested],
+                                   sigma=[standard_error(t) for t in tested], target=config.target)
     document = {
         "format": CURVE_FORMAT, "format_version": CURVE_FORMAT_VERSION, "feature_set": pools.feature_set,
         "backbone": pools.backbone, "head": head, "metric": config.metric, "dataset": pools.dataset,

@@ -66,6 +66,17 @@ def test_power_law_fit_recovers_a_known_plateau_from_noisy_repeats():
         assert fit["labels_95"] == pytest.approx((fit["b"] / (0.05 * fit["a"])) ** (1 / fit["c"]))
 
 
+def test_weighted_fit_recovers_the_plateau_when_few_label_sizes_are_noisy():
+    rng = np.random.default_rng(1)
+    n = np.array([2, 4, 8, 16, 32, 64, 128, 365, 730, 1825, 3650], dtype=float)
+    noise = 0.15 * n ** -0.5  # the spread over draws shrinks as the draws grow, as on real data
+    for a, b, c in [(0.93, 0.45, 0.5), (0.985, 1.0, 0.75)]:
+        repeats = power_law(n[None, :], a, b, c) + rng.normal(0, 1, size=(5, n.size)) * noise
+        sd = repeats.std(axis=0, ddof=1)
+        fit, reason = fit_power_law(n, repeats.mean(axis=0), sigma=sd / np.sqrt(5))
+        assert reason is None and abs(fit["plateau"] - a) < 0.01, (a, fit)
+
+
 def test_fit_is_null_with_a_reason_below_four_sizes_and_bounded_on_a_noisy_curve():
     fit, reason = fit_power_law([10, 20, 40], [0.7, 0.8, 0.85])
     assert fit is None and "at least 4" in reason
