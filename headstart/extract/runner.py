@@ -300,3 +300,12 @@ def _stats(todo: list[Backbone], shards: list[ShardResult], *, device: torch.dev
         }
         for b in todo
     }
+
+
+def extract_rows(rows: np.ndarray, *, stager: Stager, dataset: Dataset, backbones: list[Backbone],
+                 device: torch.device, config: ExtractConfig) -> ShardResult:
+    """Decode `rows` once and stage every backbone's features for them, in this one process: the loop of
+    `run_extract`, for a caller that chooses the rows itself (`headstart screen`'s rounds)."""
+    return _extract_rows(np.asarray(rows, dtype=np.int64), stager=stager, dataset=dataset, todo=backbones,
+                         device=device, amp_dtype=autocast_dtype(config.precision, device), config=config,
+                         job=DistInfo())
