@@ -3,8 +3,8 @@
 Extract frozen-backbone embeddings once into an HDF5 cache, then train and compare heads in seconds.
 
 The Python API (each name is imported on first use, so `import headstart` stays light):
-- `run_extract`, `run_heads`, `run_finetune`, `run_compare`, `run_demo`, `run_predict`, `run_export`: the commands,
-  as keyword-argument functions;
+- `run_extract`, `run_heads`, `run_finetune`, `run_compare`, `run_demo`, `run_curve`, `run_screen`, `run_predict`,
+  `run_export`: the commands, as keyword-argument functions;
 - `open_cache(path)`: a cache as `.classes`, `.splits`, `.feature_sets` and `.arrays(name, split) -> (X, y, ids)`;
 - `load_runs(runs_dir)`: the run records as a list of dataclasses, with `.to_frame()`;
 - `headstart.cache.write_features(...)`: a cache from features computed elsewhere;
@@ -27,8 +27,8 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 _API = "headstart.api"
 _EXPORTS = {
-    **dict.fromkeys(("run_extract", "run_heads", "run_finetune", "run_compare", "run_demo", "run_predict",
-                     "run_export", "open_cache", "load_runs"), _API),
+    **dict.fromkeys(("run_extract", "run_heads", "run_finetune", "run_compare", "run_demo", "run_curve",
+                     "run_screen", "run_predict", "run_export", "open_cache", "load_runs"), _API),
     **dict.fromkeys(("HeadstartError", "DataError", "CacheError", "CacheMismatchError", "ConfigError",
                      "WeightsError", "TrainingError", "CheckpointError", "ExportError"), "headstart.errors"),
     **{name: f"headstart.{name}" for name in ("apply", "backbones", "cache", "data", "evaluation", "extract",

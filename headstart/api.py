@@ -31,9 +31,11 @@ if TYPE_CHECKING:
     from headstart.apply.export import ExportResult
     from headstart.apply.predict import PredictResult
     from headstart.studies.audit import AuditReport
+    from headstart.studies.curve import CurveConfig, CurveResult
+    from headstart.studies.screen import ScreenConfig, ScreenResult
 
 __all__ = ["load_runs", "open_cache", "run_compare", "run_demo", "run_extract", "run_finetune", "run_heads",
-           "run_audit", "run_predict", "run_export", "verify_cache"]
+           "run_audit", "run_curve", "run_screen", "run_predict", "run_export", "verify_cache"]
 
 SPLIT_OPTIONS = ("val_fraction", "test_fraction", "group_pattern")  # SplitConfig fields besides the seed
 
@@ -50,17 +52,13 @@ def run_extract(data: str | Path, output: str | Path, *, backbones: Sequence[str
     run resumes when called again with the same arguments; a cache made for another request is refused unless
     `overwrite`. The split options (val/test fractions, group pattern, seed) carve missing splits.
     """
-    from headstart.data.types import SplitConfig
-    from headstart.extract.config import ExtractConfig
     from headstart.extract.runner import run_extract as extract
 
     options = _options(run_extract, locals(), skip=("data", "output", "config"))
     if config is not None:
         _refuse_mixed(run_extract, "config", options, list(options))
     else:
-        split = {k: options.pop(k) for k in SPLIT_OPTIONS}
-        config = ExtractConfig(**{**options, "backbones": list(options["backbones"])},
-                               split=SplitConfig(**split, seed=seed))
+        config = _extract_config(options)
     return extract(data=str(data), output=str(output), config=config)
 
 
@@ -91,12 +89,14 @@ def run_finetune(data: str | Path, output: str | Path, *, backbone: str = "resne
                  image_size: int | None = None, precision: str = "auto", device: str = "auto",
                  workers: int | None = None, augment: bool = True, patience: int = 3, deterministic: bool = False,
                  n_boot: int = 1000, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2,
-                 group_pattern: str | None = None, splits_from: str | Path | None = None, resume: bool = False,
+                 group_pattern: str | None = None, train_size: str | None = None,
+                 splits_from: str | Path | None = None, resume: bool = False,
                  config: FinetuneConfig | None = None, split_config: SplitConfig | None = None) -> RunRecord:
     """`headstart finetune`: fine-tune BACKBONE on DATA; the best val epoch is tested once and recorded.
 
     With the same split options as the extraction, or `splits_from=CACHE`, the images land in the same splits
-    as the cache, so `run_compare` compares like with like. `resume` continues from
+    as the cache, so `run_compare` compares like with like. `train_size` ("k=4", "200", "10%") trains on the
+    patient-grouped, stratified draw `run_curve` makes at that size for repeat `seed`. `resume` continues from
     OUTPUT/<run_id>/checkpoints/last.pt. `config` (a FinetuneConfig) and `split_config` (a SplitConfig) replace
     the keyword options they cover.
     """
@@ -121,7 +121,8 @@ def run_finetune(data: str | Path, output: str | Path, *, backbone: str = "resne
 
 
 def run_compare(runs: str | Path, output: str | Path | None = None, *, select_metric: str = "auroc") -> ReportResult:
-    """`headstart compare`: tables, break-even, paired tests and plots for every record under RUNS.
+    """`headstart compare`: a verdict, tables, break-even, paired tests, learning curves and plots for every run
+    record and curve.json under RUNS (either may be absent, not both).
 
     Writes report.md, report.html, summary.json and plots/ to OUTPUT (default RUNS/report).
     """
@@ -143,12 +144,77 @@ def run_demo(output: str | Path = "demo-out", *, weights: str = "imagenet", quic
 
 
 def run_audit(cache: str | Path, *, feature_set: str | None = None, seed: int = 0, shuffle_repeats: int = 5,
-              on_result: Callable | None = None) -> AuditReport:
-    """`headstart audit`: shortcut and leakage checks on CACHE; `on_result(check)` sees each check as it ends."""
+              fix: bool = False, yes: bool = False, on_result: Callable | None = None) -> AuditReport:
+    """`headstart audit`: shortcut and leakage checks on CACHE; `on_result(check)` sees each check as it ends.
+
+    `fix` then publishes splits in which each near-duplicate group lives in one split (`report.fix`), changing the
+    test split only with `yes`."""
     from headstart.studies.audit import AuditConfig, run_audit as audit
 
-    config = AuditConfig(feature_set=feature_set, seed=seed, shuffle_repeats=shuffle_repeats)
+    config = AuditConfig(feature_set=feature_set, seed=seed, shuffle_repeats=shuffle_repeats, fix=fix,
+                         confirm_test=yes)
     return audit(str(cache), config=config, on_result=on_result)
+
+
+def run_curve(cache: str | Path, output: str | Path, *, feature_sets: Sequence[str] | None = None,
+              heads: Sequence[str] = ("logreg",), sizes: Sequence[str] | None = None, repeats: int = 5,
+              sweep: str = "quick", seed: int = 0, val_from_train: bool = False, metric: str = "auroc",
+              target: float | None = None, select_metric: str = "auroc", threshold_rule: str = "youden",
+              class_weight: str = "balanced", device: str = "auto", n_boot: int = 1000,
+              config: CurveConfig | None = None, progress: bool = True) -> list[CurveResult]:
+    """`headstart curve`: the test metric against labelled training images, per feature set x head in CACHE.
+
+    Each size ("k=4" per class, "200" images, "10%" of train; default k = 1, 2, 4, ... then 1% .. 100%) is drawn
+    `repeats` times, whole patients and stratified (repeat r with seed + r, as `run_finetune(train_size=...)`
+    draws). Each draw sweeps the head, selects on val, thresholds on val and scores test once. Writes
+    OUTPUT/curve_<set>_<head>/curve.json (points, a summary per size, the power-law fit) and returns them.
+    """
+    from headstart.studies.curve import CurveConfig, run_curve as curve
+
+    options = _options(run_curve, locals(), skip=("cache", "output", "config", "progress"))
+    if config is not None:
+        _refuse_mixed(run_curve, "config", options, list(options))
+    else:
+        listed = {k: (None if options[k] is None else list(options[k])) for k in ("feature_sets", "sizes")}
+        config = CurveConfig(**{**options, **listed, "heads": list(options["heads"])})
+    return curve(cache_path=cache, runs_dir=output, config=config, progress=progress)
+
+
+def run_screen(data: str | Path, output: str | Path, *, backbones: Sequence[str] = ("resnet18",),
+               weights: str = "imagenet", image_size: int | None = None, batch_size: int = 64, device: str = "auto",
+               precision: str = "auto", decode: str = "cpu", workers: int | None = None,
+               feature_dtype: str = "float16", val_fraction: float = 0.1, test_fraction: float = 0.2,
+               group_pattern: str | None = None, seed: int = 0, on_bad_image: str = "fail", overwrite: bool = False,
+               keep: int = 1, head: str = "logreg", sweep: str = "quick", fraction: float = 0.1,
+               min_images: int = 200, n_boot: int = 1000, config: ScreenConfig | None = None) -> ScreenResult:
+    """`headstart screen`: successive halving over `backbones`, then the survivors extracted fully into OUTPUT.
+
+    Takes every option of `run_extract` with the same meaning. Round 1 extracts every candidate on `fraction` of
+    train+val (at least `min_images`; whole patients, stratified), sweeps `head` and ranks by val AUROC with
+    bootstrap intervals; the bottom half, and any whose interval lies below the leader's, drop out; the subset
+    doubles until `keep` remain. Rows staged in a round are reused, never forwarded twice. Writes
+    OUTPUT.screen.json and returns the rounds and survivors.
+    """
+    from headstart.studies.screen import ScreenConfig, run_screen as screen
+
+    options = _options(run_screen, locals(), skip=("data", "output", "config"))
+    if config is not None:
+        _refuse_mixed(run_screen, "config", options, list(options))
+    else:
+        race = {k: options.pop(k) for k in ("keep", "head", "sweep", "fraction", "min_images", "n_boot")}
+        config = ScreenConfig(extract=_extract_config(options), **race)
+    return screen(data=str(data), output=str(output), config=config)
+
+
+def _extract_config(options: dict) -> ExtractConfig:
+    """`run_extract`'s keyword options -> its ExtractConfig (the split options form its SplitConfig)."""
+    from headstart.data.types import SplitConfig
+    from headstart.extract.config import ExtractConfig
+
+    options = dict(options)
+    split = {k: options.pop(k) for k in SPLIT_OPTIONS}
+    return ExtractConfig(**{**options, "backbones": list(options["backbones"])},
+                         split=SplitConfig(**split, seed=options["seed"]))
 
 
 def run_predict(run: str | Path, data: str | Path | None, output: str | Path, *, cache: str | Path | None = None,

@@ -116,6 +116,18 @@ def test_no_import_cycles(graph):
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
 
 
+def test_evaluation_never_reaches_studies(graph):
+    """studies/ sit above evaluation: the report embeds an audit from its JSON document, never by importing it."""
+    problems = []
+    for module in sorted(graph):
+        if module.startswith(EVALUATION):
+            via = reachable(graph, module)
+            reached = sorted(m for m in via if m.startswith("headstart.studies"))
+            if reached:
+                problems.append(chain(via, module, reached[0]))
+    assert not problems, "evaluation imports studies:\n" + "\n".join(problems)
+
+
 def test_apply_sits_above_the_stages(graph):
     """apply/ (predict, export) imports heads, finetune, extract and evaluation; none of them reaches back into it.
 

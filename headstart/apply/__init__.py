@@ -1,7 +1,8 @@
 """Use the winner: apply a run to new images (`predict`) or ship it as one verified graph (`export`).
 
 apply/ sits above the stages: it imports heads (saved heads, head graphs), finetune (the checkpoint loader),
-extract (the decode and forward code) and evaluation (the metrics), and nothing below imports it.
+extract (the decode and forward code), engines (the ONNX exporter and runtime) and evaluation (the metrics), and
+nothing below imports it.
 
     card        what a run or an exported model says about itself: classes, threshold, preprocessing, metrics
     rebuild     the backbone of a head's feature set, or a fine-tune's network, rebuilt and checked
@@ -11,5 +12,7 @@ extract (the decode and forward code) and evaluation (the metrics), and nothing 
     predict     `headstart predict`: the scoring loop, the CSV/JSONL table, metrics with intervals
     output      the prediction table and the metrics file
     export      `headstart export`: normalisation -> backbone -> head -> probabilities, verified, + model.json
-    onnx        the ONNX exporter with its self-check (to fold into headstart.engines once that lands)
+                (ONNX through the project's one exporter, headstart.engines.export)
+    pt2         the torch.export counterpart, with the same self-check
+    exported    an exported model file and its card, as a scorer
 """

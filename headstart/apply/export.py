@@ -6,8 +6,9 @@ cached head, normalisation -> network -> softmax for a fine-tune. It takes a flo
 with a dynamic batch axis. kNN heads are exported as graph operations (reference rows as a constant, cosine
 top-k, weighted vote), so every head kind exports.
 
-The export checks itself before writing (`apply.onnx`): onnxruntime (or the re-loaded .pt2) against PyTorch on a
-random batch, refused above the tolerance. The sidecar `model.json` is written after the model and holds its
+The export checks itself before writing: ONNX through the project's one exporter (`engines.export.export_onnx`,
+checked in onnxruntime), .pt2 through `apply.pt2` (the re-loaded program), each against PyTorch on a seeded random
+batch, refused above the tolerance. The sidecar `model.json` is written after the model and holds its
 sha256, so `predict model.onnx` knows the pair belongs together; a run's model.onnx and model.pt2 share one card,
 with one `exports` entry per format.
 """
@@ -21,13 +22,15 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from headstart.apply.card import model_card, read_card
 from headstart.apply.config import EXPORT_SUFFIXES, ExportConfig
-from headstart.apply.exported import ExportedScorer, sidecar_path
-from headstart.apply.onnx import export_onnx, export_pt2
+from headstart.apply.exported import OUTPUT_NAME, ExportedScorer, sidecar_path
+from headstart.apply.pt2 import export_pt2
 from headstart.apply.runs import open_run
 from headstart.backbones.weights import file_sha256
+from headstart.engines.export import export_onnx
 from headstart.errors import ConfigError, DataError
 from headstart.evaluation.records import jsonable
 from headstart.io import write_bytes_atomic
@@ -68,24 +71,36 @@ def run_export(*, run: str | Path, output: str | Path, config: ExportConfig) -> 
     shape = (2, prep.channels, prep.input_size, prep.input_size)
     example = torch.rand(shape, generator=torch.Generator().manual_seed(1))
     out.parent.mkdir(parents=True, exist_ok=True)
+    check = torch.rand((max(config.check_batch, len(example) + 1), *shape[1:]),  # more rows: a fixed batch shows
+                       generator=torch.Generator().manual_seed(0))
     if out.suffix == ".onnx":
-        meta = {"headstart.run_id": card.run_id, "headstart.classes": ",".join(card.classes),
+        meta = {"headstart.run_id": card.run_id, "headstart.classes": json.dumps(card.classes),
                 "headstart.card": sidecar_path(out).name}
-        check = export_onnx(graph, example, out, tolerance=config.tolerance, check_rows=config.check_batch,
-                            metadata=meta)
+        done = export_onnx(Named(graph), example, out, tolerance=config.tolerance, check_input=check, metadata=meta)
     else:
-        check = export_pt2(graph, example, out, tolerance=config.tolerance, check_rows=config.check_batch)
+        done = export_pt2(graph, example, out, tolerance=config.tolerance, check_input=check)
     log.debug("exported %s with %s: max |exported - PyTorch| = %.2g on %d random images (tolerance %g)",
-             card.run_id, check.exporter, check.max_abs_diff, check.check_rows, config.tolerance)
-    export = {"file": out.name, "exporter": check.exporter, "model_sha256": file_sha256(out),
-              "max_abs_diff": check.max_abs_diff, "tolerance": config.tolerance, "check_rows": check.check_rows,
-              "seconds": check.seconds}
+              card.run_id, done.exporter, done.max_abs_diff, len(check), config.tolerance)
+    export = {"file": out.name, "exporter": done.exporter, "model_sha256": file_sha256(out),
+              "max_abs_diff": done.max_abs_diff, "tolerance": config.tolerance, "check_rows": len(check),
+              "seconds": done.seconds}
     document = model_card(card, exports={**_other_exports(out, card.run_id), out.suffix.lstrip("."): export},
                           versions=_versions(out.suffix))
     write_bytes_atomic(sidecar_path(out), (json.dumps(jsonable(document), indent=2, sort_keys=True,
                                                       allow_nan=False) + "\n").encode())
-    return ExportResult(model=str(out), card=str(sidecar_path(out)), run_id=card.run_id, exporter=check.exporter,
-                        max_abs_diff=check.max_abs_diff, tolerance=config.tolerance, seconds=check.seconds)
+    return ExportResult(model=str(out), card=str(sidecar_path(out)), run_id=card.run_id, exporter=done.exporter,
+                        max_abs_diff=done.max_abs_diff, tolerance=config.tolerance, seconds=done.seconds)
+
+
+class Named(nn.Module):
+    """The graph with its one output named `probabilities` (the engines' exporter names dict outputs by key)."""
+
+    def __init__(self, graph: nn.Module):
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {OUTPUT_NAME: self.graph(x)}
 
 
 def _other_exports(out: Path, run_id: str) -> dict:

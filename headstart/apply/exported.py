@@ -14,13 +14,16 @@ import numpy as np
 import torch
 
 from headstart.apply.card import RunCard, card_from_dict, read_card
-from headstart.apply.onnx import INPUT_NAME, OUTPUT_NAME, onnx_session, quiet, require_onnx
+from headstart.apply.pt2 import load_pt2
 from headstart.backbones.weights import file_sha256
+from headstart.engines.export import INPUT_NAME, require_onnx
+from headstart.engines.runtime import OnnxEngine, onnx_threads
 from headstart.errors import DataError, one_line
 
 log = logging.getLogger(__name__)
 
 MODEL_SUFFIXES = (".onnx", ".pt2")
+OUTPUT_NAME = "probabilities"  # the graph's one output
 
 
 def sidecar_path(model: Path) -> Path:
@@ -29,9 +32,10 @@ def sidecar_path(model: Path) -> Path:
 
 
 class ExportedScorer:
-    """Probabilities from an exported graph: onnxruntime for .onnx, the re-loaded program for .pt2 (CPU)."""
+    """Probabilities from an exported graph: onnxruntime for .onnx (the engines' session, threads left for the
+    `workers` decode processes), the re-loaded program for .pt2; both on the CPU."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, workers: int = 0):
         self.path = Path(path)
         if not self.path.is_file():
             raise DataError(f"{self.path} does not exist; expected a model file written by `headstart export` "
@@ -51,14 +55,14 @@ class ExportedScorer:
         if self.path.suffix == ".onnx":
             require_onnx()
             try:
-                self.session = onnx_session(self.path)
+                self.engine = OnnxEngine(self.path, threads=onnx_threads(workers=workers))
             except Exception as exc:  # noqa: BLE001 - onnxruntime's parse errors carry no useful type
                 raise DataError(f"{self.path} cannot be loaded by onnxruntime ({one_line(exc, limit=100)}); it is "
                                 "damaged; export the run again") from None
             self._check_onnx_input()
             self._run = self._run_onnx
         else:
-            self.program = self._load_pt2()
+            self.program = load_pt2(self.path)
             self._run = self._run_pt2
 
     def score(self, images: torch.Tensor) -> np.ndarray:
@@ -70,7 +74,7 @@ class ExportedScorer:
         return self._run(x)
 
     def _check_onnx_input(self) -> None:
-        inputs = self.session.get_inputs()
+        inputs = self.engine.session.get_inputs()
         if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
             raise DataError(f"{self.path} has inputs {[i.name for i in inputs]}; expected one named {INPUT_NAME!r} "
                             "(a model written by `headstart export`)")
@@ -81,15 +85,11 @@ class ExportedScorer:
                             "belong to this model; export the run again")
 
     def _run_onnx(self, x: torch.Tensor) -> np.ndarray:
-        return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(x.numpy(), dtype=np.float32)})[0]
-
-    def _load_pt2(self):
-        try:
-            with quiet():
-                return torch.export.load(str(self.path)).module()
-        except Exception as exc:  # noqa: BLE001 - a damaged archive fails in many ways
-            raise DataError(f"{self.path} cannot be loaded by torch.export ({one_line(exc, limit=100)}); it is "
-                            "damaged; export the run again") from None
+        out = self.engine(x)
+        if not isinstance(out, dict) or OUTPUT_NAME not in out:
+            raise DataError(f"{self.path} has no output named {OUTPUT_NAME!r}; expected a model written by "
+                            "`headstart export`")
+        return out[OUTPUT_NAME]
 
     def _run_pt2(self, x: torch.Tensor) -> np.ndarray:
         with torch.no_grad():

@@ -73,13 +73,15 @@ def run_predict(*, run: str | Path, data: str | Path | None, output: str | Path,
         job_main = job.is_main
         with same_outcome():  # a rank that fails (a bad image, a missing file) stops every rank, not just itself
             device = resolve_device(config.device)
+            workers = default_workers(device) if config.workers is None else config.workers
             scorer = open_run(run, device=device, amp_dtype=autocast_dtype(config.precision, device),
-                              weights=config.weights)
+                              weights=config.weights, workers=workers)
             card = scorer.card
             images = read_images(data, card.classes)
             shard = np.array_split(np.arange(len(images.samples)), job.world_size)[job.rank]
             start = time.perf_counter()
-            mine = _score_images(scorer, images, shard, config=config, device=device, progress=progress and job_main)
+            mine = _score_images(scorer, images, shard, config=config, device=device, workers=workers,
+                                 progress=progress and job_main)
             seconds = time.perf_counter() - start
         parts = all_gather_object((shard, *mine, seconds))
         proba = np.concatenate([p[1] for p in parts])
@@ -104,7 +106,7 @@ def run_predict(*, run: str | Path, data: str | Path | None, output: str | Path,
 
 
 def _score_images(scorer, images: Images, rows: np.ndarray, *, config: PredictConfig, device: torch.device,
-                  progress: bool) -> tuple[np.ndarray, list[str]]:
+                  workers: int, progress: bool) -> tuple[np.ndarray, list[str]]:
     """(probabilities (n, C) with NaN rows for skipped images, one error string per row ('' when fine))."""
     card: RunCard = scorer.card
     prep = card.preprocessing
@@ -113,7 +115,6 @@ def _score_images(scorer, images: Images, rows: np.ndarray, *, config: PredictCo
     if len(rows) == 0:
         return proba, errors
     decoded = DecodedImages(images.source, images.samples, rows, [prep], decode=card.decode)
-    workers = default_workers(device) if config.workers is None else config.workers
     loader = make_loader(decoded, batch_size=config.batch_size, pin_memory=device.type == "cuda",
                          workers=workers if len(rows) > config.batch_size else 0)
     decoder = DeviceJpegDecoder(decoded, device=device) if card.decode == "device" else None

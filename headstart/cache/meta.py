@@ -20,6 +20,7 @@ from headstart.cache.schema import SAMPLES
 from headstart.data.imagemeta import META_FIELDS, NUMPY_DTYPES
 
 META = "meta"  # group inside /samples
+META_PATH = f"{SAMPLES}/{META}"
 
 
 @dataclass
@@ -41,7 +42,7 @@ class MetaTable:
 
 def read_meta(file: h5py.File, n_rows: int) -> MetaTable:
     """Read every `/samples/meta/<field>` of an open cache file; unknown fields are ignored, bad ones reported."""
-    group = file.get(f"{SAMPLES}/{META}")
+    group = file.get(META_PATH)
     if group is None:
         return MetaTable()
     table = MetaTable(present=True)
@@ -67,7 +68,7 @@ def read_meta(file: h5py.File, n_rows: int) -> MetaTable:
 def write_meta(file: h5py.File, columns: dict[str, np.ndarray]) -> None:
     """Write metadata columns (from `headstart.data.imagemeta.meta_columns`) under /samples/meta of a file open
     for writing; the cache writer calls this on its temporary file, before the rename that publishes it."""
-    group = file.require_group(f"{SAMPLES}/{META}")
+    group = file.require_group(META_PATH)
     for name, values in columns.items():
         kind = META_FIELDS[name]
         if name in group:

@@ -3,6 +3,7 @@
 The published file is never modified in place, so a reader or a crash at any moment sees the old complete file or
 the new complete file. What the new file holds follows the plan: a fresh table (new file), a new table with the
 kept sets re-stamped (re-split), or the old table and kept sets copied (add sets); then the newly staged sets.
+The image metadata (/samples/meta) the file already has is kept; a file without it gets the staged metadata.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import headstart
 from headstart import io as durable
 from headstart.cache.fingerprint import compute_samples_sha256
 from headstart.cache.header import open_readonly
+from headstart.cache.meta import META, META_PATH, write_meta
 from headstart.cache.plan import Action, Plan
 from headstart.cache.request import CacheRequest, FeatureSetSpec, SamplesTable
 from headstart.cache.schema import (
@@ -44,8 +46,10 @@ Arrays = dict[str, tuple[np.ndarray, np.ndarray]]  # set name -> (features (N, D
 
 
 def publish(request: CacheRequest, plan: Plan, arrays: Arrays, *, stats: dict[str, dict], skipped: list[str],
-            staging: Path) -> None:
-    """Write the file `plan` describes, with `arrays` for its todo sets, and rename it over `request.path`."""
+            staging: Path, meta: dict[str, np.ndarray] | None = None) -> None:
+    """Write the file `plan` describes, with `arrays` for its todo sets, and rename it over `request.path`.
+
+    `meta`: the staged /samples/meta columns (`Stager.assemble_meta`), written unless the file already has some."""
     path = request.path
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     needed = sum(x.nbytes + v.nbytes for x, v in arrays.values())
@@ -55,7 +59,7 @@ def publish(request: CacheRequest, plan: Plan, arrays: Arrays, *, stats: dict[st
         raise CacheError(disk_full_message(path, path, staging, needed))
     try:
         with disk_errors(path, tmp, staging):
-            _build(tmp, request, plan, arrays, stats, skipped)
+            _build(tmp, request, plan, arrays, stats, skipped, meta)
             durable.replace_durably(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -64,13 +68,15 @@ def publish(request: CacheRequest, plan: Plan, arrays: Arrays, *, stats: dict[st
 
 
 def _build(tmp: Path, request: CacheRequest, plan: Plan, arrays: Arrays, stats: dict[str, dict],
-           skipped: list[str]) -> None:
+           skipped: list[str], meta: dict[str, np.ndarray] | None) -> None:
     with h5py.File(tmp, "w", libver=LIBVER) as dst:
         if plan.action is Action.NEW_FILE:
             _write_table(dst, request.table)
         elif plan.action is Action.RESPLIT:
             _write_table(dst, request.table)  # the new splits; features below are copied unchanged
             with open_readonly(request.path) as src:
+                if META_PATH in src:  # same images, so the same metadata
+                    src.copy(src[META_PATH], dst[SAMPLES], name=META)
                 for name, fingerprint in plan.restamp.items():
                     src.copy(src[f"{FEATURES}/{name}"], dst[FEATURES], name=name)
                     src.copy(src[f"{VALID}/{name}"], dst[VALID], name=name)
@@ -85,6 +91,8 @@ def _build(tmp: Path, request: CacheRequest, plan: Plan, arrays: Arrays, stats: 
                 for name in plan.keep:
                     src.copy(src[f"{FEATURES}/{name}"], dst[FEATURES], name=name)
                     src.copy(src[f"{VALID}/{name}"], dst[VALID], name=name)
+        if meta is not None and META_PATH not in dst:
+            write_meta(dst, meta)
         for name in plan.todo:
             features, valid = arrays[name]
             _write_set(dst, request.table, request.specs[name], features, valid, stats.get(name, {}), skipped)

@@ -57,17 +57,19 @@ class FeatureCache:
                              f"same options to finish it")
         if self._file is None:
             raise CacheError(f"{self.path} is closed; open a new FeatureCache to load '{name}'")
+        n = self.n_samples
         try:
-            x = np.asarray(self._file[FEATURES][name][()], dtype=np.float32)
+            ds = self._file[FEATURES][name]
             valid = np.asarray(self._file[VALID][name][()], dtype=bool)
+            if len(ds.shape) != 2 or ds.shape[0] != n or valid.shape != (n,):
+                raise CacheError(f"feature set '{name}' in {self.path} has shape {ds.shape} for {n} samples; "
+                                 f"re-extract it with --overwrite")
+            x, bad = _read_float32(ds, valid)
+        except CacheError:
+            raise
         except Exception as exc:  # noqa: BLE001 - fletcher32 mismatch, missing /valid, damaged chunk index
             raise CacheError(f"feature set '{name}' in {self.path} cannot be read ({one_line(exc)}); its data is "
                              f"damaged, re-extract it with --overwrite") from None
-        n = self.n_samples
-        if x.ndim != 2 or x.shape[0] != n or valid.shape != (n,):
-            raise CacheError(f"feature set '{name}' in {self.path} has shape {x.shape} for {n} samples; re-extract "
-                             f"it with --overwrite")
-        bad = int((~np.isfinite(x[valid])).sum())
         if bad:
             raise CacheError(f"feature set '{name}' in {self.path} contains {bad} NaN/Inf values; "
                              f"re-extract with --overwrite")
@@ -113,6 +115,30 @@ class FeatureCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+READ_ROWS_BYTES = 32 << 20  # float32 bytes converted (and checked) per slice of rows while loading a set
+
+
+def _read_float32(ds, valid: np.ndarray) -> tuple[np.ndarray, int]:
+    """The dataset as one float32 array, filled slice by slice, and its count of NaN/Inf values in valid rows.
+
+    Reading the whole float16 set and then converting it would hold both (1.5 copies of the float32 matrix) and
+    the finiteness check on `x[valid]` another copy; slices keep the peak at one copy plus a few MiB, which is
+    what a 100,000-row cache on a small machine needs (see benchmarks/memory.py).
+    """
+    n, dim = ds.shape
+    x = np.empty((n, dim), dtype=np.float32)
+    step = max(1, READ_ROWS_BYTES // max(1, 4 * dim))
+    bad = 0
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        if ds.dtype == np.float32:
+            ds.read_direct(x, np.s_[start:stop], np.s_[start:stop])
+        else:
+            x[start:stop] = ds[start:stop]
+        bad += int((~np.isfinite(x[start:stop][valid[start:stop]])).sum())
+    return x, bad
 
 
 def staged_info(path: str | Path, *, n_rows: int, manifest_hash: str) -> dict | None:

@@ -1,11 +1,13 @@
 """The staging area of a resumable extraction: `<cache>.parts/` next to the cache file.
 
 `state.json` records what is being extracted (manifest hash, N, and per set its fingerprint, dim and dtype).
-Each finished batch is one `part-<seq>.npz` holding `rows`, `valid` and one `f__<set>` array per set, written
+Each finished batch is one `part-<seq>.npz` holding `rows`, `valid`, one `f__<set>` array per set and the rows'
+image metadata (`meta`, structured, see `imagemeta.meta_records`; absent in parts staged before it existed), written
 to a temporary name, fsync-ed and renamed. Under torchrun every rank stages into the same folder as
-`part-<seq>-r<rank>.npz`, so names never collide across ranks (or hosts) and rank 0 publishes them all. A kill -9 therefore loses at most the batch in flight; a part that
-is damaged anyway (zip CRC or shape check fails) is dropped and its rows are extracted again. Later parts win
-over earlier ones for the same row, so a redone row never conflicts.
+`part-<seq>-r<rank>.npz`, so names never collide across ranks (or hosts) and rank 0 publishes them all. A kill -9
+therefore loses at most the batches in flight (the one being computed and, with `stager.WriteBehind`, the one
+being staged); a part that is damaged anyway (zip CRC or shape check fails) is dropped and its rows are extracted
+again. Later parts win over earlier ones for the same row, so a redone row never conflicts.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ import numpy as np
 
 from headstart import io as durable
 from headstart.cache.schema import STAGING_FORMAT, STAGING_STATE, STAGING_VERSION
+from headstart.data.imagemeta import META_FIELDS
 from headstart.errors import CacheError
 
 logger = logging.getLogger(__name__)
 
 PART_RE = re.compile(r"^part-(\d{8})(?:-r(\d+))?\.npz$")
 FEATURE_KEY = "f__"  # npz member prefix of a set's feature array
+META_KEY = "meta"  # npz member holding the rows' image metadata records
 
 
 @dataclass
@@ -169,9 +173,12 @@ class StagingArea:
             mask &= done[name]
         return mask if names else np.ones(self.n_rows, dtype=bool)
 
-    def write_part(self, rows: np.ndarray, valid: np.ndarray, features: dict[str, np.ndarray]) -> StagedPart:
+    def write_part(self, rows: np.ndarray, valid: np.ndarray, features: dict[str, np.ndarray],
+                   meta: np.ndarray | None = None) -> StagedPart:
         buffer = io.BytesIO()
         arrays = {"rows": rows, "valid": valid, **{FEATURE_KEY + k: v for k, v in features.items()}}
+        if meta is not None:
+            arrays[META_KEY] = meta
         np.savez(buffer, **arrays)
         suffix = "" if self.rank is None else f"-r{self.rank}"
         file = self.folder / f"part-{self._next_seq:08d}{suffix}.npz"
@@ -185,12 +192,21 @@ class StagingArea:
         """(rows, valid, {set: features}) of one part, re-validated."""
         return self._read_part(part.path, sets)
 
+    def read_meta(self, part: StagedPart) -> np.ndarray | None:
+        """The metadata records of one part, in its row order (None: staged without them); raises on damage."""
+        with np.load(part.path, allow_pickle=False) as npz:
+            meta = np.asarray(npz[META_KEY]) if META_KEY in npz.files else None
+        _check_meta(meta, len(part.rows))
+        return meta
+
     def _read_part(self, file: Path, sets: dict[str, dict]):
         with np.load(file, allow_pickle=False) as npz:
             rows = np.asarray(npz["rows"])
             valid = np.asarray(npz["valid"])
             feats = {k[len(FEATURE_KEY):]: np.asarray(npz[k]) for k in npz.files if k.startswith(FEATURE_KEY)}
+            meta = np.asarray(npz[META_KEY]) if META_KEY in npz.files else None  # read, so damage shows here
         n = len(rows)
+        _check_meta(meta, n)
         if rows.ndim != 1 or rows.dtype.kind not in "iu" or valid.shape != (n,) or valid.dtype != bool:
             raise ValueError("bad rows/valid arrays")
         if n and (rows.min() < 0 or rows.max() >= self.n_rows or len(np.unique(rows)) != n):
@@ -223,6 +239,11 @@ class StagingArea:
             durable.fsync_dir(self.folder.parent)
         self.parts = []
         self._next_seq = 0
+
+
+def _check_meta(meta: np.ndarray | None, n: int) -> None:
+    if meta is not None and (meta.shape != (n,) or not set(META_FIELDS) <= set(meta.dtype.names or ())):
+        raise ValueError(f"metadata records of shape {meta.shape} and fields {meta.dtype.names} for {n} rows")
 
 
 @contextmanager

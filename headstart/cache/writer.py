@@ -104,7 +104,7 @@ class CacheWriter:
             logger.warning("discarding partial extraction of %s staged in %s", ", ".join(stager.leftover()),
                            stager.staging.folder)
         publish(self.request, self.plan, stager.assemble(), stats=stats, skipped=skipped,
-                staging=stager.staging.folder)
+                staging=stager.staging.folder, meta=stager.assemble_meta())
         stager.staging.discard()
 
     def _entered(self) -> Stager:

@@ -26,6 +26,8 @@ COMMANDS: dict[str, str] = {
     "compare": "headstart.cli.compare:compare",
     "demo": "headstart.cli.demo:demo",
     "audit": "headstart.cli.audit:audit",
+    "curve": "headstart.cli.curve:curve",
+    "screen": "headstart.cli.screen:screen",
     "predict": "headstart.cli.predict:predict",
     "export": "headstart.cli.export:export",
 }

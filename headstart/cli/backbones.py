@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import click
-from tqdm import tqdm
 
 from headstart.cli import Command
 
@@ -31,6 +30,8 @@ def backbones(names: tuple[str, ...], provider: str | None, pattern: str | None,
     list to those backbones. `cached` says whether the default pretrained weights are already on disk (torch hub
     cache, Hugging Face hub cache, torchxrayvision's folder), i.e. whether `--weights imagenet` works offline.
     """
+    from tqdm import tqdm  # here, not at the top: `headstart --help` imports every command module (0.2 s)
+
     from headstart.backbones import providers
     from headstart.backbones.registry import backbone_info, check_name, list_backbones, recommended_backbones
 

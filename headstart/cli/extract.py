@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from headstart.cli import Command
-from headstart.cli.options import device_option, image_size_option, precision_option, split_options, weights_option
+from headstart.cli.options import extract_options
 
 
 @click.command(cls=Command)
@@ -13,20 +13,7 @@ from headstart.cli.options import device_option, image_size_option, precision_op
 @click.option("-o", "--output", required=True, type=click.Path(path_type=str), help="Cache file to create or extend.")
 @click.option("-b", "--backbone", "backbones", multiple=True, default=("resnet18",), show_default=True,
               help="Backbone to extract (repeat for several; one decode feeds all). See `headstart backbones`.")
-@weights_option
-@image_size_option
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@device_option
-@precision_option
-@click.option("--decode", type=click.Choice(["cpu", "device"]), default="cpu", show_default=True,
-              help="cpu: PIL in the workers; device: JPEGs decoded by torchvision on the extraction device (nvJPEG "
-                   "on CUDA; helps when decode limits a fast GPU). Part of the cache fingerprint.")
-@click.option("--workers", type=click.IntRange(min=0), default=None, help="Decode processes (default: sized to the machine).")
-@click.option("--feature-dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
-@split_options
-@click.option("--on-bad-image", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
-              help="fail: stop and name the file; skip: count it, record it in the cache, continue.")
-@click.option("--overwrite", is_flag=True, help="Replace a feature set (or cache) made for a different request.")
+@extract_options
 def extract(data: str, output: str, backbones: tuple[str, ...], weights: str, image_size: int | None,
             batch_size: int, device: str, precision: str, decode: str, workers: int | None, feature_dtype: str,
             val_fraction: float, test_fraction: float, group_pattern: str | None, seed: int,

@@ -35,11 +35,17 @@ from headstart.finetune.config import FREEZE_MODES
 @click.option("--patience", type=click.IntRange(min=0), default=3, show_default=True,
               help="Early stopping: epochs without a better val AUROC (0: never stop early).")
 @click.option("--deterministic", is_flag=True, help="Deterministic kernels (slower); a resumed run then reproduces an uninterrupted one.")
+@click.option("--train-size", default=None,
+              help="Train on a draw of whole patients, stratified by class: k=N per class, N images or P% of train; "
+                   "the same images `headstart curve` draws at that size for repeat --seed.")
+@click.option("--train-fraction", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Train on this fraction of train, drawn as --train-size P% is.")
 @split_options
 def finetune(data: str, runs_dir: str, backbone: str, weights: str, epochs: int, lr: float, batch_size: int,
              freeze: str, image_size: int | None, precision: str, device: str, workers: int | None, augment: bool,
-             splits_from: str | None, resume: bool, patience: int, deterministic: bool, val_fraction: float,
-             test_fraction: float, group_pattern: str | None, seed: int) -> None:
+             splits_from: str | None, resume: bool, patience: int, deterministic: bool, train_size: str | None,
+             train_fraction: float | None, val_fraction: float, test_fraction: float, group_pattern: str | None,
+             seed: int) -> None:
     """Fine-tune BACKBONE on DATA; the best val epoch is evaluated once on test and written as a run record.
 
     DATA is anything `headstart extract` accepts; with the same split options (or --splits-from CACHE) the
@@ -52,10 +58,14 @@ def finetune(data: str, runs_dir: str, backbone: str, weights: str, epochs: int,
     from headstart.finetune.config import AugmentConfig, FinetuneConfig
     from headstart.api import run_finetune
 
+    if train_size is not None and train_fraction is not None:
+        raise click.UsageError("give --train-size or --train-fraction, not both")
+    if train_fraction is not None:
+        train_size = f"{train_fraction * 100:g}%"
     config = FinetuneConfig(
         backbone=backbone, weights=weights, epochs=epochs, lr=lr, batch_size=batch_size, freeze=freeze,
         image_size=image_size, precision=precision, device=device, workers=workers, patience=patience,
-        augment=AugmentConfig(enabled=augment), seed=seed, deterministic=deterministic,
+        augment=AugmentConfig(enabled=augment), seed=seed, deterministic=deterministic, train_size=train_size,
     )
     split_config = SplitConfig(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
                                group_pattern=group_pattern)

@@ -63,3 +63,33 @@ def split_options(f: F) -> F:
     f = click.option("--group-pattern", default=None,
                      help="Regex whose first group (or whole match) on the file name is the patient id.")(f)
     return seed_option(f)
+
+
+def extract_options(f: F) -> F:
+    """Every option of `headstart extract` but DATA, -o and -b: `screen` takes them all, with the same meaning.
+
+    The command receives weights, image_size, batch_size, device, precision, decode, workers, feature_dtype,
+    val_fraction, test_fraction, group_pattern, seed, on_bad_image and overwrite.
+    """
+    decorators = [
+        weights_option,
+        image_size_option,
+        click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
+        device_option,
+        precision_option,
+        click.option("--decode", type=click.Choice(["cpu", "device"]), default="cpu", show_default=True,
+                     help="cpu: PIL in the workers; device: JPEGs decoded by torchvision on the extraction device "
+                          "(nvJPEG on CUDA; helps when decode limits a fast GPU). Part of the cache fingerprint."),
+        click.option("--workers", type=click.IntRange(min=0), default=None,
+                     help="Decode processes (default: sized to the machine)."),
+        click.option("--feature-dtype", type=click.Choice(["float16", "float32"]), default="float16",
+                     show_default=True),
+        split_options,
+        click.option("--on-bad-image", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
+                     help="fail: stop and name the file; skip: count it, record it in the cache, continue."),
+        click.option("--overwrite", is_flag=True,
+                     help="Replace a feature set (or cache) made for a different request."),
+    ]
+    for decorate in reversed(decorators):
+        f = decorate(f)
+    return f

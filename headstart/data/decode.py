@@ -71,8 +71,11 @@ def _decode(path: str | os.PathLike, *, min_size: int | None, capture: bool) -> 
                 if min_size and img.format == "JPEG":
                     img.draft(img.mode, (min_size, min_size))  # keeps both sides >= min_size
                 img.load()  # inside the try: truncation only shows up when the pixels are read
-                img = to_rgb(ImageOps.exif_transpose(img))
-                return img, (meta_from_pil(header, img, file_size=file_size) if header else None)
+                img = ImageOps.exif_transpose(img)
+                rgb = to_rgb(img)
+                # A grey image hashes as it is: its RGB copy converts back to the same grey values, at a cost.
+                hashed = img if img.mode == "L" else rgb
+                return rgb, (meta_from_pil(header, hashed, file_size=file_size) if header else None)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(
             f"{path}: refusing to decode a possible decompression bomb ({exc}); "

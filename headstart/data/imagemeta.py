@@ -12,7 +12,8 @@ was skipped, or that has no metadata, holds the missing values (`MISSING`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import json
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -98,10 +99,17 @@ def perceptual_hash(img: Image.Image) -> int:
     """
     # One BOX resize of the whole image (not reduce() by an integer factor first: a 90% copy then lands on another
     # factor and its hash moved up to 14 bits instead of 2). Grayscale first: a third of the pixels to average.
-    gray = np.asarray(img.convert("L").resize((HASH_INPUT, HASH_INPUT), Image.Resampling.BOX), dtype=np.float64)
-    low = _DCT_LOW @ gray @ _DCT_LOW.T  # = scipy.fft.dctn(gray, norm="ortho")[:8, :8], without its call overhead
-    bits = (low > np.median(low)).ravel()
-    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+    gray = img if img.mode == "L" else img.convert("L")
+    return hash_of_reduced(np.asarray(gray.resize((HASH_INPUT, HASH_INPUT), Image.Resampling.BOX)))
+
+
+def hash_of_reduced(gray: np.ndarray) -> int:
+    """The hash bits of a (32, 32) grayscale image already box-reduced (the tail of `perceptual_hash`, shared with
+    the device decoder's reduction in `headstart.extract.device_hash`)."""
+    gray = np.asarray(gray, dtype=np.float64)
+    low = (_DCT_LOW @ gray @ _DCT_LOW.T).ravel()  # = scipy.fft.dctn(gray, norm="ortho")[:8, :8], minus call overhead
+    middle = np.sort(low)[31:33]  # np.median of 64 values, without its overhead (a sixth of the hash's time)
+    return int.from_bytes(np.packbits(low > (middle[0] + middle[1]) / 2).tobytes(), "big")
 
 
 def meta_from_pil(header: Header, img: Image.Image, *, file_size: int) -> ImageMeta:
@@ -140,12 +148,46 @@ def meta_from_array(row: np.ndarray, img: Image.Image) -> ImageMeta:
 
 def meta_columns(metas: Sequence[ImageMeta | None]) -> dict[str, np.ndarray]:
     """One array per `META_FIELDS` entry, in row order; None rows (skipped images) get the `MISSING` values."""
-    rows = [asdict(m) if m is not None else None for m in metas]
+    rows = [vars(m) if m is not None else None for m in metas]  # the fields, in order (asdict deep-copies)
     columns = {}
     for name, kind in META_FIELDS.items():
         values = [MISSING[kind] if r is None else r[name] for r in rows]
         columns[name] = np.array(values, dtype=NUMPY_DTYPES[kind])
     return columns
+
+
+def to_text(meta: ImageMeta | None) -> str:
+    """One row's metadata as a short JSON string ("" for none): how it crosses the DataLoader's worker boundary,
+    where any collate function passes strings through untouched (a dataclass, or a 64-bit hash in a tensor, would
+    not survive `default_collate`)."""
+    return "" if meta is None else json.dumps(list(vars(meta).values()))  # astuple would deep-copy: 20x slower
+
+
+def from_text(text: str) -> ImageMeta | None:
+    """Inverse of `to_text`."""
+    return ImageMeta(*json.loads(text)) if text else None
+
+
+def meta_records(metas: Sequence[ImageMeta | None]) -> np.ndarray:
+    """(n,) structured array with one field per `META_FIELDS` entry (fixed-width unicode for strings, so it is
+    saved and loaded without pickle): how a batch's metadata is staged next to its features."""
+    columns = meta_columns(metas)
+    dtype = [(name, columns[name].astype(str).dtype if kind == "str" else columns[name].dtype)
+             for name, kind in META_FIELDS.items()]
+    records = np.empty(len(metas), dtype=dtype)
+    for name in META_FIELDS:
+        records[name] = columns[name]
+    return records
+
+
+def record_columns(records: np.ndarray) -> dict[str, np.ndarray]:
+    """Inverse of `meta_records`: one column per field, as `meta_columns` gives them. Raises ValueError when
+    `records` is not a 1-d array with every field of `META_FIELDS`."""
+    names = records.dtype.names or ()
+    missing = [name for name in META_FIELDS if name not in names]
+    if records.ndim != 1 or missing:
+        raise ValueError(f"metadata records of shape {records.shape} lack fields {missing or '(none)'}")
+    return {name: records[name].astype(NUMPY_DTYPES[kind]) for name, kind in META_FIELDS.items()}
 
 
 def hamming(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:

@@ -55,11 +55,12 @@ def bootstrap_ci(
     rng = np.random.default_rng(seed)
     chunk = max(1, _CHUNK_ELEMENTS // (len(y) * (1 if p.shape[1] == 2 else p.shape[1])))
     per_sample = {"log_loss": M.sample_log_loss(y, p), "brier": M.sample_brier(y, p)}
+    ranks = M.dense_ranks(p)  # same AUROC/AUPRC as the probabilities, sorted several times faster
     values: dict[str, list[np.ndarray]] = {name: [] for name in metrics}
     for start in range(0, n_boot, chunk):
         idx = stratified_indices(y, n_boot=min(chunk, n_boot - start), rng=rng)
         y_resampled = y[idx[0]]  # identical for every row, by construction
-        scored = _score_resamples(y_resampled, p, idx, per_sample, threshold=threshold, names=metrics)
+        scored = _score_resamples(y_resampled, p, ranks, idx, per_sample, threshold=threshold, names=metrics)
         for name in metrics:
             values[name].append(scored[name])
 
@@ -74,11 +75,11 @@ def bootstrap_ci(
     return out
 
 
-def _score_resamples(y_resampled, proba, idx, per_sample, *, threshold, names) -> dict[str, np.ndarray]:
-    """Every requested metric for every row of the index matrix `idx`."""
+def _score_resamples(y_resampled, proba, ranks, idx, per_sample, *, threshold, names) -> dict[str, np.ndarray]:
+    """Every requested metric for every row of the index matrix `idx`; the ranking metrics read `ranks`."""
     out: dict[str, np.ndarray] = {}
     if {"auroc", "auprc"} & set(names):
-        out.update(M.batch_ranking(y_resampled, proba[idx]))
+        out.update(M.batch_ranking(y_resampled, ranks[idx]))
     if {"accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1"} & set(names):
         pred = M.predict(proba, threshold)[idx]
         out.update(M.rates_from_confusion(M.batch_confusion(y_resampled, pred, proba.shape[1])))

@@ -69,7 +69,8 @@ def batch_auroc_auprc(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndar
     if n_pos == 0 or n_neg == 0:
         nan = np.full(scores.shape[0], np.nan)
         return nan, nan.copy()
-    order = np.argsort(-scores, axis=1)  # order inside a tie group is irrelevant, so no stable sort
+    # order inside a tie group is irrelevant; 16-bit ranks (`dense_ranks`) take numpy's radix sort, floats quicksort
+    order = np.argsort(-scores, axis=1, kind="stable" if scores.dtype == np.int16 else None)
     s_sorted = np.take_along_axis(scores, order, axis=1)
     y_sorted = positive[order]
     position = np.arange(n)
@@ -89,6 +90,18 @@ def batch_auroc_auprc(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndar
     precision_at_end = np.take_along_axis(precision, group_end, axis=1)
     auprc = (precision_at_end * y_sorted).sum(axis=1) / n_pos
     return auroc, auprc
+
+
+def dense_ranks(proba: np.ndarray) -> np.ndarray:
+    """Each column of (n, C) `proba` replaced by its dense rank (equal scores share one), as int16 when n allows.
+
+    AUROC and average precision depend only on the order of the scores and their ties, so the batch kernels
+    give the same values on ranks; a bootstrap sorts 1,000 resamples, and 16-bit integers sort by radix, several
+    times faster than floats.
+    """
+    if len(proba) >= np.iinfo(np.int16).max:
+        return proba
+    return np.stack([np.unique(col, return_inverse=True)[1] for col in proba.T], axis=1).astype(np.int16)
 
 
 def batch_confusion(y: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:

@@ -43,6 +43,22 @@ def fmt_mean_std(mean: float | None, std: float | None, *, digits: int = 3) -> s
     return f"{text} ± {std:.{digits}f}"
 
 
+def fmt_mean_std_ci(mean: float | None, std: float | None, ci: Sequence[float | None] | None, *,
+                    digits: int = 3) -> str:
+    """`0.912 ± 0.004 [0.887, 0.935]`: `fmt_mean_std` plus the interval when it is defined."""
+    text = fmt_mean_std(mean, std, digits=digits)
+    if text == MISSING or ci is None or len(ci) != 2 or any(_is_missing(bound) for bound in ci):
+        return text
+    return f"{text} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def fmt_seconds(value: object) -> str:
+    """Seconds with precision that suits the size: 0.0123, 4.56, 789; '-' when missing."""
+    if _is_missing(value) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value):
+        return MISSING
+    return f"{value:.3g}" if value < 100 else f"{value:.0f}"
+
+
 def aggregate_seeds(values: Sequence[float | None]) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof=1) over seeds, ignoring NaN; std is NaN with fewer than 2."""
     finite = np.array([v for v in values if not _is_missing(v)], dtype=np.float64)

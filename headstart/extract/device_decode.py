@@ -26,7 +26,7 @@ import io
 import logging
 import warnings
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
@@ -35,10 +35,13 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as F
 
 from headstart.backbones.types import Preprocessing
+from headstart.data import imagemeta
 from headstart.data.decode import DICOM_SUFFIXES
+from headstart.data.imagemeta import ImageMeta
 from headstart.data.types import ImageSource, Sample
 from headstart.errors import ConfigError
-from headstart.extract.preprocess import crop_geometry
+from headstart.extract.device_hash import device_hashes
+from headstart.extract.preprocess import crop_geometry, stack_channels_last
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ class PilFallback(Protocol):
     geometries: dict[str, Preprocessing]
 
     def decode_row(self, row: int) -> dict:
-        """One row through PIL: `{"row", "ok", "error", <geometry key>: (3, S, S) uint8}`."""
+        """One row through PIL: `{"row", "ok", "error", "meta", <geometry key>: (3, S, S) uint8}`."""
         ...
 
 
@@ -113,9 +116,10 @@ def _frame_marker(data: bytes) -> int | None:
     return None
 
 
-def device_decodable(data: bytes) -> bool:
-    """True when the device decoder gives the same image PIL would (orientation, colour, completeness)."""
-    header = read_jpeg_header(data)
+def device_decodable(data: bytes, header: JpegHeader | None = None) -> bool:
+    """True when the device decoder gives the same image PIL would (orientation, colour, completeness).
+    `header`: `read_jpeg_header(data)` when the caller has it already."""
+    header = header or read_jpeg_header(data)
     if header is None or header.sof not in _DECODABLE_SOF or header.components not in (1, 3):
         return False
     if header.orientation != 1 or header.width * header.height > (Image.MAX_IMAGE_PIXELS or float("inf")):
@@ -132,9 +136,14 @@ def jpeg_item(source: ImageSource, sample: Sample, row: int) -> dict | None:
         data = source.raw_bytes(sample)
     except OSError:
         return None  # PIL raises the one-line error naming the file
-    if not device_decodable(data):
+    header = read_jpeg_header(data)
+    if not device_decodable(data, header):
         return None
-    return {"row": row, "ok": True, "error": "", "jpeg": torch.frombuffer(bytearray(data), dtype=torch.uint8)}
+    # The stored size, mode and file size come from the header; the hash follows from the device's pixels.
+    meta = ImageMeta(width=header.width, height=header.height, mode="L" if header.components == 1 else "RGB",
+                     bit_depth=8, file_size=len(data), format="JPEG")
+    return {"row": row, "ok": True, "error": "", "meta": imagemeta.to_text(meta),
+            "jpeg": torch.frombuffer(bytearray(data), dtype=torch.uint8)}
 
 
 def check_device_resizable(preps: dict[str, Preprocessing]) -> None:
@@ -157,12 +166,13 @@ def collate_mixed(items: list[dict], *, geometries: dict[str, Preprocessing]) ->
         "row": torch.tensor([item["row"] for item in items], dtype=torch.int64),
         "ok": torch.tensor([item["ok"] for item in items], dtype=torch.bool),
         "error": [item["error"] for item in items],
+        "meta": [item["meta"] for item in items],
         "jpeg": [items[i]["jpeg"] for i in jpeg_pos],
         "jpeg_pos": torch.tensor(jpeg_pos, dtype=torch.int64),
         "pil_pos": torch.tensor(pil_pos, dtype=torch.int64),
     }
     for key, prep in geometries.items():
-        batch[key] = (torch.stack([items[i][key] for i in pil_pos]) if pil_pos
+        batch[key] = (stack_channels_last([items[i][key] for i in pil_pos]) if pil_pos
                       else torch.empty(0, 3, prep.input_size, prep.input_size, dtype=torch.uint8))
     return batch
 
@@ -190,7 +200,7 @@ class DeviceJpegDecoder:
     def complete(self, batch: dict) -> dict:
         """A collated mixed batch -> the plain batch the CPU path produces, with every crop on the device."""
         n = len(batch["row"])
-        ok, error = batch["ok"].clone(), list(batch["error"])
+        ok, error, meta = batch["ok"].clone(), list(batch["error"]), list(batch["meta"])
         out = {}
         for key, prep in self.images.geometries.items():
             out[key] = torch.zeros(n, 3, prep.input_size, prep.input_size, dtype=torch.uint8, device=self.device)
@@ -204,7 +214,7 @@ class DeviceJpegDecoder:
                 continue
             self.n_fallback += 1  # PIL gives the crops, or the one-line error naming the file
             item = self.images.decode_row(int(batch["row"][pos]))
-            ok[pos], error[pos] = item["ok"], item["error"]
+            ok[pos], error[pos], meta[pos] = item["ok"], item["error"], item["meta"]
             for key in self.images.geometries:
                 out[key][pos] = item[key].to(self.device)
         for ks in by_shape.values():  # images of one size are resized together
@@ -212,8 +222,11 @@ class DeviceJpegDecoder:
             where = batch["jpeg_pos"][ks].to(self.device)
             for key, prep in self.images.geometries.items():
                 out[key][where] = resize_center_crop_tensor(stacked, prep)
+            for k, phash in zip(ks, device_hashes(stacked)):
+                pos = int(batch["jpeg_pos"][k])
+                meta[pos] = imagemeta.to_text(replace(imagemeta.from_text(meta[pos]), phash=phash))
             self.n_device += len(ks)
-        return {"row": batch["row"], "ok": ok, "error": error, **out}
+        return {"row": batch["row"], "ok": ok, "error": error, "meta": meta, **out}
 
     def _decode(self, blobs: list[torch.Tensor]) -> list[torch.Tensor | None]:
         """One batched decode; when it fails, file by file, so one refused file costs only itself."""

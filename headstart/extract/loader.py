@@ -13,13 +13,13 @@ from functools import partial
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from headstart.backbones.types import Preprocessing
-from headstart.data import loading
+from headstart.data import imagemeta, loading
 from headstart.data.types import ImageSource, Sample
 from headstart.extract.device_decode import collate_mixed, jpeg_item
-from headstart.extract.preprocess import to_uint8_tensor
+from headstart.extract.preprocess import stack_channels_last, to_uint8_tensor
 
 
 def geometry_key(prep: Preprocessing) -> str:
@@ -52,21 +52,33 @@ class DecodedImages(Dataset):
         return self.decode_row(row)
 
     def decode_row(self, row: int) -> dict:
-        """The PIL path: decode one row and crop it for every geometry; a bad image comes back flagged."""
-        sample = self.samples[row]
-        crops, error = loading.decode_or_error(sample, lambda: self._crops(sample))
-        if crops is None:  # placeholders keep the batch stackable; the row is marked not ok
-            crops = {key: torch.zeros(3, p.input_size, p.input_size, dtype=torch.uint8)
-                     for key, p in self.geometries.items()}
-        return {"row": row, "ok": not error, "error": error, **crops}
+        """The PIL path: decode one row and crop it for every geometry; a bad image comes back flagged.
 
-    def _crops(self, sample: Sample) -> dict[str, torch.Tensor]:
-        img = self.source.load(sample, min_size=self.min_size)
-        return {key: to_uint8_tensor(img, prep) for key, prep in self.geometries.items()}
+        `meta` is the row's `ImageMeta` from the same decode, as `imagemeta.to_text` ("" for a bad image).
+        """
+        sample = self.samples[row]
+        decoded, error = loading.decode_or_error(sample, lambda: self._crops(sample))
+        if decoded is None:  # placeholders keep the batch stackable; the row is marked not ok
+            decoded = ({key: torch.zeros(3, p.input_size, p.input_size, dtype=torch.uint8)
+                        for key, p in self.geometries.items()}, "")
+        crops, meta = decoded
+        return {"row": row, "ok": not error, "error": error, "meta": meta, **crops}
+
+    def _crops(self, sample: Sample) -> tuple[dict[str, torch.Tensor], str]:
+        img, meta = self.source.load_with_meta(sample, min_size=self.min_size)
+        return {key: to_uint8_tensor(img, prep) for key, prep in self.geometries.items()}, imagemeta.to_text(meta)
+
+
+def collate_crops(items: list[dict], *, geometries: dict[str, Preprocessing]) -> dict:
+    """The PIL path's batch: row, ok and error as usual, each geometry's crops stacked channels-last."""
+    batch = default_collate([{k: v for k, v in item.items() if k not in geometries} for item in items])
+    for key in geometries:
+        batch[key] = stack_channels_last([item[key] for item in items])
+    return batch
 
 
 def make_loader(dataset: DecodedImages, *, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
     """Ordered batches, one pass (resume relies on row order only through the staged row indices)."""
-    collate = partial(collate_mixed, geometries=dataset.geometries) if dataset.decode == "device" else None
+    collate = partial(collate_mixed if dataset.decode == "device" else collate_crops, geometries=dataset.geometries)
     return loading.make_loader(dataset, batch_size=batch_size, workers=workers, pin_memory=pin_memory,
                                collate_fn=collate)

@@ -22,9 +22,10 @@ from headstart.backbones.weights import rebuild_attrs
 from headstart.backbones.types import Backbone
 from headstart.cache.fingerprint import compute_fingerprint
 from headstart.cache.request import CacheRequest, FeatureSetSpec, SamplesTable
-from headstart.cache.stager import Stager
+from headstart.cache.stager import Stager, WriteBehind
 from headstart.cache.writer import CacheWriter, plan_for
 from headstart.data.dataset import build_dataset, manifest_hash
+from headstart.data.imagemeta import from_text
 from headstart.data.types import Dataset
 from headstart.device import (
     autocast_dtype,
@@ -221,7 +222,8 @@ def _extract_rows(rows: np.ndarray, *, stager: Stager, dataset: Dataset, todo: l
     bar = tqdm(total=len(rows), unit="img", desc=desc, disable=None if job.is_main else True)
     forward_seconds = {b.name: 0.0 for b in todo}
     start = time.perf_counter()
-    with torch.inference_mode(), cudnn_benchmark(device):  # every batch has one shape: cuDNN may pick kernels
+    # every batch has one shape: cuDNN may pick kernels; batches are staged while the next one is computed
+    with torch.inference_mode(), cudnn_benchmark(device), WriteBehind(stager) as staged:
         for batch in loader:
             if decoder is not None:
                 batch = decoder.complete(batch)
@@ -239,7 +241,7 @@ def _extract_rows(rows: np.ndarray, *, stager: Stager, dataset: Dataset, todo: l
                                                  amp_dtype=amp_dtype).numpy()  # synchronised: honest timing
                 feats[b.name][~ok] = 0.0
                 forward_seconds[b.name] += time.perf_counter() - t0
-            stager.write_batch(batch["row"].numpy(), feats, ok)
+            staged.write_batch(batch["row"].numpy(), feats, ok, meta=[from_text(t) for t in batch["meta"]])
             bar.update(len(ok))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -293,3 +295,12 @@ def _stats(todo: list[Backbone], shards: list[ShardResult], *, device: torch.dev
         }
         for b in todo
     }
+
+
+def extract_rows(rows: np.ndarray, *, stager: Stager, dataset: Dataset, backbones: list[Backbone],
+                 device: torch.device, config: ExtractConfig) -> ShardResult:
+    """Decode `rows` once and stage every backbone's features for them, in this one process: the loop of
+    `run_extract`, for a caller that chooses the rows itself (`headstart screen`'s rounds)."""
+    return _extract_rows(np.asarray(rows, dtype=np.int64), stager=stager, dataset=dataset, todo=backbones,
+                         device=device, amp_dtype=autocast_dtype(config.precision, device), config=config,
+                         job=DistInfo())

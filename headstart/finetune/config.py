@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from headstart.data.balance import CLASS_WEIGHTS
+from headstart.data.draws import parse_size
 from headstart.errors import ConfigError
 from headstart.evaluation import SELECT_METRICS as EVALUATION_SELECT_METRICS
 from headstart.precision import PRECISIONS
@@ -63,6 +64,7 @@ class FinetuneConfig:
     seed: int = 0  # seeds the model head, shuffling and augmentation (splits use SplitConfig.seed)
     deterministic: bool = False  # deterministic kernels: a resumed run reproduces the uninterrupted one exactly
     n_boot: int = 1000  # bootstrap resamples for the test-set confidence intervals
+    train_size: str | None = None  # train on a patient-grouped, stratified draw ("k=4", "200", "10%"; data.draws)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,3 +92,5 @@ class FinetuneConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        if self.train_size is not None:
+            parse_size(self.train_size)  # a ConfigError naming the accepted forms

@@ -26,6 +26,7 @@ from headstart.backbones.registry import check_name, create_model
 from headstart.cache.dataset import dataset_with_cache_splits
 from headstart.data.balance import class_weights
 from headstart.data.dataset import build_dataset, manifest_hash
+from headstart.data.draws import draw_samples, parse_size
 from headstart.data.types import Dataset, Sample, SplitConfig
 from headstart.device import default_workers, precision_name, resolve_device
 from headstart.errors import DataError, TrainingError
@@ -57,7 +58,7 @@ class FinetuneRun:
     dataset: Dataset
     by_split: dict[str, list[Sample]]  # train / val / test samples, in loader order
     data_hash: str  # manifest hash of the samples and splits
-    origin: dict  # where the data and its splits came from, as the record shows it: data, split, splits_from
+    origin: dict  # where the data, splits and train images came from: data, split, splits_from, n_train, draw_seed
     net: nn.Module  # the model the checkpoints hold
     model: nn.Module  # what the train loop steps: `net`, wrapped in DDP under torchrun
     frozen: list[nn.Module]  # modules kept in eval mode by --freeze
@@ -112,6 +113,12 @@ def setup(*, data: str, runs_dir: str, config: FinetuneConfig, split_config: Spl
         dataset = dataset_with_cache_splits(data, splits_from, group_pattern=split_config.group_pattern)
     by_split = _samples_by_split(dataset)
     data_hash = manifest_hash(dataset.samples, dataset.classes)
+    train_draw = {"n_train": len(by_split["train"]), "draw_seed": None}
+    if config.train_size is not None:  # the draw `headstart curve` makes at this size and seed (data.draws)
+        by_split["train"], draw = draw_samples(by_split["train"], parse_size(config.train_size), seed=config.seed,
+                                               n_classes=len(dataset.classes))
+        train_draw = {"n_train": draw.n, "draw_seed": draw.seed, "n_patients": draw.n_patients,
+                      "per_class": list(draw.per_class)}
     replica.require_same({**config.to_dict(), "runs_dir": str(runs_dir), "resume": resume, "splits_from": splits_from,
                           "split": vars(split_config).copy(), "data (manifest hash)": data_hash})
     torch.manual_seed(config.seed)  # dropout and the rest of the global stream (run_finetune restores it)
@@ -122,7 +129,8 @@ def setup(*, data: str, runs_dir: str, config: FinetuneConfig, split_config: Spl
     net = net.to(device, memory_format=torch.channels_last)
     frozen = apply_freeze(net, name=config.backbone, mode=config.freeze)
     model = replica.wrap(net, device=device)  # what the train loop steps; `net` is what checkpoints hold
-    variant = f"freeze-{config.freeze}" + (f"-{config.image_size}px" if config.image_size else "")
+    variant = (f"freeze-{config.freeze}" + (f"-{config.image_size}px" if config.image_size else "")
+               + (f"-train-{parse_size(config.train_size).slug}" if config.train_size else ""))
     run_id = make_run_id("finetune", config.backbone, None, config.seed, variant=variant)
 
     workers = loader_workers(config.workers, device)
@@ -142,7 +150,7 @@ def setup(*, data: str, runs_dir: str, config: FinetuneConfig, split_config: Spl
     optimizer, scheduler, scaler = make_optimization(net, config=config, steps_per_epoch=len(train_loader), ctx=ctx)
     return FinetuneRun(
         config=config, replica=replica, ctx=ctx, dataset=dataset, by_split=by_split, data_hash=data_hash,
-        origin={"data": str(data), "splits_from": splits_from, "split": vars(split_config).copy()},
+        origin={"data": str(data), "splits_from": splits_from, "split": vars(split_config).copy(), **train_draw},
         net=net, model=model, frozen=frozen, info=info, run_id=run_id,
         ckpt_dir=Path(runs_dir) / run_id / "checkpoints",
         fingerprint=make_fingerprint(config, manifest_hash=data_hash, weights_sha256=info.get("weights_sha256", ""),
@@ -276,7 +284,7 @@ def finish(run: FinetuneRun, state: TrainState, *, runs_dir: str) -> RunRecord:
         config={**config.to_dict(), "workers": run.workers, "precision_used": precision_name(run.ctx.amp_dtype),
                 "world_size": replica.world_size, "global_batch_size": config.batch_size * replica.world_size,
                 "weights_tag": run.info.get("weights_tag", ""), "best_epoch": state.best_epoch + 1,
-                "epochs_run": len(history), "splits_from": run.origin["splits_from"], "split": run.origin["split"],
+                "epochs_run": len(history), **{k: v for k, v in run.origin.items() if k != "data"},
                 "preprocessing": run.ctx.prep.to_dict()},
         dataset={"manifest_hash": run.data_hash, "classes": run.dataset.classes, "data": run.origin["data"]},
         history=history,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from headstart.data.balance import class_weights
 from headstart.errors import ConfigError
 from headstart.heads.batched_adamw import BatchedAdamW
+from headstart.heads.halving import halving_survivors
 from headstart.heads.stacked import EVAL_CHUNK, StackedHeads, standardise
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,9 @@ class TrainSettings:
     class_weight: str | None = None  # "balanced" weights the loss by inverse class frequency; None = uniform
     min_delta: float = 1e-4  # a val-loss drop smaller than this is not an improvement
     min_steps_per_epoch: int = 8  # small train sets get smaller batches, so a short schedule still converges
+    # Successive-halving rungs: at the end of each listed epoch, the worse half (by best val loss so far) of
+    # each seed's heads still training stops (heads.halving). () = every head runs until its own early stop.
+    halving: tuple[int, ...] = ()
 
     def batch_rows(self, n_rows: int) -> int:
         """Rows per minibatch: `batch_size`, lowered for small train sets to keep `min_steps_per_epoch`."""
@@ -71,6 +76,7 @@ class HeadResult:
     best_epoch: int  # 1-based epoch whose weights were kept
     history: list[dict] = field(default_factory=list)  # per epoch: train/val loss and accuracy
     val_proba: np.ndarray | None = None  # (n_val, C) at the kept weights, when val was given
+    halted_at: int | None = None  # the epoch at which successive halving stopped this head (heads.halving)
 
 
 def train_batched(
@@ -90,106 +96,200 @@ def train_batched(
     `y_*` are integer class indices in [0, n_classes). Without val, every head trains for all epochs and
     keeps its last weights.
     """
+    (results,) = train_batched_seeds(X_train, y_train, X_val, y_val, configs=configs, settings=settings,
+                                     n_classes=n_classes, device=device, seeds=(seed,))
+    return results
+
+
+def train_batched_seeds(
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
+    *,
+    configs: list[TorchHeadConfig],
+    settings: TrainSettings = TrainSettings(),
+    n_classes: int | None = None,
+    device: torch.device | str = "cpu",
+    seeds: Sequence[int] = (0,),
+) -> list[list[HeadResult]]:
+    """`train_batched` for several seeds in one loop: the features are standardised and made resident once and
+    shared by every head and seed; one `HeadResult` list per seed, each equal to `train_batched` at that seed.
+
+    One stacked model per (seed, hidden width): padding narrow heads to the widest would waste their FLOPs,
+    and each seed walks its own minibatch order. Every group draws the same minibatch order from its seed, so
+    results do not depend on the grouping.
+    """
     if not configs:
-        return []
+        return [[] for _ in seeds]
     if len({c.hidden > 0 for c in configs}) > 1:
         raise ConfigError("train_batched got linear (hidden=0) and MLP configs together; batch one kind at a time")
-    widths = sorted({c.hidden for c in configs})
-    if len(widths) > 1:
-        # One batch per width: padding narrow heads to the widest wastes their FLOPs, and every group draws the
-        # same minibatch order from `seed`, so results do not depend on the grouping.
-        by_width = {
-            w: train_batched(X_train, y_train, X_val, y_val, configs=[c for c in configs if c.hidden == w],
-                             settings=settings, n_classes=n_classes, device=device, seed=seed)
-            for w in widths
-        }
-        return [by_width[c.hidden].pop(0) for c in configs]
-    device = torch.device(device)
-    y_train = np.asarray(y_train, dtype=np.int64)
-    C = int(n_classes if n_classes is not None else y_train.max() + 1)
-    C = max(C, 2)
-    has_val = X_val is not None and y_val is not None and len(y_val) > 0
-
-    mean = X_train.mean(axis=0, dtype=np.float64)
-    scale = X_train.std(axis=0, dtype=np.float64)
-    scale[scale < 1e-8] = 1.0  # constant features carry no signal; avoid dividing by zero
-    mean32, scale32 = mean.astype(np.float32), scale.astype(np.float32)
-    xt = standardise(X_train, mean32, scale32, device)
-    yt = torch.as_tensor(y_train, device=device)
-    xv = standardise(X_val, mean32, scale32, device) if has_val else None
-    yv = torch.as_tensor(np.asarray(y_val, dtype=np.int64), device=device) if has_val else None
-    cw = torch.as_tensor(class_weights(y_train, C, settings.class_weight), device=device)
-
-    model = StackedHeads([c.hidden for c in configs], [c.dropout for c in configs], dim=xt.shape[1], n_classes=C,
-                         seed=seed, device=device)
-    opt = make_optimiser(model, configs, device=device)
-    K, N = len(configs), xt.shape[0]
-    batch = settings.batch_rows(N)
-    steps_per_epoch = math.ceil(N / batch)
-    total_steps = settings.epochs * steps_per_epoch
-    perm_gen = torch.Generator().manual_seed(seed)
-
-    active = torch.ones(K, dtype=torch.bool, device=device)
-    best_loss = torch.full((K,), float("inf"), device=device)
-    best_epoch = torch.zeros(K, dtype=torch.long, device=device)
-    since_best = torch.zeros(K, dtype=torch.long, device=device)
-    best = model.snapshot()
-    histories: list[list[dict]] = [[] for _ in range(K)]
-    step = 0
+    data = _Data.prepare(X_train, y_train, X_val, y_val, n_classes=n_classes, class_weight=settings.class_weight,
+                         device=torch.device(device))
+    groups = [_Group(data, [i for i, c in enumerate(configs) if c.hidden == width], configs, settings=settings,
+                     seed=seed)
+              for seed in seeds for width in sorted({c.hidden for c in configs})]
     for epoch in range(1, settings.epochs + 1):
-        perm = torch.randperm(N, generator=perm_gen).to(device)
-        loss_sum = torch.zeros(K, device=device)
-        correct = torch.zeros(K, device=device)
-        for start in range(0, N, batch):
-            idx = perm[start : start + batch]
-            xb, yb = xt[idx], yt[idx]
-            logits = model(xb, noise_key=(seed, step))  # (K, B, C)
-            per_head = _weighted_ce(logits, yb, cw)  # (K,)
+        for group in groups:
+            if group.training:
+                group.run_epoch(epoch)
+        if data.has_val and epoch in settings.halving:
+            for seed in seeds:
+                _halve([g for g in groups if g.seed == seed], n_configs=len(configs), epoch=epoch)
+        for group in groups:
+            group.compact()
+        if not any(group.training for group in groups):
+            log.debug("every head stopped by epoch %d", epoch)
+            break
+    out: list[list[HeadResult]] = []
+    for seed in seeds:
+        by_config: dict[int, HeadResult] = {}
+        for group in (g for g in groups if g.seed == seed):
+            by_config.update(zip(group.index, group.results()))
+        out.append([by_config[i] for i in range(len(configs))])
+    return out
+
+
+@dataclass
+class _Data:
+    """Standardised features and labels on the device, made once and shared by every group of a sweep."""
+
+    xt: torch.Tensor
+    yt: torch.Tensor
+    xv: torch.Tensor | None
+    yv: torch.Tensor | None
+    cw: torch.Tensor  # per-class loss weights
+    mean: np.ndarray  # float32 train mean and std, kept by every head for prediction
+    scale: np.ndarray
+    n_classes: int
+
+    @property
+    def has_val(self) -> bool:
+        return self.xv is not None
+
+    @classmethod
+    def prepare(cls, X_train, y_train, X_val, y_val, *, n_classes, class_weight, device) -> _Data:
+        y_train = np.asarray(y_train, dtype=np.int64)
+        C = max(int(n_classes if n_classes is not None else y_train.max() + 1), 2)
+        has_val = X_val is not None and y_val is not None and len(y_val) > 0
+        mean = X_train.mean(axis=0, dtype=np.float64)
+        scale = X_train.std(axis=0, dtype=np.float64)
+        scale[scale < 1e-8] = 1.0  # constant features carry no signal; avoid dividing by zero
+        mean32, scale32 = mean.astype(np.float32), scale.astype(np.float32)
+        return cls(xt=standardise(X_train, mean32, scale32, device), yt=torch.as_tensor(y_train, device=device),
+                   xv=standardise(X_val, mean32, scale32, device) if has_val else None,
+                   yv=torch.as_tensor(np.asarray(y_val, dtype=np.int64), device=device) if has_val else None,
+                   cw=torch.as_tensor(class_weights(y_train, C, class_weight), device=device),
+                   mean=mean32, scale=scale32, n_classes=C)
+
+
+class _Group:
+    """The heads of one seed and one hidden width: a stacked model, its optimiser, its minibatch order and each
+    head's early-stopping state. Heads that stop leave the stacked model (`compact`), so they cost nothing."""
+
+    def __init__(self, data: _Data, index: list[int], configs: list[TorchHeadConfig], *, settings: TrainSettings,
+                 seed: int) -> None:
+        self.data, self.index, self.settings, self.seed = data, index, settings, seed
+        self.configs = [configs[i] for i in index]
+        device = data.xt.device
+        self.model = StackedHeads([c.hidden for c in self.configs], [c.dropout for c in self.configs],
+                                  dim=data.xt.shape[1], n_classes=data.n_classes, seed=seed, device=device)
+        self.opt = make_optimiser(self.model, self.configs, device=device)
+        self.batch = settings.batch_rows(data.xt.shape[0])
+        self.total_steps = settings.epochs * math.ceil(data.xt.shape[0] / self.batch)
+        self.perm_gen = torch.Generator().manual_seed(seed)
+        K = len(index)
+        # per-head state over the group's K heads, on the CPU: one sync per epoch reads the losses
+        self.active = np.ones(K, dtype=bool)
+        self.best_loss = np.full(K, np.inf, dtype=np.float32)
+        self.best_epoch = np.zeros(K, dtype=np.int64)
+        self.since_best = np.zeros(K, dtype=np.int64)
+        self.halted_at: list[int | None] = [None] * K
+        self.histories: list[list[dict]] = [[] for _ in range(K)]
+        self.best = self.model.snapshot()
+        self.step = 0
+        self.training = True
+
+    def run_epoch(self, epoch: int) -> None:
+        """One epoch of every head in the batch, then val loss, early stopping and history."""
+        data, model, device = self.data, self.model, self.data.xt.device
+        N, K_live = data.xt.shape[0], len(model.live)
+        everyone = torch.ones(K_live, dtype=torch.bool, device=device)
+        perm = torch.randperm(N, generator=self.perm_gen).to(device)
+        loss_sum = torch.zeros(K_live, device=device)
+        correct = torch.zeros(K_live, device=device)
+        for start in range(0, N, self.batch):
+            idx = perm[start : start + self.batch]
+            xb, yb = data.xt[idx], data.yt[idx]
+            logits = model(xb, noise_key=(self.seed, self.step))  # (K, B, C)
+            per_head = _weighted_ce(logits, yb, data.cw)  # (K,)
             model.zero_grad()
             per_head.sum().backward()
-            lr_scale = 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
-            opt.step(lr_scale=lr_scale, active=active)
+            lr_scale = 0.5 * (1.0 + math.cos(math.pi * self.step / self.total_steps))
+            self.opt.step(lr_scale=lr_scale, active=everyone)
             with torch.no_grad():
                 loss_sum += per_head.detach() * len(idx)
                 correct += (logits.argmax(-1) == yb).sum(-1)
-            step += 1
-        train_loss, train_acc = loss_sum / N, correct / N
-        if has_val:
-            val_loss, val_acc = _evaluate(model, xv, yv, cw)
-            improved = active & (val_loss < best_loss - settings.min_delta)
-            model.copy_heads_into(best, improved)
-            best_loss = torch.where(improved, val_loss, best_loss)
-            best_epoch = torch.where(improved, epoch, best_epoch)
-            since_best = torch.where(improved, 0, since_best + 1)
+            self.step += 1
+        if data.has_val:
+            val_loss, val_acc = _evaluate(model, data.xv, data.yv, data.cw)
         else:
-            val_loss = val_acc = torch.full((K,), float("nan"), device=device)
-            best_epoch = torch.where(active, epoch, best_epoch)
-        rows = torch.stack([train_loss, train_acc, val_loss, val_acc]).cpu().numpy()  # one sync per epoch
-        was_active = active.cpu().numpy()
-        for k in np.flatnonzero(was_active):
-            histories[k].append({
-                "epoch": epoch,
-                "train_loss": float(rows[0, k]),
-                "train_accuracy": float(rows[1, k]),
-                "val_loss": _nan_to_none(rows[2, k]),
-                "val_accuracy": _nan_to_none(rows[3, k]),
-            })
-        if has_val:
-            active = active & (since_best < settings.patience)
-            if not bool(active.any()):
-                log.debug("all %d heads stopped early at epoch %d", K, epoch)
-                break
-    if has_val:
-        model.load(best)
-    val_proba = _predict(model, xv).cpu().numpy() if has_val else None
-    params = model.per_head_params()
-    best_epochs = best_epoch.cpu().tolist()
-    return [
-        HeadResult(config=cfg, params=params[k], mean=mean32, scale=scale32, n_classes=C,
-                   best_epoch=int(best_epochs[k]), history=histories[k],
-                   val_proba=None if val_proba is None else val_proba[k])
-        for k, cfg in enumerate(configs)
-    ]
+            val_loss = val_acc = torch.full((K_live,), float("nan"), device=device)
+        rows = torch.stack([loss_sum / N, correct / N, val_loss, val_acc]).cpu().numpy()  # one sync per epoch
+        live = model.live.numpy()
+        if data.has_val:
+            improved = rows[2] < self.best_loss[live] - self.settings.min_delta
+            model.copy_heads_into(self.best, torch.as_tensor(improved, device=device))
+            self.best_loss[live] = np.where(improved, rows[2], self.best_loss[live])
+            self.best_epoch[live] = np.where(improved, epoch, self.best_epoch[live])
+            self.since_best[live] = np.where(improved, 0, self.since_best[live] + 1)
+            self.active[live] &= self.since_best[live] < self.settings.patience
+        else:
+            self.best_epoch[live] = epoch
+        for i, k in enumerate(live):
+            self.histories[k].append({"epoch": epoch, "train_loss": float(rows[0, i]),
+                                      "train_accuracy": float(rows[1, i]), "val_loss": _nan_to_none(rows[2, i]),
+                                      "val_accuracy": _nan_to_none(rows[3, i])})
+
+    def halt(self, keep: np.ndarray, epoch: int) -> None:
+        """Stop the training heads where `keep` (K,) is False, as successive halving decided at `epoch`."""
+        for k in np.flatnonzero(self.active & ~keep):
+            self.halted_at[k] = epoch
+        self.active &= keep
+
+    def compact(self) -> None:
+        """Drop stopped heads from the stacked model and its optimiser; their best weights stay in `best`."""
+        if not self.training:
+            return
+        keep = np.flatnonzero(self.active[self.model.live.numpy()])
+        if len(keep) == 0:
+            self.training = False
+        elif len(keep) < len(self.model.live):
+            index = torch.as_tensor(keep)
+            self.model.keep(index)
+            self.opt.keep(index, list(self.model.parameters()))
+
+    def results(self) -> list[HeadResult]:
+        """Each head at its kept weights (best val loss, or the last epoch without val), in group order."""
+        data, model = self.data, self.model
+        if data.has_val:
+            model.load(self.best)
+        val_proba = _predict(model, data.xv).cpu().numpy() if data.has_val else None
+        params = model.per_head_params()
+        return [HeadResult(config=cfg, params=params[k], mean=data.mean, scale=data.scale, n_classes=data.n_classes,
+                           best_epoch=int(self.best_epoch[k]), history=self.histories[k],
+                           val_proba=None if val_proba is None else val_proba[k], halted_at=self.halted_at[k])
+                for k, cfg in enumerate(self.configs)]
+
+
+def _halve(groups: list[_Group], *, n_configs: int, epoch: int) -> None:
+    """Successive halving over one seed's groups, ranked in config order (heads.halving)."""
+    best_loss, training = np.full(n_configs, np.inf), np.zeros(n_configs, dtype=bool)
+    for g in groups:
+        best_loss[g.index], training[g.index] = g.best_loss, g.active
+    keep = halving_survivors(best_loss, training)
+    for g in groups:
+        g.halt(keep[g.index], epoch)
 
 
 def make_optimiser(model: StackedHeads, configs: list[TorchHeadConfig], *, device: torch.device) -> BatchedAdamW:
@@ -210,7 +310,7 @@ def _weighted_ce(logits: torch.Tensor, y: torch.Tensor, class_weight: torch.Tens
 @torch.no_grad()
 def _evaluate(model: StackedHeads, x: torch.Tensor, y: torch.Tensor, cw: torch.Tensor):
     model.eval()
-    K = len(model.widths)
+    K = len(model.live)
     loss, correct = torch.zeros(K, device=x.device), torch.zeros(K, device=x.device)
     w_total = cw[y].sum()
     for start in range(0, x.shape[0], EVAL_CHUNK):

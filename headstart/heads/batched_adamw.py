@@ -28,6 +28,14 @@ class BatchedAdamW:
         self.v = [torch.zeros_like(p) for p in self.params]
         self.t = 0
 
+    def keep(self, index: torch.Tensor, params: Sequence[torch.Tensor]) -> None:
+        """Follow `StackedHeads.keep`: keep the state of the heads at `index`, now stepping `params`."""
+        index = index.to(self.lr.device)
+        self.params = list(params)
+        self.lr, self.wd = self.lr.index_select(0, index), self.wd.index_select(0, index)
+        self.m = [m.index_select(0, index) for m in self.m]
+        self.v = [v.index_select(0, index) for v in self.v]
+
     @torch.no_grad()
     def step(self, *, lr_scale: float, active: torch.Tensor) -> None:
         """One update at `lr_scale` times each head's lr; heads where `active` (K,) is False get lr 0."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from headstart.errors import DataError
 from headstart.evaluation.timing import Timer
-from headstart.heads.batched import train_batched
+from headstart.heads.batched import train_batched_seeds
 from headstart.heads.knn import KNNHead, knn_sweep
 from headstart.heads.logreg import LogRegHead, fit_logreg_path
 from headstart.heads.sweep import SweepGrid, torch_configs
@@ -62,6 +63,14 @@ class Candidate:
     estimator: object | None
     best_epoch: int | None = None
     history: list = field(default_factory=list)
+    _scored: tuple | None = field(default=None, repr=False)  # (X, proba) of the last `proba` call
+
+    def proba(self, X: np.ndarray, n_classes: int) -> np.ndarray:
+        """The fitted estimator's probabilities on X, remembered for the same X: every seed of a shared
+        (logreg, kNN) sweep scores the same test rows with the same estimator, and kNN's search is not free."""
+        if self._scored is None or self._scored[0] is not X:
+            self._scored = (X, full_proba(self.estimator, X, n_classes))
+        return self._scored[1]
 
 
 @dataclass
@@ -76,35 +85,53 @@ class Sweep:
 
 def run_sweep(head: str, splits: dict[str, Rows], *, fit: FitSettings, seed: int) -> Sweep:
     """Fit and score every config of `head`, on val when there is one, else by cross-validation on train."""
+    (sweep,) = run_sweeps(head, splits, fit=fit, seeds=(seed,))
+    return sweep
+
+
+def run_sweeps(head: str, splits: dict[str, Rows], *, fit: FitSettings, seeds: Sequence[int]) -> list[Sweep]:
+    """`run_sweep` for several seeds; with a val split, a torch head's seeds train together in one batched
+    loop, and each seed's `seconds` is its share of that loop's wall time."""
     train, val = splits["train"], splits["val"]
+    if not len(val.y):
+        return [run_sweep_cv(head, train, fit=fit, seed=seed) for seed in seeds]
     with Timer(device=fit.device) as timer:
-        if len(val.y):
-            candidates = fit_sweep(head, train, val, fit=fit, seed=seed)
-            selection, select_rows = "val", val
-        else:
-            candidates, folds = cv_sweep(head, train, fit=fit, seed=seed)
-            selection, select_rows = f"cv-{folds}fold", train
-    return Sweep(candidates, timer.seconds, selection, select_rows)
+        per_seed = fit_sweeps(head, train, val, fit=fit, seeds=seeds)
+    return [Sweep(candidates, timer.seconds / len(seeds), "val", val) for candidates in per_seed]
+
+
+def run_sweep_cv(head: str, train: Rows, *, fit: FitSettings, seed: int) -> Sweep:
+    with Timer(device=fit.device) as timer:
+        candidates, folds = cv_sweep(head, train, fit=fit, seed=seed)
+    return Sweep(candidates, timer.seconds, f"cv-{folds}fold", train)
 
 
 def fit_sweep(head: str, train: Rows, val: Rows, *, fit: FitSettings, seed: int) -> list[Candidate]:
     """Fit every config of `head` on train and predict val; one batched model / path / search per head."""
+    (candidates,) = fit_sweeps(head, train, val, fit=fit, seeds=(seed,))
+    return candidates
+
+
+def fit_sweeps(head: str, train: Rows, val: Rows, *, fit: FitSettings,
+               seeds: Sequence[int]) -> list[list[Candidate]]:
+    """`fit_sweep` for several seeds. logreg and kNN ignore the seed, so they fit once and every seed gets the
+    same candidates; the torch heads train every seed's configs in one batched loop (`train_batched_seeds`)."""
     params = fit.grid.configs(head)
     if head == "logreg":
         fitted = fit_logreg_path(train.X, train.y, [p["C"] for p in params], class_weight=fit.class_weight)
-        return [Candidate(p, full_proba(h, val.X, fit.n_classes), h) for p, h in zip(params, fitted)]
+        return [[Candidate(p, full_proba(h, val.X, fit.n_classes), h) for p, h in zip(params, fitted)]] * len(seeds)
     if head == "knn":
         fitted = knn_sweep(train.X, train.y, val.X, [p["k"] for p in params], class_weight=fit.class_weight)
-        return [Candidate(p, expand(proba, h.classes_, fit.n_classes), h) for p, (h, proba) in zip(params, fitted)]
+        return [[Candidate(p, expand(proba, h.classes_, fit.n_classes), h)
+                 for p, (h, proba) in zip(params, fitted)]] * len(seeds)
     settings = dataclasses.replace(fit.grid.train, class_weight=fit.class_weight)
-    results = train_batched(train.X, train.y, val.X, val.y, configs=torch_configs(params), settings=settings,
-                            n_classes=fit.n_classes, device=fit.device, seed=seed)
-    return [
-        Candidate(p, r.val_proba, (MLPHead if head == "mlp" else LinearHead)._from_batched(
-            r, np.arange(fit.n_classes), settings=settings, seed=seed, device=str(fit.device)), r.best_epoch,
-            r.history)
-        for p, r in zip(params, results)
-    ]
+    per_seed = train_batched_seeds(train.X, train.y, val.X, val.y, configs=torch_configs(params), settings=settings,
+                                   n_classes=fit.n_classes, device=fit.device, seeds=seeds)
+    cls = MLPHead if head == "mlp" else LinearHead
+    return [[Candidate(p, r.val_proba, cls._from_batched(r, np.arange(fit.n_classes), settings=settings, seed=seed,
+                                                          device=str(fit.device)), r.best_epoch, r.history)
+             for p, r in zip(params, results)]
+            for seed, results in zip(seeds, per_seed)]
 
 
 def cv_sweep(head: str, train: Rows, *, fit: FitSettings, seed: int) -> tuple[list[Candidate], int]:

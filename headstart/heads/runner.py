@@ -32,7 +32,7 @@ from headstart.evaluation.selection import best_index, val_score
 from headstart.evaluation.thresholds import parse_threshold_rule
 from headstart.evaluation.timing import Timer, reset_peak_memory
 from headstart.heads import HEADS, SWEEP_NAMES
-from headstart.heads.fitting import Candidate, FitSettings, Rows, Sweep, full_proba, refit, run_sweep
+from headstart.heads.fitting import Candidate, FitSettings, Rows, Sweep, full_proba, refit, run_sweeps
 from headstart.heads.persist import feature_set_spec, save_head
 from headstart.heads.sweep import get_sweep
 
@@ -101,17 +101,13 @@ def run_heads(*, cache_path: str | Path, runs_dir: str | Path, config: HeadsConf
         with tqdm(total=total, desc="heads", unit="config", disable=None if progress else True) as bar:
             for name in names:
                 job = _load_job(cache, name, config=config, fit=fit, runs_dir=runs_dir)
-                shared: dict[str, Sweep] = {}
                 for head in config.heads:
-                    for seed in range(config.seeds):
-                        bar.set_postfix_str(f"{name}/{head} seed {seed}")
-                        reset_peak_memory(device)
-                        sweep = shared.get(head)
-                        reused = sweep is not None
-                        if sweep is None:
-                            sweep = run_sweep(head, job.splits, fit=fit, seed=seed)
-                            if head in _DETERMINISTIC and sweep.selection == "val":
-                                shared[head] = sweep
+                    bar.set_postfix_str(f"{name}/{head} x {config.seeds} seeds")
+                    reset_peak_memory(device)
+                    # every seed in one call: torch heads batch their seeds, logreg and kNN fit once for all
+                    sweeps = run_sweeps(head, job.splits, fit=fit, seeds=range(config.seeds))
+                    for seed, sweep in enumerate(sweeps):
+                        reused = seed > 0 and head in _DETERMINISTIC and sweep.selection == "val"
                         records.append(_select_and_test(job, sweep, head=head, seed=seed, reused=reused))
                         bar.update(grid.size(head))
     return records
@@ -174,8 +170,10 @@ def _select_and_test(job: _Job, sweep: Sweep, *, head: str, seed: int, reused: b
         history = getattr(estimator, "history_", [])
 
     def predict() -> dict[str, SplitPredictions]:
+        shared = estimator is cand.estimator  # not refitted: the candidate remembers its test scores
+        proba = cand.proba(test.X, fit.n_classes) if shared else full_proba(estimator, test.X, fit.n_classes)
         return {"val": SplitPredictions(sel_rows.ids, sel_rows.y, cand.val_proba),
-                "test": SplitPredictions(test.ids, test.y, full_proba(estimator, test.X, fit.n_classes))}
+                "test": SplitPredictions(test.ids, test.y, proba)}
 
     outline = RunOutline(
         run_id=make_run_id("cached-head", job.feature_set, head, seed), strategy="cached-head",

@@ -41,13 +41,8 @@ class StackedHeads(torch.nn.Module):
                 tensors[name][k, : t.shape[0], : t.shape[1]] = t
         for name, t in tensors.items():
             self.register_parameter(name, torch.nn.Parameter(t.to(device)))
-        if self.mlp:
-            hmask = torch.zeros(K, 1, H)
-            for k, width in enumerate(self.widths):
-                hmask[k, :, :width] = 1.0
-            self.register_buffer("hmask", hmask.to(device))
-            self.register_buffer("dropout", torch.tensor(dropouts, device=device).view(K, 1, 1))
-            self.any_dropout = any(d > 0 for d in dropouts)
+        self.dropouts = list(dropouts)
+        self._set_heads(list(range(K)))
 
     def forward(self, x: torch.Tensor, *, noise_key: tuple[int, int] | None = None) -> torch.Tensor:
         params = dict(self.named_parameters())
@@ -66,21 +61,49 @@ class StackedHeads(torch.nn.Module):
 
     @torch.no_grad()
     def copy_heads_into(self, store: dict[str, torch.Tensor], which: torch.Tensor) -> None:
-        """Copy the current weights of heads where `which` (K,) is True into `store`."""
+        """Copy the current weights of the heads in the batch where `which` (one flag per head in the batch)
+        is True into `store`, which holds every original head."""
+        live = self.live.to(which.device)
         for name, p in self.named_parameters():
             mask = which.view(-1, *([1] * (p.dim() - 1)))
-            store[name].copy_(torch.where(mask, p, store[name]))
+            store[name].index_copy_(0, live, torch.where(mask, p, store[name].index_select(0, live)))
+
+    @torch.no_grad()
+    def keep(self, index: torch.Tensor) -> None:
+        """Keep only the heads at positions `index` (of the current K), in that order: a head that stopped
+        training leaves the batch, so it costs no FLOPs. The kept heads' numbers do not change."""
+        for name, p in list(self.named_parameters()):
+            setattr(self, name, torch.nn.Parameter(p.detach().index_select(0, index.to(p.device))))
+        self._set_heads(self.live[index.cpu()])
 
     @torch.no_grad()
     def load(self, store: dict[str, torch.Tensor]) -> None:
-        for name, p in self.named_parameters():
-            p.copy_(store[name])
+        """Load every head's weights from `store` (as `snapshot` made them, all K heads), re-admitting any
+        head that `keep` dropped."""
+        for name, t in store.items():
+            setattr(self, name, torch.nn.Parameter(t.clone()))
+        self._set_heads(list(range(len(self.widths))))
+
+    def _set_heads(self, live) -> None:
+        """The batch now holds the original heads `live` (positions into `widths`), in that order."""
+        self.live = torch.as_tensor(live, dtype=torch.long)
+        if not self.mlp:
+            return
+        width = max(self.widths)
+        device = next(self.parameters()).device
+        hmask = torch.zeros(len(self.live), 1, width)
+        for i, k in enumerate(self.live.tolist()):
+            hmask[i, :, : self.widths[k]] = 1.0
+        dropout = [self.dropouts[k] for k in self.live.tolist()]
+        self.register_buffer("hmask", hmask.to(device))
+        self.register_buffer("dropout", torch.tensor(dropout, device=device).view(-1, 1, 1))
+        self.any_dropout = any(d > 0 for d in dropout)
 
     def per_head_params(self) -> list[dict[str, torch.Tensor]]:
-        """Unpadded per-head weights on the CPU, with the leading K and bias row dimensions dropped."""
+        """Unpadded weights of each head in the batch, on the CPU, the leading K and bias row dimensions dropped."""
         cpu = {name: p.detach().cpu() for name, p in self.named_parameters()}
         out = []
-        for k, width in enumerate(self.widths):
+        for k, width in enumerate(self.widths[i] for i in self.live.tolist()):
             if self.mlp:
                 out.append({"W1": cpu["W1"][k, :, :width].clone(), "b1": cpu["b1"][k, 0, :width].clone(),
                             "W2": cpu["W2"][k, :width].clone(), "b2": cpu["b2"][k, 0].clone()})

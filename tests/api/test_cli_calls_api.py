@@ -52,12 +52,7 @@ EXTRACT_ALL = ["-b", "resnet18", "-b", "densenet121", "--weights", "random", "--
 
 
 def _expect_extract(bound, tmp):
-    assert bound.arguments == {
-        "data": "DATA", "output": str(tmp / "c.h5"), "backbones": ["resnet18", "densenet121"], "weights": "random",
-        "image_size": 32, "batch_size": 8, "device": "cpu", "precision": "fp32", "decode": "device", "workers": 1,
-        "feature_dtype": "float32", "val_fraction": 0.3, "test_fraction": 0.25, "group_pattern": r"(p\d+)",
-        "seed": 7, "on_bad_image": "skip", "overwrite": True,
-    }
+    assert bound.arguments == _extract_call(tmp)
     assert set(bound.signature.parameters) - set(bound.arguments) == {"config"}  # the CLI reaches every option
 
 
@@ -78,10 +73,44 @@ def _expect_finetune(bound, tmp):
     assert bound.arguments["config"] == FinetuneConfig(
         backbone="densenet121", weights="random", epochs=2, lr=0.01, batch_size=4, freeze="partial", image_size=32,
         precision="fp32", device="cpu", workers=0, patience=0, augment=AugmentConfig(enabled=False), seed=5,
-        deterministic=True)
+        deterministic=True, train_size="k=2")
     assert bound.arguments["split_config"] == SplitConfig(val_fraction=0.3, test_fraction=0.25, seed=5,
                                                           group_pattern="p")
     assert bound.arguments["splits_from"] == "c.h5" and bound.arguments["resume"] is True
+
+
+def _expect_curve(bound, tmp):
+    assert bound.arguments == {
+        "cache": str(tmp / "c.h5"), "output": str(tmp / "runs"), "feature_sets": ["resnet18"],
+        "heads": ["knn", "logreg"], "sizes": ["k=1", "k=2", "10%"], "repeats": 2, "sweep": "default", "seed": 3,
+        "val_from_train": True, "metric": "balanced_accuracy", "target": 0.9, "select_metric": "f1",
+        "threshold_rule": "sensitivity:0.9", "class_weight": "none", "device": "cpu", "n_boot": 20,
+    }
+    assert set(bound.signature.parameters) - set(bound.arguments) == {"config", "progress"}
+
+
+def _screen_result(tmp):
+    from headstart.studies.screen import ScreenResult
+
+    document = {"rounds": [], "survivors": ["resnet18"], "cache": str(tmp / "c.h5")}
+    return ScreenResult(cache_path=tmp / "c.h5", screen_path=tmp / "c.h5.screen.json", survivors=["resnet18"],
+                        document=document)
+
+
+def _expect_screen(bound, tmp):
+    expected = _extract_call(tmp)
+    expected.update(keep=2, head="knn", sweep="default", fraction=0.2, min_images=50, n_boot=30)
+    assert bound.arguments == expected
+    assert set(bound.signature.parameters) - set(bound.arguments) == {"config"}
+
+
+def _extract_call(tmp):
+    return {
+        "data": "DATA", "output": str(tmp / "c.h5"), "backbones": ["resnet18", "densenet121"], "weights": "random",
+        "image_size": 32, "batch_size": 8, "device": "cpu", "precision": "fp32", "decode": "device", "workers": 1,
+        "feature_dtype": "float32", "val_fraction": 0.3, "test_fraction": 0.25, "group_pattern": r"(p\d+)",
+        "seed": 7, "on_bad_image": "skip", "overwrite": True,
+    }
 
 
 def _expect_predict(bound, tmp):
@@ -117,9 +146,10 @@ def _cache_file(tmp):
 CASES: dict[str, Case] = {
     "audit": Case("headstart.api:run_audit",
                   lambda tmp: ["audit", str(_cache_file(tmp)), "-b", "resnet18", "--seed", "3", "--shuffle-repeats",
-                               "2"],
+                               "2", "--fix", "--yes"],
                   expect=lambda bound, tmp: {k: v for k, v in bound.arguments.items() if k != "on_result"} == {
-                      "cache": str(tmp / "c.h5"), "feature_set": "resnet18", "seed": 3, "shuffle_repeats": 2}),
+                      "cache": str(tmp / "c.h5"), "feature_set": "resnet18", "seed": 3, "shuffle_repeats": 2,
+                      "fix": True, "yes": True}),
     "backbones": Case("headstart.backbones.registry:backbone_info", lambda tmp: ["backbones", "resnet18", "--json"],
                       result=lambda tmp: {"name": "resnet18"},
                       expect=lambda bound, tmp: bound.arguments == {"name": "resnet18"}),
@@ -140,15 +170,27 @@ CASES: dict[str, Case] = {
                                   "random", "--epochs", "2", "--lr", "0.01", "--batch-size", "4", "--freeze",
                                   "partial", "--image-size", "32", "--precision", "fp32", "--device", "cpu",
                                   "--workers", "0", "--no-augment", "--splits-from", "c.h5", "--resume",
-                                  "--patience", "0", "--deterministic", "--val-fraction", "0.3", "--test-fraction",
+                                  "--patience", "0", "--deterministic", "--train-size", "k=2", "--val-fraction",
+                                  "0.3", "--test-fraction",
                                   "0.25", "--group-pattern", "p", "--seed", "5"],
                      result=_finetune_record, expect=_expect_finetune),
     "compare": Case("headstart.api:run_compare",
                     lambda tmp: ["compare", str(tmp / "runs"), "-o", str(tmp / "report"), "--select-metric", "f1"],
-                    result=lambda tmp: SimpleNamespace(n_records=2, n_datasets=1, report_html="r.html",
+                    result=lambda tmp: SimpleNamespace(n_records=2, n_datasets=1, n_curves=0, report_html="r.html",
                                                        report_md="r.md", summary_json="s.json"),
                     expect=lambda bound, tmp: bound.arguments == {"runs": tmp / "runs", "output": tmp / "report",
                                                                   "select_metric": "f1"}),
+    "curve": Case("headstart.api:run_curve",
+                  lambda tmp: ["curve", str(tmp / "c.h5"), "-o", str(tmp / "runs"), "-b", "resnet18", "--head", "knn",
+                               "--head", "logreg", "--sizes", "k=1,k=2", "--sizes", "10%", "--repeats", "2",
+                               "--sweep", "default", "--seed", "3", "--val-from-train", "--metric",
+                               "balanced_accuracy", "--target", "0.9", "--select-metric", "f1", "--threshold-rule",
+                               "sensitivity:0.9", "--class-weight", "none", "--device", "cpu", "--n-boot", "20"],
+                  result=lambda tmp: [], expect=_expect_curve),
+    "screen": Case("headstart.api:run_screen",
+                   lambda tmp: ["screen", "DATA", "-o", str(tmp / "c.h5"), *EXTRACT_ALL, "--keep", "2", "--head", "knn",
+                                "--sweep", "default", "--fraction", "0.2", "--min-images", "50", "--n-boot", "30"],
+                   result=_screen_result, expect=_expect_screen),
     "predict": Case("headstart.api:run_predict",
                     lambda tmp: ["predict", "RUN", "DATA", "-o", str(tmp / "p.jsonl"), "--format", "jsonl",
                                  "--batch-size", "8", "--device", "cpu", "--precision", "fp32", "--workers", "1",

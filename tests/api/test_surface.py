@@ -32,8 +32,8 @@ def imported_by(argv: list[str]) -> set[str]:
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["heads", "--help"], ["extract", "--help"], ["finetune", "--help"],
-                                  ["compare", "--help"], ["cache", "info", "--help"], ["predict", "--help"],
-                                  ["export", "--help"]])
+                                  ["compare", "--help"], ["cache", "info", "--help"], ["curve", "--help"],
+                                  ["screen", "--help"], ["predict", "--help"], ["export", "--help"]])
 def test_help_imports_no_torch(argv):
     modules = imported_by(["-m", "headstart", *argv])
     assert "headstart" in modules and "click" in modules

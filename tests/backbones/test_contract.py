@@ -4,7 +4,8 @@ inside the fine-tuning model. Random weights at small inputs keep this fast on C
 import pytest
 import torch
 
-from headstart.backbones.registry import (_build, backbone_info, create_backbone, create_model, list_backbones,
+from headstart.backbones.providers.torchvision import _build
+from headstart.backbones.registry import (backbone_info, create_backbone, create_model, list_backbones,
                                           preprocessing_for, split_parameters)
 from headstart.backbones.surgery import last_stage_modules
 from headstart.backbones.weights import default_weights

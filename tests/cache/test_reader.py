@@ -153,3 +153,21 @@ def test_cli_bad_files_exit_1_without_traceback(tmp_path):
         result = runner.invoke(cli, args)
         assert result.exit_code == 1, (args, result.output)
         assert "Error:" in result.output and "Traceback" not in result.output
+
+
+def test_load_in_slices_equals_the_whole_set(cache_path, monkeypatch):
+    """Loading reads a set slice by slice into one float32 array; the finiteness check still sees every valid row."""
+    import headstart.cache.reader as reader
+
+    with h5py.File(cache_path, "r") as f:
+        whole = f["features/resnet18"][()].astype(np.float32)
+    monkeypatch.setattr(reader, "READ_ROWS_BYTES", 3 * 64 * 4)  # three rows per slice: 13 slices for 37 rows
+    with FeatureCache(cache_path) as fc:
+        x, valid = fc.load("resnet18")
+    assert x.dtype == np.float32 and np.array_equal(x, whole) and not valid[2]
+    with h5py.File(cache_path, "a") as f:
+        f["features/resnet18"][2, 1] = np.nan  # skipped row: ignored
+        f["features/resnet18"][35, 0] = np.inf  # valid row in the last slice: counted
+    with FeatureCache(cache_path) as fc:
+        with pytest.raises(CacheError, match="contains 1 NaN/Inf values"):
+            fc.load("resnet18")

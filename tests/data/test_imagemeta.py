@@ -11,7 +11,8 @@ from PIL import Image
 
 from headstart.data.decode import decode_image, decode_with_meta
 from headstart.data.imagemeta import (
-    META_FIELDS, MISSING, ImageMeta, hamming, meta_columns, perceptual_hash,
+    META_FIELDS, MISSING, ImageMeta, from_text, hamming, meta_columns, meta_records, perceptual_hash, record_columns,
+    to_text,
 )
 from headstart.data.sources import load_source
 from headstart.data.synthetic import make_npz, random_anatomy, render_phantom
@@ -139,6 +140,22 @@ def test_meta_columns_fill_missing_rows():
     assert cols["width"].tolist() == [10, MISSING["int"]] and cols["mode"].tolist() == ["L", ""]
     assert cols["phash"].dtype == np.uint64 and int(cols["phash"][0]) == 2**64 - 1
     assert np.isnan(cols["pixel_spacing_x"]).all()
+
+
+def test_text_and_staged_records_round_trip():
+    """How metadata crosses the loader's worker boundary (text) and is staged next to features (records)."""
+    metas = [ImageMeta(width=10, height=20, mode="L", bit_depth=8, file_size=99, format="DICOM",
+                       manufacturer="Ünïcode Médical Systems", pixel_spacing_y=0.14, phash=2**64 - 1), None]
+    assert [to_text(from_text(to_text(m))) for m in metas] == [to_text(m) for m in metas]  # NaN spacing: text equal
+    assert from_text(to_text(metas[0])).phash == 2**64 - 1 and from_text("") is None
+    records = meta_records(metas)
+    assert records.dtype.names == tuple(META_FIELDS) and not records.dtype.hasobject  # saved without pickle
+    got, want = record_columns(records), meta_columns(metas)
+    for name in META_FIELDS:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+        assert got[name].dtype == want[name].dtype
+    with pytest.raises(ValueError, match="lack fields"):
+        record_columns(np.zeros(2, dtype=[("width", np.int64)]))
 
 
 def test_sources_load_with_meta(phantom_dir, tmp_path):

@@ -49,12 +49,15 @@ def read(path: Path) -> dict:
         out["valid"] = f["valid/resnet18"][...]
         out["attrs"] = dict(f["features/resnet18"].attrs)
         out["classes"] = f.attrs["classes"]
+        out.update({f"meta/{name}": ds[()] for name, ds in f["samples/meta"].items()})  # staged by each rank
     return out
 
 
 def assert_same_cache(got: Path, want: Path) -> dict:
     a, b = read(got), read(want)
-    for key in ("samples/id", "samples/label", "samples/split", "samples/group", "valid", "classes"):
+    assert a.keys() == b.keys()
+    meta = [key for key in a if key.startswith("meta/")]
+    for key in ("samples/id", "samples/label", "samples/split", "samples/group", "valid", "classes", *meta):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     np.testing.assert_allclose(a["features"], b["features"], atol=1e-3, rtol=1e-3)
     assert a["attrs"]["fingerprint"] == b["attrs"]["fingerprint"]

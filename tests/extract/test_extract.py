@@ -62,13 +62,13 @@ def test_each_image_decoded_once_for_two_backbones(phantom_dir, tmp_path, monkey
 
     def counting_load_source(*a, **k):
         src = real(*a, **k)
-        orig = src.load
+        for name in ("load", "load_with_meta"):  # extraction decodes through one of them (with metadata), once
 
-        def load(sample, **kw):
-            calls.append(sample.id)
-            return orig(sample, **kw)
+            def counted(sample, _orig=getattr(src, name), **kw):
+                calls.append(sample.id)
+                return _orig(sample, **kw)
 
-        src.load = load
+            setattr(src, name, counted)
         return src
 
     monkeypatch.setattr("headstart.data.dataset.load_source", counting_load_source)
@@ -107,6 +107,10 @@ def test_interrupted_extraction_resumes_to_identical_features(phantom_dir, tmp_p
         n = len(f["samples/id"])
     assert result.n_images == n - 3 * 8  # three staged batches were not redone
     np.testing.assert_array_equal(features(out, "resnet18"), features(ref, "resnet18"))
+    with h5py.File(out, "r") as got, h5py.File(ref, "r") as want:  # the staged batches' metadata came back too
+        assert set(got["samples/meta"]) == set(want["samples/meta"]) and len(want["samples/meta"]) > 0
+        for name in want["samples/meta"]:
+            np.testing.assert_array_equal(got["samples/meta"][name][()], want["samples/meta"][name][()], err_msg=name)
     assert invoke("cache", "verify", str(out)).exit_code == 0
 
 

@@ -41,6 +41,8 @@ def test_cli_run_prints_summary_and_writes_record(phantom_dir, tmp_path):
     (["--resume"], 2, "no checkpoint in"),
     (["--weights", "/nonexistent/weights.pt"], 2, "weights.pt"),
     (["-b", "nonet"], 2, "nonet"),
+    (["--train-size", "ten"], 2, "ten"),
+    (["--train-size", "k=2", "--train-fraction", "0.1"], 2, "not both"),
 ])
 def test_bad_input_one_line_errors(phantom_dir, tmp_path, args, code, needle):
     result = _invoke([str(phantom_dir), "-o", str(tmp_path), *TINY, *args])

@@ -115,8 +115,15 @@ def features(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def samples(path: Path) -> dict[str, list]:
+    """The /samples table columns (the /samples/meta group is compared by `assert_same_features`)."""
     with h5py.File(path, "r") as f:
-        return {key: f["samples"][key][()].tolist() for key in f["samples"]}
+        return {key: item[()].tolist() for key, item in f["samples"].items() if isinstance(item, h5py.Dataset)}
+
+
+def image_meta(path: Path) -> dict[str, np.ndarray]:
+    """Every /samples/meta field of a cache, read with plain h5py."""
+    with h5py.File(path, "r") as f:
+        return {name: ds[()] for name, ds in f["samples/meta"].items()}
 
 
 def assert_same_features(a: Path, b: Path) -> None:
@@ -125,3 +132,7 @@ def assert_same_features(a: Path, b: Path) -> None:
     for name in fa:
         np.testing.assert_array_equal(fa[name][0], fb[name][0], err_msg=name)
         np.testing.assert_array_equal(fa[name][1], fb[name][1], err_msg=name)
+    ma, mb = image_meta(a), image_meta(b)  # every row's metadata survives a resume too
+    assert ma.keys() == mb.keys()
+    for name in ma:
+        np.testing.assert_array_equal(ma[name], mb[name], err_msg=f"meta/{name}")

@@ -75,3 +75,56 @@ def study(tmp_path: Path) -> Path:
     runs = tmp_path / "runs"
     write_study(runs)
     return runs
+
+
+CURVE_SIZES = (("k=2", 4), ("k=8", 16), ("10%", 36), ("25%", 90), ("50%", 180), ("100%", 360))
+
+
+def write_curve(runs_dir: Path, *, backbone: str = "resnet18", head: str = "logreg", manifest_hash: str = "a" * 64,
+                plateau: float = 0.9) -> dict:
+    """A curve.json as `headstart curve` writes it: 3 draws per size on a power law with a known plateau."""
+    import json
+
+    from headstart.studies.curve import summarise
+    from headstart.studies.curve_doc import CURVE_FORMAT, CURVE_FORMAT_VERSION, CURVE_NAME
+    from headstart.studies.curve_fit import fit_power_law
+
+    rng = np.random.default_rng(3)
+    points = []
+    for size, n in CURVE_SIZES:
+        for repeat in range(1 if size == "100%" else 3):
+            auroc = plateau - 0.5 * n ** -0.6 + rng.normal(0, 0.005)
+            test = {"auroc": auroc, "auroc_ci": [auroc - 0.03, auroc + 0.03], "accuracy": auroc - 0.05}
+            points.append({"size": size, "n_train": n + repeat, "n_patients": n // 2, "per_class": [n // 2, n // 2],
+                           "repeat": repeat, "seed": repeat, "train_seconds": 0.01,
+                           "metrics": {"val": dict(test), "test": test}})
+    summary = summarise(points, [size for size, _ in CURVE_SIZES])
+    fit, reason = fit_power_law([s["n_train"] for s in summary], [s["test"]["auroc"]["mean"] for s in summary])
+    document = {"format": CURVE_FORMAT, "format_version": CURVE_FORMAT_VERSION, "feature_set": backbone,
+                "backbone": backbone, "head": head, "metric": "auroc",
+                "dataset": {"manifest_hash": manifest_hash, "classes": ["NORMAL", "PNEUMONIA"], "cache": "/c.h5"},
+                "config": {"repeats": 3, "sweep": "quick"}, "splits": {"train": 360, "val": 40, "test": 80},
+                "points": points, "summary": summary, "fit": fit, "fit_reason": reason, "notes": []}
+    path = runs_dir / f"curve_{backbone}_{head}" / CURVE_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=1), encoding="utf-8")
+    return document
+
+
+def write_subsampled_finetunes(runs_dir: Path, *, backbone: str = "resnet18", manifest_hash: str = "a" * 64,
+                               sizes: tuple[tuple[str, int, float], ...] = (("k=8", 16, 0.2), ("50%", 180, 4.0)),
+                               ) -> list[RunRecord]:
+    """Fine-tunes on training draws (`--train-size`), two seeds each, with a chosen separation per size."""
+    from headstart.data.draws import parse_size
+
+    records = []
+    for size, n, strength in sizes:
+        for seed in (0, 1):
+            record = make_record(strategy="finetune", backbone=backbone, head=None, seed=seed, strength=strength,
+                                 manifest_hash=manifest_hash)
+            record.run_id = make_run_id("finetune", backbone, None, seed,
+                                        variant=f"freeze-none-64px-train-{parse_size(size).slug}")
+            record.config.update(train_size=size, n_train=n + seed, draw_seed=seed)
+            write_record(runs_dir, record)
+            records.append(record)
+    return records

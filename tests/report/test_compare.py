@@ -43,8 +43,9 @@ def test_compare_writes_markdown_html_and_json(report) -> None:
     markdown = (out / "report.md").read_text(encoding="utf-8")
     assert "| strategy | backbone | head |" in markdown
     links = re.findall(r"!\[[^\]]*\]\((plots/[^)]+\.png)\)", markdown)
-    assert {"plots/roc.png", "plots/confusion.png", "plots/timing.png"} <= set(links)
-    assert sum(link.startswith("plots/history_finetune_") for link in links) == 2  # one per run with history
+    assert {"plots/roc.png", "plots/confusion.png", "plots/timing.png", "plots/cost_accuracy.png"} <= set(links)
+    histories = [link for link in links if link.startswith("plots/history_")]
+    assert sorted(histories) == ["plots/history_densenet121.png", "plots/history_resnet18.png"]  # a grid per backbone
     for link in links:
         assert (out / link).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (out / "report.html").read_text(encoding="utf-8")

@@ -18,15 +18,21 @@ from headstart.io import write_bytes_atomic
 from headstart.evaluation.metrics import as_proba
 from headstart.errors import ConfigError, DataError, one_line
 from headstart.evaluation import SELECT_METRICS
-from headstart.evaluation.records import jsonable, read_records
+from headstart.evaluation.records import RECORD_NAME, jsonable, read_records
 from headstart.evaluation.report import plots
+from headstart.evaluation.report.audit import audit_section
 from headstart.evaluation.report.comparisons import paired_comparisons
+from headstart.evaluation.report.cost import cost_figure, cost_points
+from headstart.evaluation.report.curves import attach_curves, curve_section
+from headstart.evaluation.report.history import history_grid
+from headstart.evaluation.report.verdict import verdict
 from headstart.evaluation.report.document import Block, BulletList, Heading, Image, Paragraph, Table
 from headstart.evaluation.report.render import render_html, render_markdown
 from headstart.evaluation.report.summary import (
     DatasetGroup, Row, all_finite, break_even, build_rows, group_by_dataset, row_summary,
 )
-from headstart.evaluation.table import MISSING, fmt_ci, fmt_mean_std, fmt_value
+from headstart.evaluation.table import MISSING, fmt_ci, fmt_mean_std, fmt_mean_std_ci, fmt_seconds, fmt_value
+from headstart.studies.curve_doc import read_curves
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +59,14 @@ DEFINITIONS = [
     "threshold (b = images only the head gets right, c = only the fine-tune; exact binomial when b + c < 25).",
     "Timings come from whatever machine each run used (see the device column); compare them only within one "
     "machine, and note that fine-tunes may run at a different image size than the extraction.",
+    "Cost against accuracy: one point per backbone and strategy, its best configuration by the validation metric; "
+    "x = measured seconds (a cached head: extraction + training of its sweep; a fine-tune: training), y = test "
+    "AUROC with the lowest seed's 95% interval. The Pareto front joins the points no other point beats on both.",
+    "Learning curves: each size is drawn several times (whole patients, stratified by class); a point is the "
+    "mean test metric over the draws at the mean realised n, its band the t-interval of that mean (the whole "
+    "train split is one draw: its bootstrap interval). The dashed line is the plateau a of the fitted power law "
+    "a - b n^(-c). The crossover is the smallest n at which a fine-tune's interval lies entirely above the "
+    "head's at the same size.",
 ]
 
 
@@ -66,6 +80,7 @@ class ReportResult:
     summary_json: Path
     n_records: int = 0
     n_datasets: int = 0
+    n_curves: int = 0
     plots: list[Path] = field(default_factory=list)
 
 
@@ -80,36 +95,41 @@ def build_report(*, runs_dir: str | Path, output_dir: str | Path | None = None,
         raise ConfigError(f"select metric {select_metric!r} is unknown; expected one of {', '.join(SELECT_METRICS)}")
     runs_dir = Path(runs_dir)
     output_dir = Path(output_dir) if output_dir is not None else runs_dir / "report"
-    records = read_records(runs_dir)
-    groups = group_by_dataset(records)
+    records, curves = _read_runs(runs_dir)
+    groups = attach_curves(group_by_dataset(records), curves)
     (output_dir / PLOTS_DIR).mkdir(parents=True, exist_ok=True)
 
     blocks: list[Block] = [
         Heading(1, TITLE),
-        Paragraph(f"{len(records)} run records from {runs_dir}, written "
+        Paragraph(f"{len(records)} run records and {len(curves)} learning curves from {runs_dir}, written "
                   f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}."),
+        Heading(2, "Verdict"),
     ]
     if len(groups) > 1:
         blocks.append(Paragraph(
             f"These records come from {len(groups)} different data sets (different manifest hashes). Each data set "
             "has its own section below; no table, test or break-even figure mixes data sets."))
-    blocks += [Heading(2, "Definitions"), BulletList(DEFINITIONS)]
 
     summary = {"title": TITLE, "runs_dir": str(runs_dir), "select_metric": select_metric,
                "definitions": DEFINITIONS, "datasets": []}
     written: list[Path] = []
+    sections: list[Block] = []
     for group in groups:
         section, data, images = _dataset_section(group, select_metric=select_metric, several=len(groups) > 1)
-        blocks += section
+        sentences = data["verdict"]
+        blocks.append(Paragraph((f"Data set {group.tag}: " if len(groups) > 1 else "") + " ".join(sentences)))
+        sections += section
         summary["datasets"].append(data)
         for image in images:
             target = output_dir / image.path
             write_bytes_atomic(target, image.png)
             written.append(target)
+    blocks += sections + [Heading(2, "Definitions"), BulletList(DEFINITIONS)]
 
+    blocks += audit_section(runs_dir, summary)  # each audit.json under RUNS (`headstart audit CACHE -o RUNS/...`)
     result = ReportResult(output_dir=output_dir, report_md=output_dir / "report.md",
                           report_html=output_dir / "report.html", summary_json=output_dir / "summary.json",
-                          n_records=len(records), n_datasets=len(groups), plots=written)
+                          n_records=len(records), n_datasets=len(groups), n_curves=len(curves), plots=written)
     write_bytes_atomic(result.report_md, render_markdown(blocks).encode("utf-8"))
     write_bytes_atomic(result.report_html, render_html(blocks, title=TITLE).encode("utf-8"))
     text = json.dumps(jsonable(summary), indent=2, sort_keys=True, allow_nan=False) + "\n"
@@ -119,22 +139,46 @@ def build_report(*, runs_dir: str | Path, output_dir: str | Path | None = None,
     return result
 
 
+def _read_runs(runs_dir: Path) -> tuple[list, list[dict]]:
+    """The records and the curves under RUNS; a folder with neither is a DataError naming both commands."""
+    curves = read_curves(runs_dir) if runs_dir.is_dir() else []
+    if curves and not any(runs_dir.glob(f"*/{RECORD_NAME}")):
+        return [], curves
+    try:
+        return read_records(runs_dir), curves
+    except DataError as error:
+        if curves:  # record files that are all unreadable: report the curves, the warnings named the files
+            return [], curves
+        raise DataError(f"{one_line(error)}, or `headstart curve` for learning curves") from None
+
+
 def _dataset_section(group: DatasetGroup, *, select_metric: str,
                      several: bool) -> tuple[list[Block], dict, list[Image]]:
     rows = build_rows(group.records)
     summaries = [row_summary(row) for row in rows]
     costs = break_even(rows)
     tests = paired_comparisons(rows, select_metric=select_metric)
-    images = _figures(group, rows, prefix=group.tag if several else "")
+    stem = f"{PLOTS_DIR}/{group.tag + '_' if several else ''}"
+    points = cost_points(rows, select_metric=select_metric)
+    curve_blocks, curve_data, curve_images = curve_section(group, stem=stem)
+    images = _figures(group, rows, stem=stem, points=points)
 
     title = f"Data set {group.tag}" if several else "Data set"
     blocks: list[Block] = [
         Heading(2, f"{title}: {', '.join(group.classes) or 'unknown classes'}"),
-        Paragraph(f"{len(group.records)} runs; manifest hash {group.manifest_hash}"
-                  + (f"; source {', '.join(group.sources)}" if group.sources else "") + "."),
-        Heading(3, "Results on test"),
-        _results_table(summaries),
+        Paragraph(f"{len(group.records)} runs and {len(group.curves)} learning curves; manifest hash "
+                  f"{group.manifest_hash}" + (f"; source {', '.join(group.sources)}" if group.sources else "") + "."),
     ]
+    data = {"manifest_hash": group.manifest_hash, "classes": group.classes, "sources": group.sources,
+            "n_records": len(group.records), "rows": summaries, "break_even": costs, "paired_tests": tests,
+            "cost_accuracy": points, **curve_data,
+            "verdict": verdict(rows, curves=group.curves, crossovers=[c for curve in curve_data.get("curves", [])
+                                                                      for c in curve["crossovers"]],
+                               select_metric=select_metric),
+            "plots": [image.path for image in curve_images + images]}
+    if not rows:
+        return blocks + curve_blocks, data, curve_images
+    blocks += [Heading(3, "Results on test"), _results_table(summaries)]
     n_random = sum(str(s["weights"]).startswith("random") for s in summaries)
     if n_random:
         blocks.append(Paragraph(
@@ -148,17 +192,14 @@ def _dataset_section(group: DatasetGroup, *, select_metric: str,
     blocks.append(Heading(3, f"Paired tests: best cached head (by val {select_metric}) vs fine-tune"))
     blocks.append(_paired_table(tests) if tests else
                   Paragraph("No backbone has both cached-head and fine-tune runs; no paired tests."))
+    blocks += curve_blocks
     blocks.append(Heading(3, "Figures"))
     blocks += images
-    data = {"manifest_hash": group.manifest_hash, "classes": group.classes, "sources": group.sources,
-            "n_records": len(group.records), "rows": summaries, "break_even": costs, "paired_tests": tests,
-            "plots": [image.path for image in images]}
-    return blocks, data, images
+    return blocks, data, curve_images + images
 
 
-def _figures(group: DatasetGroup, rows: list[Row], *, prefix: str) -> list[Image]:
-    """ROC, confusion matrices and timing bars for the data set, then one history figure per run that has one."""
-    stem = f"{PLOTS_DIR}/{prefix + '_' if prefix else ''}"
+def _figures(group: DatasetGroup, rows: list[Row], *, stem: str, points: list[dict]) -> list[Image]:
+    """Cost against accuracy, ROC, confusion matrices and timing bars, then one history grid per backbone."""
     curves = []
     for row in rows:
         test = row.reference.predictions.get("test") or {}
@@ -172,6 +213,8 @@ def _figures(group: DatasetGroup, rows: list[Row], *, prefix: str) -> list[Image
             auroc = row.reference.metrics.get("test", {}).get("auroc")
             curves.append((f"{row.backbone} {row.label} (AUROC {fmt_value(auroc)})", y, proba[:, 1]))
     candidates = [
+        (f"{stem}cost_accuracy.png", "Test AUROC against measured seconds (extraction + training, log scale), best "
+         "configuration per backbone and strategy, GFLOPs in the labels, Pareto front dashed", cost_figure(points)),
         (f"{stem}roc.png", "ROC curves on test (lowest-seed run of each row)",
          plots.roc_figure(curves, title="ROC on test")),
         (f"{stem}confusion.png", "Confusion matrices on test at the validation-chosen threshold",
@@ -180,11 +223,17 @@ def _figures(group: DatasetGroup, rows: list[Row], *, prefix: str) -> list[Image
         (f"{stem}timing.png", "Wall time per row: extraction, training and evaluation seconds",
          plots.timing_figure([(f"{row.backbone} {row.label}", row_summary(row)["timing"]) for row in rows])),
     ]
-    for record in group.records:
-        candidates.append((f"{PLOTS_DIR}/history_{record.run_id}.png",
-                           f"Loss and accuracy per epoch, train vs val: {record.run_id}",
-                           plots.history_figure(record)))
+    for backbone in sorted({row.backbone for row in rows}):
+        png, left_out = history_grid(backbone, rows)
+        more = f" (not shown: {', '.join(left_out)})" if left_out else ""
+        candidates.append((f"{stem}history_{_file_safe(backbone)}.png",
+                           f"{backbone}: loss and accuracy per epoch, train vs val, one row per configuration{more}",
+                           png))
     return [Image(path=path, alt=alt, png=png) for path, alt, png in candidates if png is not None]
+
+
+def _file_safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in name)
 
 
 def _confusion_title(row: Row) -> str:
@@ -193,11 +242,8 @@ def _confusion_title(row: Row) -> str:
 
 
 def _metric_cell(metric: dict) -> str:
-    text = fmt_mean_std(metric.get("mean"), metric.get("std"))
     ci = metric.get("ci")
-    if text != MISSING and isinstance(ci, (list, tuple)) and len(ci) == 2 and all_finite(*ci):
-        text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
-    return text
+    return fmt_mean_std_ci(metric.get("mean"), metric.get("std"), ci if isinstance(ci, (list, tuple)) else None)
 
 
 def _results_table(summaries: list[dict]) -> Table:
@@ -207,14 +253,14 @@ def _results_table(summaries: list[dict]) -> Table:
     rows = []
     for s in summaries:
         test, timing = s["test"], s["timing"]
-        extract = _seconds(timing["extract_seconds"]) if s["strategy"] == "cached-head" else "n/a"
+        extract = fmt_seconds(timing["extract_seconds"]) if s["strategy"] == "cached-head" else "n/a"
         rows.append([
             s["strategy"], s["backbone"], s["label"], str(len(s["seeds"])),
             _metric_cell(test["auroc"]), _metric_cell(test["accuracy"]), _metric_cell(test["balanced_accuracy"]),
             fmt_mean_std(test["sensitivity"]["mean"], test["sensitivity"]["std"]),
             fmt_mean_std(test["specificity"]["mean"], test["specificity"]["std"]),
-            _seconds(timing["train_seconds"]), extract, _seconds(timing["eval_seconds"]), str(s["weights"] or MISSING),
-            str(s["device"] or MISSING),
+            fmt_seconds(timing["train_seconds"]), extract, fmt_seconds(timing["eval_seconds"]),
+            str(s["weights"] or MISSING), str(s["device"] or MISSING),
         ])
     return Table(headers=headers, rows=rows, numeric=[False, False, False] + [True] * 9 + [False, False])
 
@@ -223,8 +269,9 @@ def _break_even_table(costs: list[dict]) -> Table:
     headers = ["backbone", "fine-tune", "extract s (E)", "head run s (H)", "fine-tune s (F)", "head runs per fine-tune",
                "head runs within one fine-tune", "cache pays off after"]
     rows = [[
-        c["backbone"], c["finetune_label"], _seconds(c["extract_seconds"]), _seconds(c["head_train_seconds_mean"]),
-        _seconds(c["finetune_train_seconds"]), fmt_value(c["heads_per_finetune"], digits=1),
+        c["backbone"], c["finetune_label"], fmt_seconds(c["extract_seconds"]),
+        fmt_seconds(c["head_train_seconds_mean"]),
+        fmt_seconds(c["finetune_train_seconds"]), fmt_value(c["heads_per_finetune"], digits=1),
         fmt_value(c["heads_within_one_finetune"]),
         "never" if c["break_even_experiments"] is None else _experiments(c["break_even_experiments"]),
     ] for c in costs]
@@ -266,9 +313,4 @@ def _p_value(value: object) -> str:
     return "< 0.001" if value < 0.001 else f"{value:.3f}"
 
 
-def _seconds(value: object) -> str:
-    """Seconds with precision that suits the size: 0.0123, 4.56, 789."""
-    if not all_finite(value):
-        return MISSING
-    return f"{value:.3g}" if value < 100 else f"{value:.0f}"
 

@@ -12,10 +12,8 @@ import math
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import roc_curve
 
-from headstart.evaluation.records import RunRecord
 from headstart.evaluation.report.summary import as_number
 
 DPI = 110  # sharp enough on screen, small enough to embed several figures in one HTML file
@@ -27,29 +25,6 @@ def to_png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
     return buffer.getvalue()
-
-
-def history_figure(record: RunRecord) -> bytes | None:
-    """Loss and accuracy per epoch, train against val (as in the motivating study); None without history."""
-    history = [entry for entry in record.history if isinstance(entry, dict) and "epoch" in entry]
-    if not history:
-        return None
-    epochs = [entry["epoch"] for entry in history]
-    fig = Figure(figsize=(9, 3.6), layout="constrained")
-    for ax, quantity in zip(fig.subplots(1, 2), ("loss", "accuracy")):
-        for split, style in (("train", "o-"), ("val", "s--")):
-            values = [as_number(entry.get(f"{split}_{quantity}")) for entry in history]
-            if not all(math.isnan(v) for v in values):
-                ax.plot(epochs, values, style, label=split)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(quantity)
-        ax.set_title(quantity)
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend()
-    fig.suptitle(record.run_id)
-    return to_png(fig)
 
 
 def roc_figure(curves: list[tuple[str, np.ndarray, np.ndarray]], *, title: str) -> bytes | None:

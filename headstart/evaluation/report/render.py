@@ -1,7 +1,8 @@
 """Markdown and self-contained HTML renderings of the report blocks.
 
 The HTML page has inline CSS and every image as a `data:image/png;base64,` URI: one file that opens offline,
-can be mailed or attached to a lab notebook, and never fetches anything.
+can be mailed or attached to a lab notebook, and never fetches anything. Each table sits in its own box that
+scrolls when the table is wider or longer than the page allows, so the page itself never scrolls sideways.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-se
        max-width: 1200px; padding: 0 1em; color: #1b1b1b; line-height: 1.45; }
 h1 { border-bottom: 2px solid #ccc; padding-bottom: .2em; }
 h2 { border-bottom: 1px solid #ddd; margin-top: 2em; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.86em; }
+.table-box { max-width: 100%; max-height: 32em; overflow: auto; margin: 1em 0; border: 1px solid #e4e4e4; }
+table { border-collapse: collapse; font-size: 0.86em; }
 th, td { border: 1px solid #ccc; padding: .3em .6em; vertical-align: top; }
-th { background: #f2f2f2; text-align: left; }
+th { background: #f2f2f2; text-align: left; position: sticky; top: 0; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr:nth-child(even) td { background: #fafafa; }
 img { max-width: 100%; height: auto; display: block; margin: .8em 0; border: 1px solid #eee; }
 ul { padding-left: 1.4em; }
+p, li { overflow-wrap: anywhere; }  /* a long path or hash wraps instead of widening the page */
 """
 
 
@@ -63,7 +66,9 @@ def render_html(blocks: list[Block], *, title: str) -> str:
                 ) + "</tr>"
                 for row in block.rows
             )
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+            # the box, not the page, scrolls a wide or long table; its header row stays in view
+            body.append(f'<div class="table-box"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody>'
+                        f'</table></div>')
         elif isinstance(block, Image):
             data = base64.b64encode(block.png).decode("ascii")
             body.append(f'<img src="data:image/png;base64,{data}" alt="{html.escape(block.alt, quote=True)}">')

@@ -49,6 +49,8 @@ class Row:
         details = [f"freeze {config['freeze']}"] if config.get("freeze") else []
         if config.get("image_size"):
             details.append(f"{config['image_size']} px")
+        if config.get("train_size"):
+            details.append(f"train {config['train_size']}")
         return "fine-tune" + (f" ({', '.join(details)})" if details else "")
 
     @property
@@ -59,6 +61,9 @@ class Row:
     def mean(self, split: str, metric: str) -> float:
         return aggregate_seeds([run.metrics.get(split, {}).get(metric) for run in self.runs])[0]
 
+    def mean_timing(self, key: str) -> float:
+        return aggregate_seeds([as_number(run.timing.get(key)) for run in self.runs])[0]
+
 
 @dataclass
 class DatasetGroup:
@@ -66,6 +71,7 @@ class DatasetGroup:
 
     manifest_hash: str
     records: list[RunRecord]
+    curves: list[dict] = field(default_factory=list)  # curve.json documents of this data set
 
     @property
     def tag(self) -> str:
@@ -74,13 +80,14 @@ class DatasetGroup:
 
     @property
     def classes(self) -> list[str]:
-        return list(self.records[0].dataset.get("classes", []))
+        datasets = [r.dataset for r in self.records] + [c["dataset"] for c in self.curves]
+        return list(datasets[0].get("classes", [])) if datasets else []
 
     @property
     def sources(self) -> list[str]:
-        """Where the data came from (data folders and caches named in the records), for the report header."""
-        found = {str(r.dataset.get(k)) for r in self.records for k in ("data", "cache") if r.dataset.get(k)}
-        return sorted(found)
+        """Where the data came from (data folders and caches named in records and curves), for the report header."""
+        datasets = [r.dataset for r in self.records] + [c["dataset"] for c in self.curves]
+        return sorted({str(d.get(k)) for d in datasets for k in ("data", "cache") if d.get(k)})
 
 
 def group_by_dataset(records: list[RunRecord]) -> list[DatasetGroup]:

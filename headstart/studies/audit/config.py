@@ -28,10 +28,14 @@ class AuditConfig:
     max_fit_rows: int = 20000  # training rows for the audit's own heads (a stratified subsample above this)
     C_grid: tuple[float, ...] = (0.01, 0.1, 1.0)  # logistic-regression strengths selected on val
     max_iter: int = 300  # lbfgs iterations of the audit's heads; shuffled-label fits need not converge to score chance
+    fix: bool = False  # --fix: publish splits in which each near-duplicate group lives in one split (see fix.py)
+    confirm_test: bool = False  # --yes: let --fix change the test split
 
     def validate(self) -> None:
         if self.n_boot < 1 or self.shuffle_repeats < 1 or self.power_sims < 10:
             raise ConfigError(f"n_boot {self.n_boot}, shuffle repeats {self.shuffle_repeats}, power sims "
                               f"{self.power_sims}: expected at least 1, 1 and 10")
+        if self.confirm_test and not self.fix:
+            raise ConfigError("--yes confirms what --fix does to the test split; pass --fix with it")
         if not 0.0 <= self.power_rho < 1.0:
             raise ConfigError(f"power_rho {self.power_rho} is outside [0, 1); expected a correlation such as 0.8")

@@ -12,6 +12,7 @@ from threadpoolctl import threadpool_limits
 
 from headstart.errors import DataError, one_line
 from headstart.studies.audit.config import AuditConfig
+from headstart.studies.audit.fix import SplitFix, fix_splits
 from headstart.studies.audit.inputs import AuditInputs, load_inputs
 from headstart.studies.audit.leakage import patient_leakage
 from headstart.studies.audit.metadata import metadata_baseline
@@ -37,6 +38,7 @@ class AuditReport:
     splits: dict[str, int]
     checks: list[CheckResult] = field(default_factory=list)
     seconds: float = 0.0
+    fix: SplitFix | None = None  # what --fix decided and did (None: not asked)
 
     @property
     def flagged(self) -> bool:
@@ -51,6 +53,8 @@ class AuditReport:
                      "splits": self.splits, "flagged": self.flagged, "seconds": round(self.seconds, 3),
                      "checks": {c.name: {"flagged": c.flagged, "skipped": c.skipped, "message": c.message}
                                 for c in self.checks}}
+        if self.fix is not None:
+            doc["fix"] = self.fix.to_json()
         for c in self.checks:
             if c.name == "near_duplicates":  # the contract: a list of pairs; the rest of the result beside it
                 body = c.to_json()
@@ -66,7 +70,8 @@ def run_audit(cache_path: str | Path, *, config: AuditConfig | None = None, prog
     """Audit a cache. `on_result(check)` is called as each check finishes (the CLI prints its line there).
 
     A check that cannot run (old cache, one split, one class, damaged metadata) comes back skipped with the
-    reason; only an unreadable cache or a missing `-b` feature set raises (CacheError).
+    reason; only an unreadable cache or a missing `-b` feature set raises (CacheError). With `config.fix` the new
+    splits are published after the checks (`report.fix`; refused, not raised, when test would change unconfirmed).
     """
     config = config or AuditConfig()
     config.validate()
@@ -89,6 +94,8 @@ def run_audit(cache_path: str | Path, *, config: AuditConfig | None = None, prog
     record(_guarded("split_shift", lambda: split_shift(inputs, reference, config)))
     record(_guarded("test_power", lambda: test_power(inputs, reference, config)))
     report.seconds = time.perf_counter() - start
+    if config.fix:
+        report.fix = fix_splits(str(cache_path), report.check("near_duplicates"), confirm=config.confirm_test)
     return report
 
 

@@ -1,5 +1,5 @@
-"""Test caches for the audit: phantoms extracted with random weights, then `/samples/meta` written the way the
-extract integration will write it (decode_with_meta per image, meta_columns, write_meta)."""
+"""Test caches for the audit: phantoms extracted with random weights (`extract` records `/samples/meta`), and
+caches as made before metadata existed (the group deleted)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,6 @@ import h5py
 import numpy as np
 from PIL import Image
 
-from headstart.cache.meta import write_meta
-from headstart.data.decode import decode_with_meta
-from headstart.data.imagemeta import meta_columns
 from headstart.data.synthetic import make_phantom_dataset
 from headstart.extract.config import ExtractConfig
 from headstart.extract.runner import run_extract
@@ -23,11 +20,11 @@ def extract(data: Path, out: Path, *, image_size: int = 32) -> Path:
     return out
 
 
-def add_meta(cache: Path, data: Path) -> None:
-    """Record every image's metadata and hash in the cache, as extraction will."""
+def drop_meta(cache: Path) -> Path:
+    """Make `cache` look like one extracted before headstart recorded metadata."""
     with h5py.File(cache, "a") as f:
-        ids = [i.decode() for i in f["samples/id"][()]]
-        write_meta(f, meta_columns([decode_with_meta(data / i)[1] for i in ids]))
+        del f["samples/meta"]
+    return cache
 
 
 def plant_copies(data: Path, names: list[Path], *, quality: int = 75, scale: float = 0.9) -> list[tuple[str, str]]:

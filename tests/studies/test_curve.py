@@ -1,0 +1,158 @@
+"""`headstart curve`: the ladder, repeats, the power-law fit, and the same draw as `finetune --train-size`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from headstart.cli import cli
+from headstart.studies.curve import CurveConfig, curve_draw, curve_sizes, run_curve
+from headstart.studies.curve_fit import fit_power_law, labels_for, power_law
+from tests.heads.synthetic_cache import make_cache
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return make_cache(tmp_path_factory.mktemp("curve") / "c.h5", n=600, dim=8)
+
+
+@pytest.fixture(scope="module")
+def curve_doc(cache, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    result = CliRunner().invoke(cli, ["curve", str(cache), "-o", str(runs), "--sizes", "k=1,k=2,k=4", "--sizes",
+                                      "5%", "--sizes", "10%,25%", "--repeats", "3", "--n-boot", "50",
+                                      "--target", "0.9"])
+    assert result.exit_code == 0, result.output
+    path = runs / "curve_resnet18_logreg" / "curve.json"
+    assert f"-> {path}" in result.output and "plateau" in result.output
+    return json.loads(path.read_text())
+
+
+def test_curve_json_has_points_summary_and_a_fit_with_a_plateau(curve_doc):
+    sizes = [entry["size"] for entry in curve_doc["summary"]]
+    assert sizes == ["k=1", "k=2", "k=4", "5%", "10%", "25%", "100%"]  # nominal order; the whole train split last
+    n_train = curve_doc["splits"]["train"]
+    last = curve_doc["summary"][-1]
+    assert last["repeats"] == 1 and last["n_train"] == n_train
+    for entry in curve_doc["summary"][:-1]:
+        assert entry["repeats"] == 3
+    for point in curve_doc["points"]:
+        assert {"size", "n_train", "n_patients", "per_class", "repeat", "seed", "metrics"} <= set(point)
+        assert {"auroc", "auroc_ci", "accuracy"} <= set(point["metrics"]["test"]) and "auroc" in point["metrics"]["val"]
+        assert point["seed"] == point["repeat"]  # --seed 0: repeat r draws with seed r
+        assert sum(point["per_class"]) == point["n_train"]
+    k4 = [p for p in curve_doc["points"] if p["size"] == "k=4"]
+    assert [p["repeat"] for p in k4] == [0, 1, 2] and all(min(p["per_class"]) >= 4 for p in k4)
+    fit = curve_doc["fit"]
+    assert fit is not None and 0.5 < fit["plateau"] <= 1.0 and fit["plateau"] == fit["a"]
+    assert fit["b"] >= 0 and fit["c"] > 0
+    assert fit["labels_95"] <= fit["labels_99"] and fit["target"] == 0.9 and fit["labels_target"] > 0
+    summary = curve_doc["summary"][3]["test"]["auroc"]
+    assert summary["ci"][0] <= summary["mean"] <= summary["ci"][1]
+    assert any("larger than the training draw" in note for note in curve_doc["notes"])  # 120 val rows > k=1
+
+
+def test_power_law_fit_recovers_a_known_plateau_from_noisy_repeats():
+    rng = np.random.default_rng(0)
+    n = np.array([2, 4, 8, 16, 32, 64, 128, 365, 730, 1825, 3650], dtype=float)
+    for a, b, c in [(0.93, 0.45, 0.5), (0.85, 0.3, 0.35), (0.97, 0.6, 0.8)]:
+        repeats = power_law(n[None, :], a, b, c) + rng.normal(0, 0.01, size=(5, n.size))
+        fit, reason = fit_power_law(n, repeats.mean(axis=0))
+        assert reason is None
+        assert abs(fit["plateau"] - a) < 0.01, (a, fit)
+        assert fit["labels_95"] == pytest.approx((fit["b"] / (0.05 * fit["a"])) ** (1 / fit["c"]))
+
+
+def test_weighted_fit_recovers_the_plateau_when_few_label_sizes_are_noisy():
+    rng = np.random.default_rng(1)
+    n = np.array([2, 4, 8, 16, 32, 64, 128, 365, 730, 1825, 3650], dtype=float)
+    noise = 0.15 * n ** -0.5  # the spread over draws shrinks as the draws grow, as on real data
+    for a, b, c in [(0.93, 0.45, 0.5), (0.985, 1.0, 0.75)]:
+        repeats = power_law(n[None, :], a, b, c) + rng.normal(0, 1, size=(5, n.size)) * noise
+        sd = repeats.std(axis=0, ddof=1)
+        fit, reason = fit_power_law(n, repeats.mean(axis=0), sigma=sd / np.sqrt(5))
+        assert reason is None and abs(fit["plateau"] - a) < 0.01, (a, fit)
+
+
+def test_fit_is_null_with_a_reason_below_four_sizes_and_bounded_on_a_noisy_curve():
+    fit, reason = fit_power_law([10, 20, 40], [0.7, 0.8, 0.85])
+    assert fit is None and "at least 4" in reason
+    fit, reason = fit_power_law([2, 4, 8, 16, 32], [0.9, 0.6, 0.95, 0.7, 0.99])  # no trend: still a bounded fit
+    assert reason is None and fit["a"] <= 1.0 and fit["b"] >= 0 and fit["c"] > 0
+    assert labels_for(0.99, a=0.9, b=0.3, c=0.5, n_min=2) is None  # above the plateau: never
+    assert labels_for(0.5, a=0.9, b=0.0, c=0.5, n_min=2) == 2  # flat: reached at the first size
+
+
+def test_a_draw_without_every_class_is_skipped_with_a_note(tmp_path):
+    cache = make_cache(tmp_path / "c.h5", n=400, dim=4, n_classes=3)
+    (result,) = run_curve(cache_path=cache, runs_dir=tmp_path / "runs", progress=False,
+                          config=CurveConfig(sizes=["1", "5%"], repeats=2, n_boot=20))
+    doc = result.document  # one image cannot hold three classes
+    assert [p["size"] for p in doc["points"]] == ["5%", "5%", "100%"]
+    assert sum(note.startswith("1 repeat") and "skipped" in note for note in doc["notes"]) == 2
+    assert doc["fit"] is None and "needs at least 4" in doc["fit_reason"]
+
+
+def test_val_from_train_selects_inside_each_draw(tmp_path):
+    cache = make_cache(tmp_path / "c.h5", n=300, dim=4)
+    (result,) = run_curve(cache_path=cache, runs_dir=tmp_path / "runs", progress=False,
+                          config=CurveConfig(sizes=["25%"], repeats=1, n_boot=20, val_from_train=True))
+    points = result.document["points"]
+    assert {p["selection"] for p in points} == {"cv-5fold"}
+    assert all(p["metrics"]["val"]["n"] == p["n_train"] for p in points)  # scored out of fold on the draw
+    assert not result.document["notes"]
+
+
+def test_bad_sizes_and_metrics_are_usage_errors(cache, tmp_path):
+    for args, needle in ((["--sizes", "ten"], "ten"), (["--sizes", "150%"], "150%"), (["--repeats", "0"], "0")):
+        result = CliRunner().invoke(cli, ["curve", str(cache), "-o", str(tmp_path), *args])
+        assert result.exit_code == 2 and needle in result.output and "Traceback" not in result.output
+
+
+def test_default_ladder_is_used_without_sizes():
+    sizes = curve_sizes(None, n_train=3650, n_classes=2)
+    assert [s.label for s in sizes][:3] == ["k=1", "k=2", "k=4"] and sizes[-1].label == "100%" and len(sizes) == 12
+
+
+def test_finetune_train_size_draws_the_images_curve_draws(phantom_dir, tmp_path, monkeypatch):
+    from headstart.api import run_curve as api_curve, run_extract, run_finetune
+    from headstart.cache.reader import FeatureCache
+    from headstart.finetune import train as finetune_train
+    from headstart.heads.fitting import Rows
+
+    cache = tmp_path / "c.h5"
+    run_extract(phantom_dir, cache, backbones=["resnet18"], weights="random", image_size=32, batch_size=16,
+                workers=0)
+    (result,) = api_curve(cache, tmp_path / "runs", sizes=["k=4"], repeats=2, n_boot=20, progress=False)
+    point = [p for p in result.document["points"] if p["size"] == "k=4" and p["repeat"] == 1][0]
+
+    drawn = {}
+    real = finetune_train.draw_samples
+
+    def spy(samples, size, **kwargs):
+        kept, draw = real(samples, size, **kwargs)
+        drawn["ids"] = sorted(s.id for s in kept)
+        return kept, draw
+
+    monkeypatch.setattr(finetune_train, "draw_samples", spy)
+    record = run_finetune(phantom_dir, tmp_path / "runs", backbone="resnet18", weights="random", image_size=32,
+                          epochs=1, batch_size=16, freeze="backbone", workers=0, patience=0, n_boot=20, seed=1,
+                          train_size="k=4")
+    with FeatureCache(cache) as c:
+        train = c.splits == "train"
+        rows = Rows(np.zeros((int(train.sum()), 1)), c.labels[train], c.ids[train], c.groups[train])
+    draw = curve_draw(rows, point_size(point), repeat=1, seed=0, n_classes=2)
+    assert drawn["ids"] == sorted(rows.ids[draw.index].tolist())
+    config = record.config
+    assert (config["n_train"], config["draw_seed"], config["per_class"], config["n_patients"]) == (
+        point["n_train"], point["seed"], point["per_class"], point["n_patients"])
+    assert config["train_size"] == "k=4" and record.run_id.endswith("train-k4_s1")
+
+
+def point_size(point):
+    from headstart.data.draws import parse_size
+
+    return parse_size(point["size"])
