@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from headstart.backbones.registry import create_backbone
+from headstart.backbones.weights import rebuild_attrs
 from headstart.cache.reader import FeatureCache
 from headstart.cache.writer import CacheWriter
 from headstart.data.dataset import build_dataset
@@ -199,7 +200,8 @@ def _stats(race: _Race, names: list[str]) -> dict[str, dict]:
     return {name: {"device": str(race.device), "seconds": race.seconds[name],
                    "images_per_second": n / race.seconds[name] if race.seconds[name] > 0 else 0.0,
                    "precision": precision_name(autocast_dtype(ex.precision, race.device)),
-                   "batch_size": ex.batch_size, "versions": collect_versions(), "screened": True}
+                   "batch_size": ex.batch_size, "versions": collect_versions(), "screened": True,
+                   **rebuild_attrs(race.backbones[name], seed=ex.seed)}  # as extract: `predict` rebuilds from them
             for name in names}
 
 
