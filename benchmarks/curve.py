@@ -31,7 +31,7 @@ from heads import DATA, KAGGLE_ROWS, frozen_images_per_second  # noqa: E402  (be
 from headstart.device import resolve_device  # noqa: E402
 from headstart.evaluation.timing import Timer, describe_device  # noqa: E402
 from headstart.studies.curve import CurveConfig, run_curve  # noqa: E402
-from headstart.studies.curve_doc import curve_table  # noqa: E402
+from headstart.evaluation.curve_doc import curve_table  # noqa: E402
 
 
 def main() -> None:

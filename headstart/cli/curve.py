@@ -9,7 +9,7 @@ from headstart.cli.options import device_option
 from headstart.data.balance import CLASS_WEIGHTS
 from headstart.evaluation import SELECT_METRICS
 from headstart.heads import HEADS, SWEEP_NAMES
-from headstart.studies.curve_fit import FIT_METRICS
+from headstart.evaluation import FIT_METRICS
 
 
 @click.command(cls=Command)
@@ -53,7 +53,7 @@ def curve(cache_path: str, runs_dir: str, feature_sets: tuple[str, ...], heads: 
     law a - b*n^(-c) fitted to the means gives the plateau and the labels that reach 95% and 99% of it.
     """
     from headstart.api import run_curve
-    from headstart.studies.curve_doc import curve_table
+    from headstart.evaluation.curve_doc import curve_table
 
     listed = [s.strip() for text in sizes for s in text.split(",") if s.strip()]
     results = run_curve(cache_path, runs_dir, feature_sets=list(feature_sets) or None,

@@ -21,8 +21,8 @@ from headstart.evaluation.report.document import Block, Heading, Image, Paragrap
 from headstart.evaluation.report.plots import to_png
 from headstart.evaluation.report.summary import DatasetGroup, all_finite, config_key
 from headstart.evaluation.table import fmt_ci, fmt_mean_std_ci
-from headstart.studies.curve_doc import fit_sentence, labels_text
-from headstart.studies.curve_fit import mean_ci
+from headstart.evaluation.curve_doc import fit_sentence, labels_text
+from headstart.evaluation.curve_fit import mean_ci
 
 FULL = "100%"  # the size label of the whole train split
 
