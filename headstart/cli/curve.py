@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from headstart.cli import Command
-from headstart.cli.options import device_option
+from headstart.cli.options import device_option, feature_sets_option
 from headstart.data.balance import CLASS_WEIGHTS
 from headstart.evaluation import SELECT_METRICS
 from headstart.heads import HEADS, SWEEP_NAMES
@@ -16,8 +16,7 @@ from headstart.evaluation import FIT_METRICS
 @click.argument("cache_path", metavar="CACHE", type=click.Path(path_type=str))
 @click.option("-o", "--output", "runs_dir", required=True, type=click.Path(file_okay=False, path_type=str),
               help="RUNS folder; each curve goes to RUNS/curve_<set>_<head>/curve.json.")
-@click.option("-b", "--backbone", "feature_sets", multiple=True,
-              help="Feature set in CACHE (repeat for several; default: every complete set).")
+@feature_sets_option
 @click.option("--head", "heads", multiple=True, type=click.Choice(HEADS), help="Head (repeat; default: logreg).")
 @click.option("--sizes", multiple=True,
               help="Training-set sizes, comma-separated or repeated: k=N per class, N images, or P% of train "

@@ -122,8 +122,9 @@ def curve_section(group: DatasetGroup, *, stem: str) -> tuple[list[Block], dict,
     data: dict = {"curves": [], "finetune_points": points}
     for curve in curves:
         crossings = crossover(curve, points)
-        blocks += [Paragraph(f"{curve['feature_set']} / {curve['head']} ({curve['config'].get('repeats')} draws per "
-                             f"size, sweep {curve['config'].get('sweep')}): {fit_sentence(curve)}."),
+        config = curve.get("config") or {}
+        blocks += [Paragraph(f"{curve['feature_set']} / {curve['head']} ({config.get('repeats')} draws per "
+                             f"size, sweep {config.get('sweep')}): {fit_sentence(curve)}."),
                    _curve_table(curve)]
         blocks += [Paragraph(c["text"] + ".") for c in crossings]
         blocks += [Paragraph(f"Note: {note}") for note in curve.get("notes", [])[:3]]
