@@ -22,16 +22,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from heads import DATA, KAGGLE_ROWS, frozen_images_per_second  # noqa: E402  (benchmarks/heads.py)
+from heads import add_frozen_arguments, frozen_epochs  # noqa: E402  (benchmarks/heads.py: the tutorial loop)
 
 from headstart.device import resolve_device  # noqa: E402
 from headstart.evaluation.timing import Timer, describe_device  # noqa: E402
 from headstart.studies.curve import CurveConfig, run_curve  # noqa: E402
-from headstart.studies.curve_doc import curve_table  # noqa: E402
+from headstart.evaluation.curve_doc import curve_table  # noqa: E402
 
 
 def main() -> None:
@@ -40,9 +39,7 @@ def main() -> None:
     parser.add_argument("-b", "--feature-set", help="feature set in --cache (default: the first complete one)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--head", default="logreg")
-    parser.add_argument("--frozen-images", type=int, default=384, help="real JPEGs timed on the frozen path")
-    parser.add_argument("--frozen-batch-sizes", default="4,64", help="4 is the tutorial's")
-    parser.add_argument("--workers", type=int, default=4, help="DataLoader workers on the frozen path (tutorial: 4)")
+    add_frozen_arguments(parser)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR, format="%(message)s")
@@ -61,17 +58,7 @@ def main() -> None:
     print(f"    whole run_curve: {whole.seconds:.1f} s; sweeps alone (sum of train_seconds): "
           f"{doc['timing']['train_seconds']:.1f} s; {whole.seconds / n_draws:.2f} s per draw")
 
-    folder = DATA / "kaggle_cxr_224" / "train"
-    if not folder.is_dir():
-        print(f"\n(b) skipped: {folder} is absent, so the frozen-backbone path cannot be timed on real JPEGs")
-        return
-    paths = sorted(folder.rglob("*.jpeg"))
-    paths = [paths[i] for i in np.random.default_rng(0).permutation(len(paths))[: args.frozen_images]]
-    print(f"\n(b) frozen-backbone tutorial path, ResNet18 @ 224, {len(paths)} real JPEGs, {args.workers} workers:")
-    for batch_size in (int(b) for b in args.frozen_batch_sizes.split(",")):
-        rate = frozen_images_per_second(paths, device=device, batch_size=batch_size, workers=args.workers)
-        epoch = KAGGLE_ROWS / rate
-        print(f"    batch {batch_size:>3}: {rate:8.1f} images/s -> one epoch of {KAGGLE_ROWS} images = {epoch:7.1f} s")
+    for epoch in frozen_epochs(args, device=device, label="(b)"):
         print(f"        ratio whole curve / one frozen epoch = {whole.seconds / epoch:.3f} (target < 1)")
 
 

@@ -135,6 +135,31 @@ def frozen_images_per_second(paths: list[Path], *, device: torch.device, batch_s
     return seen / (time.perf_counter() - start)
 
 
+def add_frozen_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options `frozen_epochs` reads."""
+    parser.add_argument("--frozen-images", type=int, default=384, help="real JPEGs timed on the frozen path")
+    parser.add_argument("--frozen-batch-sizes", default="4,64", help="4 is the tutorial's")
+    parser.add_argument("--workers", type=int, default=4, help="DataLoader workers on the frozen path (tutorial: 4)")
+
+
+def frozen_epochs(args: argparse.Namespace, *, device: torch.device, label: str):
+    """Seconds of one tutorial frozen epoch over KAGGLE_ROWS images, yielded per `--frozen-batch-sizes` entry after
+    printing its rate; nothing (after saying why) when the real JPEGs are absent. Reads `--frozen-images`,
+    `--frozen-batch-sizes` and `--workers` from `args`."""
+    folder = DATA / "kaggle_cxr_224" / "train"
+    if not folder.is_dir():
+        print(f"\n{label} skipped: {folder} is absent, so the frozen-backbone path cannot be timed on real JPEGs")
+        return
+    paths = sorted(folder.rglob("*.jpeg"))
+    paths = [paths[i] for i in np.random.default_rng(0).permutation(len(paths))[: args.frozen_images]]
+    print(f"\n{label} frozen-backbone tutorial path, ResNet18 @ 224, {len(paths)} real JPEGs, {args.workers} workers:")
+    for batch_size in (int(b) for b in args.frozen_batch_sizes.split(",")):
+        rate = frozen_images_per_second(paths, device=device, batch_size=batch_size, workers=args.workers)
+        epoch = KAGGLE_ROWS / rate
+        print(f"    batch {batch_size:>3}: {rate:8.1f} images/s -> one epoch of {KAGGLE_ROWS} images = {epoch:7.1f} s")
+        yield epoch
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache", type=Path, help="a real cache to sweep instead of the synthetic one")
@@ -144,9 +169,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--sweep", default="default")
     parser.add_argument("--heads", default=",".join(HEADS))
-    parser.add_argument("--frozen-images", type=int, default=384, help="real JPEGs timed on the frozen path")
-    parser.add_argument("--frozen-batch-sizes", default="4,64", help="4 is the tutorial's")
-    parser.add_argument("--workers", type=int, default=4, help="DataLoader workers on the frozen path (tutorial: 4)")
+    add_frozen_arguments(parser)
     parser.add_argument("--repeats", type=int, default=5, help="repeats of the cheap cached-epoch timing")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
@@ -193,17 +216,7 @@ def main() -> None:
                                       device=device, repeats=args.repeats)
         print(f"\n(b) one cached epoch (linear head, {KAGGLE_ROWS} rows, median of {args.repeats}): {cached * 1000:.1f} ms")
 
-    folder = DATA / "kaggle_cxr_224" / "train"
-    if not folder.is_dir():
-        print(f"\n(c) skipped: {folder} is absent, so the frozen-backbone path cannot be timed on real JPEGs")
-        return
-    paths = sorted(folder.rglob("*.jpeg"))
-    paths = [paths[i] for i in np.random.default_rng(0).permutation(len(paths))[: args.frozen_images]]
-    print(f"\n(c) frozen-backbone tutorial path, ResNet18 @ 224, {len(paths)} real JPEGs, {args.workers} workers:")
-    for batch_size in (int(b) for b in args.frozen_batch_sizes.split(",")):
-        rate = frozen_images_per_second(paths, device=device, batch_size=batch_size, workers=args.workers)
-        epoch = KAGGLE_ROWS / rate
-        print(f"    batch {batch_size:>3}: {rate:8.1f} images/s -> one epoch of {KAGGLE_ROWS} images = {epoch:7.1f} s")
+    for epoch in frozen_epochs(args, device=device, label="(c)"):
         print(f"        ratio whole sweep / one frozen epoch  = {sweep_seconds / epoch:.3f} (target < 0.25); "
               f"with bootstrap and records {whole.seconds / epoch:.3f}")
         print(f"        ratio one cached epoch / one frozen epoch = {cached / epoch:.5f} ({epoch / cached:,.0f}x faster)")

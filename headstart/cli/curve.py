@@ -5,19 +5,18 @@ from __future__ import annotations
 import click
 
 from headstart.cli import Command
-from headstart.cli.options import device_option
+from headstart.cli.options import device_option, feature_sets_option
 from headstart.data.balance import CLASS_WEIGHTS
 from headstart.evaluation import SELECT_METRICS
 from headstart.heads import HEADS, SWEEP_NAMES
-from headstart.studies.curve_fit import FIT_METRICS
+from headstart.evaluation import FIT_METRICS
 
 
 @click.command(cls=Command)
 @click.argument("cache_path", metavar="CACHE", type=click.Path(path_type=str))
 @click.option("-o", "--output", "runs_dir", required=True, type=click.Path(file_okay=False, path_type=str),
               help="RUNS folder; each curve goes to RUNS/curve_<set>_<head>/curve.json.")
-@click.option("-b", "--backbone", "feature_sets", multiple=True,
-              help="Feature set in CACHE (repeat for several; default: every complete set).")
+@feature_sets_option
 @click.option("--head", "heads", multiple=True, type=click.Choice(HEADS), help="Head (repeat; default: logreg).")
 @click.option("--sizes", multiple=True,
               help="Training-set sizes, comma-separated or repeated: k=N per class, N images, or P% of train "
@@ -53,7 +52,7 @@ def curve(cache_path: str, runs_dir: str, feature_sets: tuple[str, ...], heads: 
     law a - b*n^(-c) fitted to the means gives the plateau and the labels that reach 95% and 99% of it.
     """
     from headstart.api import run_curve
-    from headstart.studies.curve_doc import curve_table
+    from headstart.evaluation.curve_doc import curve_table
 
     listed = [s.strip() for text in sizes for s in text.split(",") if s.strip()]
     results = run_curve(cache_path, runs_dir, feature_sets=list(feature_sets) or None,

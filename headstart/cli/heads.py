@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from headstart.cli import Command
-from headstart.cli.options import device_option
+from headstart.cli.options import device_option, feature_sets_option
 from headstart.data.balance import CLASS_WEIGHTS
 from headstart.evaluation import SELECT_METRICS
 from headstart.heads import HEADS, SWEEP_NAMES
@@ -15,8 +15,7 @@ from headstart.heads import HEADS, SWEEP_NAMES
 @click.argument("cache_path", metavar="CACHE", type=click.Path(path_type=str))
 @click.option("-o", "--output", "runs_dir", required=True, type=click.Path(file_okay=False, path_type=str),
               help="RUNS folder; each selected head writes RUNS/<run_id>/record.json.")
-@click.option("-b", "--backbone", "feature_sets", multiple=True,
-              help="Feature set in CACHE (repeat for several; default: every complete set).")
+@feature_sets_option
 @click.option("--head", "heads", multiple=True, type=click.Choice(HEADS),
               help="Head to sweep (repeat for several; default: all four).")
 @click.option("--sweep", type=click.Choice(SWEEP_NAMES), default="default", show_default=True,

@@ -36,6 +36,12 @@ def precision_option(f: F | None = None, *, cuda_auto: str = "fp16 autocast") ->
     return decorate(f) if f is not None else decorate
 
 
+def feature_sets_option(f: F) -> F:
+    """`-b NAME` (repeat) for commands that read a cache: heads and curve."""
+    return click.option("-b", "--backbone", "feature_sets", multiple=True,
+                        help="Feature set in CACHE (repeat for several; default: every complete set).")(f)
+
+
 def weights_option(f: F) -> F:
     return click.option(
         "--weights",

@@ -18,6 +18,9 @@ SELECT_METRICS: dict[str, bool] = {
     "sensitivity": True, "specificity": True, "log_loss": False, "brier": False, "ece": False,
 }
 
+# Metrics a learning curve may be fitted to (curve_fit): on [0, 1], larger is better; import-free for the CLI.
+FIT_METRICS = ("auroc", "accuracy", "balanced_accuracy", "f1", "auprc")
+
 # For people who bring their own model: the records' threshold and metric protocol (imported on first use).
 from headstart.lazy import lazy_exports  # noqa: E402
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from headstart.data.balance import CLASS_WEIGHTS
-from headstart.data.draws import parse_size
 from headstart.errors import ConfigError
 from headstart.evaluation import SELECT_METRICS as EVALUATION_SELECT_METRICS
 from headstart.precision import PRECISIONS
@@ -93,4 +92,6 @@ class FinetuneConfig:
             if not ok:
                 raise ConfigError(message)
         if self.train_size is not None:
+            from headstart.data.draws import parse_size  # here: the CLI imports this config for --help
+
             parse_size(self.train_size)  # a ConfigError naming the accepted forms

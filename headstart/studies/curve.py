@@ -36,8 +36,8 @@ from headstart.heads import HEADS, SWEEP_NAMES
 from headstart.heads.fitting import FitSettings, Rows, full_proba, refit, run_sweep
 from headstart.heads.sweep import get_sweep
 from headstart.io import write_bytes_atomic
-from headstart.studies.curve_doc import CURVE_FORMAT, CURVE_FORMAT_VERSION, CURVE_NAME
-from headstart.studies.curve_fit import FIT_METRICS, fit_power_law, mean_ci, standard_error
+from headstart.evaluation.curve_doc import CURVE_FORMAT, CURVE_FORMAT_VERSION, CURVE_NAME
+from headstart.evaluation.curve_fit import FIT_METRICS, fit_power_law, mean_ci, standard_error
 from headstart.versions import collect_versions
 
 log = logging.getLogger(__name__)

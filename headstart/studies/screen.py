@@ -115,8 +115,8 @@ def run_screen(*, data: str, output: str | Path, config: ScreenConfig) -> Screen
         raise DataError(f"output {out} is a directory; expected a cache file path such as {out / 'features.h5'}")
     out.parent.mkdir(parents=True, exist_ok=True)
     device = resolve_device(ex.device)
-    backbones = {name: create_backbone(name, weights=ex.weights, image_size=ex.image_size, seed=ex.seed)
-                 for name in ex.backbones}
+    built = [create_backbone(name, weights=ex.weights, image_size=ex.image_size, seed=ex.seed) for name in ex.backbones]
+    backbones = {b.name: b for b in built}  # by full name (with provider prefix), as the feature sets are named
     dataset = build_dataset(data, split_config=ex.split, find_duplicates=True)
     table = samples_table(dataset, data=data, config=ex)
     specs = {b.name: feature_spec(b, table=table, dtype=ex.feature_dtype, decode=ex.decode) for b in backbones.values()}
@@ -127,7 +127,7 @@ def run_screen(*, data: str, output: str | Path, config: ScreenConfig) -> Screen
         rounds, survivors = _rounds(race)
         final_seconds, _ = _extract(race, survivors, rows=None)
     document = {
-        "format": SCREEN_FORMAT, "format_version": 1, "cache": str(out), "candidates": list(ex.backbones),
+        "format": SCREEN_FORMAT, "format_version": 1, "cache": str(out), "candidates": list(backbones),
         "keep": config.keep, "head": config.head, "rounds": rounds, "survivors": survivors,
         "extract_seconds": race.seconds, "final_extract_seconds": final_seconds,
         "timing": {"seconds": timer.seconds}, "config": asdict(config),

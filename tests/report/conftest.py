@@ -86,8 +86,8 @@ def write_curve(runs_dir: Path, *, backbone: str = "resnet18", head: str = "logr
     import json
 
     from headstart.studies.curve import summarise
-    from headstart.studies.curve_doc import CURVE_FORMAT, CURVE_FORMAT_VERSION, CURVE_NAME
-    from headstart.studies.curve_fit import fit_power_law
+    from headstart.evaluation.curve_doc import CURVE_FORMAT, CURVE_FORMAT_VERSION, CURVE_NAME
+    from headstart.evaluation.curve_fit import fit_power_law
 
     rng = np.random.default_rng(3)
     points = []

@@ -101,3 +101,15 @@ def test_crossover_none_within_the_measured_sizes(tmp_path):
 def test_pareto_front_keeps_only_undominated_points():
     points = [(10.0, 0.80), (100.0, 0.90), (50.0, 0.85), (200.0, 0.88), (10.0, 0.79), (float("nan"), 0.99)]
     assert pareto_front(points) == {0, 1, 2}
+
+
+def test_an_unreadable_curve_is_skipped_with_a_warning(tmp_path):
+    runs = tmp_path / "runs"
+    write_curve(runs)
+    (runs / "curve_broken_logreg").mkdir()
+    (runs / "curve_broken_logreg" / "curve.json").write_text('{"format": "headstart-curve", "summ', encoding="utf-8")
+    result = CliRunner().invoke(cli, ["compare", str(runs)])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if "skipping unreadable curve" in line]
+    assert len(warnings) == 1 and "curve_broken_logreg" in warnings[0]
+    assert "0 runs, 1 learning curve(s), 1 data set(s)" in result.output

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from headstart.cli import cli
 from headstart.studies.curve import CurveConfig, curve_draw, curve_sizes, run_curve
-from headstart.studies.curve_fit import fit_power_law, labels_for, power_law
+from headstart.evaluation.curve_fit import fit_power_law, labels_for, power_law
 from tests.heads.synthetic_cache import make_cache
 
 

@@ -32,7 +32,7 @@ from headstart.evaluation.report.summary import (
     DatasetGroup, Row, all_finite, break_even, build_rows, group_by_dataset, row_summary,
 )
 from headstart.evaluation.table import MISSING, fmt_ci, fmt_mean_std, fmt_mean_std_ci, fmt_seconds, fmt_value
-from headstart.studies.curve_doc import read_curves
+from headstart.evaluation.curve_doc import read_curves
 
 logger = logging.getLogger(__name__)
 

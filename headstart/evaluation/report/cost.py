@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from headstart.evaluation.report.plots import to_png
-from headstart.evaluation.report.summary import LOWER_IS_BETTER, Row, all_finite, as_number, best_cached_head
+from headstart.evaluation.report.summary import Row, all_finite, as_number, best_by_val, best_cached_head
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +27,7 @@ def best_finetune(rows: list[Row], *, backbone: str | None, select_metric: str) 
     """The fine-tune row (of `backbone`, or of any) on all of train with the best mean validation metric."""
     candidates = [row for row in rows if row.strategy == "finetune" and not row.reference.config.get("train_size")
                   and (backbone is None or row.backbone == backbone)]
-    scored = [(row.mean("val", select_metric), row) for row in candidates]
-    scored = [(value, row) for value, row in scored if not math.isnan(value)]
-    if not scored:
-        return candidates[0] if candidates else None
-    sign = -1.0 if select_metric in LOWER_IS_BETTER else 1.0
-    return max(scored, key=lambda item: sign * item[0])[1]
+    return best_by_val(candidates, select_metric=select_metric)
 
 
 def seconds_spent(row: Row) -> float:

@@ -21,8 +21,8 @@ from headstart.evaluation.report.document import Block, Heading, Image, Paragrap
 from headstart.evaluation.report.plots import to_png
 from headstart.evaluation.report.summary import DatasetGroup, all_finite, config_key
 from headstart.evaluation.table import fmt_ci, fmt_mean_std_ci
-from headstart.studies.curve_doc import fit_sentence, labels_text
-from headstart.studies.curve_fit import mean_ci
+from headstart.evaluation.curve_doc import fit_sentence, labels_text
+from headstart.evaluation.curve_fit import mean_ci
 
 FULL = "100%"  # the size label of the whole train split
 
@@ -122,8 +122,9 @@ def curve_section(group: DatasetGroup, *, stem: str) -> tuple[list[Block], dict,
     data: dict = {"curves": [], "finetune_points": points}
     for curve in curves:
         crossings = crossover(curve, points)
-        blocks += [Paragraph(f"{curve['feature_set']} / {curve['head']} ({curve['config'].get('repeats')} draws per "
-                             f"size, sweep {curve['config'].get('sweep')}): {fit_sentence(curve)}."),
+        config = curve.get("config") or {}
+        blocks += [Paragraph(f"{curve['feature_set']} / {curve['head']} ({config.get('repeats')} draws per "
+                             f"size, sweep {config.get('sweep')}): {fit_sentence(curve)}."),
                    _curve_table(curve)]
         blocks += [Paragraph(c["text"] + ".") for c in crossings]
         blocks += [Paragraph(f"Note: {note}") for note in curve.get("notes", [])[:3]]

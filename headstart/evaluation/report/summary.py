@@ -161,6 +161,11 @@ def _weights(record: RunRecord) -> str | None:
 def best_cached_head(rows: list[Row], *, backbone: str, select_metric: str) -> Row | None:
     """The cached-head row of `backbone` with the highest mean validation `select_metric` (NaN never wins)."""
     candidates = [row for row in rows if row.strategy == "cached-head" and row.backbone == backbone]
+    return best_by_val(candidates, select_metric=select_metric)
+
+
+def best_by_val(candidates: list[Row], *, select_metric: str) -> Row | None:
+    """The row with the best mean validation `select_metric` (NaN never wins; the first row when all are NaN)."""
     scored = [(row.mean("val", select_metric), row) for row in candidates]
     scored = [(value, row) for value, row in scored if not math.isnan(value)]
     if not scored:

@@ -15,7 +15,7 @@ import math
 from headstart.evaluation.report.comparisons import compare_runs
 from headstart.evaluation.report.cost import best_finetune, seconds_spent
 from headstart.evaluation.report.curves import best_curve, plateau_sentence
-from headstart.evaluation.report.summary import LOWER_IS_BETTER, Row, all_finite, best_cached_head
+from headstart.evaluation.report.summary import Row, all_finite, best_by_val, best_cached_head
 from headstart.evaluation.table import fmt_ci, fmt_seconds, fmt_value
 
 SIGNIFICANCE = 0.05  # DeLong p below this reads as "differ"
@@ -26,7 +26,7 @@ def verdict(rows: list[Row], *, curves: list[dict], crossovers: list[dict], sele
     """The verdict's sentences for one data set (at most MAX_SENTENCES)."""
     sentences = []
     full = [row for row in rows if not row.reference.config.get("train_size")]  # draws belong to the curve
-    best = best_row(full, select_metric=select_metric)
+    best = best_by_val(full, select_metric=select_metric)
     if best is not None:
         test = best.reference.metrics.get("test", {})
         sentences.append(
@@ -93,20 +93,10 @@ def cheapest_match(rows: list[Row], best: Row) -> Row | None:
     return cheap
 
 
-def best_row(rows: list[Row], *, select_metric: str) -> Row | None:
-    """The configuration with the best mean validation metric (NaN never wins)."""
-    scored = [(row.mean("val", select_metric), row) for row in rows]
-    scored = [(value, row) for value, row in scored if not math.isnan(value)]
-    if not scored:
-        return rows[0] if rows else None
-    sign = -1.0 if select_metric in LOWER_IS_BETTER else 1.0
-    return max(scored, key=lambda item: sign * item[0])[1]
-
-
 def _best_head(rows: list[Row], select_metric: str) -> Row | None:
     backbones = sorted({r.backbone for r in rows})
     heads = [best_cached_head(rows, backbone=b, select_metric=select_metric) for b in backbones]
-    return best_row([h for h in heads if h is not None], select_metric=select_metric)
+    return best_by_val([h for h in heads if h is not None], select_metric=select_metric)
 
 
 def _contrast(head: Row, finetune: Row) -> str:

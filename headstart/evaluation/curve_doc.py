@@ -71,7 +71,7 @@ def read_curves(runs_dir: str | os.PathLike) -> list[dict]:
                 raise ValueError(f"not a {CURVE_FORMAT} document")
             if int(document.get("format_version", 1)) > CURVE_FORMAT_VERSION:
                 raise ValueError(f"format_version {document['format_version']} is newer than {CURVE_FORMAT_VERSION}")
-            for key in ("summary", "points", "dataset"):
+            for key in ("summary", "points", "dataset", "metric", "feature_set", "backbone", "head"):
                 if key not in document:
                     raise ValueError(f"it lacks `{key}`")
         except (OSError, ValueError, TypeError) as error:

@@ -17,9 +17,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from headstart.evaluation import FIT_METRICS  # noqa: F401  (re-exported: the fit's own callers import it here)
+
 log = logging.getLogger(__name__)
 
-FIT_METRICS = ("auroc", "accuracy", "balanced_accuracy", "f1", "auprc")  # on [0, 1], larger is better
 MIN_SIZES = 4  # three parameters: at least one point more than the law has
 C_BOUNDS = (1e-3, 5.0)  # exponents outside this never describe a measured learning curve
 PLATEAU_FRACTIONS = (0.95, 0.99)  # labels to reach these fractions of the plateau are reported
