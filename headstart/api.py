@@ -36,6 +36,8 @@ SPLIT_OPTIONS = ("val_fraction", "test_fraction", "group_pattern")  # SplitConfi
 
 
 def run_extract(data: str | Path, output: str | Path, *, backbones: Sequence[str] = ("resnet18",),
+                pools: Sequence[str] = (), layers: Sequence[str] = (), engine: str = "auto",
+                trust_remote_code: bool = False,
                 weights: str = "imagenet", image_size: int | None = None, batch_size: int = 64,
                 device: str = "auto", precision: str = "auto", decode: str = "cpu", workers: int | None = None,
                 feature_dtype: str = "float16", val_fraction: float = 0.1, test_fraction: float = 0.2,
@@ -45,7 +47,9 @@ def run_extract(data: str | Path, output: str | Path, *, backbones: Sequence[str
 
     DATA is a Kaggle-layout folder, a folder of class folders, a CSV manifest or a MedMNIST .npz. An interrupted
     run resumes when called again with the same arguments; a cache made for another request is refused unless
-    `overwrite`. The split options (val/test fractions, group pattern, seed) carve missing splits.
+    `overwrite`. The split options (val/test fractions, group pattern, seed) carve missing splits. Each
+    (backbone, layer, pool) of `backbones` x `layers` x `pools` becomes one feature set, all from one forward
+    pass per backbone; `engine` is auto (onnxruntime on the CPU, torch on CUDA), torch or onnxruntime.
     """
     from headstart.data.types import SplitConfig
     from headstart.extract.config import ExtractConfig
@@ -56,8 +60,8 @@ def run_extract(data: str | Path, output: str | Path, *, backbones: Sequence[str
         _refuse_mixed(run_extract, "config", options, list(options))
     else:
         split = {k: options.pop(k) for k in SPLIT_OPTIONS}
-        config = ExtractConfig(**{**options, "backbones": list(options["backbones"])},
-                               split=SplitConfig(**split, seed=seed))
+        lists = {name: list(options[name]) for name in ("backbones", "pools", "layers")}
+        config = ExtractConfig(**{**options, **lists}, split=SplitConfig(**split, seed=seed))
     return extract(data=str(data), output=str(output), config=config)
 
 

@@ -6,7 +6,7 @@ from typing import Callable
 
 import click
 
-from headstart.precision import PRECISIONS
+from headstart.precision import ENGINES, PRECISIONS
 
 F = Callable[..., object]
 
@@ -41,7 +41,8 @@ def weights_option(f: F) -> F:
         "--weights",
         default="imagenet",
         show_default=True,
-        help="imagenet (torchvision weights via the torch hub cache), random, or a PATH to a local state dict.",
+        help="imagenet (the provider's default pretrained weights, from its cache: torch hub, Hugging Face hub or "
+             "torchxrayvision's folder), random (seeded), or a PATH to a local state dict or .safetensors file.",
     )(f)
 
 
@@ -63,3 +64,20 @@ def split_options(f: F) -> F:
     f = click.option("--group-pattern", default=None,
                      help="Regex whose first group (or whole match) on the file name is the patient id.")(f)
     return seed_option(f)
+
+
+def engine_option(f: F) -> F:
+    """`--engine`, shared by the commands that run a frozen backbone (extract, predict, screen)."""
+    return click.option(
+        "--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
+        help="What runs the frozen backbone. auto: onnxruntime on the CPU (an exported, verified ONNX graph, kept "
+             "beside the weights), torch on CUDA; torch: PyTorch eager. Recorded in the cache fingerprint.",
+    )(f)
+
+
+def trust_remote_code_option(f: F) -> F:
+    return click.option(
+        "--trust-remote-code", is_flag=True,
+        help="DANGER: let an hf: model run Python code from its Hugging Face repository (off by default; models "
+             "that need it are refused). Recorded in the cache fingerprint.",
+    )(f)

@@ -45,7 +45,8 @@ def _finetune_record(tmp):
                      timing={"train_seconds": 1.0, "images_per_second": 10.0, "device": "cpu"})
 
 
-EXTRACT_ALL = ["-b", "resnet18", "-b", "densenet121", "--weights", "random", "--image-size", "32", "--batch-size",
+EXTRACT_ALL = ["-b", "resnet18", "-b", "densenet121", "--pool", "mean", "--pool", "gem", "--layer", "final", "--layer",
+               "layer3", "--engine", "torch", "--trust-remote-code", "--weights", "random", "--image-size", "32", "--batch-size",
                "8", "--device", "cpu", "--precision", "fp32", "--decode", "device", "--workers", "1",
                "--feature-dtype", "float32", "--val-fraction", "0.3", "--test-fraction", "0.25", "--group-pattern",
                r"(p\d+)", "--seed", "7", "--on-bad-image", "skip", "--overwrite"]
@@ -53,7 +54,9 @@ EXTRACT_ALL = ["-b", "resnet18", "-b", "densenet121", "--weights", "random", "--
 
 def _expect_extract(bound, tmp):
     assert bound.arguments == {
-        "data": "DATA", "output": str(tmp / "c.h5"), "backbones": ["resnet18", "densenet121"], "weights": "random",
+        "data": "DATA", "output": str(tmp / "c.h5"), "backbones": ["resnet18", "densenet121"],
+        "pools": ["mean", "gem"], "layers": ["final", "layer3"], "engine": "torch", "trust_remote_code": True,
+        "weights": "random",
         "image_size": 32, "batch_size": 8, "device": "cpu", "precision": "fp32", "decode": "device", "workers": 1,
         "feature_dtype": "float32", "val_fraction": 0.3, "test_fraction": 0.25, "group_pattern": r"(p\d+)",
         "seed": 7, "on_bad_image": "skip", "overwrite": True,
