@@ -66,7 +66,7 @@ def to_uint8_tensor(img: Image.Image, prep: Preprocessing) -> torch.Tensor:
     """
     band = grey_band(img)
     if prep.channels == 1:
-        arr = np.asarray(resize_center_crop(band if band is not None else img.convert("L"), prep), dtype=np.uint8)
+        arr = np.array(resize_center_crop(band if band is not None else img.convert("L"), prep), dtype=np.uint8)
         arr = arr[:, :, None]
     elif band is not None:
         arr = np.asarray(resize_center_crop(band, prep), dtype=np.uint8)
