@@ -2,7 +2,7 @@
 
 (a) forward-only: the backbone on pre-made tensors (eval, inference_mode, channels_last) - the ceiling;
 (b) `headstart extract` through its command line, with the defaults a user gets (batch 64, decode workers sized
-    to the machine, staging, HDF5 publication); only `--weights random` is added (this machine cannot download
+    to the machine, the default engine, staging, HDF5 publication); only `--weights random` is added (this machine cannot download
     weights, and speed does not depend on their values). The fixed start-up (interpreter, torch import, model
     build, data scan) is removed by taking the marginal rate between a 16-image and a full run:
     (n_large - n_small) / (t_large - t_small);
@@ -18,7 +18,12 @@ batch 64, CPU): b/a >= 0.9 on 224 px, >= 0.8 on full size. The data folder is $H
 (waiting for the decode worker, normalisation, forward, waiting for staging, publication).
 
     .venv/bin/python benchmarks/extract.py [--backbone resnet18] [--repeats 3] [--n224 1280] [--nfull 600]
-                                           [--device cpu|cuda] [--decode cpu|device] [--no-tutorial] [--profile]
+                                           [--device cpu|cuda] [--decode cpu|device] [--engine auto|torch]
+                                           [--no-tutorial] [--profile]
+
+`--backbone` takes any provider's name (timm:NAME, xrv:NAME, hf:ORG/NAME; (c) is skipped for those). The engine
+comparison (default engine vs `--engine torch` end to end, onnxruntime's forward-only ceiling, export cost) and
+the per-provider table are `benchmarks/extract_engines.py`.
 """
 
 from __future__ import annotations
@@ -78,8 +83,19 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def forward_only(model: torch.nn.Module, *, n: int, batch_size: int, device: torch.device) -> float:
-    x = torch.randn(batch_size, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
+def backbone_module(name: str, device: torch.device) -> tuple[torch.nn.Module, tuple[int, int, int]]:
+    """Any provider's frozen backbone (random weights), channels_last on `device`, and its (C, H, W) input."""
+    from headstart.backbones.registry import create_backbone
+
+    backbone = create_backbone(name, weights="random")
+    prep = backbone.preprocessing
+    module = backbone.module.eval().to(device, memory_format=torch.channels_last)
+    return module, (prep.channels, prep.input_size, prep.input_size)
+
+
+def forward_only(model: torch.nn.Module, *, n: int, batch_size: int, device: torch.device,
+                 shape: tuple[int, int, int] = (3, 224, 224)) -> float:
+    x = torch.randn(batch_size, *shape, device=device).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), autocast(device, autocast_dtype("auto", device)):
         for _ in range(3 if device.type == "cuda" else 1):  # warm-up (cuDNN autotuning on CUDA)
             model(x)
@@ -93,7 +109,8 @@ def forward_only(model: torch.nn.Module, *, n: int, batch_size: int, device: tor
     return done / (time.perf_counter() - start)
 
 
-def cli_seconds(manifest: Path, out: Path, *, backbone: str, device: str, decode: str) -> float:
+def cli_seconds(manifest: Path, out: Path, *, backbone: str, device: str, decode: str, engine: str = "auto",
+                env: dict | None = None, keep: bool = False) -> float:
     """Wall time of one `python -m headstart extract` process, start to exit (defaults + --weights random)."""
     cmd = [sys.executable, "-m", "headstart", "-q", "extract", str(manifest), "-o", str(out), "-b", backbone,
            "--weights", "random"]
@@ -101,11 +118,14 @@ def cli_seconds(manifest: Path, out: Path, *, backbone: str, device: str, decode
         cmd += ["--device", device]
     if decode != "cpu":
         cmd += ["--decode", decode]
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    if engine != "auto":
+        cmd += ["--engine", engine]
+    env = {**os.environ, **(env or {}), "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     seconds = time.perf_counter() - start
-    out.unlink()
+    if not keep:
+        out.unlink()
     return seconds
 
 
@@ -205,6 +225,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--decode", default="cpu", choices=["cpu", "device"], help="headstart's --decode for (b)")
+    ap.add_argument("--engine", default="auto", choices=["auto", "torch", "onnxruntime"],
+                    help="headstart's --engine for (b); (a) is torch (see benchmarks/extract_engines.py)")
     ap.add_argument("--no-tutorial", action="store_true", help="skip (c)")
     ap.add_argument("--profile", action="store_true", help="print the phase profile of (b) instead")
     args = ap.parse_args()
@@ -219,6 +241,7 @@ def main() -> None:
     workers = default_workers(device)  # what (b) uses by default; (c) gets the same
     where = str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})"
     print(f"{args.backbone}, batch {args.batch_size}, {workers} decode worker(s), {where}, --decode {args.decode}, "
+          f"--engine {args.engine}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f} at start; medians of {args.repeats}")
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -233,16 +256,21 @@ def main() -> None:
             return
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # as run_extract does: fixed input sizes
-        model = torchvision.models.get_model(args.backbone).eval().to(device, memory_format=torch.channels_last)
+        model, shape = backbone_module(args.backbone, device)
+        if ":" in args.backbone:
+            args.no_tutorial = True  # the tutorial loop is torchvision's
         results: dict[str, list[float]] = {}
+        for small, _ in manifests.values():  # the one-time ONNX export (and imports) stay out of the timed runs
+            cli_seconds(small, tmp / "warm.h5", backbone=args.backbone, device=args.device, decode=args.decode,
+                        engine=args.engine)
         for _ in range(args.repeats):  # interleave the methods so machine noise hits them alike
             for name, paths in sets.items():
                 small, large = manifests[name]
                 results.setdefault(f"a forward-only {name}", []).append(
-                    forward_only(model, n=len(paths), batch_size=args.batch_size, device=device))
+                    forward_only(model, n=len(paths), batch_size=args.batch_size, device=device, shape=shape))
                 results.setdefault(f"b headstart {name}", []).append(headstart_rate(
                     small, large, len(paths), tmp=tmp, backbone=args.backbone, device=args.device,
-                    decode=args.decode))
+                    decode=args.decode, engine=args.engine))
                 if not args.no_tutorial:
                     results.setdefault(f"c tutorial {name}", []).append(tutorial_rate(
                         paths, backbone=args.backbone, batch_size=args.batch_size, workers=workers, device=device))
