@@ -158,7 +158,8 @@ def main() -> None:
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start; medians of {args.repeats}")
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        manifests = (bench.make_manifest(paths[:bench.N_SMALL], tmp / "small"), bench.make_manifest(paths, tmp / "large"))
+        manifests = (bench.make_manifest(paths[:bench.N_SMALL], tmp / "small"),
+                     bench.make_manifest(paths, tmp / "large"))
         if args.providers:
             providers(manifests, args.n, args, tmp, {})
         else:

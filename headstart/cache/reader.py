@@ -86,9 +86,11 @@ class FeatureCache:
             per_class[str(split)][cls] += 1
         sets = []
         for name, meta in self.feature_sets.items():
+            extracted = meta.get("weights") != EXTERNAL  # sets made before taps existed read the final layer's default
             sets.append({
-                "name": name, "backbone": meta.get("backbone"), "layer": meta.get("layer", FINAL_LAYER),
-                "pool": meta.get("pool", DEFAULT_POOL), "engine": set_engine(meta),
+                "name": name, "backbone": meta.get("backbone"),
+                "layer": meta.get("layer", FINAL_LAYER if extracted else None),
+                "pool": meta.get("pool", DEFAULT_POOL if extracted else None), "engine": set_engine(meta),
                 "engine_version": meta.get("engine_version"), "weights": meta.get("weights"),
                 "weights_sha256": meta.get("weights_sha256"), "dim": meta["dim"], "dtype": meta["dtype"],
                 "complete": meta["complete"], "fingerprint": meta.get("fingerprint"), "device": meta.get("device"),

@@ -37,7 +37,7 @@ def info(cache_path: str, as_json: bool) -> None:
         by_class = summary["splits_by_class"].get(split, {})
         detail = ", ".join(f"{c} {n}" for c, n in by_class.items())
         click.echo(f"  {split:<5} {count:>7}  ({detail})")
-    rows = [{"name": s["name"], "backbone": str(s["backbone"]), "layer": s["layer"], "pool": s["pool"],
+    rows = [{"name": s["name"], "backbone": str(s["backbone"]), "layer": s["layer"] or "-", "pool": s["pool"] or "-",
              "engine": s["engine"] or "-", "weights": str(s["weights"]), "dim": s["dim"],
              "dtype": s["dtype"], "complete": "yes" if s["complete"] else "NO",
              "ips": fmt_value(s.get("images_per_second"), digits=1), "skipped": s.get("n_skipped", 0)}
