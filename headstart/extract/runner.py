@@ -21,7 +21,9 @@ import torch
 from tqdm.auto import tqdm
 
 from headstart.backbones.sanity import EmbeddingStats
+from headstart.cache.lock import WriterLock
 from headstart.cache.request import CacheRequest, FeatureSetSpec, SamplesTable
+from headstart.cache.schema import lock_path
 from headstart.cache.stager import Stager, WriteBehind
 from headstart.cache.writer import CacheWriter, plan_for
 from headstart.data.dataset import build_dataset, manifest_hash
@@ -110,6 +112,8 @@ def run_extract(*, data: str, output: str, config: ExtractConfig) -> ExtractResu
     if config.decode == "device":
         check_device_resizable({m.name: m.backbone.preprocessing for m in models})
     workers = default_workers(device) if config.workers is None else config.workers
+    if job.is_main:  # another writer at work: say so before exporting or checking any engine
+        WriterLock(lock_path(out), target=out).check_free()
     specs, probed = _settle_engines(models, out, table, dataset, config=config, device=device, amp_dtype=amp_dtype,
                                     workers=workers)
     if job.distributed:
@@ -186,6 +190,9 @@ def _settle_engines(models: list[FeatureModel], out: Path, table: SamplesTable, 
     stored = stored_engines(out, table, by_engine)
     settled = {m.name: settle_engine(config.engine, choice.name, {n: stored[n] for n in m.set_names}, usable=usable,
                                      overwrite=config.overwrite, where=str(out)) for m in models}
+    tentative = [by_engine[s.reused.get(o.name) or s.engine][o.name] for m in models for o in m.outputs
+                 for s in [settled[m.name]]]
+    plan_for(CacheRequest.of(out, table, tentative, overwrite=config.overwrite))  # refusals come before any export
     probed, probe = {}, None
     if any(s.engine == "onnxruntime" for s in settled.values()):
         probed = probe_images(dataset, models)

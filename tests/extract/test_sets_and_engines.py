@@ -186,7 +186,7 @@ def test_a_grayscale_model_reads_the_images_own_plane():
     crop = to_uint8_tensor(as_rgb, GRAY)
     assert crop.shape == (1, 8, 8) and torch.equal(crop[0], torch.from_numpy(plane))  # no channel averaging
     colour = Image.fromarray(np.random.default_rng(1).integers(0, 256, (8, 8, 3), dtype=np.uint8))
-    assert torch.equal(to_uint8_tensor(colour, GRAY)[0], torch.from_numpy(np.asarray(colour.convert("L"))))
+    assert torch.equal(to_uint8_tensor(colour, GRAY)[0], torch.from_numpy(np.array(colour.convert("L"))))
     x = normalize_batch(crop[None], GRAY, device="cpu")
     assert x.shape == (1, 1, 8, 8) and x.min() >= -1024 and x.max() <= 1024
     assert float(x.flatten()[0]) == pytest.approx((plane[0, 0] / 255 - 0.5) * 2048, rel=1e-5)
