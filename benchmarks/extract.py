@@ -1,8 +1,9 @@
 """Extraction throughput on real chest X-ray JPEGs, three ways, side by side in one run (medians of repeats).
 
-(a) forward-only: the backbone on pre-made tensors (eval, inference_mode, channels_last) - the ceiling;
+(a) forward-only: the backbone on pre-made normalised tensors, run by the engine (b) uses - the ceiling: torch
+    eager (eval, inference_mode, channels_last), or onnxruntime (the exported graph extraction runs, NCHW);
 (b) `headstart extract` through its command line, with the defaults a user gets (batch 64, decode workers sized
-    to the machine, staging, HDF5 publication); only `--weights random` is added (this machine cannot download
+    to the machine, the default engine, staging, HDF5 publication); only `--weights random` is added (this machine cannot download
     weights, and speed does not depend on their values). The fixed start-up (interpreter, torch import, model
     build, data scan) is removed by taking the marginal rate between a 16-image and a full run:
     (n_large - n_small) / (t_large - t_small);
@@ -18,7 +19,12 @@ batch 64, CPU): b/a >= 0.9 on 224 px, >= 0.8 on full size. The data folder is $H
 (waiting for the decode worker, normalisation, forward, waiting for staging, publication).
 
     .venv/bin/python benchmarks/extract.py [--backbone resnet18] [--repeats 3] [--n224 1280] [--nfull 600]
-                                           [--device cpu|cuda] [--decode cpu|device] [--no-tutorial] [--profile]
+                                           [--device cpu|cuda] [--decode cpu|device] [--engine auto|torch]
+                                           [--no-tutorial] [--profile]
+
+`--backbone` takes any provider's name (timm:NAME, xrv:NAME, hf:ORG/NAME; (c) is skipped for those). The engine
+comparison (default engine vs `--engine torch` end to end, export cost) and the per-provider table are
+`benchmarks/extract_engines.py`.
 """
 
 from __future__ import annotations
@@ -43,7 +49,10 @@ from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from torchvision import transforms  # noqa: E402
 
+from headstart.backbones.registry import create_backbone  # noqa: E402
 from headstart.device import autocast, autocast_dtype, default_workers, resolve_device  # noqa: E402
+from headstart.engines import resolve_engine  # noqa: E402
+from headstart.extract.preprocess import normalize_batch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("HEADSTART_DATA", REPO.parent / "shared" / "data"))
@@ -81,9 +90,22 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def forward_only(model: torch.nn.Module, *, n: int, batch_size: int, device: torch.device) -> tuple[float, float]:
+def engine_forward(name: str, engine: str, device: torch.device, *, batch_size: int,
+                   folder: Path | None = None) -> tuple[object, torch.Tensor, str]:
+    """(forward callable, one normalised batch in its layout, engine name) of backbone `name` (random weights) as
+    extraction's `engine` runs it: torch eager channels_last, or onnxruntime's graph (exported into `folder`)."""
+    backbone = create_backbone(name, weights="random")
+    prep = backbone.preprocessing
+    pixels = torch.randint(0, 256, (batch_size, prep.channels, prep.input_size, prep.input_size), dtype=torch.uint8)
+    runner = resolve_engine(engine, device, backbone=backbone, amp_dtype=autocast_dtype("auto", device),
+                            folder=folder)
+    runner = getattr(runner, "primary", runner)  # onnxruntime before its first-batch check: the graph itself
+    return runner, normalize_batch(pixels, prep, device=device, channels_last=runner.name == "torch"), runner.name
+
+
+def forward_only(model, x: torch.Tensor, *, n: int, device: torch.device) -> tuple[float, float]:
     """(images/s, CPU ms per image) of the bare forward on one pre-made batch."""
-    x = torch.randn(batch_size, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
+    batch_size = x.shape[0]
     with torch.inference_mode(), autocast(device, autocast_dtype("auto", device)):
         for _ in range(3 if device.type == "cuda" else 1):  # warm-up (cuDNN autotuning on CUDA)
             model(x)
@@ -97,16 +119,19 @@ def forward_only(model: torch.nn.Module, *, n: int, batch_size: int, device: tor
     return done / (time.perf_counter() - start), 1000 * (time.process_time() - cpu) / done
 
 
-def cli_run(manifest: Path, out: Path, *, backbone: str, device: str, decode: str) -> tuple[float, float, float]:
+def cli_run(manifest: Path, out: Path, *, backbone: str, device: str, decode: str, engine: str = "auto",
+            env: dict | None = None, keep: bool = False) -> tuple[float, float, float]:
     """(wall s, CPU s of the process and its decode workers, loop s recorded in the cache) of one
-    `python -m headstart extract` with the defaults plus --weights random."""
+    `python -m headstart extract` with the defaults plus --weights random (and the given --engine)."""
     cmd = [sys.executable, "-m", "headstart", "-q", "extract", str(manifest), "-o", str(out), "-b", backbone,
            "--weights", "random"]
     if device != "auto":
         cmd += ["--device", device]
     if decode != "cpu":
         cmd += ["--decode", decode]
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    if engine != "auto":
+        cmd += ["--engine", engine]
+    env = {**os.environ, **(env or {}), "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     stderr = proc.stderr.read()
@@ -117,7 +142,8 @@ def cli_run(manifest: Path, out: Path, *, backbone: str, device: str, decode: st
         raise SystemExit(f"headstart extract failed:\n{stderr.decode()[-2000:]}")
     with h5py.File(out, "r") as f:
         loop = float(f["features"][backbone].attrs["loop_seconds"])
-    out.unlink()
+    if not keep:
+        out.unlink()
     return wall, usage.ru_utime + usage.ru_stime, loop
 
 
@@ -157,8 +183,9 @@ def tutorial_rate(paths: list[Path], *, backbone: str, batch_size: int, workers:
     return len(paths) / (time.perf_counter() - start)
 
 
-def profile(manifest: Path, n: int, *, backbone: str, device: str, decode: str, tmp: Path) -> None:
+def profile(manifest: Path, n: int, *, backbone: str, device: str, decode: str, engine: str, tmp: Path) -> None:
     """One in-process `run_extract` with its phases timed by wrapping the functions the loop calls."""
+    import headstart.extract.features as features
     import headstart.extract.runner as runner
     from headstart.cache.stager import Stager, WriteBehind
     from headstart.cache.writer import CacheWriter
@@ -189,18 +216,18 @@ def profile(manifest: Path, n: int, *, backbone: str, device: str, decode: str, 
             finally:
                 spent["wait for decode worker"] += time.perf_counter() - t0
 
-    saved = (runner.normalize_batch, runner.make_loader, Stager.write_batch, WriteBehind.wait, CacheWriter.finish)
+    saved = (features.normalize_batch, runner.make_loader, Stager.write_batch, WriteBehind.wait, CacheWriter.finish)
     make_loader = runner.make_loader
-    runner.normalize_batch = timed("normalise (main)", runner.normalize_batch)
+    features.normalize_batch = timed("normalise (main)", features.normalize_batch)
     runner.make_loader = lambda *a, **k: TimedLoader(make_loader(*a, **k))
     Stager.write_batch = timed("stage batch (background thread)", Stager.write_batch)
     WriteBehind.wait = timed("wait for staging (main)", WriteBehind.wait)
     CacheWriter.finish = timed("publish (after the loop)", CacheWriter.finish)
     try:
-        cfg = ExtractConfig(backbones=[backbone], weights="random", device=device, decode=decode)
+        cfg = ExtractConfig(backbones=[backbone], weights="random", device=device, decode=decode, engine=engine)
         result = runner.run_extract(data=str(manifest), output=str(tmp / "profile.h5"), config=cfg)
     finally:
-        (runner.normalize_batch, runner.make_loader, Stager.write_batch, WriteBehind.wait, CacheWriter.finish) = saved
+        (features.normalize_batch, runner.make_loader, Stager.write_batch, WriteBehind.wait, CacheWriter.finish) = saved
     (tmp / "profile.h5").unlink()
     loop = result.seconds
     print(f"  {n} images: loop {loop:.1f} s ({n / loop:.1f} images/s)")
@@ -219,6 +246,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--decode", default="cpu", choices=["cpu", "device"], help="headstart's --decode for (b)")
+    ap.add_argument("--engine", default="auto", choices=["auto", "torch", "onnxruntime"],
+                    help="headstart's --engine for (b); (a) runs the engine (b) resolves to")
     ap.add_argument("--no-tutorial", action="store_true", help="skip (c)")
     ap.add_argument("--profile", action="store_true", help="print the phase profile of (b) instead")
     args = ap.parse_args()
@@ -243,24 +272,34 @@ def main() -> None:
             for name, (_, large) in manifests.items():
                 print(f"{name}:")
                 profile(large, len(sets[name]), backbone=args.backbone, device=args.device, decode=args.decode,
-                        tmp=tmp)
+                        engine=args.engine, tmp=tmp)
             return
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # as run_extract does: fixed input sizes
-        model = torchvision.models.get_model(args.backbone).eval().to(device, memory_format=torch.channels_last)
+        if ":" in args.backbone:
+            args.no_tutorial = True  # the tutorial loop is torchvision's
+        graphs = tmp / "graphs"  # (a) and (b) share the exported graph; its one-time export stays out of the timings
+        model, x, engine = engine_forward(args.backbone, args.engine, device, batch_size=args.batch_size,
+                                          folder=graphs)
+        env = {"HEADSTART_ONNX_CACHE": str(graphs)}
+        print(f"engine: {engine}")
+        for small, _ in manifests.values():  # imports and the warm graph cache out of the timed runs
+            cli_run(small, tmp / "warm.h5", backbone=args.backbone, device=args.device, decode=args.decode,
+                    engine=args.engine, env=env)
         n_forward = max(len(p) for p in sets.values()) // 2  # between every two headstart runs
-        forward = [forward_only(model, n=n_forward, batch_size=args.batch_size, device=device)]
+        forward = [forward_only(model, x, n=n_forward, device=device)]
         runs: dict[str, list[dict]] = {name: [] for name in sets}
         for repeat in range(args.repeats):  # interleaved, so a burst of load hits every method alike
             for name, paths in sets.items():
                 small, large = manifests[name]
                 rate, cpu, loop = headstart_rate(small, large, len(paths), tmp=tmp, backbone=args.backbone,
-                                                 device=args.device, decode=args.decode)
+                                                 device=args.device, decode=args.decode, engine=args.engine,
+                                                 env=env)
                 run = {"b": rate, "b_cpu": cpu, "b_loop": loop}
                 if not args.no_tutorial:
                     run["c"] = tutorial_rate(paths, backbone=args.backbone, batch_size=args.batch_size,
                                              workers=workers, device=device)
-                forward.append(forward_only(model, n=n_forward, batch_size=args.batch_size, device=device))
+                forward.append(forward_only(model, x, n=n_forward, device=device))
                 # (a) is the mean of the forward-only runs just before and just after this headstart run
                 run["a"] = (forward[-2][0] + forward[-1][0]) / 2
                 run["a_cpu"] = (forward[-2][1] + forward[-1][1]) / 2

@@ -41,6 +41,8 @@ SPLIT_OPTIONS = ("val_fraction", "test_fraction", "group_pattern")  # SplitConfi
 
 
 def run_extract(data: str | Path, output: str | Path, *, backbones: Sequence[str] = ("resnet18",),
+                pools: Sequence[str] = (), layers: Sequence[str] = (), engine: str = "auto",
+                trust_remote_code: bool = False,
                 weights: str = "imagenet", image_size: int | None = None, batch_size: int = 64,
                 device: str = "auto", precision: str = "auto", decode: str = "cpu", workers: int | None = None,
                 feature_dtype: str = "float16", val_fraction: float = 0.1, test_fraction: float = 0.2,
@@ -50,7 +52,9 @@ def run_extract(data: str | Path, output: str | Path, *, backbones: Sequence[str
 
     DATA is a Kaggle-layout folder, a folder of class folders, a CSV manifest or a MedMNIST .npz. An interrupted
     run resumes when called again with the same arguments; a cache made for another request is refused unless
-    `overwrite`. The split options (val/test fractions, group pattern, seed) carve missing splits.
+    `overwrite`. The split options (val/test fractions, group pattern, seed) carve missing splits. Each
+    (backbone, layer, pool) of `backbones` x `layers` x `pools` becomes one feature set, all from one forward
+    pass per backbone; `engine` is auto (onnxruntime on the CPU, torch on CUDA), torch or onnxruntime.
     """
     from headstart.extract.runner import run_extract as extract
 
@@ -181,7 +185,7 @@ def run_curve(cache: str | Path, output: str | Path, *, feature_sets: Sequence[s
 
 
 def run_screen(data: str | Path, output: str | Path, *, backbones: Sequence[str] = ("resnet18",),
-               weights: str = "imagenet", image_size: int | None = None, batch_size: int = 64, device: str = "auto",
+               engine: str = "auto", trust_remote_code: bool = False, weights: str = "imagenet", image_size: int | None = None, batch_size: int = 64, device: str = "auto",
                precision: str = "auto", decode: str = "cpu", workers: int | None = None,
                feature_dtype: str = "float16", val_fraction: float = 0.1, test_fraction: float = 0.2,
                group_pattern: str | None = None, seed: int = 0, on_bad_image: str = "fail", overwrite: bool = False,
@@ -213,8 +217,8 @@ def _extract_config(options: dict) -> ExtractConfig:
 
     options = dict(options)
     split = {k: options.pop(k) for k in SPLIT_OPTIONS}
-    return ExtractConfig(**{**options, "backbones": list(options["backbones"])},
-                         split=SplitConfig(**split, seed=options["seed"]))
+    lists = {name: list(options[name]) for name in ("backbones", "pools", "layers") if name in options}
+    return ExtractConfig(**{**options, **lists}, split=SplitConfig(**split, seed=options["seed"]))
 
 
 def run_predict(run: str | Path, data: str | Path | None, output: str | Path, *, cache: str | Path | None = None,

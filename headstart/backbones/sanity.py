@@ -35,20 +35,27 @@ class EmbeddingStats:
         """Add a (B, D) batch (numpy or torch); rows holding NaN/Inf are counted, not folded into the moments."""
         x = np.asarray(features.detach().float().cpu() if hasattr(features, "detach") else features, np.float64)
         finite = np.isfinite(x).all(axis=1)
-        self.nonfinite_rows += int((~finite).sum())
         x = x[finite]
-        if not len(x):
+        batch = EmbeddingStats(nonfinite_rows=int((~finite).sum()))
+        if len(x):
+            batch_mean = x.mean(axis=0)
+            batch.count, batch.mean, batch._dims = len(x), batch_mean, x.shape[1]
+            batch.m2, batch.sq_norm_sum = ((x - batch_mean) ** 2).sum(axis=0), float((x**2).sum())
+        return self.merge(batch)
+
+    def merge(self, other: EmbeddingStats) -> EmbeddingStats:
+        """Fold in the tally of other rows (another batch, or another torchrun rank's share)."""
+        self.nonfinite_rows += other.nonfinite_rows
+        if other.mean is None:
             return self
-        n, batch_mean = len(x), x.mean(axis=0)
-        batch_m2 = ((x - batch_mean) ** 2).sum(axis=0)
         if self.mean is None:
-            self.mean, self.m2, self._dims = batch_mean, batch_m2, x.shape[1]
+            self.mean, self.m2, self._dims = other.mean.copy(), other.m2.copy(), other._dims
         else:
-            delta, total = batch_mean - self.mean, self.count + n
-            self.mean = self.mean + delta * n / total
-            self.m2 = self.m2 + batch_m2 + delta**2 * self.count * n / total
-        self.count += n
-        self.sq_norm_sum += float((x**2).sum())
+            delta, total = other.mean - self.mean, self.count + other.count
+            self.mean = self.mean + delta * other.count / total
+            self.m2 = self.m2 + other.m2 + delta**2 * self.count * other.count / total
+        self.count += other.count
+        self.sq_norm_sum += other.sq_norm_sum
         return self
 
     def summary(self) -> dict:

@@ -138,7 +138,8 @@ def build_extractor(backbone: Backbone, *, layers: list[str] | tuple[str, ...] =
     for pool in pools:
         check_pool(pool)
     plan = [(layer, pool, _tap_point(backbone, layer, pool)) for layer, pool in itertools.product(layers, pools)]
-    shapes = _probe_shapes(FeatureTaps(backbone, plan), backbone)
+    hooked = any(point is not None for _, _, point in plan)  # else: the backbone's own feature, dim known
+    shapes = _probe_shapes(FeatureTaps(backbone, plan), backbone) if hooked else {}
     plan = [(layer, pool, _typed(point, shapes.get(point), backbone.map_layout) if point else None)
             for layer, pool, point in plan]
     for layer, pool, point in plan:
@@ -147,7 +148,7 @@ def build_extractor(backbone: Backbone, *, layers: list[str] | tuple[str, ...] =
             if problem:
                 raise ConfigError(f"--pool {pool} cannot read {backbone.name} layer {layer}: it {problem}")
     taps = FeatureTaps(backbone, plan)
-    dims = _output_dims(taps, backbone)
+    dims = _output_dims(taps, backbone) if hooked else {name: backbone.num_features for name in taps._names}
     outputs = [_output(backbone, name, layer, pool, dims[name]) for name, (layer, pool, _) in zip(taps._names, plan)]
     return taps, outputs
 

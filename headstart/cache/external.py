@@ -20,14 +20,12 @@ import numpy as np
 
 from headstart.cache.fingerprint import compute_fingerprint, compute_samples_sha256
 from headstart.cache.request import FeatureSetSpec, SamplesTable
-from headstart.cache.schema import CHUNK_BYTES, FEATURE_DTYPES
+from headstart.cache.schema import CHUNK_BYTES, EXTERNAL, FEATURE_DTYPES
 from headstart.cache.writer import CacheWriter
 from headstart.data.types import SPLITS
 from headstart.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
-
-EXTERNAL = "external"  # the weights tag and source kind of features written by `write_features`
 
 
 def write_features(path: str | Path, *, features: Mapping[str, np.ndarray], labels: Sequence, ids: Sequence[str],

@@ -1,7 +1,12 @@
 """Fingerprints: what a feature set was computed from, reduced to one comparable hash.
 
 A cached set is reused only when its fingerprint equals the request's, so any change of backbone, weights,
-preprocessing or the sample table (images, labels, splits) forces a refusal instead of silent reuse.
+preprocessing, provider (package version, model, pretrained tag), layer/pool tap, engine or the sample table
+(images, labels, splits) forces a refusal instead of silent reuse.
+
+`parts` holds what sets made before providers, taps and engines did not have: a provider's fingerprint parts, the
+layer and pool when they are not the defaults, and the engine when it is not torch. It is left out of the hash
+when empty, so a plain `-b resnet18` set computed by torch keeps the fingerprint it always had.
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ def canonical_json(value: object) -> str:
 
 
 def compute_fingerprint(
-    *, backbone: str, weights_tag: str, weights_sha256: str, preprocessing: dict, manifest_hash: str
+    *, backbone: str, weights_tag: str, weights_sha256: str, preprocessing: dict, manifest_hash: str,
+    parts: Mapping | None = None,
 ) -> str:
     """sha256 hex of the canonical JSON of everything that determines a feature set's values."""
-    payload = {
+    payload: dict = {
         "fingerprint_version": FINGERPRINT_VERSION,
         "backbone": backbone,
         "weights_tag": weights_tag,
@@ -30,10 +36,13 @@ def compute_fingerprint(
         "preprocessing": preprocessing,
         "manifest_hash": manifest_hash,
     }
+    if parts:
+        payload["parts"] = dict(parts)
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
 
 
-IDENTITY_ATTRS = ("backbone", "weights", "weights_sha256", "preprocessing")  # stored attributes a fingerprint hashes
+# Stored attributes a fingerprint hashes; `fingerprint_parts` is absent on sets made before providers and engines.
+IDENTITY_ATTRS = ("backbone", "weights", "weights_sha256", "preprocessing", "fingerprint_parts")
 
 
 def set_fingerprint(attrs: Mapping, manifest_hash: str) -> str:
@@ -45,7 +54,7 @@ def set_fingerprint(attrs: Mapping, manifest_hash: str) -> str:
     """
     return compute_fingerprint(backbone=attrs["backbone"], weights_tag=attrs["weights"],
                                weights_sha256=attrs["weights_sha256"], preprocessing=attrs["preprocessing"],
-                               manifest_hash=manifest_hash)
+                               manifest_hash=manifest_hash, parts=attrs.get("fingerprint_parts"))
 
 
 def compute_samples_sha256(

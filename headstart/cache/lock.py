@@ -34,9 +34,9 @@ class WriterLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = _read_holder(fd)
+                busy = self._busy(fd)
                 os.close(fd)
-                raise CacheError(f"{self.target} is being written by {holder}; wait for it to finish") from None
+                raise busy from None
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.lock_file).st_ino
             except FileNotFoundError:
@@ -47,6 +47,24 @@ class WriterLock:
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps(_holder_info()).encode("utf-8"))
         self._fd = fd
+
+    def check_free(self) -> None:
+        """Raise the holder's one-line CacheError now when another writer holds the lock, so a second extraction is
+        refused before it spends time on models and engines. A probe (the lock taken and dropped at once, never
+        created); `acquire` still decides."""
+        try:
+            fd = os.open(self.lock_file, os.O_RDWR)
+        except FileNotFoundError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise self._busy(fd) from None
+        finally:
+            os.close(fd)  # closing drops the probe's lock
+
+    def _busy(self, fd: int) -> CacheError:
+        return CacheError(f"{self.target} is being written by {_read_holder(fd)}; wait for it to finish")
 
     def release(self) -> None:
         if self._fd is None:

@@ -181,7 +181,7 @@ def _differs(request: CacheRequest, spec: FeatureSetSpec, have: dict, fingerprin
     if fingerprint != spec.fingerprint:
         return refuse(Refusal.SET_FINGERPRINT,
                       f"{where} has fingerprint {str(fingerprint)[:12]}..., this request has {spec.fingerprint[:12]}... "
-                      f"(backbone, weights or preprocessing differ); {OVERWRITE_HINT}")
+                      f"(backbone, weights, preprocessing, provider version or engine differ); {OVERWRITE_HINT}")
     if have.get("dtype") != spec.dtype:
         return refuse(Refusal.SET_DTYPE,
                       f"{where} is stored as {have.get('dtype')}, this request asks for {spec.dtype}; {OVERWRITE_HINT}")

@@ -26,6 +26,7 @@ from headstart.cache.plan import Action, Plan
 from headstart.cache.request import CacheRequest, FeatureSetSpec, SamplesTable
 from headstart.cache.schema import (
     FEATURE_COMPRESSION,
+    FEATURE_JSON_ATTRS,
     FEATURE_STAT_KEYS,
     FEATURES,
     FORMAT_NAME,
@@ -138,7 +139,10 @@ def _write_set(dst: h5py.File, table: SamplesTable, spec: FeatureSetSpec, featur
     versions = {"headstart": headstart.__version__, "h5py": h5py.__version__, "numpy": np.__version__}
     versions.update(stat.get("versions", {}))
     for key, value in spec.identity().items():  # what `set_fingerprint` recomputes the fingerprint from
-        ds.attrs[key] = json.dumps(value, sort_keys=True) if key == "preprocessing" else value
+        ds.attrs[key] = json.dumps(value, sort_keys=True) if key in FEATURE_JSON_ATTRS else value
+    for key, value in spec.attrs.items():  # layer, pool, provider...: descriptive, HDF5 has no None
+        if value is not None and key not in ds.attrs:
+            ds.attrs[key] = str(value) if isinstance(value, str) else value
     ds.attrs["fingerprint"] = spec.fingerprint
     ds.attrs["versions"] = json.dumps(versions, sort_keys=True)
     for key in FEATURE_STAT_KEYS:
@@ -147,7 +151,7 @@ def _write_set(dst: h5py.File, table: SamplesTable, spec: FeatureSetSpec, featur
         ds.attrs[key] = value if value is not None else default
     for key, value in stat.items():  # extra scalar timings the extraction loop chose to record
         if key not in FEATURE_STAT_KEYS and isinstance(value, (int, float, str, bool)):
-            ds.attrs[key] = value
+            ds.attrs[key] = str(value) if isinstance(value, str) else value  # h5py refuses str subclasses
     ds.attrs["complete"] = True
     ds.attrs["n_skipped"] = len(skipped_ids)
     ds.attrs["skipped_ids"] = json.dumps(skipped_ids[:MAX_SKIPPED_IDS_ATTR])

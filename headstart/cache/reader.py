@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from headstart.backbones.names import DEFAULT_POOL, FINAL_LAYER
 from headstart.cache.fingerprint import compute_samples_sha256, set_fingerprint
 from headstart.cache.header import FileKind, open_cache_file
-from headstart.cache.schema import FEATURES, VALID, staging_dir
+from headstart.cache.schema import EXTERNAL, FEATURES, VALID, staging_dir
 from headstart.cache.staging import StagingArea
 from headstart.data.types import SPLITS
 from headstart.errors import CacheError, one_line
@@ -85,8 +86,12 @@ class FeatureCache:
             per_class[str(split)][cls] += 1
         sets = []
         for name, meta in self.feature_sets.items():
+            extracted = meta.get("weights") != EXTERNAL  # sets made before taps existed read the final layer's default
             sets.append({
-                "name": name, "backbone": meta.get("backbone"), "weights": meta.get("weights"),
+                "name": name, "backbone": meta.get("backbone"),
+                "layer": meta.get("layer", FINAL_LAYER if extracted else None),
+                "pool": meta.get("pool", DEFAULT_POOL if extracted else None), "engine": set_engine(meta),
+                "engine_version": meta.get("engine_version"), "weights": meta.get("weights"),
                 "weights_sha256": meta.get("weights_sha256"), "dim": meta["dim"], "dtype": meta["dtype"],
                 "complete": meta["complete"], "fingerprint": meta.get("fingerprint"), "device": meta.get("device"),
                 "precision": meta.get("precision"), "seconds": meta.get("seconds"),
@@ -118,6 +123,14 @@ class FeatureCache:
 
 
 READ_ROWS_BYTES = 32 << 20  # float32 bytes converted (and checked) per slice of rows while loading a set
+
+
+def set_engine(meta: dict) -> str | None:
+    """The engine that computed a set: its `engine` attribute; torch for extracted sets made before engines existed
+    (torch was the only one); None for features written by `write_features`."""
+    if meta.get("engine"):
+        return str(meta["engine"])
+    return None if meta.get("weights") == EXTERNAL else "torch"
 
 
 def _read_float32(ds, valid: np.ndarray) -> tuple[np.ndarray, int]:

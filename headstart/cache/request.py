@@ -35,19 +35,25 @@ class SamplesTable:
 class FeatureSetSpec:
     """One requested feature set: what computes it and how it is stored."""
 
-    name: str  # HDF5 name under /features; defaults to the backbone name at the CLI
-    backbone: str  # registry name
+    name: str  # HDF5 name under /features: backbones.names.feature_set_name(backbone, layer, pool)
+    backbone: str  # registry name with its provider prefix ("resnet18", "timm:resnet18")
     weights_tag: str  # "imagenet:<enum>", "random" or "file:<name>"
     weights_sha256: str  # "" for random weights
     preprocessing: dict  # Preprocessing.to_dict()
     dim: int  # feature dimension D
     fingerprint: str  # compute_fingerprint(...) of the fields above plus the table's manifest hash
     dtype: str = "float16"  # storage dtype: float16 halves the file; float32 on request
+    parts: dict = field(default_factory=dict)  # provider parts, non-default layer/pool, non-torch engine (hashed)
+    attrs: dict = field(default_factory=dict)  # descriptive scalar attributes (layer, pool, provider...), not hashed
 
     def identity(self) -> dict:
-        """The attributes the fingerprint is computed from, under their stored names (see `set_fingerprint`)."""
-        return {"backbone": self.backbone, "weights": self.weights_tag, "weights_sha256": self.weights_sha256,
-                "preprocessing": self.preprocessing}
+        """The attributes the fingerprint is computed from, under their stored names (see `set_fingerprint`).
+        `fingerprint_parts` is stored only when there are parts, as sets made before them have none."""
+        identity = {"backbone": self.backbone, "weights": self.weights_tag, "weights_sha256": self.weights_sha256,
+                    "preprocessing": self.preprocessing}
+        if self.parts:
+            identity["fingerprint_parts"] = self.parts
+        return identity
 
     def staged_entry(self) -> dict:
         """How the staging area's state.json describes this set; staged parts are resumed only when it matches."""
@@ -93,7 +99,8 @@ def _check_specs(specs: list[FeatureSetSpec], table: SamplesTable) -> None:
         raise ConfigError(f"feature set names repeat: {names}; give each -b a distinct name")
     for spec in specs:
         if not SET_NAME_RE.match(spec.name):
-            raise ConfigError(f"feature set name {spec.name!r} is not allowed; use letters, digits, '_', '-' or '.'")
+            raise ConfigError(f"feature set name {spec.name!r} is not allowed; use letters, digits, '_', '-', '.', "
+                              "':' or '+' (no '/')")
         if spec.dtype not in FEATURE_DTYPES:
             raise ConfigError(f"feature dtype {spec.dtype!r} is not supported; use one of {', '.join(FEATURE_DTYPES)}")
         if spec.dim <= 0:

@@ -70,4 +70,4 @@ def _kept_spec(path: Path, meta: dict, manifest: str) -> FeatureSetSpec:
                          f"from; run `headstart cache verify {path}`") from None
     return FeatureSetSpec(name=meta["name"], backbone=meta["backbone"], weights_tag=meta["weights"],
                           weights_sha256=meta["weights_sha256"], preprocessing=meta["preprocessing"], dim=meta["dim"],
-                          fingerprint=fingerprint, dtype=meta["dtype"])
+                          fingerprint=fingerprint, dtype=meta["dtype"], parts=meta.get("fingerprint_parts") or {})

@@ -8,8 +8,9 @@ import click
 
 from headstart.cli import Group
 
-_SET_COLUMNS = [("name", "set"), ("backbone", "backbone"), ("weights", "weights"), ("dim", "dim"), ("dtype", "dtype"),
-                ("complete", "complete"), ("ips", "img/s"), ("skipped", "skipped")]
+_SET_COLUMNS = [("name", "set"), ("backbone", "backbone"), ("layer", "layer"), ("pool", "pool"), ("engine", "engine"),
+                ("weights", "weights"), ("dim", "dim"), ("dtype", "dtype"), ("complete", "complete"), ("ips", "img/s"),
+                ("skipped", "skipped")]
 
 
 @click.group(cls=Group)
@@ -36,7 +37,8 @@ def info(cache_path: str, as_json: bool) -> None:
         by_class = summary["splits_by_class"].get(split, {})
         detail = ", ".join(f"{c} {n}" for c, n in by_class.items())
         click.echo(f"  {split:<5} {count:>7}  ({detail})")
-    rows = [{"name": s["name"], "backbone": str(s["backbone"]), "weights": str(s["weights"]), "dim": s["dim"],
+    rows = [{"name": s["name"], "backbone": str(s["backbone"]), "layer": s["layer"] or "-", "pool": s["pool"] or "-",
+             "engine": s["engine"] or "-", "weights": str(s["weights"]), "dim": s["dim"],
              "dtype": s["dtype"], "complete": "yes" if s["complete"] else "NO",
              "ips": fmt_value(s.get("images_per_second"), digits=1), "skipped": s.get("n_skipped", 0)}
             for s in summary["feature_sets"]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from headstart.backbones.names import POOLS
 from headstart.cli import Command
 from headstart.cli.options import extract_options
 
@@ -12,9 +13,16 @@ from headstart.cli.options import extract_options
 @click.argument("data", type=click.Path(path_type=str))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=str), help="Cache file to create or extend.")
 @click.option("-b", "--backbone", "backbones", multiple=True, default=("resnet18",), show_default=True,
-              help="Backbone to extract (repeat for several; one decode feeds all). See `headstart backbones`.")
+              help="Backbone to extract (repeat for several; one decode feeds all): NAME (torchvision), timm:NAME, "
+                   "xrv:NAME or hf:ORG/NAME. See `headstart backbones`.")
+@click.option("--pool", "pools", multiple=True, type=click.Choice(POOLS),
+              help="Pooling of the features (repeat for several; default: the backbone's own). Each (backbone, "
+                   "layer, pool) is its own feature set, all from one forward pass.")
+@click.option("--layer", "layers", multiple=True,
+              help="Intermediate block to read, e.g. layer3 or blocks.8 (repeat for several; default: final).")
 @extract_options
-def extract(data: str, output: str, backbones: tuple[str, ...], weights: str, image_size: int | None,
+def extract(data: str, output: str, backbones: tuple[str, ...], pools: tuple[str, ...], layers: tuple[str, ...],
+            engine: str, trust_remote_code: bool, weights: str, image_size: int | None,
             batch_size: int, device: str, precision: str, decode: str, workers: int | None, feature_dtype: str,
             val_fraction: float, test_fraction: float, group_pattern: str | None, seed: int,
             on_bad_image: str, overwrite: bool) -> None:
@@ -28,7 +36,8 @@ def extract(data: str, output: str, backbones: tuple[str, ...], weights: str, im
     from headstart.distributed import is_main
 
     result = run_extract(
-        data, output, backbones=list(backbones), weights=weights, image_size=image_size, batch_size=batch_size,
+        data, output, backbones=list(backbones), pools=list(pools), layers=list(layers), engine=engine,
+        trust_remote_code=trust_remote_code, weights=weights, image_size=image_size, batch_size=batch_size,
         device=device, precision=precision, decode=decode, workers=workers, feature_dtype=feature_dtype,
         val_fraction=val_fraction, test_fraction=test_fraction, group_pattern=group_pattern, seed=seed,
         on_bad_image=on_bad_image, overwrite=overwrite,

@@ -6,7 +6,7 @@ from typing import Callable
 
 import click
 
-from headstart.precision import PRECISIONS
+from headstart.precision import ENGINES, PRECISIONS
 
 F = Callable[..., object]
 
@@ -47,7 +47,8 @@ def weights_option(f: F) -> F:
         "--weights",
         default="imagenet",
         show_default=True,
-        help="imagenet (torchvision weights via the torch hub cache), random, or a PATH to a local state dict.",
+        help="imagenet (the provider's default pretrained weights, from its cache: torch hub, Hugging Face hub or "
+             "torchxrayvision's folder), random (seeded), or a PATH to a local state dict or .safetensors file.",
     )(f)
 
 
@@ -74,10 +75,12 @@ def split_options(f: F) -> F:
 def extract_options(f: F) -> F:
     """Every option of `headstart extract` but DATA, -o and -b: `screen` takes them all, with the same meaning.
 
-    The command receives weights, image_size, batch_size, device, precision, decode, workers, feature_dtype,
-    val_fraction, test_fraction, group_pattern, seed, on_bad_image and overwrite.
+    The command receives engine, trust_remote_code, weights, image_size, batch_size, device, precision, decode,
+    workers, feature_dtype, val_fraction, test_fraction, group_pattern, seed, on_bad_image and overwrite.
     """
     decorators = [
+        engine_option,
+        trust_remote_code_option,
         weights_option,
         image_size_option,
         click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
@@ -99,3 +102,20 @@ def extract_options(f: F) -> F:
     for decorate in reversed(decorators):
         f = decorate(f)
     return f
+
+
+def engine_option(f: F) -> F:
+    """`--engine`, shared by the commands that run a frozen backbone (extract, predict, screen)."""
+    return click.option(
+        "--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
+        help="What runs the frozen backbone. auto: onnxruntime on the CPU (an exported, verified ONNX graph, kept "
+             "beside the weights), torch on CUDA; torch: PyTorch eager. Recorded in the cache fingerprint.",
+    )(f)
+
+
+def trust_remote_code_option(f: F) -> F:
+    return click.option(
+        "--trust-remote-code", is_flag=True,
+        help="DANGER: let an hf: model run Python code from its Hugging Face repository (off by default; models "
+             "that need it are refused). Recorded in the cache fingerprint.",
+    )(f)

@@ -55,6 +55,13 @@ def max_abs_diff(a: Features, b: Features) -> float:
     return worst
 
 
+def feature_scale(features: Features) -> float:
+    """The largest absolute finite value over every output (0.0 when there is none)."""
+    arrays = features.values() if isinstance(features, dict) else [features]
+    finite = [np.abs(a[np.isfinite(a)]).max() for a in arrays if np.isfinite(a).any()]
+    return float(max(finite, default=0.0))
+
+
 def first_rows(features: Features, n: int) -> Features:
     """The first `n` rows of every output."""
     if isinstance(features, dict):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from headstart.backbones.names import check_layer, check_pool
 from headstart.cache.schema import FEATURE_DTYPES
 from headstart.data.types import SplitConfig
 from headstart.errors import ConfigError
-from headstart.precision import PRECISIONS
+from headstart.precision import ENGINES, PRECISIONS
 
 BAD_IMAGE_POLICIES = ("fail", "skip")
 DECODE_MODES = ("cpu", "device")
@@ -15,7 +16,13 @@ DECODE_MODES = ("cpu", "device")
 
 @dataclass
 class ExtractConfig:
-    backbones: list[str] = field(default_factory=lambda: ["resnet18"])  # each becomes /features/<name>
+    backbones: list[str] = field(default_factory=lambda: ["resnet18"])  # NAME, timm:NAME, xrv:NAME, hf:ORG/NAME
+    # Each (backbone, layer, pool) is one feature set, all from one forward pass per backbone. Empty: the default
+    # layer ("final") and pool ("default"), whose set is named after the backbone alone.
+    pools: list[str] = field(default_factory=list)  # default | cls | mean | gem | cls+mean
+    layers: list[str] = field(default_factory=list)  # module paths such as layer3 or blocks.8; "final" = the last
+    engine: str = "auto"  # auto: onnxruntime on the CPU when installed (fp32), torch on CUDA; see headstart.engines
+    trust_remote_code: bool = False  # hf: only; runs code from the model repository; recorded in the fingerprint
     weights: str = "imagenet"  # imagenet | random | path to a local state dict; never silently replaced
     image_size: int | None = None  # None: each backbone's own input size (224 for most)
     batch_size: int = 64  # images per forward pass; also the unit of resume
@@ -47,7 +54,14 @@ class ExtractConfig:
             (self.on_bad_image in BAD_IMAGE_POLICIES,
              f"--on-bad-image {self.on_bad_image!r} is invalid; expected {' or '.join(BAD_IMAGE_POLICIES)}"),
             (self.decode in DECODE_MODES, f"--decode {self.decode!r} is invalid; expected {' or '.join(DECODE_MODES)}"),
+            (self.engine in ENGINES, f"--engine {self.engine!r} is invalid; expected one of {', '.join(ENGINES)}"),
+            (len(set(self.pools)) == len(self.pools), f"--pool values repeat in {self.pools}; give each once"),
+            (len(set(self.layers)) == len(self.layers), f"--layer values repeat in {self.layers}; give each once"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        for pool in self.pools:
+            check_pool(pool)
+        for layer in self.layers:
+            check_layer(layer)

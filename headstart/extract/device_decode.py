@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 _DECODABLE_SOF = frozenset({0xC0, 0xC1, 0xC2})  # baseline, extended and progressive Huffman: what nvJPEG handles
+_READ_MODES = {3: ImageReadMode.RGB, 1: ImageReadMode.GRAY}  # Preprocessing.channels -> decode_jpeg's mode
 _TENSOR_INTERPOLATIONS = {"nearest": F.InterpolationMode.NEAREST, "bilinear": F.InterpolationMode.BILINEAR,
                           "bicubic": F.InterpolationMode.BICUBIC}
 
@@ -58,7 +59,7 @@ class PilFallback(Protocol):
     geometries: dict[str, Preprocessing]
 
     def decode_row(self, row: int) -> dict:
-        """One row through PIL: `{"row", "ok", "error", "meta", <geometry key>: (3, S, S) uint8}`."""
+        """One row through PIL: `{"row", "ok", "error", "meta", <geometry key>: (C, S, S) uint8}`."""
         ...
 
 
@@ -173,12 +174,12 @@ def collate_mixed(items: list[dict], *, geometries: dict[str, Preprocessing]) ->
     }
     for key, prep in geometries.items():
         batch[key] = (stack_channels_last([items[i][key] for i in pil_pos]) if pil_pos
-                      else torch.empty(0, 3, prep.input_size, prep.input_size, dtype=torch.uint8))
+                      else torch.empty(0, prep.channels, prep.input_size, prep.input_size, dtype=torch.uint8))
     return batch
 
 
 def resize_center_crop_tensor(images: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
-    """(N, 3, h, w) uint8 -> (N, 3, input_size, input_size): the geometry of `preprocess.resize_center_crop`."""
+    """(N, C, h, w) uint8 -> (N, C, input_size, input_size): the geometry of `preprocess.resize_center_crop`."""
     h, w = images.shape[-2:]
     new_w, new_h, left, top = crop_geometry(w, h, prep)
     if (new_w, new_h) != (w, h):
@@ -198,19 +199,24 @@ class DeviceJpegDecoder:
         self.n_fallback = 0  # JPEGs the device decoder refused, decoded by PIL in the main process
 
     def complete(self, batch: dict) -> dict:
-        """A collated mixed batch -> the plain batch the CPU path produces, with every crop on the device."""
+        """A collated mixed batch -> the plain batch the CPU path produces, with every crop on the device.
+
+        Each channel count the geometries need is decoded in its own mode: RGB, or GRAY for a grayscale
+        (torchxrayvision) crop, which for a grey JPEG is its own plane, as on the PIL path."""
         n = len(batch["row"])
         ok, error, meta = batch["ok"].clone(), list(batch["error"]), list(batch["meta"])
         out = {}
         for key, prep in self.images.geometries.items():
-            out[key] = torch.zeros(n, 3, prep.input_size, prep.input_size, dtype=torch.uint8, device=self.device)
+            out[key] = torch.zeros(n, prep.channels, prep.input_size, prep.input_size, dtype=torch.uint8,
+                                   device=self.device)
             if len(batch["pil_pos"]):
                 out[key][batch["pil_pos"].to(self.device)] = batch[key].to(self.device, non_blocking=True)
-        decoded = self._decode(batch["jpeg"])
+        modes = sorted({prep.channels for prep in self.images.geometries.values()}, reverse=True)
+        decoded = {c: self._decode(batch["jpeg"], _READ_MODES[c]) for c in modes}
         by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for k, (pos, image) in enumerate(zip(batch["jpeg_pos"].tolist(), decoded)):
-            if image is not None:
-                by_shape[tuple(image.shape[-2:])].append(k)
+        for k, pos in enumerate(batch["jpeg_pos"].tolist()):
+            if all(decoded[c][k] is not None for c in modes):
+                by_shape[tuple(decoded[modes[0]][k].shape[-2:])].append(k)
                 continue
             self.n_fallback += 1  # PIL gives the crops, or the one-line error naming the file
             item = self.images.decode_row(int(batch["row"][pos]))
@@ -218,33 +224,33 @@ class DeviceJpegDecoder:
             for key in self.images.geometries:
                 out[key][pos] = item[key].to(self.device)
         for ks in by_shape.values():  # images of one size are resized together
-            stacked = torch.stack([decoded[k] for k in ks])
+            stacked = {c: torch.stack([decoded[c][k] for k in ks]) for c in modes}
             where = batch["jpeg_pos"][ks].to(self.device)
             for key, prep in self.images.geometries.items():
-                out[key][where] = resize_center_crop_tensor(stacked, prep)
-            for k, phash in zip(ks, device_hashes(stacked)):
+                out[key][where] = resize_center_crop_tensor(stacked[prep.channels], prep)
+            for k, phash in zip(ks, device_hashes(stacked[modes[0]])):
                 pos = int(batch["jpeg_pos"][k])
                 meta[pos] = imagemeta.to_text(replace(imagemeta.from_text(meta[pos]), phash=phash))
             self.n_device += len(ks)
         return {"row": batch["row"], "ok": ok, "error": error, "meta": meta, **out}
 
-    def _decode(self, blobs: list[torch.Tensor]) -> list[torch.Tensor | None]:
+    def _decode(self, blobs: list[torch.Tensor], mode: ImageReadMode) -> list[torch.Tensor | None]:
         """One batched decode; when it fails, file by file, so one refused file costs only itself."""
         if not blobs:
             return []
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torchvision\.io")
-            return self._decode_batch(blobs)
+            return self._decode_batch(blobs, mode)
 
-    def _decode_batch(self, blobs: list[torch.Tensor]) -> list[torch.Tensor | None]:
+    def _decode_batch(self, blobs: list[torch.Tensor], mode: ImageReadMode) -> list[torch.Tensor | None]:
         try:
-            return list(decode_jpeg(blobs, device=self.device, mode=ImageReadMode.RGB))
+            return list(decode_jpeg(blobs, device=self.device, mode=mode))
         except RuntimeError:
             pass
         images: list[torch.Tensor | None] = []
         for blob in blobs:
             try:
-                images.append(decode_jpeg(blob, device=self.device, mode=ImageReadMode.RGB))
+                images.append(decode_jpeg(blob, device=self.device, mode=mode))
             except RuntimeError as exc:
                 log.debug("decode_jpeg refused a file (%s); decoding it with PIL", exc)
                 images.append(None)

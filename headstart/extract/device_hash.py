@@ -43,13 +43,15 @@ def box_coefficients(in_size: int, out_size: int = HASH_INPUT) -> np.ndarray:
 
 
 def device_hashes(images: torch.Tensor) -> list[int]:
-    """64-bit hashes of (N, 3, h, w) uint8 RGB images of one size, on their device."""
+    """64-bit hashes of (N, 3, h, w) uint8 RGB images (or (N, 1, h, w) grey planes) of one size, on their device."""
     if images.shape[0] == 0:
         return []
     h, w = images.shape[-2:]
     rgb = images.to(torch.int32)
-    # PIL's RGB -> L: (R*19595 + G*38470 + B*7471 + 0x8000) >> 16
-    gray = ((rgb[:, 0] * 19595 + rgb[:, 1] * 38470 + rgb[:, 2] * 7471 + 0x8000) >> 16).to(torch.float64)
+    if rgb.shape[1] == 1:  # already the grey plane (a GRAY-mode decode)
+        gray = rgb[:, 0].to(torch.float64)
+    else:  # PIL's RGB -> L: (R*19595 + G*38470 + B*7471 + 0x8000) >> 16
+        gray = ((rgb[:, 0] * 19595 + rgb[:, 1] * 38470 + rgb[:, 2] * 7471 + 0x8000) >> 16).to(torch.float64)
     kw = torch.from_numpy(box_coefficients(int(w))).to(images.device)
     kh = torch.from_numpy(box_coefficients(int(h))).to(images.device)
     wide = _round_pass(gray @ kw.T)  # (N, h, 32): PIL resizes horizontally first, into 8-bit pixels

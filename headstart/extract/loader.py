@@ -23,16 +23,19 @@ from headstart.extract.preprocess import stack_channels_last, to_uint8_tensor
 
 
 def geometry_key(prep: Preprocessing) -> str:
-    """Backbones that share a geometry share one decoded tensor; normalisation stays per backbone."""
-    return f"{prep.input_size}-{prep.resize_size}-{prep.interpolation}"
+    """Backbones that share a geometry share one decoded tensor; normalisation stays per backbone. The channel
+    count is part of it: a grayscale (torchxrayvision) crop and an RGB crop of one size are different tensors."""
+    return f"{prep.input_size}-{prep.resize_size}-{prep.interpolation}-{prep.channels}"
 
 
 class DecodedImages(Dataset):
     """Rows of a data set, decoded once and cropped for each distinct backbone geometry."""
 
     def __init__(self, source: ImageSource, samples: list[Sample], rows: np.ndarray, preps: list[Preprocessing], *,
-                 decode: str = "cpu"):
+                 decode: str = "cpu", decoded: dict[int, dict] | None = None):
         self.source = source
+        # Rows already decoded (the engine check's probe, see extract.features.probe_images): never decoded twice.
+        self.decoded = decoded or {}
         self.decode = decode  # cpu: PIL decodes everything here; device: plain JPEGs leave as bytes
         self.samples = samples
         self.rows = np.asarray(rows, dtype=np.int64)
@@ -45,6 +48,8 @@ class DecodedImages(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         row = int(self.rows[i])
+        if row in self.decoded:
+            return self.decoded[row]
         if self.decode == "device":
             item = jpeg_item(self.source, self.samples[row], row)
             if item is not None:
@@ -59,7 +64,7 @@ class DecodedImages(Dataset):
         sample = self.samples[row]
         decoded, error = loading.decode_or_error(sample, lambda: self._crops(sample))
         if decoded is None:  # placeholders keep the batch stackable; the row is marked not ok
-            decoded = ({key: torch.zeros(3, p.input_size, p.input_size, dtype=torch.uint8)
+            decoded = ({key: torch.zeros(p.channels, p.input_size, p.input_size, dtype=torch.uint8)
                         for key, p in self.geometries.items()}, "")
         crops, meta = decoded
         return {"row": row, "ok": not error, "error": error, "meta": meta, **crops}

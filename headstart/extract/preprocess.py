@@ -59,9 +59,16 @@ def grey_band(img: Image.Image) -> Image.Image | None:
 
 
 def to_uint8_tensor(img: Image.Image, prep: Preprocessing) -> torch.Tensor:
-    """PIL image -> (3, input_size, input_size) uint8 tensor, channels-last in memory (see the module notes)."""
+    """PIL image -> (C, input_size, input_size) uint8 tensor, channels-last in memory (see the module notes).
+
+    C is `prep.channels`: 3 (RGB) or 1, the grayscale plane a torchxrayvision model reads. A grey original gives
+    its own band (never three equal channels averaged back); a colour image its luma (`convert("L")`).
+    """
     band = grey_band(img)
-    if band is not None:
+    if prep.channels == 1:
+        arr = np.array(resize_center_crop(band if band is not None else img.convert("L"), prep), dtype=np.uint8)
+        arr = arr[:, :, None]
+    elif band is not None:
         arr = np.asarray(resize_center_crop(band, prep), dtype=np.uint8)
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     else:
@@ -70,16 +77,20 @@ def to_uint8_tensor(img: Image.Image, prep: Preprocessing) -> torch.Tensor:
 
 
 def stack_channels_last(images: list[torch.Tensor]) -> torch.Tensor:
-    """(3, S, S) uint8 crops -> (B, 3, S, S) channels-last: a plain copy of each HWC crop, no transpose."""
+    """(C, S, S) uint8 crops -> (B, C, S, S) channels-last: a plain copy of each HWC crop, no transpose."""
     return default_collate([t.permute(1, 2, 0) for t in images]).permute(0, 3, 1, 2)
 
 
-def normalize_batch(batch: torch.Tensor, prep: Preprocessing, *, device: torch.device | str) -> torch.Tensor:
-    """(B, 3, H, W) uint8 -> normalised float32 on `device`, channels_last (1.5-2x faster convs on CPU).
+def normalize_batch(batch: torch.Tensor, prep: Preprocessing, *, device: torch.device | str,
+                    channels_last: bool = True) -> torch.Tensor:
+    """(B, C, H, W) uint8 -> normalised float32 on `device`, channels_last (1.5-2x faster convs in torch on CPU).
 
     The layout change happens on the uint8 tensor (a no-op for the loaders' channels-last batches) and the
-    arithmetic in place, so the float batch is written once and read twice, not copied three times."""
-    x = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last).float()
-    mean = torch.tensor(prep.mean, device=x.device).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(prep.std, device=x.device).view(1, 3, 1, 1) * 255.0
+    arithmetic in place, so the float batch is written once and read twice, not copied three times.
+    `channels_last=False` gives a contiguous NCHW batch instead (onnxruntime's layout: it would copy otherwise)."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    x = batch.to(device, non_blocking=True).contiguous(memory_format=layout).float()
+    shape = (1, len(prep.mean), 1, 1)  # one value per channel: (1, 3, 1, 1), or (1, 1, 1, 1) for grayscale
+    mean = torch.tensor(prep.mean, device=x.device).view(shape) * 255.0
+    std = torch.tensor(prep.std, device=x.device).view(shape) * 255.0
     return x.sub_(mean).div_(std)

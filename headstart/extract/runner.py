@@ -1,13 +1,16 @@
 """Stage one: run every requested frozen backbone once over the data set and cache the pooled features.
 
-The loop is deliberately plain: decode (workers) -> normalise on device -> forward each backbone under
-`inference_mode` -> stage the batch durably. All persistence, resume and atomic publication live in
-`headstart.cache` (writer, stager, publisher), so this module only decides *what* to compute.
+The loop is deliberately plain: decode (workers) -> `features.compute_features` (normalise, one forward pass of
+each backbone's engine giving all its (layer, pool) sets) -> stage the batch durably. Which engine computes each
+set is settled before the cache is planned (`sets.settle_engine`), so a fingerprint always names the engine that
+ran. All persistence, resume and atomic publication live in `headstart.cache` (writer, stager, publisher), so
+this module only decides *what* to compute.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,23 +20,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from headstart.backbones.registry import create_backbone
+from headstart.backbones.sanity import EmbeddingStats
 from headstart.backbones.weights import rebuild_attrs
-from headstart.backbones.types import Backbone
-from headstart.cache.fingerprint import compute_fingerprint
+from headstart.cache.lock import WriterLock
 from headstart.cache.request import CacheRequest, FeatureSetSpec, SamplesTable
+from headstart.cache.schema import lock_path
 from headstart.cache.stager import Stager, WriteBehind
 from headstart.cache.writer import CacheWriter, plan_for
 from headstart.data.dataset import build_dataset, manifest_hash
 from headstart.data.imagemeta import from_text
 from headstart.data.types import Dataset
-from headstart.device import (
-    autocast_dtype,
-    cudnn_benchmark,
-    default_workers,
-    precision_name,
-    resolve_device,
-)
+from headstart.device import autocast_dtype, cudnn_benchmark, default_workers, resolve_device
 from headstart.distributed import (
     DistInfo,
     all_gather_object,
@@ -43,11 +40,14 @@ from headstart.distributed import (
     require_same_request,
     same_outcome,
 )
-from headstart.errors import CacheError, DataError
+from headstart.engines import choose_engine, onnx_installed
+from headstart.errors import CacheError, ConfigError, DataError, DependencyError
 from headstart.extract.config import ExtractConfig
 from headstart.extract.device_decode import DeviceJpegDecoder, check_device_resizable
-from headstart.extract.loader import DecodedImages, geometry_key, make_loader
-from headstart.extract.forward import forward_features, prepare_model
+from headstart.extract.features import (FeatureModel, attach_engine, build_feature_models, compute_features,
+                                       probe_batch, probe_images)
+from headstart.extract.loader import DecodedImages, make_loader
+from headstart.extract.sets import ENGINE_NAMES, feature_spec, settle_engine, stored_engines
 from headstart.versions import collect_versions
 
 log = logging.getLogger(__name__)
@@ -87,28 +87,6 @@ def samples_table(dataset: Dataset, *, data: str, config: ExtractConfig) -> Samp
     )
 
 
-def feature_spec(backbone: Backbone, *, table: SamplesTable, dtype: str, decode: str = "cpu") -> FeatureSetSpec:
-    prep = backbone.preprocessing.to_dict()
-    if decode != "cpu":  # its resampling differs slightly from PIL's; cpu-mode fingerprints stay as they were
-        prep["decode"] = decode
-    return FeatureSetSpec(
-        name=backbone.name,
-        backbone=backbone.name,
-        weights_tag=backbone.weights_tag,
-        weights_sha256=backbone.weights_sha256,
-        preprocessing=prep,
-        dim=backbone.num_features,
-        dtype=dtype,
-        fingerprint=compute_fingerprint(
-            backbone=backbone.name,
-            weights_tag=backbone.weights_tag,
-            weights_sha256=backbone.weights_sha256,
-            preprocessing=prep,
-            manifest_hash=table.manifest_hash,
-        ),
-    )
-
-
 def run_extract(*, data: str, output: str, config: ExtractConfig) -> ExtractResult:
     """Extract every backbone in `config` over `data` into the cache at `output` (resumable, atomic).
 
@@ -126,15 +104,20 @@ def run_extract(*, data: str, output: str, config: ExtractConfig) -> ExtractResu
     out.parent.mkdir(parents=True, exist_ok=True)
 
     # Backbones first: an unknown name or missing weights should fail before the data set is scanned.
-    backbones = [
-        create_backbone(name, weights=config.weights, image_size=config.image_size, seed=config.seed)
-        for name in config.backbones
-    ]
+    if config.trust_remote_code:
+        log.warning("--trust-remote-code: Hugging Face models may run code from their repository in this process")
+    models = build_feature_models(config.backbones, weights=config.weights, image_size=config.image_size,
+                                  seed=config.seed, pools=config.pools, layers=config.layers,
+                                  trust_remote_code=config.trust_remote_code)
     dataset = build_dataset(data, split_config=config.split, find_duplicates=job.is_main)  # rank 0 records it
     table = samples_table(dataset, data=data, config=config)
     if config.decode == "device":
-        check_device_resizable({b.name: b.preprocessing for b in backbones})
-    specs = [feature_spec(b, table=table, dtype=config.feature_dtype, decode=config.decode) for b in backbones]
+        check_device_resizable({m.name: m.backbone.preprocessing for m in models})
+    workers = default_workers(device) if config.workers is None else config.workers
+    if job.is_main:  # another writer at work: say so before exporting or checking any engine
+        WriterLock(lock_path(out), target=out).check_free()
+    specs, probed = _settle_engines(models, out, table, dataset, config=config, device=device, amp_dtype=amp_dtype,
+                                    workers=workers)
     if job.distributed:
         require_same_request({"data": data, "output": output, **asdict(config),
                               "fingerprints": [s.fingerprint for s in specs]})
@@ -150,7 +133,9 @@ def run_extract(*, data: str, output: str, config: ExtractConfig) -> ExtractResu
     result.already_done = [s.name for s in specs if s.name not in planned.todo]
     for name in result.already_done:
         log.info("feature set %s is already complete in %s (same fingerprint); skipping it", name, out)
-    todo = [b for b in backbones if b.name in planned.todo]
+    todo = [m for m in models if any(name in planned.todo for name in m.set_names)]
+    for m in todo:
+        m.keep = tuple(name for name in m.set_names if name in planned.todo)
     if not todo:
         with same_outcome():
             if job.is_main:
@@ -171,8 +156,11 @@ def run_extract(*, data: str, output: str, config: ExtractConfig) -> ExtractResu
             log.info("resuming: %d of %d images already staged", len(table.ids) - len(rows), len(table.ids))
         shard = np.array_split(rows, job.world_size)[job.rank]  # contiguous blocks; may be empty
         with same_outcome():
-            mine = _extract_rows(shard, stager=stager, dataset=dataset, todo=todo, device=device, amp_dtype=amp_dtype,
-                                 config=config, job=job)
+            unused = {m.geometry for m in models} - {m.geometry for m in todo}  # crops no todo backbone reads
+            decoded = {row: {k: v for k, v in item.items() if k not in unused} for row, item in probed.items()
+                       if config.decode == "cpu"}  # the probe decoded with PIL: --decode device decodes them again
+            mine = _extract_rows(shard, stager=stager, dataset=dataset, todo=todo, device=device, workers=workers,
+                                 config=config, job=job, decoded=decoded)
         shards = all_gather_object(mine)
         # Ranks start their loops together (right after the broadcast), so the job's loop time is the slowest one's.
         seconds = max(s.seconds for s in shards)
@@ -181,14 +169,64 @@ def run_extract(*, data: str, output: str, config: ExtractConfig) -> ExtractResu
             if job.is_main:
                 if job.distributed:
                     _collect_shards(stager)
-                stats = _stats(todo, shards, device=device, amp_dtype=amp_dtype, config=config, n_rows=len(rows),
-                               seconds=seconds, world_size=job.world_size)
+                stats = _stats(todo, shards, device=device, config=config, n_rows=len(rows), seconds=seconds,
+                               world_size=job.world_size)
                 # Skipped images of earlier (interrupted) sessions are staged with valid=False; the writer knows them.
                 writer.finish(stats=stats, skipped=skipped)
     barrier()  # every rank returns after the cache exists
-    result.extracted = [b.name for b in todo]
+    result.extracted = [name for m in todo for name in m.keep]
     result.n_images, result.seconds, result.skipped = len(rows), seconds, skipped
     return result
+
+
+def _settle_engines(models: list[FeatureModel], out: Path, table: SamplesTable, dataset: Dataset, *,
+                    config: ExtractConfig, device: torch.device, amp_dtype: torch.dtype | None,
+                    workers: int) -> tuple[list[FeatureSetSpec], dict[int, dict]]:
+    """Give each backbone with sets left to compute its engine (see `sets`); return every set's spec, named after
+    the engine that computes (or computed) it, and the rows decoded to check an onnxruntime engine on."""
+    choice = choose_engine(config.engine, device, amp_dtype=amp_dtype, onnx_available=onnx_installed())
+    usable = {choice.name} | {e for e in ENGINE_NAMES if _usable(e, device, amp_dtype)}
+    by_engine = {e: {o.name: feature_spec(m.backbone, o, e, table=table, dtype=config.feature_dtype,
+                                          decode=config.decode) for m in models for o in m.outputs}
+                 for e in ENGINE_NAMES}
+    stored = stored_engines(out, table, by_engine)
+    settled = {m.name: settle_engine(config.engine, choice.name, {n: stored[n] for n in m.set_names}, usable=usable,
+                                     overwrite=config.overwrite, where=str(out)) for m in models}
+    tentative = [by_engine[s.reused.get(o.name) or s.engine][o.name] for m in models for o in m.outputs
+                 for s in [settled[m.name]]]
+    plan_for(CacheRequest.of(out, table, tentative, overwrite=config.overwrite))  # refusals come before any export
+    probed, probe = {}, None
+    if any(s.engine == "onnxruntime" for s in settled.values()):
+        probed = probe_images(dataset, models)
+        probe = probe_batch(probed, models)
+    specs = []
+    for m in models:
+        s = settled[m.name]
+        if s.engine is not None:
+            attach_engine(m, s.engine, device, amp_dtype=amp_dtype, workers=workers, probe=probe)
+            _log_engine(m, s.reason or choice.reason)
+        specs += [by_engine[s.reused.get(o.name) or m.engine.name][o.name] for o in m.outputs]
+    return specs, probed
+
+
+def _usable(engine: str, device: torch.device, amp_dtype: torch.dtype | None) -> bool:
+    try:
+        return choose_engine(engine, device, amp_dtype=amp_dtype, onnx_available=onnx_installed()).name == engine
+    except (ConfigError, DependencyError):
+        return False
+
+
+def _log_engine(m: FeatureModel, reason: str) -> None:
+    """The one line saying which engine computes a backbone's sets, and why."""
+    info = m.engine.describe()
+    notes = [reason]
+    if info.get("onnx_exported"):
+        notes.append(f"graph exported once in {info['onnx_export_seconds']:.1f} s")
+    if "onnx_max_abs_diff" in info and not info.get("onnx_fallback"):
+        notes.append(f"first rows within {info['onnx_max_abs_diff']:.1g} of torch")
+    if info.get("onnx_fallback"):
+        notes.append(f"onnxruntime fell back: {info['onnx_fallback']}")
+    log.info("%s: engine %s (%s)", m.name, m.engine.tag, "; ".join(n for n in notes if n))
 
 
 @dataclass
@@ -199,16 +237,18 @@ class ShardResult:
     forward_seconds: dict[str, float]  # per backbone: normalise + forward + copy back (device synchronised)
     seconds: float  # this rank's loop wall time
     skipped: list[str]  # ids of bad images skipped by this rank
+    input_range: dict[str, tuple[float, float]] = field(default_factory=dict)  # per backbone: what it was fed
+    stats: dict[str, EmbeddingStats] = field(default_factory=dict)  # per set: the sanity tallies of its rows
 
 
-def _extract_rows(rows: np.ndarray, *, stager: Stager, dataset: Dataset, todo: list[Backbone],
-                  device: torch.device, amp_dtype: torch.dtype | None, config: ExtractConfig,
-                  job: DistInfo) -> ShardResult:
-    """Decode `rows` once, run every backbone in `todo` on them and stage the features batch by batch."""
-    models = {b.name: prepare_model(b.module, device) for b in todo}
-    workers = default_workers(device) if config.workers is None else config.workers
-    images = DecodedImages(dataset.source, dataset.samples, rows, [b.preprocessing for b in todo],
-                           decode=config.decode)
+def _extract_rows(rows: np.ndarray, *, stager: Stager, dataset: Dataset, todo: list[FeatureModel],
+                  device: torch.device, workers: int, config: ExtractConfig, job: DistInfo,
+                  decoded: dict[int, dict]) -> ShardResult:
+    """Decode `rows` once, compute every wanted set of `todo` on them and stage the features batch by batch;
+    `decoded` holds rows the engine check already decoded."""
+    mine = set(rows.tolist()) if decoded else set()
+    images = DecodedImages(dataset.source, dataset.samples, rows, [m.backbone.preprocessing for m in todo],
+                           decode=config.decode, decoded={row: item for row, item in decoded.items() if row in mine})
     loader = make_loader(images, batch_size=config.batch_size, workers=workers if len(rows) > config.batch_size else 0,
                          pin_memory=device.type == "cuda")
     decoder = DeviceJpegDecoder(images, device=device) if config.decode == "device" else None
@@ -216,11 +256,10 @@ def _extract_rows(rows: np.ndarray, *, stager: Stager, dataset: Dataset, todo: l
         log.warning("--decode device on %s decodes JPEGs with torchvision's libjpeg-turbo in the main process; "
                     "it is meant for CUDA (nvJPEG), where CPU decode limits throughput", device)
     skipped: list[str] = []
-    desc = f"extract {'+'.join(b.name for b in todo)}"
+    desc = f"extract {'+'.join(m.name for m in todo)}"
     if job.distributed:
         desc += f" (rank 0 of {job.world_size})"
     bar = tqdm(total=len(rows), unit="img", desc=desc, disable=None if job.is_main else True)
-    forward_seconds = {b.name: 0.0 for b in todo}
     start = time.perf_counter()
     # every batch has one shape: cuDNN may pick kernels; batches are staged while the next one is computed
     with torch.inference_mode(), cudnn_benchmark(device), WriteBehind(stager) as staged:
@@ -233,14 +272,7 @@ def _extract_rows(rows: np.ndarray, *, stager: Stager, dataset: Dataset, todo: l
                     raise DataError(f"{batch['error'][j]}; fix or remove the file, or pass --on-bad-image skip")
                 skipped.append(dataset.samples[int(batch["row"][j])].id)
                 log.warning("skipping bad image: %s", batch["error"][j])
-            feats = {}
-            for b in todo:
-                t0 = time.perf_counter()
-                crops = batch[geometry_key(b.preprocessing)]
-                feats[b.name] = forward_features(models[b.name], crops, b.preprocessing, device=device,
-                                                 amp_dtype=amp_dtype).numpy()  # synchronised: honest timing
-                feats[b.name][~ok] = 0.0
-                forward_seconds[b.name] += time.perf_counter() - t0
+            feats = compute_features(todo, batch, device=device, valid=ok)
             staged.write_batch(batch["row"].numpy(), feats, ok, meta=[from_text(t) for t in batch["meta"]])
             bar.update(len(ok))
     if device.type == "cuda":
@@ -250,8 +282,10 @@ def _extract_rows(rows: np.ndarray, *, stager: Stager, dataset: Dataset, todo: l
         log.info("--decode device: %d images decoded on %s, %d refused by decode_jpeg and decoded by PIL, "
                  "%d others (not plain JPEGs) decoded by PIL in the workers", decoder.n_device, device,
                  decoder.n_fallback, len(rows) - decoder.n_device - decoder.n_fallback)
-    return ShardResult(n_rows=len(rows), forward_seconds=forward_seconds, seconds=time.perf_counter() - start,
-                       skipped=skipped)
+    return ShardResult(n_rows=len(rows), forward_seconds={m.name: m.forward_seconds for m in todo},
+                       seconds=time.perf_counter() - start, skipped=skipped,
+                       input_range={m.name: m.input_range for m in todo},
+                       stats={name: m.stats.get(name, EmbeddingStats()) for m in todo for name in m.wanted()})
 
 
 def _collect_shards(stager: Stager) -> None:
@@ -265,42 +299,55 @@ def _collect_shards(stager: Stager) -> None:
         )
 
 
-def _stats(todo: list[Backbone], shards: list[ShardResult], *, device: torch.device, amp_dtype: torch.dtype | None,
-           config: ExtractConfig, n_rows: int, seconds: float, world_size: int) -> dict[str, dict]:
-    """Per-set statistics of the whole job, timed by the slowest rank's loop.
+def _stats(todo: list[FeatureModel], shards: list[ShardResult], *, device: torch.device, config: ExtractConfig,
+           n_rows: int, seconds: float, world_size: int) -> dict[str, dict]:
+    """Per-set statistics of the whole job, timed by the slowest rank's loop; the engine and sanity attributes.
 
-    Each set is charged its own forward time plus an equal share of the shared decode/write time, so a set's
-    `seconds` is what extracting it would cost, and the sets of one run sum to the loop time. With several ranks
-    the forward time is the ranks' sum divided by the world size (they ran side by side); the raw sum is kept as
-    `forward_seconds` (device-seconds) next to `world_size`.
+    Each backbone is charged its own forward time plus an equal share of the shared decode/write time, so the
+    backbones of one run sum to the loop time. Every set of a backbone records the backbone's whole time, what
+    extracting it would cost (they come from one forward pass; `sets_per_forward` says how many shared it). With
+    several ranks the forward time is the ranks' sum divided by the world size (they ran side by side); the raw
+    sum is kept as `forward_seconds` (device-seconds) next to `world_size`.
     """
-    forward_sum = {b.name: sum(s.forward_seconds[b.name] for s in shards) for b in todo}
+    forward_sum = {m.name: sum(s.forward_seconds[m.name] for s in shards) for m in todo}
     forward_wall = {name: t / world_size for name, t in forward_sum.items()}
     shared = max(0.0, seconds - sum(forward_wall.values())) / len(todo)
     device_name = str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})"
     if world_size > 1:
         device_name += f" x {world_size} ranks"
-    return {
-        b.name: {
-            "device": device_name,
-            "seconds": forward_wall[b.name] + shared,
-            "loop_seconds": seconds,
-            "forward_seconds": forward_sum[b.name],
-            "images_per_second": n_rows / (forward_wall[b.name] + shared) if seconds > 0 else 0.0,
-            "precision": precision_name(amp_dtype),
-            "batch_size": config.batch_size,
-            "world_size": world_size,
-            "versions": collect_versions(),
-            **rebuild_attrs(b, seed=config.seed),  # what `predict` needs to rebuild random weights exactly
-        }
-        for b in todo
-    }
+    out = {}
+    for m in todo:
+        m.input_range = (min(s.input_range[m.name][0] for s in shards), max(s.input_range[m.name][1] for s in shards))
+        engine = m.engine.describe()
+        for name in m.wanted():
+            m.stats[name] = EmbeddingStats()
+            for shard in shards:
+                m.stats[name].merge(shard.stats[name])
+            sanity, warnings = m.sanity(name)
+            for warning in warnings:
+                log.warning("%s", warning)
+            out[name] = {
+                "device": device_name,
+                "seconds": forward_wall[m.name] + shared,
+                "loop_seconds": seconds,
+                "forward_seconds": forward_sum[m.name],
+                "images_per_second": n_rows / (forward_wall[m.name] + shared) if seconds > 0 else 0.0,
+                "batch_size": config.batch_size,
+                "world_size": world_size,
+                "sets_per_forward": len(m.wanted()),
+                "versions": collect_versions(),
+                **engine,  # engine, engine_version, precision, and onnxruntime's graph/threads/check
+                "sanity": json.dumps({**sanity, "warnings": warnings}, sort_keys=True),
+                **rebuild_attrs(m.backbone, seed=config.seed),  # what `predict` needs to rebuild random weights
+            }
+    return out
 
 
-def extract_rows(rows: np.ndarray, *, stager: Stager, dataset: Dataset, backbones: list[Backbone],
+def extract_rows(rows: np.ndarray, *, stager: Stager, dataset: Dataset, models: list[FeatureModel],
                  device: torch.device, config: ExtractConfig) -> ShardResult:
-    """Decode `rows` once and stage every backbone's features for them, in this one process: the loop of
-    `run_extract`, for a caller that chooses the rows itself (`headstart screen`'s rounds)."""
-    return _extract_rows(np.asarray(rows, dtype=np.int64), stager=stager, dataset=dataset, todo=backbones,
-                         device=device, amp_dtype=autocast_dtype(config.precision, device), config=config,
-                         job=DistInfo())
+    """Decode `rows` once and stage every model's wanted sets for them, in this one process: the loop of
+    `run_extract`, for a caller that chooses the rows itself (`headstart screen`'s rounds). The models carry
+    their engines (`attach_engine`)."""
+    workers = default_workers(device) if config.workers is None else config.workers
+    return _extract_rows(np.asarray(rows, dtype=np.int64), stager=stager, dataset=dataset, todo=models,
+                         device=device, workers=workers, config=config, job=DistInfo(), decoded={})

@@ -75,7 +75,7 @@ class SplitImages(TorchDataset):
 
         image, error = loading.decode_or_error(sample, decode)
         if image is None:  # a placeholder keeps the batch stackable; the error stops the run in the main process
-            image = torch.zeros(3, self.prep.input_size, self.prep.input_size, dtype=torch.uint8)
+            image = torch.zeros(self.prep.channels, self.prep.input_size, self.prep.input_size, dtype=torch.uint8)
         return image, sample.label, position, error
 
 

@@ -20,13 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from headstart.backbones.registry import create_backbone
 from headstart.backbones.weights import rebuild_attrs
 from headstart.cache.reader import FeatureCache
 from headstart.cache.writer import CacheWriter
 from headstart.data.dataset import build_dataset
 from headstart.data.types import Dataset
-from headstart.device import autocast_dtype, precision_name, resolve_device
+from headstart.device import autocast_dtype, default_workers, resolve_device
 from headstart.distributed import env_info
 from headstart.errors import CacheError, ConfigError, DataError
 from headstart.evaluation.bootstrap import bootstrap_ci
@@ -34,7 +33,10 @@ from headstart.evaluation.records import jsonable
 from headstart.evaluation.selection import best_index, val_score
 from headstart.evaluation.timing import Timer
 from headstart.extract.config import ExtractConfig
-from headstart.extract.runner import extract_rows, feature_spec, samples_table
+from headstart.engines import choose_engine, onnx_installed
+from headstart.extract.features import FeatureModel, attach_engine, build_feature_models, probe_batch, probe_images
+from headstart.extract.runner import extract_rows, samples_table
+from headstart.extract.sets import feature_spec
 from headstart.heads import HEADS, SWEEP_NAMES
 from headstart.heads.fitting import FitSettings, Rows, run_sweep
 from headstart.heads.sweep import get_sweep
@@ -91,7 +93,7 @@ class _Race:
     out: Path
     dataset: Dataset
     table: object  # the cache's SamplesTable
-    backbones: dict  # name -> Backbone
+    backbones: dict  # name -> FeatureModel (the backbone with its engine)
     specs: dict  # name -> FeatureSetSpec
     device: object
     pool: np.ndarray  # cache rows of train and val
@@ -115,11 +117,14 @@ def run_screen(*, data: str, output: str | Path, config: ScreenConfig) -> Screen
         raise DataError(f"output {out} is a directory; expected a cache file path such as {out / 'features.h5'}")
     out.parent.mkdir(parents=True, exist_ok=True)
     device = resolve_device(ex.device)
-    built = [create_backbone(name, weights=ex.weights, image_size=ex.image_size, seed=ex.seed) for name in ex.backbones]
-    backbones = {b.name: b for b in built}  # by full name (with provider prefix), as the feature sets are named
+    built = build_feature_models(ex.backbones, weights=ex.weights, image_size=ex.image_size, seed=ex.seed,
+                                 trust_remote_code=ex.trust_remote_code)  # each candidate's own feature, one set
+    backbones = {m.name: m for m in built}  # by full name (with provider prefix), as the feature sets are named
     dataset = build_dataset(data, split_config=ex.split, find_duplicates=True)
     table = samples_table(dataset, data=data, config=ex)
-    specs = {b.name: feature_spec(b, table=table, dtype=ex.feature_dtype, decode=ex.decode) for b in backbones.values()}
+    _attach_engines(built, dataset, ex, device)
+    specs = {m.name: feature_spec(m.backbone, m.outputs[0], m.engine.name, table=table, dtype=ex.feature_dtype,
+                                  decode=ex.decode) for m in built}
     pool = np.flatnonzero(np.isin(np.asarray(table.splits), ["train", "val"]))
     race = _Race(config, out, dataset, table, backbones, specs, device, pool, {name: 0.0 for name in backbones})
 
@@ -138,6 +143,18 @@ def run_screen(*, data: str, output: str | Path, config: ScreenConfig) -> Screen
                        .encode("utf-8"))
     log.info("screen: %s survive of %s; wrote %s and %s", ", ".join(survivors), ", ".join(ex.backbones), out, target)
     return ScreenResult(out, target, survivors, document)
+
+
+def _attach_engines(models: list[FeatureModel], dataset: Dataset, ex: ExtractConfig, device) -> None:
+    """Each candidate's engine, as `extract` picks it: onnxruntime is checked on the data set's first real images
+    before any set is named after it, and falls back to torch (one warning line) when it disagrees."""
+    amp_dtype = autocast_dtype(ex.precision, device)
+    choice = choose_engine(ex.engine, device, amp_dtype=amp_dtype, onnx_available=onnx_installed())
+    probe = probe_batch(probe_images(dataset, models), models) if choice.name == "onnxruntime" else None
+    workers = default_workers(device) if ex.workers is None else ex.workers
+    for m in models:
+        attach_engine(m, choice.name, device, amp_dtype=amp_dtype, workers=workers, probe=probe)
+        log.info("%s: engine %s (%s)", m.name, m.engine.tag, choice.reason)
 
 
 def _rounds(race: _Race) -> tuple[list[dict], list[str]]:
@@ -182,7 +199,7 @@ def _extract(race: _Race, names: list[str], *, rows: np.ndarray | None) -> tuple
         skipped: list[str] = []
         if len(needed):
             shard = extract_rows(needed, stager=stager, dataset=race.dataset,
-                                 backbones=[race.backbones[n] for n in todo], device=race.device, config=ex)
+                                 models=[race.backbones[n] for n in todo], device=race.device, config=ex)
             shared = max(0.0, shard.seconds - sum(shard.forward_seconds.values())) / len(todo)
             for name in todo:  # its own forward time plus an equal share of decoding and staging
                 spent[name] = shard.forward_seconds[name] + shared
@@ -199,9 +216,9 @@ def _stats(race: _Race, names: list[str]) -> dict[str, dict]:
     ex, n = race.config.extract, len(race.table)
     return {name: {"device": str(race.device), "seconds": race.seconds[name],
                    "images_per_second": n / race.seconds[name] if race.seconds[name] > 0 else 0.0,
-                   "precision": precision_name(autocast_dtype(ex.precision, race.device)),
                    "batch_size": ex.batch_size, "versions": collect_versions(), "screened": True,
-                   **rebuild_attrs(race.backbones[name], seed=ex.seed)}  # as extract: `predict` rebuilds from them
+                   **race.backbones[name].engine.describe(),  # engine, its version, precision
+                   **rebuild_attrs(race.backbones[name].backbone, seed=ex.seed)}  # as extract: `predict` rebuilds from them
             for name in names}
 
 

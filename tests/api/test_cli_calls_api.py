@@ -45,14 +45,17 @@ def _finetune_record(tmp):
                      timing={"train_seconds": 1.0, "images_per_second": 10.0, "device": "cpu"})
 
 
-EXTRACT_ALL = ["-b", "resnet18", "-b", "densenet121", "--weights", "random", "--image-size", "32", "--batch-size",
-               "8", "--device", "cpu", "--precision", "fp32", "--decode", "device", "--workers", "1",
-               "--feature-dtype", "float32", "--val-fraction", "0.3", "--test-fraction", "0.25", "--group-pattern",
-               r"(p\d+)", "--seed", "7", "--on-bad-image", "skip", "--overwrite"]
+# every option extract and screen share (screen races the backbones' own features: no --pool/--layer)
+EXTRACT_SHARED = ["-b", "resnet18", "-b", "densenet121", "--engine", "torch", "--trust-remote-code", "--weights",
+                  "random", "--image-size", "32", "--batch-size", "8", "--device", "cpu", "--precision", "fp32",
+                  "--decode", "device", "--workers", "1", "--feature-dtype", "float32", "--val-fraction", "0.3",
+                  "--test-fraction", "0.25", "--group-pattern", r"(p\d+)", "--seed", "7", "--on-bad-image", "skip",
+                  "--overwrite"]
+EXTRACT_ALL = [*EXTRACT_SHARED, "--pool", "mean", "--pool", "gem", "--layer", "final", "--layer", "layer3"]
 
 
 def _expect_extract(bound, tmp):
-    assert bound.arguments == _extract_call(tmp)
+    assert bound.arguments == {**_extract_call(tmp), "pools": ["mean", "gem"], "layers": ["final", "layer3"]}
     assert set(bound.signature.parameters) - set(bound.arguments) == {"config"}  # the CLI reaches every option
 
 
@@ -106,7 +109,8 @@ def _expect_screen(bound, tmp):
 
 def _extract_call(tmp):
     return {
-        "data": "DATA", "output": str(tmp / "c.h5"), "backbones": ["resnet18", "densenet121"], "weights": "random",
+        "data": "DATA", "output": str(tmp / "c.h5"), "backbones": ["resnet18", "densenet121"], "engine": "torch",
+        "trust_remote_code": True, "weights": "random",
         "image_size": 32, "batch_size": 8, "device": "cpu", "precision": "fp32", "decode": "device", "workers": 1,
         "feature_dtype": "float32", "val_fraction": 0.3, "test_fraction": 0.25, "group_pattern": r"(p\d+)",
         "seed": 7, "on_bad_image": "skip", "overwrite": True,
@@ -188,7 +192,7 @@ CASES: dict[str, Case] = {
                                "sensitivity:0.9", "--class-weight", "none", "--device", "cpu", "--n-boot", "20"],
                   result=lambda tmp: [], expect=_expect_curve),
     "screen": Case("headstart.api:run_screen",
-                   lambda tmp: ["screen", "DATA", "-o", str(tmp / "c.h5"), *EXTRACT_ALL, "--keep", "2", "--head", "knn",
+                   lambda tmp: ["screen", "DATA", "-o", str(tmp / "c.h5"), *EXTRACT_SHARED, "--keep", "2", "--head", "knn",
                                 "--sweep", "default", "--fraction", "0.2", "--min-images", "50", "--n-boot", "30"],
                    result=_screen_result, expect=_expect_screen),
     "predict": Case("headstart.api:run_predict",

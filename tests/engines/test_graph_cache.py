@@ -55,7 +55,8 @@ def test_second_request_reuses_the_file_without_exporting(resnet, counted_export
     assert not again.exported and again.model == path and again.export_seconds == 0.0
     assert path.stat().st_mtime_ns == mtime
     assert len(counted_exports) == 1
-    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary files left behind
+    # no temporary files left behind (extractions elsewhere in the session keep their own graphs beside it)
+    assert path.is_file() and not [p.name for p in path.parent.iterdir() if p.name.startswith(".")]
 
 
 def test_the_key_separates_what_changes_the_graph(resnet):

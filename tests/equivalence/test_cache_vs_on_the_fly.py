@@ -15,6 +15,10 @@ epoch), so comparing their default AUROCs would test the recipes, not the cache.
 3. The cached `linear` head (`LinearHead`) trained on the cached features and on the fine-tune's on-the-fly
    features reaches the same test AUROC within 0.02 (float16 rounding again; with 20 test images one flipped
    pair is 1/(4 * 16) ~ 0.016 of AUROC, hence 0.02 rather than 0.
+
+The cache above is computed by the default CPU engine, onnxruntime; the engine case checks it against the torch
+engine's cache (cosine >= 0.99999 per row), and the provider cases repeat proof 1 for a timm model and for a
+one-channel torchxrayvision model (its grayscale input path in both extraction and fine-tuning).
 """
 
 from __future__ import annotations
@@ -46,8 +50,8 @@ CONFIG = FinetuneConfig(backbone=BACKBONE, weights="random", image_size=SIZE, se
 
 
 @pytest.fixture(scope="module")
-def both_paths(tmp_path_factory):
-    """One phantom set, extracted once into a cache and fine-tuned once with a frozen backbone."""
+def extracted(tmp_path_factory):
+    """One phantom set and its cache, extracted with the defaults (on this CPU: the onnxruntime engine)."""
     from headstart.data.synthetic import make_phantom_dataset
 
     tmp = tmp_path_factory.mktemp("equivalence")
@@ -56,6 +60,14 @@ def both_paths(tmp_path_factory):
     run_extract(data=str(data), output=str(cache), config=ExtractConfig(
         backbones=[BACKBONE], weights="random", image_size=SIZE, seed=SEED, device="cpu", workers=0,
         split=SplitConfig(seed=SEED)))
+    return data, cache
+
+
+@pytest.fixture(scope="module")
+def both_paths(extracted, tmp_path_factory):
+    """The phantom set, extracted once into a cache and fine-tuned once with a frozen backbone."""
+    data, cache = extracted
+    tmp = tmp_path_factory.mktemp("equivalence-finetune")
     record = run_finetune(data=str(data), runs_dir=str(tmp / "runs"), config=CONFIG,
                           split_config=SplitConfig(seed=SEED))
     dataset = build_dataset(data, split_config=SplitConfig(seed=SEED))
@@ -70,9 +82,9 @@ def both_paths(tmp_path_factory):
     return dataset, by_split, cached, record
 
 
-def _on_the_fly_features(dataset, samples) -> np.ndarray:
+def _on_the_fly_features(dataset, samples, backbone: str = BACKBONE, size: int | None = SIZE) -> np.ndarray:
     """What the fine-tune's frozen backbone computes: its model, data pipeline, normalisation and memory layout."""
-    net, prep, _ = create_model(BACKBONE, num_classes=2, weights="random", image_size=SIZE, seed=SEED)
+    net, prep, _ = create_model(backbone, num_classes=2, weights="random", image_size=size, seed=SEED)
     net = net.to(memory_format=torch.channels_last).eval()
     ctx = StepContext(device=torch.device("cpu"), prep=prep, amp_dtype=None, progress=False)
     loader = make_loader(SplitImages(dataset.source, samples, prep), EpochSampler(len(samples), seed=SEED, shuffle=False),
@@ -147,3 +159,41 @@ def test_cached_linear_head_reaches_the_same_auroc_as_on_on_the_fly_features(bot
         aurocs.append(compute_metrics(y["test"], head.predict_proba(features["test"]))["auroc"])
     assert aurocs[0] > 0.6  # the head learns something, so agreement is not two coin flips agreeing
     assert aurocs[0] == pytest.approx(aurocs[1], abs=0.02)
+
+
+def test_the_onnxruntime_engine_gives_the_torch_engines_features(extracted, tmp_path):
+    """The default CPU engine (onnxruntime, which made the shared cache) against `--engine torch`: equal within
+    float16 storage precision, cosine >= 0.99999 on every row."""
+    data, default = extracted
+    cache = tmp_path / "torch.h5"
+    run_extract(data=str(data), output=str(cache), config=ExtractConfig(
+        backbones=[BACKBONE], weights="random", image_size=SIZE, seed=SEED, device="cpu", workers=0, engine="torch",
+        split=SplitConfig(seed=SEED)))
+    with FeatureCache(default) as a, FeatureCache(cache) as b:
+        assert (a.feature_sets[BACKBONE]["engine"], b.feature_sets[BACKBONE]["engine"]) == ("onnxruntime", "torch")
+        x, _ = a.load(BACKBONE)
+        y, _ = b.load(BACKBONE)
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    cosine = (x * y).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)
+    assert cosine.min() >= 0.99999
+    np.testing.assert_allclose(x, y, rtol=2e-3, atol=1e-4 * np.abs(y).max())
+
+
+@pytest.mark.parametrize("backbone,size", [("timm:resnet18", SIZE), ("xrv:densenet121-res224-all", None)])
+def test_provider_features_in_the_cache_equal_the_frozen_finetune_backbones(backbone, size, tmp_path):
+    from headstart.data.synthetic import make_phantom_dataset
+
+    pytest.importorskip({"timm": "timm", "xrv": "torchxrayvision"}[backbone.split(":")[0]])
+    data = make_phantom_dataset(tmp_path / "cxr", n_train=8, n_test=4, val=4, image_size=40, seed=5)
+    cache = tmp_path / "c.h5"
+    run_extract(data=str(data), output=str(cache), config=ExtractConfig(
+        backbones=[backbone], weights="random", image_size=size, seed=SEED, device="cpu", workers=0, engine="torch",
+        split=SplitConfig(seed=SEED)))
+    dataset = build_dataset(data, split_config=SplitConfig(seed=SEED))
+    with FeatureCache(cache) as c:
+        X, _ = c.load(backbone)
+        row = {str(i): k for k, i in enumerate(c.ids)}
+    cached = X[[row[s.id] for s in dataset.samples]]
+    fly = _on_the_fly_features(dataset, dataset.samples, backbone, size)
+    assert fly.shape == cached.shape and np.abs(fly).max() > 0
+    np.testing.assert_allclose(cached, fly, rtol=2e-3, atol=1e-4 * np.abs(fly).max())

@@ -231,3 +231,30 @@ def test_npz_rows_never_reach_the_device_decoder(tmp_path):
     images = DecodedImages(source, source.samples, np.arange(3), [Preprocessing(input_size=16, resize_size=18)],
                            decode="device")
     assert all("jpeg" not in images[i] and images[i]["ok"] for i in range(3))
+
+
+def test_a_grayscale_geometry_is_decoded_as_the_grey_plane(small_phantoms):
+    """A one-channel (torchxrayvision) crop next to an RGB one: the device decoder reads the JPEG in GRAY mode,
+    which for a grey X-ray is its own plane, the same pixels the PIL path crops (up to resampling)."""
+    import torch
+
+    from headstart.backbones.types import Preprocessing
+    from headstart.data.sources import load_source
+    from headstart.extract.device_decode import DeviceJpegDecoder
+    from headstart.extract.loader import DecodedImages, geometry_key, make_loader
+
+    source = load_source(small_phantoms)
+    preps = [Preprocessing(input_size=16, resize_size=18),
+             Preprocessing(input_size=16, resize_size=18, mean=(0.5,), std=(0.5 / 1024,), channels=1)]
+    rgb, grey = (geometry_key(p) for p in preps)
+    rows = np.arange(6)
+    device = DecodedImages(source, source.samples, rows, preps, decode="device")
+    batch = next(iter(make_loader(device, batch_size=6, workers=0, pin_memory=False)))
+    decoder = DeviceJpegDecoder(device, device=torch.device("cpu"))
+    done = decoder.complete(batch)
+    assert decoder.n_device == 6 and done[rgb].shape == (6, 3, 16, 16) and done[grey].shape == (6, 1, 16, 16)
+    assert torch.equal(done[grey][:, 0], done[rgb][:, 0])  # the grey plane, not a mix of three channels
+    pil = DecodedImages(source, source.samples, rows, preps)
+    expected = torch.stack([pil[i][grey] for i in range(6)])
+    assert torch.equal(expected[:, 0], torch.stack([pil[i][rgb][0] for i in range(6)]))
+    assert (done[grey].float() - expected.float()).abs().mean() < 2  # same plane, resampled by torch vs PIL

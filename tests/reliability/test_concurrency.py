@@ -30,9 +30,10 @@ def test_readers_and_second_writer_during_extraction(small_data, reference_cache
     path = tmp_path / "c.h5"
     shutil.copyfile(reference_cache, path)
     before = features(path)["resnet18"]
-    # Batches of one image: 32 staged parts keep the writer holding the lock for a few seconds.
+    # Batches of one image: 32 staged parts keep the writer holding the lock for a few seconds (with torch:
+    # onnxruntime runs one-image batches too fast for that).
     writer = subprocess.Popen(headstart_cmd("extract", str(small_data), "-o", str(path), "-b", "efficientnet_b0",
-                                            *EXTRACT_OPTS, "--batch-size", "1"), cwd=REPO, env=cli_env(), stdout=subprocess.PIPE,
+                                            *EXTRACT_OPTS, "--batch-size", "1", "--engine", "torch"), cwd=REPO, env=cli_env(), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     seen: set[tuple[str, ...]] = set()
     second_tried = False
@@ -89,8 +90,10 @@ def test_reader_and_second_writer_during_extraction_in_threads(small_data, refer
 
     path = tmp_path / "c.h5"
     shutil.copyfile(reference_cache, path)
+    # The torch engine: onnxruntime runs these 32 one-image batches so fast that the run can end before a second
+    # extraction reaches the lock.
     config = ExtractConfig(backbones=["efficientnet_b0"], weights="random", image_size=32, batch_size=1, workers=0,
-                           split=SplitConfig())
+                           engine="torch", split=SplitConfig())
     failure: list[BaseException] = []
 
     def extract() -> None:

@@ -185,3 +185,16 @@ def test_unknown_select_metric_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["compare", str(runs), "--select-metric", "vibes"])
     assert result.exit_code == 2
     assert "Traceback" not in result.output and "vibes" in result.output
+
+
+def test_sets_of_one_backbone_get_their_own_labelled_rows() -> None:
+    """Several (layer, pool) sets of one backbone are separate rows, told apart by the set's tap in the label."""
+    from dataclasses import replace
+
+    from headstart.evaluation.records import make_run_id
+    from headstart.evaluation.report.summary import build_rows
+
+    base = make_record(strategy="cached-head", backbone="resnet18", head="logreg", seed=0, strength=1.0)
+    records = [replace(base, run_id=make_run_id("cached-head", name, "logreg", 0), config={"feature_set": name})
+               for name in ("resnet18", "resnet18:layer3:gem")]
+    assert sorted(row.label for row in build_rows(records)) == ["logreg", "logreg (layer3:gem)"]

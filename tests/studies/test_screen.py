@@ -16,7 +16,7 @@ from torch import nn
 from headstart.backbones.types import Backbone, Preprocessing
 from headstart.cache.reader import FeatureCache
 from headstart.cli import cli
-from headstart.studies import screen as screen_module
+from headstart.extract import features as features_module
 from headstart.studies.screen_rounds import Standing, decide, grow_subset, round_sizes
 
 DIM = 8
@@ -67,21 +67,22 @@ def data(tmp_path_factory):
 def candidates(monkeypatch):
     modules: dict[str, nn.Module] = {}
 
-    def fake_create_backbone(name, *, weights, image_size, seed):
+    def fake_create_backbone(name, *, weights, image_size, seed, trust_remote_code=False):
         module = Planted() if name.startswith("planted") else Noise(seed=len(modules) + 1)
         modules[name] = module
         prep = Preprocessing(input_size=16, resize_size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
         return Backbone(name=name, module=module, num_features=DIM, preprocessing=prep, weights_tag="random",
                         weights_sha256="")
 
-    monkeypatch.setattr(screen_module, "create_backbone", fake_create_backbone)
+    monkeypatch.setattr(features_module, "create_backbone", fake_create_backbone)
     return modules
 
 
 def _screen(data, out, names, *extra):
     args = ["screen", str(data), "-o", str(out), *[a for n in names for a in ("-b", n)], "--weights", "random",
             "--image-size", "16", "--batch-size", "32", "--workers", "0", "--device", "cpu", "--val-fraction", "0.3",
-            "--group-pattern", r"^(p\d+)_", "--min-images", "100", "--n-boot", "200", *extra]
+            "--group-pattern", r"^(p\d+)_", "--engine", "torch", "--min-images", "100", "--n-boot", "200",
+            *extra]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output

@@ -42,9 +42,12 @@ class Row:
 
     @property
     def label(self) -> str:
-        """What a reader calls this row: `logreg`, or `fine-tune (freeze none, 64 px)`."""
+        """What a reader calls this row: `logreg`, `logreg (layer3:gem)` for a backbone's non-default feature set,
+        or `fine-tune (freeze none, 64 px)`."""
         if self.strategy == "cached-head":
-            return str(self.head)
+            feature_set = str(self.runs[0].config.get("feature_set") or "")
+            prefix = self.backbone.replace("/", "--") + ":"  # set names: backbones.names.feature_set_name
+            return f"{self.head} ({feature_set[len(prefix):]})" if feature_set.startswith(prefix) else str(self.head)
         config = self.runs[0].config
         details = [f"freeze {config['freeze']}"] if config.get("freeze") else []
         if config.get("image_size"):
