@@ -1,8 +1,8 @@
 """Use the winner: apply a run to new images (`predict`) or ship it as one verified graph (`export`).
 
 apply/ sits above the stages: it imports heads (saved heads, head graphs), finetune (the checkpoint loader),
-extract (the decode loader and the feature code, `extract.features`), engines (the ONNX exporter and runtime) and evaluation (the metrics), and
-nothing below imports it.
+extract (the decode loader and the feature code, `extract.features`), engines (the ONNX exporter and runtime)
+and evaluation (the metrics), and nothing below imports it.
 
     card        what a run or an exported model says about itself: classes, threshold, preprocessing, metrics
     rebuild     a head's feature set (backbone + its layer/pool tap), or a fine-tune's network, rebuilt and checked
