@@ -223,14 +223,16 @@ def _extract_config(options: dict) -> ExtractConfig:
 
 def run_predict(run: str | Path, data: str | Path | None, output: str | Path, *, cache: str | Path | None = None,
                 split: str | None = None, format: str = "csv", batch_size: int = 64, device: str = "auto",
-                precision: str = "auto", workers: int | None = None, on_bad_image: str = "fail",
-                weights: str | None = None, n_boot: int = 1000, config: PredictConfig | None = None,
-                progress: bool = True) -> PredictResult:
+                precision: str = "auto", engine: str = "auto", workers: int | None = None,
+                on_bad_image: str = "fail", weights: str | None = None, n_boot: int = 1000,
+                config: PredictConfig | None = None, progress: bool = True) -> PredictResult:
     """`headstart predict`: apply RUN (a run folder of either strategy, or an exported .onnx/.pt2) to DATA.
 
     DATA is anything `run_extract` reads, or a plain folder of images; with `cache=` (and optionally `split=`)
-    a cached head is applied to features already in that cache instead. Writes OUTPUT (CSV or JSON lines:
-    id, proba_<class>..., prediction, label when known) and, when DATA has labels, OUTPUT's .metrics.json.
+    a cached head is applied to features already in that cache instead. `engine` runs a cached head's backbone
+    as `run_extract`'s does (auto: onnxruntime on CPU, checked against torch on DATA's first rows; torch on CUDA).
+    Writes OUTPUT (CSV or JSON lines: id, proba_<class>..., prediction, label when known) and, when DATA has
+    labels, OUTPUT's .metrics.json.
     """
     from headstart.apply.config import PredictConfig
     from headstart.apply.predict import run_predict as predict

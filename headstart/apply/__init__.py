@@ -1,11 +1,11 @@
 """Use the winner: apply a run to new images (`predict`) or ship it as one verified graph (`export`).
 
 apply/ sits above the stages: it imports heads (saved heads, head graphs), finetune (the checkpoint loader),
-extract (the decode and forward code), engines (the ONNX exporter and runtime) and evaluation (the metrics), and
-nothing below imports it.
+extract (the decode loader and the feature code, `extract.features`), engines (the ONNX exporter and runtime)
+and evaluation (the metrics), and nothing below imports it.
 
     card        what a run or an exported model says about itself: classes, threshold, preprocessing, metrics
-    rebuild     the backbone of a head's feature set, or a fine-tune's network, rebuilt and checked
+    rebuild     a head's feature set (backbone + its layer/pool tap), or a fine-tune's network, rebuilt and checked
     scorers     uint8 image batches -> probabilities, for a cached head, a fine-tune or an exported model
     runs        RUN (a run folder or a .onnx/.pt2 file) -> its scorer
     inputs      DATA -> samples, labelled by the run's class names where DATA has them

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from headstart.errors import ConfigError
-from headstart.precision import PRECISIONS
+from headstart.precision import ENGINES, PRECISIONS
 
 FORMATS = ("csv", "jsonl")
 BAD_IMAGE_POLICIES = ("fail", "skip")
@@ -22,6 +22,7 @@ class PredictConfig:
     batch_size: int = 64  # images per forward pass, as in extract
     device: str = "auto"  # auto picks CUDA when present (exported ONNX models run on the CPU)
     precision: str = "auto"  # extract's rule: fp16 autocast on CUDA, fp32 on CPU
+    engine: str = "auto"  # extract's --engine: auto = onnxruntime on CPU (checked on DATA's first rows), torch on CUDA
     workers: int | None = None  # decode processes; None sizes them as extract does
     on_bad_image: str = "fail"  # fail: stop naming the file; skip: a row with empty probabilities and a reason
     weights: str | None = None  # a local weights file, for heads trained on `--weights PATH` features (sha256 checked)
@@ -35,6 +36,7 @@ class PredictConfig:
             (self.batch_size >= 1, f"--batch-size {self.batch_size} is invalid; expected a positive integer"),
             (self.precision in PRECISIONS,
              f"--precision {self.precision!r} is invalid; expected one of {', '.join(PRECISIONS)}"),
+            (self.engine in ENGINES, f"--engine {self.engine!r} is invalid; expected one of {', '.join(ENGINES)}"),
             (self.workers is None or self.workers >= 0, f"--workers {self.workers} is invalid; expected >= 0"),
             (self.on_bad_image in BAD_IMAGE_POLICIES,
              f"--on-bad-image {self.on_bad_image!r} is invalid; expected {' or '.join(BAD_IMAGE_POLICIES)}"),

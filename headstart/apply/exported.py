@@ -52,6 +52,7 @@ class ExportedScorer:
                             f"{sidecar_path(self.path).name} recorded; export the run again")
         prep = self.card.preprocessing
         self.input_shape = (prep.channels, prep.input_size, prep.input_size)
+        self.engine_name = "onnxruntime" if self.path.suffix == ".onnx" else "torch.export"  # what computes it
         if self.path.suffix == ".onnx":
             require_onnx()
             try:

@@ -1,7 +1,9 @@
 """`headstart predict RUN DATA -o OUT.csv`: apply a run (or an exported model) to images, or to cached features.
 
-Images go through extract's own decode (`DecodedImages`, workers that never raise), its bad-image rule and its
-forward (`extract.forward`); the run's scorer turns each batch into probabilities. When DATA has labels the
+Images go through extract's own decode (`DecodedImages`, workers that never raise), its bad-image rule and, for
+a cached head, its feature code (`extract.features`: the set's backbone and layer/pool tap, on the engine
+`--engine` picks, onnxruntime checked against torch on DATA's first real rows as extraction checks it); the
+run's scorer turns each batch into probabilities. When DATA has labels the
 metrics are computed by the records' evaluation code (`evaluation.bootstrap.evaluate`, at the frozen
 threshold) and written next to OUT. Under torchrun each rank scores a contiguous block and rank 0 writes.
 """
@@ -22,12 +24,15 @@ from headstart.apply.config import PredictConfig
 from headstart.apply.inputs import Images, label_map, matching_set, read_images
 from headstart.apply.output import columns, table, write_metrics, write_table
 from headstart.apply.runs import head_card, open_run, read_run
+from headstart.apply.scorers import CachedHeadScorer
 from headstart.cache.reader import FeatureCache
 from headstart.device import autocast_dtype, cudnn_benchmark, default_workers, resolve_device
 from headstart.distributed import all_gather_object, barrier, init_distributed, same_outcome
+from headstart.engines import choose_engine, onnx_installed
 from headstart.errors import ConfigError, DataError
 from headstart.evaluation.bootstrap import evaluate
 from headstart.extract.device_decode import DeviceJpegDecoder
+from headstart.extract.features import engine_line, probe_batch, probe_images
 from headstart.extract.loader import DecodedImages, geometry_key, make_loader
 from headstart.heads.fitting import full_proba
 
@@ -48,6 +53,7 @@ class PredictResult:
     metrics: dict | None = None  # evaluate() of the labelled rows, with intervals; None without labels
     metrics_path: str | None = None
     skipped: list[str] = field(default_factory=list)  # ids of skipped images
+    engine: str = ""  # what computed the probabilities: torch | onnxruntime (| torch.export); "" with --cache
 
     @property
     def images_per_second(self) -> float:
@@ -74,11 +80,14 @@ def run_predict(*, run: str | Path, data: str | Path | None, output: str | Path,
         with same_outcome():  # a rank that fails (a bad image, a missing file) stops every rank, not just itself
             device = resolve_device(config.device)
             workers = default_workers(device) if config.workers is None else config.workers
-            scorer = open_run(run, device=device, amp_dtype=autocast_dtype(config.precision, device),
-                              weights=config.weights, workers=workers)
+            amp_dtype = autocast_dtype(config.precision, device)
+            scorer = open_run(run, device=device, amp_dtype=amp_dtype, weights=config.weights, workers=workers)
             card = scorer.card
             images = read_images(data, card.classes)
             shard = np.array_split(np.arange(len(images.samples)), job.world_size)[job.rank]
+            workers = workers if len(shard) > config.batch_size else 0  # the loader's rule: cores left to the engine
+            engine = _start_engine(scorer, images, config=config, device=device, amp_dtype=amp_dtype,
+                                   workers=workers)
             start = time.perf_counter()
             mine = _score_images(scorer, images, shard, config=config, device=device, workers=workers,
                                  progress=progress and job_main)
@@ -90,7 +99,7 @@ def run_predict(*, run: str | Path, data: str | Path | None, output: str | Path,
         ids = [s.id for s in images.samples]
         labels = np.array([s.label for s in images.samples]) if images.labelled else None
     result = PredictResult(output=str(out), run_id=card.run_id, classes=card.classes, threshold=card.threshold,
-                           n_rows=len(ids), seconds=seconds)
+                           n_rows=len(ids), seconds=seconds, engine="" if config.cache is not None else engine)
     skip_mode = config.on_bad_image == "skip"
     result.skipped = [i for i, e in zip(ids, errors) if e]
     result.n_skipped = len(result.skipped)
@@ -99,10 +108,30 @@ def run_predict(*, run: str | Path, data: str | Path | None, output: str | Path,
                      errors=errors if skip_mode else None)
         write_table(out, rows, columns(card.classes, labelled=labels is not None, reasons=skip_mode), config.format)
         if labels is not None:
-            result.metrics, result.metrics_path = _metrics(card, ids, proba, labels, config=config, out=out, data=data)
+            result.metrics, result.metrics_path = _metrics(card, ids, proba, labels, config=config, out=out, data=data,
+                                                           engine=result.engine)
     if config.cache is None:
         barrier()  # every rank returns after the table exists
     return result
+
+
+def _start_engine(scorer, images: Images, *, config: PredictConfig, device: torch.device,
+                  amp_dtype: torch.dtype | None, workers: int) -> str:
+    """Give a cached head's feature model its engine, as extraction does: onnxruntime is checked against torch on
+    DATA's first real rows before any row is scored (one warning line when it falls back). Logs the engine line;
+    returns the engine's name. Fine-tunes run on torch, exported models on their own runtime."""
+    if not isinstance(scorer, CachedHeadScorer):
+        if config.engine != "auto":
+            log.info("--engine %s applies to a cached head's backbone; %s runs on %s", config.engine,
+                     scorer.card.run_id, scorer.engine_name)
+        return scorer.engine_name
+    choice = choose_engine(config.engine, device, amp_dtype=amp_dtype, onnx_available=onnx_installed())
+    probe = None
+    if choice.name == "onnxruntime":
+        probe = probe_batch(probe_images(images, [scorer.model]), [scorer.model])
+    scorer.attach(config.engine, workers=workers, probe=probe)
+    log.info("%s", engine_line(scorer.model, choice.reason))
+    return scorer.engine_name
 
 
 def _score_images(scorer, images: Images, rows: np.ndarray, *, config: PredictConfig, device: torch.device,
@@ -165,14 +194,15 @@ def _from_cache(run: str | Path, config: PredictConfig):
 
 
 def _metrics(card: RunCard, ids: list[str], proba: np.ndarray, labels: np.ndarray, *, config: PredictConfig,
-             out: Path, data) -> tuple[dict | None, str | None]:
+             out: Path, data, engine: str) -> tuple[dict | None, str | None]:
     """The record's metrics (with intervals) of the labelled, scored rows, written next to OUT."""
     use = np.isfinite(proba).all(axis=1) & (labels >= 0)
     if not use.any():
         return None, None
     metrics = evaluate(labels[use], proba[use], threshold=card.threshold, n_boot=config.n_boot, seed=0)
     summary = {"run_id": card.run_id, "data": str(data) if data is not None else None, "cache": config.cache,
-               "split": config.split, "n": int(use.sum()), "n_skipped": int((~np.isfinite(proba).all(axis=1)).sum()),
+               "split": config.split, "engine": engine or None, "n": int(use.sum()),
+               "n_skipped": int((~np.isfinite(proba).all(axis=1)).sum()),
                "classes": card.classes, "threshold": card.threshold, "metrics": metrics,
                "run_metrics": card.metrics.get("test")}
     return metrics, str(write_metrics(out, summary))

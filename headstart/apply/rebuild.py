@@ -3,8 +3,10 @@
 A cached head is only valid on features computed exactly as its training features were. The backbone is
 rebuilt from the head's feature-set spec (provider, weights, preprocessing, layer and pool) and then checked:
 the weights file's sha256 (or, for random weights, the seed that drew them and the sha256 of the drawn state),
-the preprocessing and the feature dimension must all equal the spec's. A fine-tune's network is rebuilt from
-its `checkpoints/best.pt` (loaded with `weights_only=True`, content digest checked).
+the preprocessing and the feature dimension must all equal the spec's. It is built by extraction's own
+`extract.features` (the set's one layer/pool tap), so predict computes features with extraction's code.
+A fine-tune's network is rebuilt from its `checkpoints/best.pt` (loaded with `weights_only=True`, content
+digest checked).
 """
 
 from __future__ import annotations
@@ -12,15 +14,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from headstart.backbones.names import DEFAULT_POOL, FINAL_LAYER, parse_backbone
-from headstart.backbones.registry import create_backbone, create_model
-from headstart.backbones.taps import build_extractor
+from headstart.backbones.registry import create_model
 from headstart.backbones.types import Preprocessing
 from headstart.backbones.weights import state_sha256
 from headstart.errors import CheckpointError, DataError, WeightsError, one_line
+from headstart.extract.features import FeatureModel, build_feature_models
 from headstart.finetune.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,12 @@ def weights_request(spec: dict, override: str | None) -> str:
                        f"{str(spec.get('weights_sha256'))[:12]}...); pass --weights PATH to that file")
 
 
-def rebuild_backbone(spec: dict, *, weights: str | None = None, where: str = "head.json") -> tuple[nn.Module, int]:
-    """The frozen feature function of a feature-set spec and its output dim, after checking it matches the spec.
+def rebuild_features(spec: dict, *, weights: str | None = None, where: str = "head.json") -> FeatureModel:
+    """The feature set a head was fitted on, rebuilt as extraction builds it and checked against its spec.
 
-    Returns the backbone's own pooled module, or a one-output tap extractor for another layer or pool.
+    The result is extraction's own `FeatureModel` (`extract.features.build_feature_models`): the backbone of any
+    provider with the one (layer, pool) tap of the set, so `compute_features` gives predict the features
+    extraction gave the cache. No engine is attached yet (`extract.features.attach_engine`).
     """
     for key in ("backbone", "weights", "preprocessing"):
         if key not in spec:
@@ -57,8 +60,13 @@ def rebuild_backbone(spec: dict, *, weights: str | None = None, where: str = "he
                     "recorded); rebuilding them with extract's default seed 0, unchecked", where)
     prep = dict(spec["preprocessing"])
     prep.pop("decode", None)
-    backbone = create_backbone(spec["backbone"], weights=weights_request(spec, weights),
-                               image_size=int(prep["input_size"]), seed=int(seed or 0))
+    layer, pool = spec.get("layer") or FINAL_LAYER, spec.get("pool") or DEFAULT_POOL
+    # Only the set's own tap: a one-output graph (the default feature needs no hooks, as in extraction).
+    [model] = build_feature_models([spec["backbone"]], weights=weights_request(spec, weights),
+                                   image_size=int(prep["input_size"]), seed=int(seed or 0),
+                                   layers=[] if layer == FINAL_LAYER else [layer],
+                                   pools=[] if pool == DEFAULT_POOL else [pool])
+    backbone, output = model.backbone, model.outputs[0]
     _check_same(spec, backbone.preprocessing.to_dict(), prep, "preprocessing", where)
     if random_weights:
         if spec.get("random_weights_sha256") and state_sha256(backbone.module) != spec["random_weights_sha256"]:
@@ -69,16 +77,10 @@ def rebuild_backbone(spec: dict, *, weights: str | None = None, where: str = "he
         raise WeightsError(f"weights {backbone.weights_tag} of {spec['backbone']} have sha256 "
                            f"{backbone.weights_sha256[:12]}...; the head was trained on features of weights with "
                            f"sha256 {str(spec.get('weights_sha256'))[:12]}...; pass --weights PATH to that file")
-    layer, pool = spec.get("layer") or FINAL_LAYER, spec.get("pool") or DEFAULT_POOL
-    if (layer, pool) == (FINAL_LAYER, DEFAULT_POOL):
-        module, dim = backbone.module, backbone.num_features
-    else:
-        taps, outputs = build_extractor(backbone, layers=[layer], pools=[pool])
-        module, dim = OneOutput(taps, outputs[0].name), outputs[0].dim
-    if spec.get("dim") is not None and int(spec["dim"]) != dim:
-        raise DataError(f"{where}: {spec['backbone']} layer {layer} pool {pool} gives {dim} features, the head's "
-                        f"feature set has {spec['dim']}; the head was fitted on other features")
-    return module, dim
+    if spec.get("dim") is not None and int(spec["dim"]) != output.dim:
+        raise DataError(f"{where}: {spec['backbone']} layer {layer} pool {pool} gives {output.dim} features, the "
+                        f"head's feature set has {spec['dim']}; the head was fitted on other features")
+    return model
 
 
 def _check_same(spec: dict, rebuilt: dict, stored: dict, what: str, where: str) -> None:
@@ -93,17 +95,6 @@ def _plain(value):
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
-
-
-class OneOutput(nn.Module):
-    """A one-set `FeatureTaps` as a plain `x -> (B, D)` module."""
-
-    def __init__(self, taps: nn.Module, name: str):
-        super().__init__()
-        self.taps, self.name = taps, name
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.taps(x)[self.name]
 
 
 def rebuild_finetuned(run_dir: Path, config: dict, *, n_classes: int) -> tuple[nn.Module, Preprocessing]:

@@ -16,7 +16,7 @@ import torch
 
 from headstart.apply.card import RunCard, preprocessing_from
 from headstart.apply.exported import MODEL_SUFFIXES, ExportedScorer
-from headstart.apply.rebuild import rebuild_backbone, rebuild_finetuned
+from headstart.apply.rebuild import rebuild_features, rebuild_finetuned
 from headstart.apply.scorers import CachedHeadScorer, FinetuneScorer
 from headstart.errors import DataError, one_line
 from headstart.evaluation.records import RECORD_NAME, RunRecord
@@ -83,7 +83,9 @@ def head_card(run: RunFolder) -> RunCard:
 
 def open_run(path: str | Path, *, device: torch.device, amp_dtype: torch.dtype | None,
              weights: str | None = None, workers: int = 0):
-    """The scorer that applies RUN: rebuilt, checked and ready on `device` (`workers`: decode processes beside it)."""
+    """The scorer that applies RUN: rebuilt, checked and ready on `device` (`workers`: decode processes beside it).
+
+    A cached head's scorer has no engine yet: `CachedHeadScorer.attach` gives it one (torch when never called)."""
     path = Path(path)
     if path.suffix in MODEL_SUFFIXES and not path.is_dir():
         if device.type != "cpu":
@@ -92,18 +94,15 @@ def open_run(path: str | Path, *, device: torch.device, amp_dtype: torch.dtype |
     run = read_run(path)
     if run.head is not None:
         card = head_card(run)
-        backbone, _ = rebuild_backbone(card.feature_set, weights=weights, where=str(run.path / HEAD_JSON))
-        if run.head.estimator.n_features_in_ != _dim(card):
+        model = rebuild_features(card.feature_set, weights=weights, where=str(run.path / HEAD_JSON))
+        if run.head.estimator.n_features_in_ != model.outputs[0].dim:
             raise DataError(f"{run.path / HEAD_JSON}: the head takes {run.head.estimator.n_features_in_} features, "
-                            f"its feature set has {_dim(card)}; the head file is damaged; rerun `headstart heads`")
-        return CachedHeadScorer(card, backbone=backbone, head=run.head.estimator,
+                            f"its feature set has {model.outputs[0].dim}; the head file is damaged; rerun "
+                            "`headstart heads`")
+        return CachedHeadScorer(card, model=model, head=run.head.estimator,
                                 dtype=card.feature_set.get("dtype") or "float32", device=device, amp_dtype=amp_dtype)
     card, net = _finetuned(run)
     return FinetuneScorer(card, net=net, device=device, amp_dtype=amp_dtype)
-
-
-def _dim(card: RunCard) -> int:
-    return int(card.feature_set.get("dim") or 0)
 
 
 def _finetuned(run: RunFolder) -> tuple[RunCard, torch.nn.Module]:

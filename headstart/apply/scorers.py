@@ -1,10 +1,12 @@
 """Scorers: a batch of uint8 crops -> class probabilities, one kind per thing `predict` can apply.
 
-A cached-head scorer runs the rebuilt backbone through extract's own forward (`extract.forward`), rounds the
-features to the feature set's storage dtype as the cache did (the head was fitted and tested on those), and
-applies the saved head with the runner's `full_proba`. A fine-tune scorer runs the network the same way and
-takes the softmax, as the fine-tune's evaluation does. Both also give their function as ONE torch module on
-[0, 1] images (`graph()`), which is what `export` writes.
+A cached-head scorer computes its feature set with extraction's own code (`extract.features.compute_features` on
+the rebuilt `FeatureModel`: the backbone of any provider, the set's layer/pool tap, and the engine `--engine`
+picked, onnxruntime checked against torch on real rows as extraction checks it), rounds the features to the
+set's storage dtype as the cache did (the head was fitted and tested on those), and applies the saved head with
+the runner's `full_proba`. A fine-tune scorer runs its network on the torch engine (the one plain forward:
+`engines.TorchEngine` after `normalize_batch`) and takes the softmax, as the fine-tune's evaluation does. Both
+also give their function as ONE torch module on [0, 1] images (`graph()`), which is what `export` writes.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from torch import nn
 
 from headstart.apply.card import RunCard
 from headstart.backbones.types import Preprocessing
-from headstart.extract.forward import forward_features, prepare_model
+from headstart.engines import TorchEngine
+from headstart.extract.features import FeatureModel, attach_engine, compute_features
+from headstart.extract.preprocess import normalize_batch
 from headstart.heads.fitting import full_proba
 from headstart.heads.graph import head_module
 
@@ -55,19 +59,42 @@ class Softmax(nn.Module):
         return torch.softmax(logits, dim=1)
 
 
-class CachedHeadScorer:
-    """A saved head on the features of its rebuilt backbone (prepared on `device` as extract prepares it)."""
+class OneSet(nn.Module):
+    """The taps module of a one-set `FeatureModel` as a plain `x -> (B, D)` module (for the exported graph)."""
 
-    def __init__(self, card: RunCard, *, backbone: nn.Module, head: object, dtype: str, device: torch.device,
+    def __init__(self, taps: nn.Module, name: str):
+        super().__init__()
+        self.taps, self.name = taps, name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.taps(x)[self.name]
+
+
+class CachedHeadScorer:
+    """A saved head on its feature set, computed by the rebuilt `FeatureModel` on `device` as extraction does."""
+
+    def __init__(self, card: RunCard, *, model: FeatureModel, head: object, dtype: str, device: torch.device,
                  amp_dtype: torch.dtype | None):
-        self.card, self.head, self.dtype = card, head, np.dtype(dtype)
+        self.card, self.model, self.head, self.dtype = card, model, head, np.dtype(dtype)
         self.device, self.amp_dtype = device, amp_dtype
-        self.model = prepare_model(backbone, device)
+        self.set_name = model.outputs[0].name
+
+    def attach(self, engine: str, *, workers: int, probe: dict | None = None) -> None:
+        """Give the feature model its engine (`extract.features.attach_engine`: onnxruntime is decided on the
+        `probe` batch's real rows, or on the first batch without one)."""
+        attach_engine(self.model, engine, self.device, amp_dtype=self.amp_dtype, workers=workers, probe=probe)
+
+    @property
+    def engine_name(self) -> str:
+        """The engine computing the features ("torch" until one is attached: `features` attaches torch)."""
+        return self.model.engine.name if self.model.engine is not None else "torch"
 
     def features(self, images: torch.Tensor) -> np.ndarray:
-        """Features as the cache holds them: extract's forward, rounded to the storage dtype, as float32."""
-        x = forward_features(self.model, images, self.card.preprocessing, device=self.device, amp_dtype=self.amp_dtype)
-        return x.numpy().astype(self.dtype).astype(np.float32)
+        """Features as the cache holds them: extraction's `compute_features`, rounded to the storage dtype."""
+        if self.model.engine is None:
+            self.attach("torch", workers=0)
+        x = compute_features([self.model], {self.model.geometry: images}, device=self.device)[self.set_name]
+        return x.astype(self.dtype).astype(np.float32)
 
     def score(self, images: torch.Tensor) -> np.ndarray:
         return self.score_features(self.features(images))
@@ -76,8 +103,9 @@ class CachedHeadScorer:
         return full_proba(self.head, np.asarray(X, dtype=np.float32), len(self.card.classes))
 
     def graph(self) -> nn.Module:
-        """[0, 1] images -> probabilities: normalise, backbone, storage rounding, head (over every class)."""
-        steps = [Normalise(self.card.preprocessing), self.model.float()]
+        """[0, 1] images -> probabilities: normalise, the backbone's tap of this set, storage rounding, head."""
+        features = OneSet(self.model.taps, self.set_name).eval().requires_grad_(False).cpu().float()
+        steps = [Normalise(self.card.preprocessing), features]
         if self.dtype == np.float16:
             steps.append(StorageRound())
         steps.append(head_module(self.head))
@@ -90,14 +118,15 @@ class CachedHeadScorer:
 class FinetuneScorer:
     """A fine-tuned network: its softmax, as the fine-tune's final evaluation computes it."""
 
+    engine_name = "torch"  # a trained network, not a frozen backbone: no exported graph is cached for it
+
     def __init__(self, card: RunCard, *, net: nn.Module, device: torch.device, amp_dtype: torch.dtype | None):
-        self.card, self.device, self.amp_dtype = card, device, amp_dtype
-        self.model = prepare_model(net, device)
+        self.card, self.device = card, device
+        self.runner = TorchEngine(net, device, amp_dtype=amp_dtype)
 
     def score(self, images: torch.Tensor) -> np.ndarray:
-        logits = forward_features(self.model, images, self.card.preprocessing, device=self.device,
-                                  amp_dtype=self.amp_dtype)
-        return torch.softmax(logits, dim=1).numpy()
+        logits = self.runner(normalize_batch(images, self.card.preprocessing, device=self.device))
+        return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
 
     def graph(self) -> nn.Module:
-        return nn.Sequential(Normalise(self.card.preprocessing), self.model.float(), Softmax()).eval()
+        return nn.Sequential(Normalise(self.card.preprocessing), self.runner.module.cpu().float(), Softmax()).eval()

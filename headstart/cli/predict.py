@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from headstart.cli import Command
-from headstart.cli.options import device_option, precision_option
+from headstart.cli.options import device_option, engine_option, precision_option
 
 
 @click.command(cls=Command)
@@ -22,6 +22,7 @@ from headstart.cli.options import device_option, precision_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @device_option
 @precision_option
+@engine_option
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Decode processes (default: sized to the machine).")
 @click.option("--on-bad-image", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
@@ -31,12 +32,13 @@ from headstart.cli.options import device_option, precision_option
 @click.option("--n-boot", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Bootstrap resamples behind each 95% interval, when DATA has labels.")
 def predict(run: str, data: str | None, output: str, cache: str | None, split: str | None, fmt: str,
-            batch_size: int, device: str, precision: str, workers: int | None, on_bad_image: str,
+            batch_size: int, device: str, precision: str, engine: str, workers: int | None, on_bad_image: str,
             weights: str | None, n_boot: int) -> None:
     """Apply RUN (RUNS/<run_id> of `heads` or `finetune`, or a MODEL.onnx/.pt2 from `export`) to DATA.
 
     DATA is anything `extract` reads, or a plain folder of images. A cached head's backbone is rebuilt from the
-    head's feature set (weights sha256 checked) and features are computed exactly as `extract` computes them.
+    head's feature set (any provider, the set's --layer/--pool tap; weights sha256 checked) and its features are
+    computed by `extract`'s own code, on --engine (auto: onnxruntime on CPU, checked against torch first).
     With labels in DATA, the metrics are printed with 95% intervals and written next to OUTPUT.
     """
     from headstart.api import run_predict
@@ -44,11 +46,12 @@ def predict(run: str, data: str | None, output: str, cache: str | None, split: s
     from headstart.evaluation.table import fmt_ci
 
     result = run_predict(run, data, output, cache=cache, split=split, format=fmt, batch_size=batch_size,
-                         device=device, precision=precision, workers=workers, on_bad_image=on_bad_image,
+                         device=device, precision=precision, engine=engine, workers=workers, on_bad_image=on_bad_image,
                          weights=weights, n_boot=n_boot)
     if not is_main():
         return
-    click.echo(f"{result.n_rows} prediction(s) by {result.run_id} in {result.seconds:.1f} s "
+    on = f" on {result.engine}" if result.engine else ""
+    click.echo(f"{result.n_rows} prediction(s) by {result.run_id}{on} in {result.seconds:.1f} s "
                f"({result.images_per_second:.1f} images/s) -> {result.output}")
     if result.skipped:
         shown = ", ".join(result.skipped[:5]) + (" ..." if len(result.skipped) > 5 else "")

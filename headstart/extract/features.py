@@ -100,6 +100,19 @@ def attach_engine(model: FeatureModel, engine: str, device: torch.device, *, amp
         model.engine.check(_inputs(model, probe, device))
 
 
+def engine_line(model: FeatureModel, reason: str) -> str:
+    """The one line saying which engine computes a backbone's sets, and why (extract and predict log it)."""
+    info = model.engine.describe()
+    notes = [reason]
+    if info.get("onnx_exported"):
+        notes.append(f"graph exported once in {info['onnx_export_seconds']:.1f} s")
+    if "onnx_max_abs_diff" in info and not info.get("onnx_fallback"):
+        notes.append(f"first rows within {info['onnx_max_abs_diff']:.1g} of torch")
+    if info.get("onnx_fallback"):
+        notes.append(f"onnxruntime fell back: {info['onnx_fallback']}")
+    return f"{model.name}: engine {model.engine.tag} ({'; '.join(n for n in notes if n)})"
+
+
 def compute_features(models: Sequence[FeatureModel], batch: dict, *, device: torch.device,
                      valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """`{set name: (B, D) float32}` for every model's wanted sets, from one forward pass per model.

@@ -45,7 +45,7 @@ from headstart.errors import CacheError, ConfigError, DataError, DependencyError
 from headstart.extract.config import ExtractConfig
 from headstart.extract.device_decode import DeviceJpegDecoder, check_device_resizable
 from headstart.extract.features import (FeatureModel, attach_engine, build_feature_models, compute_features,
-                                       probe_batch, probe_images)
+                                       engine_line, probe_batch, probe_images)
 from headstart.extract.loader import DecodedImages, make_loader
 from headstart.extract.sets import ENGINE_NAMES, feature_spec, settle_engine, stored_engines
 from headstart.versions import collect_versions
@@ -217,16 +217,7 @@ def _usable(engine: str, device: torch.device, amp_dtype: torch.dtype | None) ->
 
 
 def _log_engine(m: FeatureModel, reason: str) -> None:
-    """The one line saying which engine computes a backbone's sets, and why."""
-    info = m.engine.describe()
-    notes = [reason]
-    if info.get("onnx_exported"):
-        notes.append(f"graph exported once in {info['onnx_export_seconds']:.1f} s")
-    if "onnx_max_abs_diff" in info and not info.get("onnx_fallback"):
-        notes.append(f"first rows within {info['onnx_max_abs_diff']:.1g} of torch")
-    if info.get("onnx_fallback"):
-        notes.append(f"onnxruntime fell back: {info['onnx_fallback']}")
-    log.info("%s: engine %s (%s)", m.name, m.engine.tag, "; ".join(n for n in notes if n))
+    log.info("%s", engine_line(m, reason))
 
 
 @dataclass

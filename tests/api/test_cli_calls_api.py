@@ -120,7 +120,7 @@ def _extract_call(tmp):
 def _expect_predict(bound, tmp):
     assert bound.arguments == {
         "run": "RUN", "data": "DATA", "output": str(tmp / "p.jsonl"), "cache": None, "split": None, "format": "jsonl",
-        "batch_size": 8, "device": "cpu", "precision": "fp32", "workers": 1, "on_bad_image": "skip",
+        "batch_size": 8, "device": "cpu", "precision": "fp32", "engine": "torch", "workers": 1, "on_bad_image": "skip",
         "weights": "w.pth", "n_boot": 20,
     }
     assert set(bound.signature.parameters) - set(bound.arguments) == {"config", "progress"}  # every option reached
@@ -197,8 +197,8 @@ CASES: dict[str, Case] = {
                    result=_screen_result, expect=_expect_screen),
     "predict": Case("headstart.api:run_predict",
                     lambda tmp: ["predict", "RUN", "DATA", "-o", str(tmp / "p.jsonl"), "--format", "jsonl",
-                                 "--batch-size", "8", "--device", "cpu", "--precision", "fp32", "--workers", "1",
-                                 "--on-bad-image", "skip", "--weights", "w.pth", "--n-boot", "20"],
+                                 "--batch-size", "8", "--device", "cpu", "--precision", "fp32", "--engine", "torch",
+                                 "--workers", "1", "--on-bad-image", "skip", "--weights", "w.pth", "--n-boot", "20"],
                     result=_predict_result, expect=_expect_predict),
     "export": Case("headstart.api:run_export",
                    lambda tmp: ["export", "RUN", "-o", str(tmp / "m.onnx"), "--weights", "w.pth", "--tolerance",
