@@ -204,7 +204,7 @@ def _settle_engines(models: list[FeatureModel], out: Path, table: SamplesTable, 
         s = settled[m.name]
         if s.engine is not None:
             attach_engine(m, s.engine, device, amp_dtype=amp_dtype, workers=workers, probe=probe)
-            _log_engine(m, s.reason or choice.reason)
+            log.info("%s", m.engine_line(s.reason or choice.reason))
         specs += [by_engine[s.reused.get(o.name) or m.engine.name][o.name] for o in m.outputs]
     return specs, probed
 
@@ -214,19 +214,6 @@ def _usable(engine: str, device: torch.device, amp_dtype: torch.dtype | None) ->
         return choose_engine(engine, device, amp_dtype=amp_dtype, onnx_available=onnx_installed()).name == engine
     except (ConfigError, DependencyError):
         return False
-
-
-def _log_engine(m: FeatureModel, reason: str) -> None:
-    """The one line saying which engine computes a backbone's sets, and why."""
-    info = m.engine.describe()
-    notes = [reason]
-    if info.get("onnx_exported"):
-        notes.append(f"graph exported once in {info['onnx_export_seconds']:.1f} s")
-    if "onnx_max_abs_diff" in info and not info.get("onnx_fallback"):
-        notes.append(f"first rows within {info['onnx_max_abs_diff']:.1g} of torch")
-    if info.get("onnx_fallback"):
-        notes.append(f"onnxruntime fell back: {info['onnx_fallback']}")
-    log.info("%s: engine %s (%s)", m.name, m.engine.tag, "; ".join(n for n in notes if n))
 
 
 @dataclass
