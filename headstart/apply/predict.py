@@ -32,7 +32,7 @@ from headstart.engines import choose_engine, onnx_installed
 from headstart.errors import ConfigError, DataError
 from headstart.evaluation.bootstrap import evaluate
 from headstart.extract.device_decode import DeviceJpegDecoder
-from headstart.extract.features import engine_line, probe_batch, probe_images
+from headstart.extract.features import probe_batch, probe_images
 from headstart.extract.loader import DecodedImages, geometry_key, make_loader
 from headstart.heads.fitting import full_proba
 
@@ -130,7 +130,7 @@ def _start_engine(scorer, images: Images, *, config: PredictConfig, device: torc
     if choice.name == "onnxruntime":
         probe = probe_batch(probe_images(images, [scorer.model]), [scorer.model])
     scorer.attach(config.engine, workers=workers, probe=probe)
-    log.info("%s", engine_line(scorer.model, choice.reason))
+    log.info("%s", scorer.model.engine_line(choice.reason))
     return scorer.engine_name
 
 

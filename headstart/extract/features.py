@@ -64,6 +64,18 @@ class FeatureModel:
     def wanted(self) -> list[str]:
         return list(self.keep) or self.set_names
 
+    def engine_line(self, reason: str) -> str:
+        """The one log line saying which engine computes the backbone's sets, and why."""
+        info = self.engine.describe()
+        notes = [reason]
+        if info.get("onnx_exported"):
+            notes.append(f"graph exported once in {info['onnx_export_seconds']:.1f} s")
+        if "onnx_max_abs_diff" in info and not info.get("onnx_fallback"):
+            notes.append(f"first rows within {info['onnx_max_abs_diff']:.1g} of torch")
+        if info.get("onnx_fallback"):
+            notes.append(f"onnxruntime fell back: {info['onnx_fallback']}")
+        return f"{self.name}: engine {self.engine.tag} ({'; '.join(n for n in notes if n)})"
+
     def sanity(self, name: str) -> tuple[dict, list[str]]:
         """The set's sanity summary (for its attributes) and its one-line warnings."""
         stats = self.stats.get(name, EmbeddingStats())
@@ -98,19 +110,6 @@ def attach_engine(model: FeatureModel, engine: str, device: torch.device, *, amp
                                   module=model.taps, taps=tuple(model.set_names))
     if isinstance(model.engine, FirstBatchCheck) and probe is not None:
         model.engine.check(_inputs(model, probe, device))
-
-
-def engine_line(model: FeatureModel, reason: str) -> str:
-    """The one line saying which engine computes a backbone's sets, and why (extract and predict log it)."""
-    info = model.engine.describe()
-    notes = [reason]
-    if info.get("onnx_exported"):
-        notes.append(f"graph exported once in {info['onnx_export_seconds']:.1f} s")
-    if "onnx_max_abs_diff" in info and not info.get("onnx_fallback"):
-        notes.append(f"first rows within {info['onnx_max_abs_diff']:.1g} of torch")
-    if info.get("onnx_fallback"):
-        notes.append(f"onnxruntime fell back: {info['onnx_fallback']}")
-    return f"{model.name}: engine {model.engine.tag} ({'; '.join(n for n in notes if n)})"
 
 
 def compute_features(models: Sequence[FeatureModel], batch: dict, *, device: torch.device,

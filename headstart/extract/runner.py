@@ -45,7 +45,7 @@ from headstart.errors import CacheError, ConfigError, DataError, DependencyError
 from headstart.extract.config import ExtractConfig
 from headstart.extract.device_decode import DeviceJpegDecoder, check_device_resizable
 from headstart.extract.features import (FeatureModel, attach_engine, build_feature_models, compute_features,
-                                       engine_line, probe_batch, probe_images)
+                                       probe_batch, probe_images)
 from headstart.extract.loader import DecodedImages, make_loader
 from headstart.extract.sets import ENGINE_NAMES, feature_spec, settle_engine, stored_engines
 from headstart.versions import collect_versions
@@ -204,7 +204,7 @@ def _settle_engines(models: list[FeatureModel], out: Path, table: SamplesTable, 
         s = settled[m.name]
         if s.engine is not None:
             attach_engine(m, s.engine, device, amp_dtype=amp_dtype, workers=workers, probe=probe)
-            _log_engine(m, s.reason or choice.reason)
+            log.info("%s", m.engine_line(s.reason or choice.reason))
         specs += [by_engine[s.reused.get(o.name) or m.engine.name][o.name] for o in m.outputs]
     return specs, probed
 
@@ -214,10 +214,6 @@ def _usable(engine: str, device: torch.device, amp_dtype: torch.dtype | None) ->
         return choose_engine(engine, device, amp_dtype=amp_dtype, onnx_available=onnx_installed()).name == engine
     except (ConfigError, DependencyError):
         return False
-
-
-def _log_engine(m: FeatureModel, reason: str) -> None:
-    log.info("%s", engine_line(m, reason))
 
 
 @dataclass

@@ -146,7 +146,9 @@ def setup(*, data: str, runs_dir: str, config: FinetuneConfig, split_config: Spl
                            batch_size=config.batch_size, workers=workers, pin_memory=pin)
         for split in ("val", "test")
     }
-    criterion = nn.CrossEntropyLoss(weight=_class_weights(by_split["train"], len(dataset.classes), config).to(device))
+    # `balanced`: the scikit-learn formula, so minority errors cost as much in total (the heads' rule too)
+    weight = class_weights([s.label for s in by_split["train"]], len(dataset.classes), config.class_weight)
+    criterion = nn.CrossEntropyLoss(weight=torch.from_numpy(weight).to(device))
     optimizer, scheduler, scaler = make_optimization(net, config=config, steps_per_epoch=len(train_loader), ctx=ctx)
     return FinetuneRun(
         config=config, replica=replica, ctx=ctx, dataset=dataset, by_split=by_split, data_hash=data_hash,
@@ -319,11 +321,6 @@ def _samples_by_split(dataset: Dataset) -> dict[str, list[Sample]]:
         raise DataError(f"the {' and '.join(empty)} split(s) of the data set are empty; fine-tuning needs train, "
                         "val and test images; add images or adjust --val-fraction/--test-fraction")
     return by_split
-
-
-def _class_weights(samples: list[Sample], n_classes: int, config: FinetuneConfig) -> torch.Tensor:
-    """`balanced`: the scikit-learn formula, so minority errors cost as much in total (same rule as the heads)."""
-    return torch.from_numpy(class_weights([s.label for s in samples], n_classes, config.class_weight))
 
 
 def _resume_point(ckpt_dir: Path) -> Path:

@@ -154,7 +154,7 @@ def _attach_engines(models: list[FeatureModel], dataset: Dataset, ex: ExtractCon
     workers = default_workers(device) if ex.workers is None else ex.workers
     for m in models:
         attach_engine(m, choice.name, device, amp_dtype=amp_dtype, workers=workers, probe=probe)
-        log.info("%s: engine %s (%s)", m.name, m.engine.tag, choice.reason)
+        log.info("%s", m.engine_line(choice.reason))
 
 
 def _rounds(race: _Race) -> tuple[list[dict], list[str]]:
