@@ -2,12 +2,15 @@
 
 K heads of one kind share a device-resident feature tensor and the same minibatch order. Their weights are
 stacked (`headstart.heads.stacked`), so one `matmul` serves every head. Each head keeps its own learning
-rate, weight decay, hidden width (padded to the widest, with a mask) and dropout, and stops early on its own
-val loss. A head that stops is frozen at its best weights.
+rate, weight decay, hidden width and dropout, and stops early on its own val loss. A head that stops is frozen
+at its best weights and leaves the stacked model, so it costs no more FLOPs (on real features most heads stop
+long before the slowest one). With `TrainSettings.halving`, successive halving also stops the worse half of a
+seed's heads at a few rung epochs (`headstart.heads.halving`). Several seeds train in one loop
+(`train_batched_seeds`): the features are standardised and made resident once for every head and seed.
 
 `LinearHead.fit` and `MLPHead.fit` are the K = 1 case of `train_batched`, so "a head trained in a sweep equals
-the same head trained alone" holds by construction. Everything that could couple heads is made per head or
-made independent of K:
+the same head trained alone" holds by construction (for every head that successive halving did not stop).
+Everything that could couple heads is made per head or made independent of K:
 - initial weights come from a generator seeded per head (the same seed gives the same init at any K);
 - dropout noise is a counter-based hash of (seed, step, row, unit), not a draw whose layout depends on K;
 - the loss is a per-head mean summed over heads, so one head's gradient never sees another's;
@@ -116,38 +119,39 @@ def train_batched_seeds(
     """`train_batched` for several seeds in one loop: the features are standardised and made resident once and
     shared by every head and seed; one `HeadResult` list per seed, each equal to `train_batched` at that seed.
 
-    One stacked model per (seed, hidden width): padding narrow heads to the widest would waste their FLOPs,
-    and each seed walks its own minibatch order. Every group draws the same minibatch order from its seed, so
-    results do not depend on the grouping.
+    One stacked model per hidden width (padding narrow heads to the widest would waste their FLOPs) holds every
+    seed's heads as extra heads, each seed's block walking that seed's own minibatch order; one step serves
+    every seed, which is what a linear sweep (cheap FLOPs, per-step overhead) needs. Every width draws the same
+    minibatch order from a seed, so results do not depend on the grouping.
     """
     if not configs:
         return [[] for _ in seeds]
     if len({c.hidden > 0 for c in configs}) > 1:
         raise ConfigError("train_batched got linear (hidden=0) and MLP configs together; batch one kind at a time")
+    seeds = [int(s) for s in seeds]
+    if len(set(seeds)) < len(seeds):
+        raise ConfigError(f"seeds {seeds} repeat a seed; expected distinct seeds (a repeat would be the same run)")
     data = _Data.prepare(X_train, y_train, X_val, y_val, n_classes=n_classes, class_weight=settings.class_weight,
                          device=torch.device(device))
     groups = [_Group(data, [i for i, c in enumerate(configs) if c.hidden == width], configs, settings=settings,
-                     seed=seed)
-              for seed in seeds for width in sorted({c.hidden for c in configs})]
+                     seeds=seeds)
+              for width in sorted({c.hidden for c in configs})]
     for epoch in range(1, settings.epochs + 1):
         for group in groups:
             if group.training:
                 group.run_epoch(epoch)
         if data.has_val and epoch in settings.halving:
             for seed in seeds:
-                _halve([g for g in groups if g.seed == seed], n_configs=len(configs), epoch=epoch)
+                _halve(groups, seed=seed, n_configs=len(configs), epoch=epoch)
         for group in groups:
             group.compact()
         if not any(group.training for group in groups):
             log.debug("every head stopped by epoch %d", epoch)
             break
-    out: list[list[HeadResult]] = []
-    for seed in seeds:
-        by_config: dict[int, HeadResult] = {}
-        for group in (g for g in groups if g.seed == seed):
-            by_config.update(zip(group.index, group.results()))
-        out.append([by_config[i] for i in range(len(configs))])
-    return out
+    by_head: dict[tuple[int, int], HeadResult] = {}
+    for group in groups:
+        by_head.update(zip(zip(group.head_seed.tolist(), group.head_config.tolist()), group.results()))
+    return [[by_head[seed, i] for i in range(len(configs))] for seed in seeds]
 
 
 @dataclass
@@ -184,22 +188,26 @@ class _Data:
 
 
 class _Group:
-    """The heads of one seed and one hidden width: a stacked model, its optimiser, its minibatch order and each
-    head's early-stopping state. Heads that stop leave the stacked model (`compact`), so they cost nothing."""
+    """The heads of one hidden width, every seed's in turn: a stacked model, its optimiser, each seed's minibatch
+    order and each head's early-stopping state. Heads that stop leave the stacked model (`compact`), so they
+    cost nothing."""
 
     def __init__(self, data: _Data, index: list[int], configs: list[TorchHeadConfig], *, settings: TrainSettings,
-                 seed: int) -> None:
-        self.data, self.index, self.settings, self.seed = data, index, settings, seed
-        self.configs = [configs[i] for i in index]
+                 seeds: list[int]) -> None:
+        self.data, self.settings = data, settings
+        self.head_config = np.array([i for _ in seeds for i in index])  # each head's position in `configs`
+        self.head_seed = np.array([seed for seed in seeds for _ in index])
+        self.configs = [configs[i] for i in self.head_config]
         device = data.xt.device
         self.model = StackedHeads([c.hidden for c in self.configs], [c.dropout for c in self.configs],
-                                  dim=data.xt.shape[1], n_classes=data.n_classes, seed=seed, device=device)
+                                  dim=data.xt.shape[1], n_classes=data.n_classes, seed=self.head_seed.tolist(),
+                                  device=device)
         self.opt = make_optimiser(self.model, self.configs, device=device)
         self.batch = settings.batch_rows(data.xt.shape[0])
         self.total_steps = settings.epochs * math.ceil(data.xt.shape[0] / self.batch)
-        self.perm_gen = torch.Generator().manual_seed(seed)
-        K = len(index)
-        # per-head state over the group's K heads, on the CPU: one sync per epoch reads the losses
+        self.perm_gens = {seed: torch.Generator().manual_seed(seed) for seed in seeds}
+        K = len(self.configs)
+        # per-head state, on the CPU: one sync per epoch reads the losses
         self.active = np.ones(K, dtype=bool)
         self.best_loss = np.full(K, np.inf, dtype=np.float32)
         self.best_epoch = np.zeros(K, dtype=np.int64)
@@ -214,21 +222,24 @@ class _Group:
         """One epoch of every head in the batch, then val loss, early stopping and history."""
         data, model, device = self.data, self.model, self.data.xt.device
         N, K_live = data.xt.shape[0], len(model.live)
+        blocks = model.seed_blocks()
+        perms = [torch.randperm(N, generator=self.perm_gens[seed]).to(device) for seed, _, _ in blocks]
+        block_sizes = torch.tensor([end - start for _, start, end in blocks], device=device)
         everyone = torch.ones(K_live, dtype=torch.bool, device=device)
-        perm = torch.randperm(N, generator=self.perm_gen).to(device)
         loss_sum = torch.zeros(K_live, device=device)
         correct = torch.zeros(K_live, device=device)
         for start in range(0, N, self.batch):
-            idx = perm[start : start + self.batch]
-            xb, yb = data.xt[idx], data.yt[idx]
-            logits = model(xb, noise_key=(self.seed, self.step))  # (K, B, C)
+            idx = [perm[start : start + self.batch] for perm in perms]
+            xb = torch.stack([data.xt[i] for i in idx])  # (S, B, D): each seed's own minibatch
+            yb = torch.stack([data.yt[i] for i in idx]).repeat_interleave(block_sizes, dim=0)  # (K, B)
+            logits = model(xb, noise_key=self.step, blocks=blocks)  # (K, B, C)
             per_head = _weighted_ce(logits, yb, data.cw)  # (K,)
             model.zero_grad()
             per_head.sum().backward()
             lr_scale = 0.5 * (1.0 + math.cos(math.pi * self.step / self.total_steps))
             self.opt.step(lr_scale=lr_scale, active=everyone)
             with torch.no_grad():
-                loss_sum += per_head.detach() * len(idx)
+                loss_sum += per_head.detach() * yb.shape[1]
                 correct += (logits.argmax(-1) == yb).sum(-1)
             self.step += 1
         if data.has_val:
@@ -282,14 +293,15 @@ class _Group:
                 for k, cfg in enumerate(self.configs)]
 
 
-def _halve(groups: list[_Group], *, n_configs: int, epoch: int) -> None:
-    """Successive halving over one seed's groups, ranked in config order (heads.halving)."""
+def _halve(groups: list[_Group], *, seed: int, n_configs: int, epoch: int) -> None:
+    """Successive halving over one seed's heads in every group, ranked in config order (heads.halving)."""
     best_loss, training = np.full(n_configs, np.inf), np.zeros(n_configs, dtype=bool)
     for g in groups:
-        best_loss[g.index], training[g.index] = g.best_loss, g.active
+        mine = g.head_seed == seed
+        best_loss[g.head_config[mine]], training[g.head_config[mine]] = g.best_loss[mine], g.active[mine]
     keep = halving_survivors(best_loss, training)
     for g in groups:
-        g.halt(keep[g.index], epoch)
+        g.halt(np.where(g.head_seed == seed, keep[g.head_config], True), epoch)
 
 
 def make_optimiser(model: StackedHeads, configs: list[TorchHeadConfig], *, device: torch.device) -> BatchedAdamW:
@@ -300,11 +312,12 @@ def make_optimiser(model: StackedHeads, configs: list[TorchHeadConfig], *, devic
 
 
 def _weighted_ce(logits: torch.Tensor, y: torch.Tensor, class_weight: torch.Tensor) -> torch.Tensor:
-    """Per-head weighted mean cross-entropy: logits (K, B, C), y (B,) -> (K,)."""
+    """Per-head weighted mean cross-entropy: logits (K, B, C), y (B,) shared or (K, B) per head -> (K,)."""
     K, B, C = logits.shape
-    nll = F.cross_entropy(logits.reshape(K * B, C), y.repeat(K), reduction="none").view(K, B)
+    y = y.expand(K, B)
+    nll = F.cross_entropy(logits.reshape(K * B, C), y.reshape(K * B), reduction="none").view(K, B)
     w = class_weight[y]
-    return (nll * w).sum(-1) / w.sum()
+    return (nll * w).sum(-1) / w.sum(-1)
 
 
 @torch.no_grad()

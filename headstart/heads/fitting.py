@@ -124,7 +124,8 @@ def fit_sweeps(head: str, train: Rows, val: Rows, *, fit: FitSettings,
         fitted = knn_sweep(train.X, train.y, val.X, [p["k"] for p in params], class_weight=fit.class_weight)
         return [[Candidate(p, expand(proba, h.classes_, fit.n_classes), h)
                  for p, (h, proba) in zip(params, fitted)]] * len(seeds)
-    settings = dataclasses.replace(fit.grid.train, class_weight=fit.class_weight)
+    settings = dataclasses.replace(fit.grid.train, class_weight=fit.class_weight,
+                                   halving=fit.grid.mlp_halving if head == "mlp" else fit.grid.train.halving)
     per_seed = train_batched_seeds(train.X, train.y, val.X, val.y, configs=torch_configs(params), settings=settings,
                                    n_classes=fit.n_classes, device=fit.device, seeds=seeds)
     cls = MLPHead if head == "mlp" else LinearHead

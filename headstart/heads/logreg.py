@@ -11,6 +11,10 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.class_weight import compute_sample_weight
+
+from headstart.data.balance import class_weight_mode
+from headstart.heads.logreg_path import solve_logistic_path
 
 
 class LogRegHead(ClassifierMixin, BaseEstimator):
@@ -47,34 +51,40 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
 
 
 def fit_logreg_path(X, y, Cs, *, class_weight: str | None = None, max_iter: int = 1000) -> list[LogRegHead]:
-    """Fit one `LogRegHead` per C, warm-starting each from the previous C in ascending order.
+    """Fit one `LogRegHead` per C; every head shares the one scaler fitted on X. Returns heads in the order of Cs.
 
-    The L2 objective is strictly convex, so a warm start reaches the same optimum as a cold fit, in a
-    fraction of the lbfgs iterations (weakly regularised fits on separable features are the slow ones).
-    Every head shares the one scaler fitted on X. Returns heads in the order of `Cs`.
+    Binary: every C is solved at once by `heads.logreg_path` (one pass over the rows serves every C), and
+    each solution is handed to sklearn's lbfgs as its warm start, which confirms it or finishes the job.
+    Multi-class: one sklearn fit per C, warm-started from the previous C in ascending order. Either way the
+    L2 objective is strictly convex, so the heads are the optimum a cold fit reaches, to sklearn's tolerance.
     """
     X = np.asarray(X, dtype=np.float32)
     scaler = StandardScaler().fit(X)
     Xs = scaler.transform(X)
-    model = _logistic(1.0, class_weight, max_iter)
-    model.warm_start = True
+    classes = np.unique(y)
+    Cs = [float(c) for c in Cs]
+    start = {}
+    if len(classes) == 2:
+        weights = compute_sample_weight(class_weight_mode(class_weight), y)
+        solved = solve_logistic_path(Xs, np.asarray(y) == classes[1], weights, Cs, tol=_logistic(1.0, None, 1).tol,
+                                     max_iter=max_iter)
+        start = {C: solved[:, k] for k, C in enumerate(Cs)}
     fitted: dict[float, LogRegHead] = {}
-    for C in sorted(set(float(c) for c in Cs)):
-        model.C = C
+    model = None
+    for C in sorted(set(Cs)):
+        model = copy.deepcopy(model) if model is not None else _logistic(C, class_weight, max_iter)
+        model.C, model.warm_start = C, True
+        if C in start:
+            model.coef_, model.intercept_ = start[C][None, :-1].copy(), start[C][-1:].copy()
         model.fit(Xs, y)
-        step = copy.deepcopy(model)
-        step.warm_start = False
-        fitted[C] = LogRegHead._from_fitted(make_pipeline(scaler, step), C=C, class_weight=class_weight,
+        model.warm_start = False
+        fitted[C] = LogRegHead._from_fitted(make_pipeline(scaler, model), C=C, class_weight=class_weight,
                                             max_iter=max_iter)
-    return [fitted[float(c)] for c in Cs]
+    return [fitted[c] for c in Cs]
 
 
 def _logistic(C: float, class_weight: str | None, max_iter: int) -> LogisticRegression:
-    return _QuietLogistic(C=C, class_weight=_sk_class_weight(class_weight), max_iter=max_iter, solver="lbfgs")
-
-
-def _sk_class_weight(mode: str | None) -> str | None:
-    return None if mode in (None, "none") else mode
+    return _QuietLogistic(C=C, class_weight=class_weight_mode(class_weight), max_iter=max_iter, solver="lbfgs")
 
 
 class _QuietLogistic(LogisticRegression):

@@ -9,6 +9,7 @@ its batch.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -17,44 +18,69 @@ EVAL_CHUNK = 2048  # rows per forward pass when scoring, bounds the (K, rows, H)
 
 
 class StackedHeads(torch.nn.Module):
-    """K linear heads (every width 0) or K MLP heads (every width > 0) with stacked weights."""
+    """K linear heads (every width 0) or K MLP heads (every width > 0) with stacked weights.
 
-    def __init__(self, widths: list[int], dropouts: list[float], *, dim: int, n_classes: int, seed: int,
-                 device: torch.device) -> None:
+    `seed` is one seed for every head or one per head. Heads of several seeds sit seed by seed, so each seed's
+    heads form one block of the batch that can walk that seed's own minibatches (`forward(blocks=...)`).
+    """
+
+    def __init__(self, widths: list[int], dropouts: list[float], *, dim: int, n_classes: int,
+                 seed: int | Sequence[int], device: torch.device) -> None:
         super().__init__()
         self.mlp = widths[0] > 0
         self.widths = list(widths)
         K = len(widths)
+        self.seeds = [seed] * K if isinstance(seed, int) else [int(s) for s in seed]
         if self.mlp:
             H = max(self.widths)
             shapes = {"W1": (K, dim, H), "b1": (K, 1, H), "W2": (K, H, n_classes), "b2": (K, 1, n_classes)}
         else:
             shapes = {"W": (K, dim, n_classes), "b": (K, 1, n_classes)}
         tensors = {name: torch.zeros(shape) for name, shape in shapes.items()}
-        init_cache: dict[int, dict[str, torch.Tensor]] = {}
-        for k, width in enumerate(self.widths):
-            # Heads of equal width get identical init (one generator per head, seeded alike): common random
-            # numbers make the sweep compare hyperparameters, not draws; it also makes K irrelevant.
-            if width not in init_cache:
-                init_cache[width] = _init_head(dim, width, n_classes, seed)
-            for name, t in init_cache[width].items():
+        init_cache: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
+        for k, (width, head_seed) in enumerate(zip(self.widths, self.seeds)):
+            # Heads of equal width and seed get identical init (one generator per head, seeded alike): common
+            # random numbers make the sweep compare hyperparameters, not draws; it also makes K irrelevant.
+            if (width, head_seed) not in init_cache:
+                init_cache[width, head_seed] = _init_head(dim, width, n_classes, head_seed)
+            for name, t in init_cache[width, head_seed].items():
                 tensors[name][k, : t.shape[0], : t.shape[1]] = t
         for name, t in tensors.items():
             self.register_parameter(name, torch.nn.Parameter(t.to(device)))
         self.dropouts = list(dropouts)
         self._set_heads(list(range(K)))
 
-    def forward(self, x: torch.Tensor, *, noise_key: tuple[int, int] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, noise_key: tuple[int, int] | int | None = None,
+                blocks: list[tuple[int, int, int]] | None = None) -> torch.Tensor:
+        """Logits (K, B, C). x (B, D) is seen by every head, dropout keyed by noise_key = (seed, step).
+
+        With `blocks` (`seed_blocks()`), x is (S, B, D): heads start:end see block s's rows only, and noise_key
+        is the step, each block keying its dropout with its own seed.
+        """
         params = dict(self.named_parameters())
+        if blocks is None:
+            return self._block(params, x, noise_key, slice(None))
+        return torch.cat([self._block(params, xs, None if noise_key is None else (seed, noise_key), slice(lo, hi))
+                          for (seed, lo, hi), xs in zip(blocks, x)])
+
+    def _block(self, params: dict[str, torch.Tensor], x: torch.Tensor, noise_key: tuple[int, int] | None,
+               heads: slice) -> torch.Tensor:
+        p = {name: t[heads] for name, t in params.items()}
         if not self.mlp:
-            return forward(params, x)
-        h = torch.relu(stacked_matmul(x, params["W1"]) + params["b1"])
+            return forward(p, x)
+        h = torch.relu(stacked_matmul(x, p["W1"]) + p["b1"])
         if self.training and noise_key is not None and self.any_dropout:
             u = hash_uniform(*noise_key, x.shape[0], h.shape[-1], device=x.device)  # (B, H), shared by heads
-            keep = (u >= self.dropout).to(h.dtype) / (1.0 - self.dropout)
-            h = h * keep
-        h = h * self.hmask
-        return torch.matmul(h, params["W2"]) + params["b2"]
+            dropout = self.dropout[heads]
+            h = h * ((u >= dropout).to(h.dtype) / (1.0 - dropout))
+        h = h * self.hmask[heads]
+        return torch.matmul(h, p["W2"]) + p["b2"]
+
+    def seed_blocks(self) -> list[tuple[int, int, int]]:
+        """(seed, start, end) of each run of same-seed heads in the batch, in order."""
+        seeds = [self.seeds[k] for k in self.live.tolist()]
+        starts = [i for i in range(len(seeds)) if i == 0 or seeds[i] != seeds[i - 1]]
+        return [(seeds[a], a, b) for a, b in zip(starts, starts[1:] + [len(seeds)])]
 
     def snapshot(self) -> dict[str, torch.Tensor]:
         return {name: p.detach().clone() for name, p in self.named_parameters()}

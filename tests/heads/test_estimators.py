@@ -123,7 +123,11 @@ def test_heads_from_a_sweep_are_the_heads_fit_returns():
     for adopted, alone in _sweep_heads(X, y, Xv, yv):
         assert adopted.get_params() == alone.get_params()
         assert sorted(vars(adopted)) == sorted(vars(alone))  # the same fitted state, set by the class itself
-        np.testing.assert_allclose(adopted.predict_proba(Xv), alone.predict_proba(Xv), atol=1e-6)
+        # The logreg path is solved for every C at once (heads.logreg_path) and stops, like sklearn's lbfgs, at
+        # max |gradient| <= 1e-4; it agrees with a cold fit to that tolerance (tests/heads/test_logreg_path.py
+        # checks sklearn's own solver accepts it), not to float rounding as the other heads do.
+        atol = 1e-3 if isinstance(adopted, LogRegHead) else 1e-6
+        np.testing.assert_allclose(adopted.predict_proba(Xv), alone.predict_proba(Xv), atol=atol)
 
 
 def test_heads_from_a_sweep_clone_and_cross_validate():

@@ -88,3 +88,21 @@ def test_seeds_batched_in_one_loop_equal_seeds_one_by_one(halving):
     if halving:
         for results in together:
             assert sum(r.halted_at == 3 for r in results) >= len(CONFIGS) // 4
+
+
+def test_the_grid_halves_mlp_sweeps_only_and_the_default_grid_does():
+    """`SweepGrid.mlp_halving` reaches the MLP sweep of `fit_sweeps`; a linear sweep on the same grid runs every
+    config to the end (its cost is per step, which stopping heads would not cut)."""
+    from headstart.heads.fitting import FitSettings, Rows, fit_sweeps
+    from headstart.heads.sweep import get_sweep
+
+    assert get_sweep("default").mlp_halving  # on by default, the setting issue 13's figures were measured with
+    Xt, yt, Xv, yv = _data()
+    rows = [Rows(X, y, np.arange(len(y)).astype(str), np.full(len(y), "")) for X, y in ((Xt, yt), (Xv, yv))]
+    grid = dataclasses.replace(get_sweep("quick"), linear_lr=(1e-3, 1e-2, 3e-2), mlp_dropout=(0.0, 0.3, 0.5),
+                               train=TrainSettings(epochs=4, batch_size=32, patience=50), mlp_halving=(1,))
+    fit = FitSettings(grid=grid, class_weight=None, n_classes=2, device="cpu")
+    (mlp,) = fit_sweeps("mlp", *rows, fit=fit, seeds=[0])
+    assert sorted(len(c.history) for c in mlp) == [1, 4, 4]  # ceil(3 / 2) = 2 survive the rung at epoch 1
+    (linear,) = fit_sweeps("linear", *rows, fit=fit, seeds=[0])
+    assert [len(c.history) for c in linear] == [4, 4, 4]
