@@ -141,7 +141,8 @@ def cli_run(manifest: Path, out: Path, *, backbone: str, device: str, decode: st
     if proc.returncode:
         raise SystemExit(f"headstart extract failed:\n{stderr.decode()[-2000:]}")
     with h5py.File(out, "r") as f:
-        loop = float(f["features"][backbone].attrs["loop_seconds"])
+        (features,) = f["features"].values()  # the one set (provider names are stored without "/")
+        loop = float(features.attrs["loop_seconds"])
     if not keep:
         out.unlink()
     return wall, usage.ru_utime + usage.ru_stime, loop
