@@ -32,10 +32,10 @@ def sidecar_path(model: Path) -> Path:
 
 
 class ExportedScorer:
-    """Probabilities from an exported graph: onnxruntime for .onnx (the engines' session, threads left for the
-    `workers` decode processes), the re-loaded program for .pt2; both on the CPU."""
+    """Probabilities from an exported graph: onnxruntime for .onnx (the engines' session and threads), the
+    re-loaded program for .pt2; both on the CPU."""
 
-    def __init__(self, path: str | Path, *, workers: int = 0):
+    def __init__(self, path: str | Path):
         self.path = Path(path)
         if not self.path.is_file():
             raise DataError(f"{self.path} does not exist; expected a model file written by `headstart export` "
@@ -56,7 +56,7 @@ class ExportedScorer:
         if self.path.suffix == ".onnx":
             require_onnx()
             try:
-                self.engine = OnnxEngine(self.path, threads=onnx_threads(workers=workers))
+                self.engine = OnnxEngine(self.path, threads=onnx_threads())
             except Exception as exc:  # noqa: BLE001 - onnxruntime's parse errors carry no useful type
                 raise DataError(f"{self.path} cannot be loaded by onnxruntime ({one_line(exc, limit=100)}); it is "
                                 "damaged; export the run again") from None

@@ -81,13 +81,11 @@ def run_predict(*, run: str | Path, data: str | Path | None, output: str | Path,
             device = resolve_device(config.device)
             workers = default_workers(device) if config.workers is None else config.workers
             amp_dtype = autocast_dtype(config.precision, device)
-            scorer = open_run(run, device=device, amp_dtype=amp_dtype, weights=config.weights, workers=workers)
+            scorer = open_run(run, device=device, amp_dtype=amp_dtype, weights=config.weights)
             card = scorer.card
             images = read_images(data, card.classes)
             shard = np.array_split(np.arange(len(images.samples)), job.world_size)[job.rank]
-            workers = workers if len(shard) > config.batch_size else 0  # the loader's rule: cores left to the engine
-            engine = _start_engine(scorer, images, config=config, device=device, amp_dtype=amp_dtype,
-                                   workers=workers)
+            engine = _start_engine(scorer, images, config=config, device=device, amp_dtype=amp_dtype)
             start = time.perf_counter()
             mine = _score_images(scorer, images, shard, config=config, device=device, workers=workers,
                                  progress=progress and job_main)
@@ -116,7 +114,7 @@ def run_predict(*, run: str | Path, data: str | Path | None, output: str | Path,
 
 
 def _start_engine(scorer, images: Images, *, config: PredictConfig, device: torch.device,
-                  amp_dtype: torch.dtype | None, workers: int) -> str:
+                  amp_dtype: torch.dtype | None) -> str:
     """Give a cached head's feature model its engine, as extraction does: onnxruntime is checked against torch on
     DATA's first real rows before any row is scored (one warning line when it falls back). Logs the engine line;
     returns the engine's name. Fine-tunes run on torch, exported models on their own runtime."""
@@ -129,7 +127,7 @@ def _start_engine(scorer, images: Images, *, config: PredictConfig, device: torc
     probe = None
     if choice.name == "onnxruntime":
         probe = probe_batch(probe_images(images, [scorer.model]), [scorer.model])
-    scorer.attach(config.engine, workers=workers, probe=probe)
+    scorer.attach(config.engine, probe=probe)
     log.info("%s", scorer.model.engine_line(choice.reason))
     return scorer.engine_name
 

@@ -82,15 +82,15 @@ def head_card(run: RunFolder) -> RunCard:
 
 
 def open_run(path: str | Path, *, device: torch.device, amp_dtype: torch.dtype | None,
-             weights: str | None = None, workers: int = 0):
-    """The scorer that applies RUN: rebuilt, checked and ready on `device` (`workers`: decode processes beside it).
+             weights: str | None = None):
+    """The scorer that applies RUN: rebuilt, checked and ready on `device`.
 
     A cached head's scorer has no engine yet: `CachedHeadScorer.attach` gives it one (torch when never called)."""
     path = Path(path)
     if path.suffix in MODEL_SUFFIXES and not path.is_dir():
         if device.type != "cpu":
             log.info("%s runs on the CPU (%s)", path.name, "onnxruntime" if path.suffix == ".onnx" else "torch.export")
-        return ExportedScorer(path, workers=workers)
+        return ExportedScorer(path)
     run = read_run(path)
     if run.head is not None:
         card = head_card(run)

@@ -79,10 +79,10 @@ class CachedHeadScorer:
         self.device, self.amp_dtype = device, amp_dtype
         self.set_name = model.outputs[0].name
 
-    def attach(self, engine: str, *, workers: int, probe: dict | None = None) -> None:
+    def attach(self, engine: str, *, probe: dict | None = None) -> None:
         """Give the feature model its engine (`extract.features.attach_engine`: onnxruntime is decided on the
         `probe` batch's real rows, or on the first batch without one)."""
-        attach_engine(self.model, engine, self.device, amp_dtype=self.amp_dtype, workers=workers, probe=probe)
+        attach_engine(self.model, engine, self.device, amp_dtype=self.amp_dtype, probe=probe)
 
     @property
     def engine_name(self) -> str:
@@ -92,7 +92,7 @@ class CachedHeadScorer:
     def features(self, images: torch.Tensor) -> np.ndarray:
         """Features as the cache holds them: extraction's `compute_features`, rounded to the storage dtype."""
         if self.model.engine is None:
-            self.attach("torch", workers=0)
+            self.attach("torch")
         x = compute_features([self.model], {self.model.geometry: images}, device=self.device)[self.set_name]
         return x.astype(self.dtype).astype(np.float32)
 

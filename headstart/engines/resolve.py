@@ -75,13 +75,13 @@ def choose_engine(spec: str, device: torch.device, *, amp_dtype: torch.dtype | N
 
 
 def resolve_engine(spec: str, device: torch.device, *, backbone: Backbone, amp_dtype: torch.dtype | None = None,
-                   workers: int = 0, module: nn.Module | None = None, taps: tuple[str, ...] = (),
+                   module: nn.Module | None = None, taps: tuple[str, ...] = (),
                    input_shape: tuple[int, int, int] | None = None, tolerance: float = DEFAULT_TOLERANCE,
                    folder: Path | None = None) -> Engine:
     """The engine that will run `backbone` (or `module`, its tapped variant) on `device`.
 
-    `workers` is the number of decode processes running beside it (onnxruntime leaves them their cores);
-    `input_shape` is one normalised image, (channels, input_size, input_size) of the backbone's preprocessing unless given.
+    `input_shape` is one normalised image: (channels, input_size, input_size) of the backbone's preprocessing
+    unless given.
 
     Raises ConfigError/DependencyError only for an explicit request that cannot be met; every failure of the
     ONNX path itself falls back to torch with one warning line.
@@ -98,19 +98,19 @@ def resolve_engine(spec: str, device: torch.device, *, backbone: Backbone, amp_d
                                                           backbone.preprocessing.input_size,
                                                           backbone.preprocessing.input_size))
     try:
-        graph, engine = _load(key, reference.module, workers=workers, tolerance=tolerance, folder=folder)
+        graph, engine = _load(key, reference.module, tolerance=tolerance, folder=folder)
     except ExportError as exc:
         log.warning("%s runs on torch: %s", backbone.name, one_line(exc, limit=400))
         return reference
     return FirstBatchCheck(engine, reference, label=backbone.name, graph=graph, tolerance=tolerance)
 
 
-def _load(key: GraphKey, module: nn.Module, *, workers: int, tolerance: float,
+def _load(key: GraphKey, module: nn.Module, *, tolerance: float,
           folder: Path | None) -> tuple[CachedGraph, OnnxEngine]:
     """The cached (or freshly exported) graph in an onnxruntime session; a cached file that will not load is
     exported again once (an interrupted disk or another onnxruntime); any other failure is an ExportError."""
     graph = cached_graph(key, module, folder=folder, tolerance=tolerance)
-    threads, spinning = onnx_threads(workers=workers), spinning_wanted()
+    threads, spinning = onnx_threads(), spinning_wanted()
     try:
         return graph, OnnxEngine(graph.model, threads=threads, spinning=spinning)
     except Exception as exc:  # noqa: BLE001 - onnxruntime's load errors have no common base class

@@ -86,17 +86,18 @@ class OnnxEngine:
                 "intra_op_threads": self.threads}
 
 
-def onnx_threads(*, workers: int) -> int:
-    """onnxruntime's intra-op threads: torch's count today (all physical cores) less one per decode worker.
+def onnx_threads() -> int:
+    """onnxruntime's intra-op threads: torch's count (all physical cores), whatever the decode workers.
 
-    Measured on this 2-core machine end to end (resnet18, 224-px JPEGs, batch 64, one decode worker beside the
-    engine; `benchmarks/engines.py --threads`, three runs of 3-5 interleaved repeats while other jobs loaded the
-    machine, load average 5-9): 1 intra-op thread ran at 1.11-1.23x torch, 2 threads at 0.92-1.10x, 2 spinning
-    threads at 1.07-1.22x, and an inter-op pool (parallel execution) at 0.62-0.85x. A thread that shares a core
-    with the decode worker is descheduled mid-op and every other thread waits for it at the op's barrier, so the
-    worker's core is left to it. Inter-op stays 1 (sequential execution: a backbone is a chain of ops).
+    Decoding a 224-px JPEG costs about 2 ms of CPU against about 40 ms for a ResNet18 forward, so the workers
+    need a small share of one core, and leaving them a whole core starves the engine. Measured on this 2-core
+    machine, quiet (load average 1.4-1.8), `run_extract` of 640 real 224-px JPEGs with resnet18, batch 64, one
+    decode worker, three interleaved repeats: 48.9 images/s in the loop with 2 intra-op threads against 26.7 with
+    1. (An earlier measurement under heavy load, load average 5-9, had favoured one thread: with other jobs on the
+    cores, a thread that shares its core is descheduled mid-op and its siblings wait at the op's barrier.)
+    Inter-op stays 1 (sequential execution: a backbone is a chain of ops).
     """
-    return max(1, torch.get_num_threads() - max(0, workers))
+    return max(1, torch.get_num_threads())
 
 
 def spinning_wanted() -> bool:

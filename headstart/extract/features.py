@@ -102,11 +102,11 @@ def build_feature_models(names: Sequence[str], *, weights: str, image_size: int 
 
 
 def attach_engine(model: FeatureModel, engine: str, device: torch.device, *, amp_dtype: torch.dtype | None,
-                  workers: int, probe: dict | None = None) -> None:
+                  probe: dict | None = None) -> None:
     """Give `model` its engine. An onnxruntime engine is decided at once on the `probe` batch's first rows (real
     images), so the engine named in a fingerprint is the one that computes every batch; without a probe the
     first batch decides."""
-    model.engine = resolve_engine(engine, device, backbone=model.backbone, amp_dtype=amp_dtype, workers=workers,
+    model.engine = resolve_engine(engine, device, backbone=model.backbone, amp_dtype=amp_dtype,
                                   module=model.taps, taps=tuple(model.set_names))
     if isinstance(model.engine, FirstBatchCheck) and probe is not None:
         model.engine.check(_inputs(model, probe, device))

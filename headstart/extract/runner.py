@@ -116,8 +116,7 @@ def run_extract(*, data: str, output: str, config: ExtractConfig) -> ExtractResu
     workers = default_workers(device) if config.workers is None else config.workers
     if job.is_main:  # another writer at work: say so before exporting or checking any engine
         WriterLock(lock_path(out), target=out).check_free()
-    specs, probed = _settle_engines(models, out, table, dataset, config=config, device=device, amp_dtype=amp_dtype,
-                                    workers=workers)
+    specs, probed = _settle_engines(models, out, table, dataset, config=config, device=device, amp_dtype=amp_dtype)
     if job.distributed:
         require_same_request({"data": data, "output": output, **asdict(config),
                               "fingerprints": [s.fingerprint for s in specs]})
@@ -180,8 +179,8 @@ def run_extract(*, data: str, output: str, config: ExtractConfig) -> ExtractResu
 
 
 def _settle_engines(models: list[FeatureModel], out: Path, table: SamplesTable, dataset: Dataset, *,
-                    config: ExtractConfig, device: torch.device, amp_dtype: torch.dtype | None,
-                    workers: int) -> tuple[list[FeatureSetSpec], dict[int, dict]]:
+                    config: ExtractConfig, device: torch.device,
+                    amp_dtype: torch.dtype | None) -> tuple[list[FeatureSetSpec], dict[int, dict]]:
     """Give each backbone with sets left to compute its engine (see `sets`); return every set's spec, named after
     the engine that computes (or computed) it, and the rows decoded to check an onnxruntime engine on."""
     choice = choose_engine(config.engine, device, amp_dtype=amp_dtype, onnx_available=onnx_installed())
@@ -203,7 +202,7 @@ def _settle_engines(models: list[FeatureModel], out: Path, table: SamplesTable, 
     for m in models:
         s = settled[m.name]
         if s.engine is not None:
-            attach_engine(m, s.engine, device, amp_dtype=amp_dtype, workers=workers, probe=probe)
+            attach_engine(m, s.engine, device, amp_dtype=amp_dtype, probe=probe)
             log.info("%s", m.engine_line(s.reason or choice.reason))
         specs += [by_engine[s.reused.get(o.name) or m.engine.name][o.name] for o in m.outputs]
     return specs, probed

@@ -25,7 +25,7 @@ from headstart.cache.reader import FeatureCache
 from headstart.cache.writer import CacheWriter
 from headstart.data.dataset import build_dataset
 from headstart.data.types import Dataset
-from headstart.device import autocast_dtype, default_workers, resolve_device
+from headstart.device import autocast_dtype, resolve_device
 from headstart.distributed import env_info
 from headstart.errors import CacheError, ConfigError, DataError
 from headstart.evaluation.bootstrap import bootstrap_ci
@@ -151,9 +151,8 @@ def _attach_engines(models: list[FeatureModel], dataset: Dataset, ex: ExtractCon
     amp_dtype = autocast_dtype(ex.precision, device)
     choice = choose_engine(ex.engine, device, amp_dtype=amp_dtype, onnx_available=onnx_installed())
     probe = probe_batch(probe_images(dataset, models), models) if choice.name == "onnxruntime" else None
-    workers = default_workers(device) if ex.workers is None else ex.workers
     for m in models:
-        attach_engine(m, choice.name, device, amp_dtype=amp_dtype, workers=workers, probe=probe)
+        attach_engine(m, choice.name, device, amp_dtype=amp_dtype, probe=probe)
         log.info("%s", m.engine_line(choice.reason))
 
 

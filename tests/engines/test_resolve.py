@@ -44,7 +44,9 @@ def test_threads_follow_torch_and_spinning_follows_the_wait_policy(monkeypatch):
     torch_threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        assert onnx_threads(workers=0) == 2 and onnx_threads(workers=1) == 1 and onnx_threads(workers=4) == 1
+        assert onnx_threads() == 2
+        torch.set_num_threads(1)
+        assert onnx_threads() == 1
     finally:
         torch.set_num_threads(torch_threads)
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")

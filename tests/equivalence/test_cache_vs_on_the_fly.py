@@ -40,7 +40,8 @@ from headstart.extract.runner import run_extract
 from headstart.finetune.config import AugmentConfig, FinetuneConfig
 from headstart.finetune.data import EpochSampler, SplitImages, make_loader
 from headstart.finetune.freeze import apply_freeze
-from headstart.finetune.train import (StepContext, TrainState, _class_weights, make_optimization, run_finetune)
+from headstart.data.balance import class_weights
+from headstart.finetune.train import StepContext, TrainState, make_optimization, run_finetune
 from headstart.heads.torch_heads import LinearHead
 
 BACKBONE, SIZE, SEED = "resnet18", 32, 0
@@ -114,7 +115,8 @@ def _finetune_recipe_on_features(by_split, features) -> np.ndarray:
     n_train, bs = len(by_split["train"]), CONFIG.batch_size
     steps = n_train // bs if n_train % bs == 1 else -(-n_train // bs)
     optimizer, scheduler, _ = make_optimization(net, config=CONFIG, steps_per_epoch=steps, ctx=ctx)
-    criterion = nn.CrossEntropyLoss(weight=_class_weights(by_split["train"], 2, CONFIG))
+    weight = class_weights([s.label for s in by_split["train"]], 2, CONFIG.class_weight)  # as the fine-tune weighs
+    criterion = nn.CrossEntropyLoss(weight=torch.from_numpy(weight))
     x = {split: torch.from_numpy(features[split]) for split in features}
     y = {split: torch.tensor([s.label for s in samples]) for split, samples in by_split.items()}
     sampler = EpochSampler(n_train, seed=CONFIG.seed, shuffle=True)
