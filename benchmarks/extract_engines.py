@@ -94,7 +94,7 @@ def one_time_seconds(name: str, folder: Path) -> tuple[float, float]:
     os.environ["HEADSTART_ONNX_CACHE"] = str(folder)
     try:
         start = time.perf_counter()
-        attach_engine(models[0], "onnxruntime", CPU, amp_dtype=None, workers=1, probe=probe)
+        attach_engine(models[0], "onnxruntime", CPU, amp_dtype=None, probe=probe)
         seconds = time.perf_counter() - start
     finally:
         del os.environ["HEADSTART_ONNX_CACHE"]

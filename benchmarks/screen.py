@@ -69,7 +69,7 @@ def warm_engines(names: list[str], args, device) -> None:
     from headstart.extract.features import attach_engine, build_feature_models
 
     for model in build_feature_models(names, weights=args.weights, image_size=args.image_size, seed=args.seed):
-        attach_engine(model, args.engine, device, amp_dtype=autocast_dtype("auto", device), workers=1)
+        attach_engine(model, args.engine, device, amp_dtype=autocast_dtype("auto", device))
 
 
 def main() -> None:
