@@ -19,6 +19,7 @@ from scipy.special import expit
 
 LINE_SEARCH_HALVINGS = 30  # a column whose step still fails Armijo after this many halvings stops here
 ARMIJO = 1e-4  # sufficient-decrease constant of the backtracking line search
+GRAM_ROWS = 8192  # rows per block of the Gram matrix
 CURVATURE_AT_ZERO = 0.25  # p (1 - p) at p = 1/2: the logistic Hessian's weight at w = 0
 
 
@@ -26,7 +27,9 @@ def solve_logistic_path(X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray,
                         max_iter: int = 1000, history: int = 10) -> np.ndarray:
     """Coefficients (d + 1, len(Cs)), intercept in the last row, of sklearn's binary L2 logistic regression at
     each C on (X, y in {0, 1}, sample_weight); each column stops on its own at max |gradient| <= tol."""
-    X = np.asarray(X, dtype=np.float64)
+    X = np.asarray(X)
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)  # float32 stays float32: no copy of the train matrix (issue 13's memory target)
     y = np.asarray(y, dtype=np.float64)
     sw = np.asarray(sample_weight, dtype=np.float64)
     problem = _Problem(X, y, sw, 1.0 / (np.asarray(Cs, dtype=np.float64) * sw.sum()))
@@ -63,20 +66,23 @@ class _Problem:
     def __init__(self, X: np.ndarray, y: np.ndarray, sw: np.ndarray, lam: np.ndarray) -> None:
         self.X, self.y, self.sw, self.lam = X, y, sw, lam
         self.sw_sum = sw.sum()
-        gram = (X * (sw / self.sw_sum)[:, None]).T @ X
+        gram = np.zeros((X.shape[1], X.shape[1]))
+        for start in range(0, len(X), GRAM_ROWS):  # in blocks: no weighted copy of the whole matrix
+            block, w = X[start:start + GRAM_ROWS], (sw[start:start + GRAM_ROWS] / self.sw_sum).astype(X.dtype)
+            gram += (block * w[:, None]).T @ block
         eigenvalues, self.V = np.linalg.eigh(gram)
         self.curvature = CURVATURE_AT_ZERO * np.maximum(eigenvalues, 0.0)[:, None]  # (d, 1)
         self.intercept_curvature = CURVATURE_AT_ZERO
 
     def loss_grad(self, W: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """sklearn's objective and its gradient for the columns `cols` of W (d + 1, len(cols))."""
-        z = self.X @ W[:-1] + W[-1]
+        z = (self.X @ W[:-1].astype(self.X.dtype)).astype(np.float64) + W[-1]  # X's dtype: never a cast copy of X
         loss = self.sw @ (np.logaddexp(0.0, z) - self.y[:, None] * z) / self.sw_sum
         lam = self.lam[cols]
         loss += 0.5 * lam * (W[:-1] ** 2).sum(axis=0)
         residual = (self.sw / self.sw_sum)[:, None] * (expit(z) - self.y[:, None])
         grad = np.empty_like(W)
-        grad[:-1] = self.X.T @ residual + lam * W[:-1]
+        grad[:-1] = (self.X.T @ residual.astype(self.X.dtype)).astype(np.float64) + lam * W[:-1]
         grad[-1] = residual.sum(axis=0)
         return loss, grad
 
