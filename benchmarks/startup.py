@@ -58,11 +58,11 @@ def wrap(module, names):
             setattr(module, name, first)
 kind = os.environ["HEADSTART_PROBE"]
 if kind == "heads":
-    import headstart.heads.runner as m
-    wrap(m, ["fit_logreg_path", "train_batched", "knn_sweep", "_fit_sweep", "_run_sweep"])
+    import headstart.heads.fitting as m  # the sweeps' fit entry points, as fit_sweeps calls them
+    wrap(m, ["fit_logreg_path", "train_batched_seeds", "knn_sweep"])
 elif kind == "extract":
-    import headstart.extract.runner as m
-    wrap(m, ["normalize_batch"])
+    import headstart.extract.runner as m  # the loop's first batch (after the engine is set up and checked)
+    wrap(m, ["compute_features"])
 elif kind == "finetune":
     import torch.optim.optimizer as o
     o.register_optimizer_step_pre_hook(lambda *a: mark("first"))
