@@ -10,7 +10,10 @@ from sklearn.preprocessing import normalize
 from headstart.data.balance import class_weights
 from headstart.errors import ConfigError
 
-_CHUNK = 1024  # query rows per similarity matmul, bounds the (rows, n_train) matrix
+# Bytes of one (query rows, n_train) similarity block. 1,024 query rows against 70,000 train rows were 287 MB,
+# most of a third copy of a 100,000 x 1,024 cache (benchmarks/memory.py); 32 MiB keeps blocks wide enough for
+# an efficient matmul at every train size measured here.
+_BLOCK_BYTES = 32 * 2**20
 
 
 class KNNHead(ClassifierMixin, BaseEstimator):
@@ -64,8 +67,9 @@ def neighbours(train_normalised: np.ndarray, X: np.ndarray, *, k: int) -> tuple[
         return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
     q = torch.from_numpy(normalize(X))
     sims, idx = [], []
-    for start in range(0, q.shape[0], _CHUNK):
-        s, i = torch.topk(q[start : start + _CHUNK] @ train.T, k, dim=1)
+    rows = max(1, _BLOCK_BYTES // (4 * max(1, train.shape[0])))
+    for start in range(0, q.shape[0], rows):
+        s, i = torch.topk(q[start : start + rows] @ train.T, k, dim=1)
         sims.append(s)
         idx.append(i)
     return torch.cat(sims).numpy(), torch.cat(idx).numpy()
