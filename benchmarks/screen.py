@@ -16,7 +16,7 @@ differences are what the screen has to find.
 Prints the ratio and the two winners; asserts nothing.
 
     .venv/bin/python benchmarks/screen.py [--data ../shared/data/kaggle_cxr_224/train] [-b resnet18 -b ...]
-                                          [--image-size 64] [--weights random] [--device auto] [--workers N]
+                                          [--image-size N (default: the backbones' own, 224)] [--weights random] [--device auto] [--workers N]
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("-b", "--backbone", dest="backbones", action="append",
                         help="candidate (repeat; default: resnet18, densenet121, mobilenet_v3_large)")
     parser.add_argument("--weights", default="random")
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=None, help="default: the backbones' own size (224)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--device", default="auto")
@@ -93,7 +93,7 @@ def main() -> None:
     backbones = args.backbones or ["resnet18", "densenet121", "mobilenet_v3_large"]
     device = resolve_device(args.device)
     print(f"device: {describe_device(device)}; data {args.data}; candidates {', '.join(backbones)}; "
-          f"{args.weights} weights at {args.image_size} px")
+          f"{args.weights} weights at {args.image_size or 'their own size in'} px")
     common = dict(weights=args.weights, image_size=args.image_size, batch_size=args.batch_size, device=str(device),
                   workers=args.workers, seed=args.seed, engine=args.engine)
 
