@@ -142,14 +142,15 @@ def _load_job(cache: FeatureCache, name: str, *, config: HeadsConfig, fit: FitSe
 def _split_rows(cache: FeatureCache, X: np.ndarray, valid: np.ndarray) -> dict[str, Rows]:
     """Each split's usable rows. val and test are copied out, and train is compacted into the front of X (which
     `load` made for this call alone) in place, block by block, so the feature matrix is never held twice: the
-    peak is about 1.3 copies, not 2 (issue 13's memory target; benchmarks/memory.py)."""
+    peak is about 1.3 copies, not 2, and afterwards one (issue 13's memory target; benchmarks/memory.py)."""
     index = {s: np.flatnonzero((cache.splits == s) & valid) for s in ("train", "val", "test")}
     rows = {s: X[index[s]] for s in ("val", "test")}
     train = index["train"]
     for start in range(0, len(train), COMPACT_ROWS):  # ascending, so train[k] >= k: no block overwrites a row
         stop = min(start + COMPACT_ROWS, len(train))  # that a later block still reads
         X[start:stop] = X[train[start:stop]]
-    rows["train"] = X[:len(train)]
+    X.resize((len(train), X.shape[1]), refcheck=False)  # hands the tail back: the matrix is held once, not 1.3x
+    rows["train"] = X
     return {s: Rows(rows[s], cache.labels[index[s]], cache.ids[index[s]], cache.groups[index[s]])
             for s in ("train", "val", "test")}
 
