@@ -10,7 +10,8 @@ one-time cost (export + verification + session, plus the first-batch check) and 
 
 `--threads` mode measures onnxruntime's thread settings end to end: a DataLoader with one decode worker (as
 extraction runs on a 2-core CPU) decodes the JPEGs while the engine runs, for each intra/inter-op split and
-spinning policy, against torch. That measurement chose `engines.runtime.onnx_threads`.
+spinning policy, against torch. Taken under heavy load it favoured one thread; `engines.runtime.onnx_threads`
+now follows a quiet-machine measurement of the extraction loop itself (two threads, 48.9 vs 26.7 images/s).
 
     .venv/bin/python benchmarks/engines.py [--backbone resnet18 --backbone densenet121] [--batches 2]
                                            [--repeats 3] [--threads]
