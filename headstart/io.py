@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -45,11 +46,17 @@ def replace_durably(src: str | Path, dst: str | Path) -> None:
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see either the old file or all of the new one."""
+    write_chunks_atomic(path, (data,))
+
+
+def write_chunks_atomic(path: str | Path, chunks: Iterable[bytes]) -> None:
+    """`write_bytes_atomic` for data made a chunk at a time, so the whole of it is never held at once."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            for chunk in chunks:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         replace_durably(tmp, path)

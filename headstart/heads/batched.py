@@ -33,7 +33,8 @@ from headstart.data.balance import class_weights
 from headstart.errors import ConfigError
 from headstart.heads.batched_adamw import BatchedAdamW
 from headstart.heads.halving import halving_survivors
-from headstart.heads.stacked import EVAL_CHUNK, StackedHeads, standardise
+from headstart.heads.scaling import standardise, torch_moments
+from headstart.heads.stacked import EVAL_CHUNK, StackedHeads
 
 log = logging.getLogger(__name__)
 
@@ -176,10 +177,7 @@ class _Data:
         y_train = np.asarray(y_train, dtype=np.int64)
         C = max(int(n_classes if n_classes is not None else y_train.max() + 1), 2)
         has_val = X_val is not None and y_val is not None and len(y_val) > 0
-        mean = X_train.mean(axis=0, dtype=np.float64)
-        scale = X_train.std(axis=0, dtype=np.float64)
-        scale[scale < 1e-8] = 1.0  # constant features carry no signal; avoid dividing by zero
-        mean32, scale32 = mean.astype(np.float32), scale.astype(np.float32)
+        mean32, scale32 = torch_moments(X_train)  # blocked: no whole-matrix temporary (heads.scaling)
         return cls(xt=standardise(X_train, mean32, scale32, device), yt=torch.as_tensor(y_train, device=device),
                    xv=standardise(X_val, mean32, scale32, device) if has_val else None,
                    yv=torch.as_tensor(np.asarray(y_val, dtype=np.int64), device=device) if has_val else None,

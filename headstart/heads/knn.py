@@ -68,8 +68,12 @@ def neighbours(train_normalised: np.ndarray, X: np.ndarray, *, k: int) -> tuple[
     q = torch.from_numpy(normalize(X))
     sims, idx = [], []
     rows = max(1, _BLOCK_BYTES // (4 * max(1, train.shape[0])))
+    # one similarity buffer for every block: a fresh 32 MiB block per step left the allocator's heap holding
+    # up to 200 MiB more (glibc's mmap threshold rises to the size of the first freed block)
+    buffer = torch.empty((min(rows, q.shape[0]), train.shape[0]))
     for start in range(0, q.shape[0], rows):
-        s, i = torch.topk(q[start : start + rows] @ train.T, k, dim=1)
+        block = q[start : start + rows]
+        s, i = torch.topk(torch.mm(block, train.T, out=buffer[: len(block)]), k, dim=1)
         sims.append(s)
         idx.append(i)
     return torch.cat(sims).numpy(), torch.cat(idx).numpy()

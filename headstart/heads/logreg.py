@@ -10,11 +10,11 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_sample_weight
 
 from headstart.data.balance import class_weight_mode
 from headstart.heads.logreg_path import solve_logistic_path
+from headstart.heads.scaling import fit_scaler, scaled_copy
 
 
 class LogRegHead(ClassifierMixin, BaseEstimator):
@@ -26,8 +26,10 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
         self.max_iter = max_iter
 
     def fit(self, X, y):
-        pipeline = make_pipeline(StandardScaler(), _logistic(self.C, self.class_weight, self.max_iter))
-        self._adopt(pipeline.fit(np.asarray(X, dtype=np.float32), y))
+        X = np.asarray(X, dtype=np.float32)
+        scaler = fit_scaler(X)  # blocked: sklearn's own fit would peak at 2.25 copies of X (heads.scaling)
+        model = _logistic(self.C, self.class_weight, self.max_iter).fit(scaled_copy(X, scaler), y)
+        self._adopt(make_pipeline(scaler, model))
         return self
 
     @classmethod
@@ -59,8 +61,8 @@ def fit_logreg_path(X, y, Cs, *, class_weight: str | None = None, max_iter: int 
     L2 objective is strictly convex, so the heads are the optimum a cold fit reaches, to sklearn's tolerance.
     """
     X = np.asarray(X, dtype=np.float32)
-    scaler = StandardScaler().fit(X)
-    Xs = scaler.transform(X)
+    scaler = fit_scaler(X)
+    Xs = scaled_copy(X, scaler)
     classes = np.unique(y)
     Cs = [float(c) for c in Cs]
     start = {}

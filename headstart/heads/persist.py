@@ -28,6 +28,7 @@ from sklearn.preprocessing import StandardScaler
 from headstart.errors import DataError, one_line
 from headstart.heads.knn import KNNHead
 from headstart.heads.logreg import LogRegHead, _QuietLogistic
+from headstart.heads.tensor_file import Stored, write_safetensors
 from headstart.heads.torch_heads import LinearHead, MLPHead
 from headstart.io import write_bytes_atomic
 from headstart.versions import collect_versions
@@ -101,7 +102,8 @@ def _torch_build(cls: type, names: tuple[str, ...]):
 
 
 def _knn_state(head: KNNHead, dtype: str) -> tuple[dict, dict]:
-    return {"train": head.train_.astype(dtype), "y": head.y_, "vote_weight": head.vote_weight_}, {}
+    # cast block by block as it is written (heads.tensor_file): no narrowed copy of the rows in memory
+    return {"train": Stored.of(head.train_, dtype), "y": head.y_, "vote_weight": head.vote_weight_}, {}
 
 
 def _knn_build(params: dict, t: dict, state: dict, classes: np.ndarray) -> KNNHead:
@@ -160,29 +162,27 @@ def save_head(folder: str | Path, estimator: object, *, classes: list[str], thre
     (its `dtype` also sets how kNN's reference rows are stored; float32 without one). `extra` (e.g. run_id)
     is added to head.json as is.
     """
-    from safetensors.numpy import save as to_safetensors
-
     kind = head_kind(estimator)
     feature_set = dict(feature_set or {})
     arrays, state = _KINDS[kind][1](estimator, feature_set.get("dtype") or "float32")
-    arrays = {name: np.ascontiguousarray(a) for name, a in {**arrays, "classes": estimator.classes_}.items()}
-    payload = to_safetensors(arrays, metadata={"format": HEAD_FORMAT, "kind": kind})
+    tensors = {name: a if isinstance(a, Stored) else Stored.of(a)
+               for name, a in {**arrays, "classes": estimator.classes_}.items()}
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sha256, size = write_safetensors(folder / HEAD_TENSORS, tensors, {"format": HEAD_FORMAT, "kind": kind})
     info = {
         "format": HEAD_FORMAT, "format_version": HEAD_FORMAT_VERSION, "head": kind,
         "estimator": type(estimator).__name__, "params": _jsonable_params(estimator.get_params()), "state": state,
         "classes": [str(c) for c in classes], "threshold": None if threshold is None else float(threshold),
         "n_features": int(estimator.n_features_in_), "feature_set": feature_set,
-        "tensors": {"file": HEAD_TENSORS, "sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload),
-                    "shapes": {name: list(a.shape) for name, a in arrays.items()},
-                    "dtypes": {name: str(a.dtype) for name, a in arrays.items()}},
+        "tensors": {"file": HEAD_TENSORS, "sha256": sha256, "bytes": size,
+                    "shapes": {name: list(t.array.shape) for name, t in tensors.items()},
+                    "dtypes": {name: t.dtype.name for name, t in tensors.items()}},
         "versions": collect_versions(), **(extra or {}),
     }
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(folder / HEAD_TENSORS, payload)
     target = folder / HEAD_JSON
     write_bytes_atomic(target, (json.dumps(info, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
-    log.debug("saved %s head (%d bytes of tensors) to %s", kind, len(payload), folder)
+    log.debug("saved %s head (%d bytes of tensors) to %s", kind, size, folder)
     return target
 
 

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from headstart.heads.scaling import standardise
+
 EVAL_CHUNK = 2048  # rows per forward pass when scoring, bounds the (K, rows, H) activation
 
 
@@ -151,11 +153,6 @@ def predict_proba(params: dict[str, torch.Tensor], mean: np.ndarray, scale: np.n
     if not out:
         return np.zeros((0, p["b2" if "b2" in p else "b"].shape[-1]), dtype=np.float32)
     return torch.cat(out).cpu().numpy()
-
-
-def standardise(X: np.ndarray, mean: np.ndarray, scale: np.ndarray, device: torch.device) -> torch.Tensor:
-    x = torch.as_tensor(np.asarray(X), device=device).float()
-    return (x - torch.as_tensor(mean, device=device)) / torch.as_tensor(scale, device=device)
 
 
 def forward(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
