@@ -9,6 +9,7 @@ from headstart.cli.options import device_option, feature_sets_option
 from headstart.data.balance import CLASS_WEIGHTS
 from headstart.evaluation import SELECT_METRICS
 from headstart.heads import HEADS, SWEEP_NAMES
+from headstart.precision import HEAD_PRECISIONS
 
 
 @click.command(cls=Command)
@@ -30,10 +31,15 @@ from headstart.heads import HEADS, SWEEP_NAMES
 @click.option("--class-weight", type=click.Choice(CLASS_WEIGHTS), default="balanced", show_default=True,
               help="balanced: weight the loss (kNN: the votes) by inverse class frequency.")
 @device_option
+@click.option("--precision", type=click.Choice(HEAD_PRECISIONS), default="auto", show_default=True,
+              help="The torch heads' training steps. auto: bf16 autocast where the hardware has native bf16 (a GPU "
+                   "with bf16, a CPU with AVX512-BF16 or AMX), else fp32. Val loss, early stopping and every "
+                   "prediction run in fp32; each record says which was used.")
 @click.option("--n-boot", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Bootstrap resamples behind each 95% interval.")
 def heads(cache_path: str, runs_dir: str, feature_sets: tuple[str, ...], heads: tuple[str, ...], sweep: str,
-          seeds: int, select_metric: str, threshold_rule: str, class_weight: str, device: str, n_boot: int) -> None:
+          seeds: int, select_metric: str, threshold_rule: str, class_weight: str, device: str, precision: str,
+          n_boot: int) -> None:
     """Train and select heads on the cached features in CACHE; write one run record per head and seed.
 
     Every configuration of the grid is fitted on train and scored on val; the best by --select-metric is
@@ -46,7 +52,7 @@ def heads(cache_path: str, runs_dir: str, feature_sets: tuple[str, ...], heads: 
     config = HeadsConfig(
         feature_sets=list(feature_sets) or None, heads=list(heads) or list(HEADS), sweep=sweep, seeds=seeds,
         select_metric=select_metric, threshold_rule=threshold_rule, class_weight=class_weight, device=device,
-        n_boot=n_boot,
+        precision=precision, n_boot=n_boot,
     )
     records = run_heads(cache_path, runs_dir, config=config)
     click.echo(summary_table(records))

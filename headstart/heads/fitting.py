@@ -51,6 +51,7 @@ class FitSettings:
     class_weight: str | None  # "balanced" or None (see data.balance.class_weight_mode)
     n_classes: int  # classes of the cache; probabilities always have this many columns
     device: Any  # where the torch heads train
+    precision: str = "fp32"  # the torch heads' training steps, "fp32" or "bf16" (device.head_precision)
 
 
 @dataclass
@@ -124,7 +125,7 @@ def fit_sweeps(head: str, train: Rows, val: Rows, *, fit: FitSettings,
         fitted = knn_sweep(train.X, train.y, val.X, [p["k"] for p in params], class_weight=fit.class_weight)
         return [[Candidate(p, expand(proba, h.classes_, fit.n_classes), h)
                  for p, (h, proba) in zip(params, fitted)]] * len(seeds)
-    settings = dataclasses.replace(fit.grid.train, class_weight=fit.class_weight,
+    settings = dataclasses.replace(fit.grid.train, class_weight=fit.class_weight, precision=fit.precision,
                                    halving=fit.grid.mlp_halving if head == "mlp" else fit.grid.train.halving)
     per_seed = train_batched_seeds(train.X, train.y, val.X, val.y, configs=torch_configs(params), settings=settings,
                                    n_classes=fit.n_classes, device=fit.device, seeds=seeds)
@@ -169,7 +170,7 @@ def refit(head: str, cand: Candidate, train: Rows, *, fit: FitSettings, seed: in
     cls = MLPHead if head == "mlp" else LinearHead
     est = cls(**cand.params, epochs=max(1, cand.best_epoch or train_settings.epochs),
               batch_size=train_settings.batch_size, patience=train_settings.patience, class_weight=fit.class_weight,
-              seed=seed, device=str(fit.device))
+              seed=seed, device=str(fit.device), precision=fit.precision)
     return est.fit(train.X, train.y)
 
 

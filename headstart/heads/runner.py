@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from headstart.cache.reader import FeatureCache
 from headstart.data.balance import class_weight_mode
-from headstart.device import resolve_device
+from headstart.device import head_precision, resolve_device
 from headstart.errors import CacheError, ConfigError, DataError
 from headstart.evaluation import SELECT_METRICS
 from headstart.evaluation.finish import FinalEvaluation, RunOutline, SplitPredictions, finish_run
@@ -35,6 +35,7 @@ from headstart.heads import HEADS, SWEEP_NAMES
 from headstart.heads.fitting import Candidate, FitSettings, Rows, Sweep, full_proba, refit, run_sweeps
 from headstart.heads.persist import feature_set_spec, save_head
 from headstart.heads.sweep import get_sweep
+from headstart.precision import HEAD_PRECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,9 @@ class HeadsConfig:
     threshold_rule: str = "youden"  # how the binary threshold is chosen on val, e.g. sensitivity:0.9
     class_weight: str = "balanced"  # "balanced" reweights the loss by inverse class frequency; "none" does not
     device: str = "auto"  # torch heads' device: auto (CUDA when present), cpu, cuda[:i]
+    # torch heads' training steps: auto = bf16 autocast where the device has native bf16 (device.head_precision:
+    # the MLP sweep 9.5 s -> 6.6 s on the real cache, same selections within 0.0003 val AUROC), else fp32
+    precision: str = "auto"
     n_boot: int = 1000  # bootstrap resamples behind each 95% interval
 
     def validate(self) -> None:
@@ -67,6 +71,8 @@ class HeadsConfig:
         if self.sweep not in SWEEP_NAMES:
             raise ConfigError(f"unknown sweep {self.sweep!r}; expected one of {', '.join(SWEEP_NAMES)}")
         class_weight_mode(self.class_weight)
+        if self.precision not in HEAD_PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; expected one of {', '.join(HEAD_PRECISIONS)}")
         if self.seeds < 1:
             raise ConfigError(f"seeds is {self.seeds}; expected at least 1")
         if self.n_boot < 1:
@@ -97,7 +103,8 @@ def run_heads(*, cache_path: str | Path, runs_dir: str | Path, config: HeadsConf
     with FeatureCache(cache_path) as cache:
         names = _feature_set_names(cache, config.feature_sets)
         fit = FitSettings(grid=grid, class_weight=class_weight_mode(config.class_weight),
-                          n_classes=len(cache.classes), device=device)
+                          n_classes=len(cache.classes), device=device,
+                          precision=head_precision(config.precision, device))
         total = len(names) * config.seeds * sum(grid.size(h) for h in config.heads)
         with tqdm(total=total, desc="heads", unit="config", disable=None if progress else True) as bar:
             for name in names:
@@ -215,7 +222,7 @@ def _record_config(job: _Job, sweep: Sweep, cand: Candidate, scores: list[float]
     hyper = dict(cand.params)
     if head in _TORCH_HEADS:
         hyper.update(epochs=train.epochs, batch_size=train.batch_size, patience=train.patience,
-                     best_epoch=cand.best_epoch)
+                     best_epoch=cand.best_epoch, precision=job.fit.precision)
     return {
         **hyper,
         "feature_set": job.feature_set,

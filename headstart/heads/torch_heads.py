@@ -22,7 +22,7 @@ class _TorchHead(ClassifierMixin, BaseEstimator):
 
     def _settings(self) -> TrainSettings:
         return TrainSettings(epochs=self.epochs, batch_size=self.batch_size, patience=self.patience,
-                             class_weight=self.class_weight)
+                             class_weight=self.class_weight, precision=self.precision)
 
     def fit(self, X, y, *, X_val=None, y_val=None):
         """Fit on (X, y); with (X_val, y_val), stop early on val loss and keep the best epoch's weights."""
@@ -53,7 +53,7 @@ class _TorchHead(ClassifierMixin, BaseEstimator):
                               f"{'MLPHead' if cfg.hidden else 'LinearHead'}")
         hyper = {name: getattr(cfg, name) for name in ("lr", "weight_decay", "hidden", "dropout") if name in names}
         head = cls(**hyper, epochs=settings.epochs, batch_size=settings.batch_size, patience=settings.patience,
-                   class_weight=settings.class_weight, seed=seed, device=device)
+                   class_weight=settings.class_weight, seed=seed, device=device, precision=settings.precision)
         head.classes_ = np.asarray(classes)
         head._adopt(result)
         return head
@@ -77,7 +77,8 @@ class LinearHead(_TorchHead):
     """A linear layer on standardised features, trained with AdamW + cosine decay and val early stopping."""
 
     def __init__(self, *, lr: float = 1e-3, weight_decay: float = 1e-4, epochs: int = 50, batch_size: int = 256,
-                 class_weight: str | None = None, patience: int = 8, seed: int = 0, device: str = "cpu") -> None:
+                 class_weight: str | None = None, patience: int = 8, seed: int = 0, device: str = "cpu",
+                 precision: str = "fp32") -> None:
         self.lr = lr
         self.weight_decay = weight_decay
         self.epochs = epochs
@@ -86,6 +87,7 @@ class LinearHead(_TorchHead):
         self.patience = patience
         self.seed = seed
         self.device = device
+        self.precision = precision  # "fp32" or "bf16" training steps (TrainSettings.precision)
 
 
 class MLPHead(LinearHead):
@@ -93,10 +95,10 @@ class MLPHead(LinearHead):
 
     def __init__(self, *, lr: float = 1e-3, weight_decay: float = 1e-4, epochs: int = 50, batch_size: int = 256,
                  class_weight: str | None = None, patience: int = 8, seed: int = 0, device: str = "cpu",
-                 hidden: int = 512, dropout: float = 0.0) -> None:
+                 precision: str = "fp32", hidden: int = 512, dropout: float = 0.0) -> None:
         # The full signature stays spelled out: scikit-learn's get_params reads it.
         super().__init__(lr=lr, weight_decay=weight_decay, epochs=epochs, batch_size=batch_size,
-                         class_weight=class_weight, patience=patience, seed=seed, device=device)
+                         class_weight=class_weight, patience=patience, seed=seed, device=device, precision=precision)
         self.hidden = hidden
         self.dropout = dropout
 

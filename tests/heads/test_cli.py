@@ -56,6 +56,7 @@ def test_not_a_cache(tmp_path):
 @pytest.mark.parametrize("args, needle", [
     (["--head", "svm"], "'svm' is not one of"),
     (["--select-metric", "precision"], "'precision' is not one of"),
+    (["--precision", "fp16"], "'fp16' is not one of"),
     (["--threshold-rule", "sensitivity:2"], "unknown threshold rule"),
 ])
 def test_usage_errors_exit_2(cache_path, tmp_path, args, needle):
