@@ -22,6 +22,7 @@ Prints the ratios (target: sweep / one frozen epoch <= 0.15) and the quality tab
 
     .venv/bin/python benchmarks/heads.py [--cache CACHE.h5] [--seeds 3] [--sweep default] [--frozen-images 384]
                                          [--sweep-repeats 3] [--synthetic-row | --no-synthetic-row] [--device auto]
+                                         [--also-precision fp32]
 """
 
 from __future__ import annotations
@@ -198,23 +199,26 @@ def real_cache(path: Path | None, tmp: Path) -> Path:
     return out
 
 
-def timed_command(cache: Path, runs: Path, *, seeds: int, sweep: str, heads: list[str], device: str) -> float:
+def timed_command(cache: Path, runs: Path, *, seeds: int, sweep: str, heads: list[str], device: str,
+                  precision: str) -> float:
     """Wall seconds of `headstart heads` as a user runs it: a fresh process, start-up and imports included."""
     cmd = [sys.executable, "-m", "headstart", "-q", "heads", str(cache), "-o", str(runs), "--seeds", str(seeds),
-           "--sweep", sweep, "--device", device, *[a for h in heads for a in ("--head", h)]]
+           "--sweep", sweep, "--device", device, "--precision", precision,
+           *[a for h in heads for a in ("--head", h)]]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
-def sweep_row(label: str, cache: Path, tmp: Path, args: argparse.Namespace) -> dict:
+def sweep_row(label: str, cache: Path, tmp: Path, args: argparse.Namespace, *, precision: str = "auto") -> dict:
     """Time the sweep command on `cache` and summarise its records."""
     heads = args.heads.split(",")
     times = []
     for repeat in range(args.sweep_repeats):
         runs = tmp / f"runs-{label}-{repeat}"
-        times.append(timed_command(cache, runs, seeds=args.seeds, sweep=args.sweep, heads=heads, device=args.device))
+        times.append(timed_command(cache, runs, seeds=args.seeds, sweep=args.sweep, heads=heads, device=args.device,
+                                   precision=precision))
     seconds = statistics.median(times)
     records = read_records(runs)  # the sweep is deterministic: every repeat writes the same records
     grid = get_sweep(args.sweep)
@@ -222,6 +226,8 @@ def sweep_row(label: str, cache: Path, tmp: Path, args: argparse.Namespace) -> d
           f"{', '.join(f'{h} {grid.size(h)}' for h in heads)} configs x {args.seeds} seeds = {len(records)} runs)")
     print(f"    command wall time (process start to exit, bootstrap CIs and records included), median of "
           f"{len(times)}: {seconds:.1f} s ({', '.join(f'{t:.1f}' for t in times)})")
+    ran = sorted({str(r.config["precision"]) for r in records if "precision" in r.config})
+    print(f"    --precision {precision}: the torch heads' training steps ran in {', '.join(ran) or '-'}")
     for head in heads:
         per = [r.timing["train_seconds"] for r in records if r.head == head]
         print(f"    {head:<7} train_seconds per seed: {', '.join(f'{s:.2f}' for s in per)}")
@@ -260,6 +266,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="repeats of the cheap cached-epoch timing")
     parser.add_argument("--sweep-repeats", type=int, default=3, help="runs of each sweep command; the median counts")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--also-precision", choices=("fp32", "bf16"),
+                        help="also time the real sweep at this --precision, side by side with the default (auto)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     device = resolve_device(args.device)
@@ -276,6 +284,9 @@ def main() -> None:
         print(f"real cache: {cache} '{name}' {X.shape[0]} x {X.shape[1]}")
         rows = [sweep_row("real", cache, tmp, args)]
         quality_table(rows[0]["records"])
+        if args.also_precision:
+            rows.append(sweep_row(f"real {args.also_precision}", cache, tmp, args, precision=args.also_precision))
+            quality_table(rows[-1]["records"])
         if args.synthetic_row:
             synthetic, _ = synthetic_cache(tmp / "synthetic.h5", rows=KAGGLE_ROWS, dim=X.shape[1])
             rows.append(sweep_row("synthetic", synthetic, tmp, args))
