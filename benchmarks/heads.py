@@ -9,6 +9,9 @@ Row 1, the headline (real features): `headstart heads CACHE -o RUNS --seeds 3` (
     the selected configuration and its test AUROC with the 95% interval, against BEFORE (the same cache before
     issue 13's changes). Quality holds when every val AUROC is within 0.005 of BEFORE and every test AUROC lies
     inside BEFORE's interval.
+    Row 1 runs at the default `--precision auto` (bf16 autocast for the torch heads' training steps on a device
+    with native bf16, fp32 elsewhere; the records say which ran); `--also-precision fp32` adds the same command at
+    fp32 as a row of its own, timed in the same run.
 Row 2 (synthetic, --synthetic-row): the same command on a synthetic 5,216 x 1,024 float16 cache.
 (b) one cached epoch: one epoch of a linear head over 5,216 cached rows on a device-resident tensor.
 (c) one frozen epoch, as the PyTorch transfer-learning tutorial's "ConvNet as fixed feature extractor" runs
@@ -296,7 +299,7 @@ def main() -> None:
 
     for epoch in frozen_epochs(args, device=device, label="(c)"):
         for row in rows:
-            print(f"        {row['label']:<9} sweep {row['seconds']:6.1f} s / one frozen epoch = "
+            print(f"        {row['label']:<10} sweep {row['seconds']:6.1f} s / one frozen epoch = "
                   f"{row['seconds'] / epoch:.3f} (target <= 0.15)")
         print(f"        one cached epoch / one frozen epoch = {cached / epoch:.5f} ({epoch / cached:,.0f}x faster)")
     print(f"\nload average at the end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
