@@ -52,6 +52,15 @@ def default_weights(name: str) -> WeightsEnum | None:
         return None
 
 
+def torchvision_gflops(name: str) -> float | None:
+    """GFLOPs per image at a torchvision model's default input size, from its weights' offline metadata; None for
+    other providers' names and models without the figure. Stamped into feature sets and fine-tune records, so
+    the report's cost labels never import torch to look it up."""
+    enum = None if ":" in name else default_weights(name)
+    value = enum.meta.get("_ops") if enum is not None else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def hub_checkpoint_path(weights: WeightsEnum) -> Path:
     """Where torch hub keeps this weights file; torch.hub.get_dir() reads $TORCH_HOME at each call."""
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)

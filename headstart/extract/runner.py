@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from headstart.backbones.sanity import EmbeddingStats
-from headstart.backbones.weights import rebuild_attrs
+from headstart.backbones.weights import rebuild_attrs, torchvision_gflops
 from headstart.cache.lock import WriterLock
 from headstart.cache.request import CacheRequest, FeatureSetSpec, SamplesTable
 from headstart.cache.schema import lock_path
@@ -325,6 +325,7 @@ def _stats(todo: list[FeatureModel], shards: list[ShardResult], *, device: torch
                 **engine,  # engine, engine_version, precision, and onnxruntime's graph/threads/check
                 "sanity": json.dumps({**sanity, "warnings": warnings}, sort_keys=True),
                 **rebuild_attrs(m.backbone, seed=config.seed),  # what `predict` needs to rebuild random weights
+                **({"gflops": gflops} if (gflops := torchvision_gflops(m.backbone.name)) is not None else {}),
             }
     return out
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from headstart.backbones.registry import check_name, create_model
+from headstart.backbones.weights import torchvision_gflops
 from headstart.cache.dataset import dataset_with_cache_splits
 from headstart.data.balance import class_weights
 from headstart.data.dataset import build_dataset, manifest_hash
@@ -287,7 +288,7 @@ def finish(run: FinetuneRun, state: TrainState, *, runs_dir: str) -> RunRecord:
                 "world_size": replica.world_size, "global_batch_size": config.batch_size * replica.world_size,
                 "weights_tag": run.info.get("weights_tag", ""), "best_epoch": state.best_epoch + 1,
                 "epochs_run": len(history), **{k: v for k, v in run.origin.items() if k != "data"},
-                "preprocessing": run.ctx.prep.to_dict()},
+                "preprocessing": run.ctx.prep.to_dict(), "gflops": torchvision_gflops(config.backbone)},
         dataset={"manifest_hash": run.data_hash, "classes": run.dataset.classes, "data": run.origin["data"]},
         history=history,
         timing={"extract_seconds": 0.0, "train_seconds": sum(h["seconds"] for h in history),

@@ -227,6 +227,8 @@ def _record_config(job: _Job, sweep: Sweep, cand: Candidate, scores: list[float]
         **hyper,
         "feature_set": job.feature_set,
         "weights": job.meta.get("weights"),
+        # the backbone's cost, as extraction stamped it (torchvision backbones); the report labels points with it
+        "gflops": float(job.meta["gflops"]) if job.meta.get("gflops") is not None else None,
         "sweep": job.fit.grid.name,
         "grid_size": len(sweep.candidates),
         "select_metric": config.select_metric,

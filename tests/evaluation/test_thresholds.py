@@ -54,3 +54,17 @@ def test_bad_rule_is_config_error_listing_forms(rule):
     with pytest.raises(ConfigError, match="youden, f1, sensitivity:<0-1>") as error:
         parse_threshold_rule(rule)
     assert repr(rule) in str(error.value)
+
+
+def test_roc_points_are_sklearns_curve():
+    from sklearn.metrics import roc_curve
+
+    from headstart.evaluation.thresholds import roc_points
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 300)
+    p = np.round(rng.random(300) * 0.5 + 0.4 * y, 2)  # rounded: many ties
+    fpr, tpr = roc_points(y, p)
+    want_fpr, want_tpr, _ = roc_curve(y, p, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, want_fpr)
+    np.testing.assert_allclose(tpr, want_tpr)

@@ -76,6 +76,7 @@ def test_freeze_backbone_leaves_backbone_and_batchnorm_untouched(phantom_dir, tm
     assert changed == []
     assert not torch.equal(before["head.weight"], after["head.weight"])
     assert record.config["freeze"] == "backbone"
+    assert record.config["gflops"] == pytest.approx(1.814, abs=0.01)  # stamped for the report's cost labels
 
 
 def test_interrupted_run_resumes_to_the_uninterrupted_history(reference_run, phantom_dir, tmp_path, split_config,

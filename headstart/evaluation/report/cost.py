@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
+from headstart.cache.schema import EXTERNAL
 from headstart.evaluation.report.plots import to_png
 from headstart.evaluation.report.summary import Row, all_finite, as_number, best_by_val, best_cached_head
 
@@ -49,7 +50,7 @@ def cost_points(rows: list[Row], *, select_metric: str) -> list[dict]:
             points.append({"backbone": backbone, "strategy": row.strategy, "label": row.label, "key": row.key,
                            "seconds": seconds_spent(row), "auroc": row.mean("test", "auroc"),
                            "auroc_ci": row.reference.metrics.get("test", {}).get("auroc_ci"),
-                           "gflops": gflops(backbone)})
+                           "gflops": row_gflops(row)})
     front = pareto_front([(p["seconds"], p["auroc"]) for p in points])
     for i, point in enumerate(points):
         point["pareto"] = i in front
@@ -67,19 +68,31 @@ def pareto_front(points: list[tuple[float, float]]) -> set[int]:
     return front
 
 
+def row_gflops(row: Row) -> float | None:
+    """GFLOPs per image as the run's record says (extraction and fine-tuning stamp torchvision backbones' figure);
+    only a record from before that is looked up, which imports torch (4 s of a report that needs no torch)."""
+    config = row.reference.config
+    if "gflops" in config:
+        value = config["gflops"]
+    elif config.get("weights") == EXTERNAL:  # features from `write_features`: no backbone to look up
+        value = None
+    else:
+        value = gflops(row.backbone)
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
 @functools.lru_cache(maxsize=64)
 def gflops(backbone: str) -> float | None:
     """GFLOPs per image from the backbone's offline metadata (torchvision names only), None when unknown."""
     if ":" in backbone:  # other providers build a model on the meta device to count; not worth it for a label
         return None
     try:
-        from headstart.backbones.registry import backbone_info
+        from headstart.backbones.weights import torchvision_gflops
 
-        value = backbone_info(backbone).get("gflops")
+        return torchvision_gflops(backbone)
     except Exception as error:  # noqa: BLE001 - a label must never stop a report
         logger.debug("no GFLOPs for %s: %s", backbone, error)
         return None
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def cost_figure(points: list[dict]) -> bytes | None:

@@ -12,9 +12,8 @@ import math
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from sklearn.metrics import roc_curve
-
 from headstart.evaluation.report.summary import as_number
+from headstart.evaluation.thresholds import roc_points
 
 DPI = 110  # sharp enough on screen, small enough to embed several figures in one HTML file
 LOG_SCALE_RATIO = 50.0  # timing bars switch to a log axis when the largest bar is this many times the smallest
@@ -35,7 +34,7 @@ def roc_figure(curves: list[tuple[str, np.ndarray, np.ndarray]], *, title: str) 
     fig = Figure(figsize=(5.5, 5))
     ax = fig.subplots()
     for label, y, p in drawable:
-        fpr, tpr, _ = roc_curve(y, p)
+        fpr, tpr = roc_points(y, p)
         ax.plot(fpr, tpr, label=label, linewidth=1.4)
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("1 - specificity (false positive rate)")
