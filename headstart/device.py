@@ -100,6 +100,15 @@ def precision_name(dtype: torch.dtype | None) -> str:
     return {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
 
 
+def decode_threads(device: torch.device) -> int:
+    """Threads that decode a batch in the main process, between forwards, when extraction runs on the CPU with
+    its default workers: every core (PIL releases the GIL while it decodes and resizes). On CUDA, 0: worker
+    processes decode while the GPU computes."""
+    if device.type == "cuda":
+        return 0
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_workers(device: torch.device) -> int:
     """Decode workers: on a GPU, all but one core (decode is the bottleneck); on CPU, one core decodes
     while the rest run the network, since both compete for the same cores."""

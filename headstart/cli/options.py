@@ -90,7 +90,9 @@ def extract_options(f: F) -> F:
                      help="cpu: PIL in the workers; device: JPEGs decoded by torchvision on the extraction device "
                           "(nvJPEG on CUDA; helps when decode limits a fast GPU). Part of the cache fingerprint."),
         click.option("--workers", type=click.IntRange(min=0), default=None,
-                     help="Decode processes (default: sized to the machine)."),
+                     help="Decode processes. Default: on a CPU (with --decode cpu) one thread per core decodes each "
+                          "batch between forwards, which does not contend with the engine's threads; on a GPU, "
+                          "processes sized to the machine."),
         click.option("--feature-dtype", type=click.Choice(["float16", "float32"]), default="float16",
                      show_default=True),
         split_options,

@@ -29,7 +29,9 @@ class ExtractConfig:
     device: str = "auto"  # auto picks CUDA when present
     precision: str = "auto"  # auto: fp16 autocast on CUDA, fp32 on CPU (bf16 measured slower here)
     decode: str = "cpu"  # cpu: PIL in the workers; device: JPEGs decoded on the extraction device (nvJPEG on CUDA)
-    workers: int | None = None  # decode processes; None sizes them to the machine (see device.default_workers)
+    # decode processes; None: on a CPU with PIL decode, one thread per core decodes each batch between forwards
+    # (extract.loader.ThreadedBatches), else processes sized to the machine (device.default_workers)
+    workers: int | None = None
     feature_dtype: str = "float16"  # float16 halves the file; pooled features lose nothing measurable
     on_bad_image: str = "fail"  # fail: stop naming the file; skip: count it, record it, go on
     overwrite: bool = False  # replace a feature set (or cache) made for a different request

@@ -1,6 +1,6 @@
 """Stage one: run every requested frozen backbone once over the data set and cache the pooled features.
 
-The loop is deliberately plain: decode (workers) -> `features.compute_features` (normalise, one forward pass of
+The loop is deliberately plain: decode (worker processes, or on a CPU threads between forwards) -> `features.compute_features` (normalise, one forward pass of
 each backbone's engine giving all its (layer, pool) sets) -> stage the batch durably. Which engine computes each
 set is settled before the cache is planned (`sets.settle_engine`), so a fingerprint always names the engine that
 ran. All persistence, resume and atomic publication live in `headstart.cache` (writer, stager, publisher), so
@@ -30,7 +30,7 @@ from headstart.cache.writer import CacheWriter, plan_for
 from headstart.data.dataset import build_dataset, manifest_hash
 from headstart.data.imagemeta import from_text
 from headstart.data.types import Dataset
-from headstart.device import autocast_dtype, cudnn_benchmark, default_workers, resolve_device
+from headstart.device import autocast_dtype, cudnn_benchmark, decode_threads, default_workers, resolve_device
 from headstart.distributed import (
     DistInfo,
     all_gather_object,
@@ -113,7 +113,7 @@ def run_extract(*, data: str, output: str, config: ExtractConfig) -> ExtractResu
     table = samples_table(dataset, data=data, config=config)
     if config.decode == "device":
         check_device_resizable({m.name: m.backbone.preprocessing for m in models})
-    workers = default_workers(device) if config.workers is None else config.workers
+    workers, threads = decode_plan(config, device)
     if job.is_main:  # another writer at work: say so before exporting or checking any engine
         WriterLock(lock_path(out), target=out).check_free()
     specs, probed = _settle_engines(models, out, table, dataset, config=config, device=device, amp_dtype=amp_dtype)
@@ -159,7 +159,7 @@ def run_extract(*, data: str, output: str, config: ExtractConfig) -> ExtractResu
             decoded = {row: {k: v for k, v in item.items() if k not in unused} for row, item in probed.items()
                        if config.decode == "cpu"}  # the probe decoded with PIL: --decode device decodes them again
             mine = _extract_rows(shard, stager=stager, dataset=dataset, todo=todo, device=device, workers=workers,
-                                 config=config, job=job, decoded=decoded)
+                                 threads=threads, config=config, job=job, decoded=decoded)
         shards = all_gather_object(mine)
         # Ranks start their loops together (right after the broadcast), so the job's loop time is the slowest one's.
         seconds = max(s.seconds for s in shards)
@@ -229,14 +229,14 @@ class ShardResult:
 
 def _extract_rows(rows: np.ndarray, *, stager: Stager, dataset: Dataset, todo: list[FeatureModel],
                   device: torch.device, workers: int, config: ExtractConfig, job: DistInfo,
-                  decoded: dict[int, dict]) -> ShardResult:
+                  decoded: dict[int, dict], threads: int = 0) -> ShardResult:
     """Decode `rows` once, compute every wanted set of `todo` on them and stage the features batch by batch;
     `decoded` holds rows the engine check already decoded."""
     mine = set(rows.tolist()) if decoded else set()
     images = DecodedImages(dataset.source, dataset.samples, rows, [m.backbone.preprocessing for m in todo],
                            decode=config.decode, decoded={row: item for row, item in decoded.items() if row in mine})
     loader = make_loader(images, batch_size=config.batch_size, workers=workers if len(rows) > config.batch_size else 0,
-                         pin_memory=device.type == "cuda")
+                         pin_memory=device.type == "cuda", threads=threads)
     decoder = DeviceJpegDecoder(images, device=device) if config.decode == "device" else None
     if decoder is not None and device.type != "cuda" and job.is_main:
         log.warning("--decode device on %s decodes JPEGs with torchvision's libjpeg-turbo in the main process; "
@@ -335,6 +335,18 @@ def extract_rows(rows: np.ndarray, *, stager: Stager, dataset: Dataset, models: 
     """Decode `rows` once and stage every model's wanted sets for them, in this one process: the loop of
     `run_extract`, for a caller that chooses the rows itself (`headstart screen`'s rounds). The models carry
     their engines (`attach_engine`)."""
-    workers = default_workers(device) if config.workers is None else config.workers
+    workers, threads = decode_plan(config, device)
     return _extract_rows(np.asarray(rows, dtype=np.int64), stager=stager, dataset=dataset, todo=models,
-                         device=device, workers=workers, config=config, job=DistInfo(), decoded={})
+                         device=device, workers=workers, threads=threads, config=config, job=DistInfo(),
+                         decoded={})
+
+
+def decode_plan(config: ExtractConfig, device: torch.device) -> tuple[int, int]:
+    """(decode worker processes, decode threads): `--workers N` is N processes; the default is every core's
+    thread decoding between forwards on a CPU with PIL decode (`loader.ThreadedBatches`), else
+    `device.default_workers` processes."""
+    if config.workers is not None:
+        return config.workers, 0
+    if device.type == "cpu" and config.decode == "cpu":
+        return 0, decode_threads(device)
+    return default_workers(device), 0
