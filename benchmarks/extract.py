@@ -2,7 +2,7 @@
 
 (a) forward-only: the backbone on pre-made normalised tensors, run by the engine (b) uses - the ceiling: torch
     eager (eval, inference_mode, channels_last), or onnxruntime (the exported graph extraction runs, NCHW);
-(b) `headstart extract` through its command line, with the defaults a user gets (batch 64, decode workers sized
+(b) `headstart extract` through its command line, with the defaults a user gets (batch 64, decode sized
     to the machine, the default engine, staging, HDF5 publication); only `--weights random` is added (this machine cannot download
     weights, and speed does not depend on their values). The fixed start-up (interpreter, torch import, model
     build, data scan) is removed by taking the marginal rate between a 16-image and a full run:
@@ -16,7 +16,7 @@ batch 64, CPU): b/a >= 0.9 on 224 px, >= 0.8 on full size. The data folder is $H
 ../shared/data.
 
 `--profile` instead runs `run_extract` in this process once per set and prints where the loop's time goes
-(waiting for the decode worker, normalisation, forward, waiting for staging, publication).
+(waiting for the decode (threads between forwards on a CPU, else a worker), normalisation, forward, waiting for staging, publication).
 
     .venv/bin/python benchmarks/extract.py [--backbone resnet18] [--repeats 3] [--n224 1280] [--nfull 600]
                                            [--device cpu|cuda] [--decode cpu|device] [--engine auto|torch]
@@ -52,7 +52,9 @@ from torchvision import transforms  # noqa: E402
 from headstart.backbones.registry import create_backbone  # noqa: E402
 from headstart.device import autocast, autocast_dtype, default_workers, resolve_device  # noqa: E402
 from headstart.engines import resolve_engine  # noqa: E402
+from headstart.extract.config import ExtractConfig  # noqa: E402
 from headstart.extract.preprocess import normalize_batch  # noqa: E402
+from headstart.extract.runner import decode_plan  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("HEADSTART_DATA", REPO.parent / "shared" / "data"))
@@ -190,7 +192,6 @@ def profile(manifest: Path, n: int, *, backbone: str, device: str, decode: str, 
     import headstart.extract.runner as runner
     from headstart.cache.stager import Stager, WriteBehind
     from headstart.cache.writer import CacheWriter
-    from headstart.extract.config import ExtractConfig
 
     spent: dict[str, float] = collections.defaultdict(float)
 
@@ -215,7 +216,7 @@ def profile(manifest: Path, n: int, *, backbone: str, device: str, decode: str, 
             try:
                 return next(self.it)
             finally:
-                spent["wait for decode worker"] += time.perf_counter() - t0
+                spent["decode, or wait for the worker"] += time.perf_counter() - t0
 
     saved = (features.normalize_batch, runner.make_loader, Stager.write_batch, WriteBehind.wait, CacheWriter.finish)
     make_loader = runner.make_loader
@@ -234,7 +235,7 @@ def profile(manifest: Path, n: int, *, backbone: str, device: str, decode: str, 
     print(f"  {n} images: loop {loop:.1f} s ({n / loop:.1f} images/s)")
     for name, seconds in spent.items():
         print(f"    {name:34s} {seconds:7.2f} s  {100 * seconds / loop:5.1f}% of the loop")
-    fwd = loop - spent["wait for decode worker"] - spent["normalise (main)"] - spent["wait for staging (main)"]
+    fwd = loop - spent["decode, or wait for the worker"] - spent["normalise (main)"] - spent["wait for staging (main)"]
     print(f"    {'forward + copy back (the rest)':34s} {fwd:7.2f} s  {100 * fwd / loop:5.1f}% of the loop")
 
 
@@ -260,9 +261,12 @@ def main() -> None:
         "fullsize": balanced(jpeg_paths(DATA / "kaggle_cxr_fullsize_sample"), args.nfull),
     }
     device = resolve_device(args.device)
-    workers = default_workers(device)  # what (b) uses by default; (c) gets the same
+    workers = default_workers(device)  # (c)'s DataLoader workers: what a tutorial loop would use
+    b_workers, b_threads = decode_plan(ExtractConfig(backbones=[args.backbone], decode=args.decode), device)
+    b_decode = f"{b_threads} decode threads between forwards" if b_threads else f"{b_workers} decode worker(s)"
     where = str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})"
-    print(f"{args.backbone}, batch {args.batch_size}, {workers} decode worker(s), {where}, --decode {args.decode}, "
+    print(f"{args.backbone}, batch {args.batch_size}, (b) {b_decode}, (c) {workers} decode worker(s), {where}, "
+          f"--decode {args.decode}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f} at start; medians of {args.repeats}")
     with tempfile.TemporaryDirectory() as tmpdir:
