@@ -52,9 +52,8 @@ from torchvision import transforms  # noqa: E402
 from headstart.backbones.registry import create_backbone  # noqa: E402
 from headstart.device import autocast, autocast_dtype, default_workers, resolve_device  # noqa: E402
 from headstart.engines import resolve_engine  # noqa: E402
-from headstart.extract.config import ExtractConfig  # noqa: E402
+from headstart.extract.loader import decode_plan  # noqa: E402
 from headstart.extract.preprocess import normalize_batch  # noqa: E402
-from headstart.extract.runner import decode_plan  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("HEADSTART_DATA", REPO.parent / "shared" / "data"))
@@ -262,7 +261,7 @@ def main() -> None:
     }
     device = resolve_device(args.device)
     workers = default_workers(device)  # (c)'s DataLoader workers: what a tutorial loop would use
-    b_workers, b_threads = decode_plan(ExtractConfig(backbones=[args.backbone], decode=args.decode), device)
+    b_workers, b_threads = decode_plan(None, device, decode=args.decode)
     b_decode = f"{b_threads} decode threads between forwards" if b_threads else f"{b_workers} decode worker(s)"
     where = str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})"
     print(f"{args.backbone}, batch {args.batch_size}, (b) {b_decode}, (c) {workers} decode worker(s), {where}, "

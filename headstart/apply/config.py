@@ -23,7 +23,7 @@ class PredictConfig:
     device: str = "auto"  # auto picks CUDA when present (exported ONNX models run on the CPU)
     precision: str = "auto"  # extract's rule: fp16 autocast on CUDA, fp32 on CPU
     engine: str = "auto"  # extract's --engine: auto = onnxruntime on CPU (checked on DATA's first rows), torch on CUDA
-    workers: int | None = None  # decode processes; None sizes them as extract does
+    workers: int | None = None  # decode processes; None decodes as extract does (threads between forwards on a CPU)
     on_bad_image: str = "fail"  # fail: stop naming the file; skip: a row with empty probabilities and a reason
     weights: str | None = None  # a local weights file, for heads trained on `--weights PATH` features (sha256 checked)
     cache: str | None = None  # apply a cached head to features already in this cache, instead of DATA images

@@ -26,14 +26,14 @@ from headstart.apply.output import columns, table, write_metrics, write_table
 from headstart.apply.runs import head_card, open_run, read_run
 from headstart.apply.scorers import CachedHeadScorer
 from headstart.cache.reader import FeatureCache
-from headstart.device import autocast_dtype, cudnn_benchmark, default_workers, resolve_device
+from headstart.device import autocast_dtype, cudnn_benchmark, resolve_device
 from headstart.distributed import all_gather_object, barrier, init_distributed, same_outcome
 from headstart.engines import choose_engine, onnx_installed
 from headstart.errors import ConfigError, DataError
 from headstart.evaluation.bootstrap import evaluate
 from headstart.extract.device_decode import DeviceJpegDecoder
 from headstart.extract.features import probe_batch, probe_images
-from headstart.extract.loader import DecodedImages, geometry_key, make_loader
+from headstart.extract.loader import DecodedImages, decode_plan, geometry_key, make_loader
 from headstart.heads.fitting import full_proba
 
 log = logging.getLogger(__name__)
@@ -79,16 +79,16 @@ def run_predict(*, run: str | Path, data: str | Path | None, output: str | Path,
         job_main = job.is_main
         with same_outcome():  # a rank that fails (a bad image, a missing file) stops every rank, not just itself
             device = resolve_device(config.device)
-            workers = default_workers(device) if config.workers is None else config.workers
             amp_dtype = autocast_dtype(config.precision, device)
             scorer = open_run(run, device=device, amp_dtype=amp_dtype, weights=config.weights)
             card = scorer.card
+            workers, threads = decode_plan(config.workers, device, decode=card.decode)
             images = read_images(data, card.classes)
             shard = np.array_split(np.arange(len(images.samples)), job.world_size)[job.rank]
             engine = _start_engine(scorer, images, config=config, device=device, amp_dtype=amp_dtype)
             start = time.perf_counter()
             mine = _score_images(scorer, images, shard, config=config, device=device, workers=workers,
-                                 progress=progress and job_main)
+                                 threads=threads, progress=progress and job_main)
             seconds = time.perf_counter() - start
         parts = all_gather_object((shard, *mine, seconds))
         proba = np.concatenate([p[1] for p in parts])
@@ -133,7 +133,7 @@ def _start_engine(scorer, images: Images, *, config: PredictConfig, device: torc
 
 
 def _score_images(scorer, images: Images, rows: np.ndarray, *, config: PredictConfig, device: torch.device,
-                  workers: int, progress: bool) -> tuple[np.ndarray, list[str]]:
+                  workers: int, progress: bool, threads: int = 0) -> tuple[np.ndarray, list[str]]:
     """(probabilities (n, C) with NaN rows for skipped images, one error string per row ('' when fine))."""
     card: RunCard = scorer.card
     prep = card.preprocessing
@@ -143,7 +143,7 @@ def _score_images(scorer, images: Images, rows: np.ndarray, *, config: PredictCo
         return proba, errors
     decoded = DecodedImages(images.source, images.samples, rows, [prep], decode=card.decode)
     loader = make_loader(decoded, batch_size=config.batch_size, pin_memory=device.type == "cuda",
-                         workers=workers if len(rows) > config.batch_size else 0)
+                         workers=workers if len(rows) > config.batch_size else 0, threads=threads)
     decoder = DeviceJpegDecoder(decoded, device=device) if card.decode == "device" else None
     position = {int(r): i for i, r in enumerate(rows)}
     with torch.inference_mode(), cudnn_benchmark(device), \

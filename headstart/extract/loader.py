@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from headstart.backbones.types import Preprocessing
 from headstart.data import imagemeta, loading
 from headstart.data.types import ImageSource, Sample
+from headstart.device import decode_threads, default_workers
 from headstart.extract.device_decode import collate_mixed, jpeg_item
 from headstart.extract.preprocess import stack_channels_last, to_uint8_tensor
 
@@ -94,6 +95,17 @@ def make_loader(dataset: DecodedImages, *, batch_size: int, workers: int, pin_me
         return ThreadedBatches(dataset, batch_size=batch_size, threads=threads, collate_fn=collate)
     return loading.make_loader(dataset, batch_size=batch_size, workers=workers, pin_memory=pin_memory,
                                collate_fn=collate)
+
+
+def decode_plan(workers: int | None, device: torch.device, *, decode: str = "cpu") -> tuple[int, int]:
+    """(decode worker processes, decode threads) for extract and predict: `--workers N` is N processes; the default
+    is one thread per core decoding between forwards on a CPU with PIL decode (`ThreadedBatches`), else
+    `device.default_workers` processes."""
+    if workers is not None:
+        return workers, 0
+    if device.type == "cpu" and decode == "cpu":
+        return 0, decode_threads(device)
+    return default_workers(device), 0
 
 
 class ThreadedBatches:

@@ -30,7 +30,7 @@ from headstart.cache.writer import CacheWriter, plan_for
 from headstart.data.dataset import build_dataset, manifest_hash
 from headstart.data.imagemeta import from_text
 from headstart.data.types import Dataset
-from headstart.device import autocast_dtype, cudnn_benchmark, decode_threads, default_workers, resolve_device
+from headstart.device import autocast_dtype, cudnn_benchmark, resolve_device
 from headstart.distributed import (
     DistInfo,
     all_gather_object,
@@ -46,7 +46,7 @@ from headstart.extract.config import ExtractConfig
 from headstart.extract.device_decode import DeviceJpegDecoder, check_device_resizable
 from headstart.extract.features import (FeatureModel, attach_engine, build_feature_models, compute_features,
                                        probe_batch, probe_images)
-from headstart.extract.loader import DecodedImages, make_loader
+from headstart.extract.loader import DecodedImages, decode_plan, make_loader
 from headstart.extract.sets import ENGINE_NAMES, feature_spec, settle_engine, stored_engines
 from headstart.versions import collect_versions
 
@@ -113,7 +113,7 @@ def run_extract(*, data: str, output: str, config: ExtractConfig) -> ExtractResu
     table = samples_table(dataset, data=data, config=config)
     if config.decode == "device":
         check_device_resizable({m.name: m.backbone.preprocessing for m in models})
-    workers, threads = decode_plan(config, device)
+    workers, threads = decode_plan(config.workers, device, decode=config.decode)
     if job.is_main:  # another writer at work: say so before exporting or checking any engine
         WriterLock(lock_path(out), target=out).check_free()
     specs, probed = _settle_engines(models, out, table, dataset, config=config, device=device, amp_dtype=amp_dtype)
@@ -335,18 +335,8 @@ def extract_rows(rows: np.ndarray, *, stager: Stager, dataset: Dataset, models: 
     """Decode `rows` once and stage every model's wanted sets for them, in this one process: the loop of
     `run_extract`, for a caller that chooses the rows itself (`headstart screen`'s rounds). The models carry
     their engines (`attach_engine`)."""
-    workers, threads = decode_plan(config, device)
+    workers, threads = decode_plan(config.workers, device, decode=config.decode)
     return _extract_rows(np.asarray(rows, dtype=np.int64), stager=stager, dataset=dataset, todo=models,
                          device=device, workers=workers, threads=threads, config=config, job=DistInfo(),
                          decoded={})
 
-
-def decode_plan(config: ExtractConfig, device: torch.device) -> tuple[int, int]:
-    """(decode worker processes, decode threads): `--workers N` is N processes; the default is every core's
-    thread decoding between forwards on a CPU with PIL decode (`loader.ThreadedBatches`), else
-    `device.default_workers` processes."""
-    if config.workers is not None:
-        return config.workers, 0
-    if device.type == "cpu" and config.decode == "cpu":
-        return 0, decode_threads(device)
-    return default_workers(device), 0

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from headstart.extract.config import ExtractConfig
-from headstart.extract.loader import ThreadedBatches, collate_crops
-from headstart.extract.runner import decode_plan, run_extract
+from headstart.extract.loader import ThreadedBatches, collate_crops, decode_plan
+from headstart.extract.runner import run_extract
 
 CPU = torch.device("cpu")
 
@@ -19,11 +19,11 @@ def _cfg(**kw) -> ExtractConfig:
 
 
 def test_the_plan_threads_only_by_default_on_a_cpu_with_pil_decode():
-    workers, threads = decode_plan(_cfg(), CPU)
+    workers, threads = decode_plan(None, CPU)
     assert workers == 0 and threads >= 1
-    assert decode_plan(_cfg(workers=2), CPU) == (2, 0)  # an explicit --workers is processes
-    assert decode_plan(_cfg(workers=0), CPU) == (0, 0)
-    assert decode_plan(_cfg(decode="device"), CPU)[1] == 0
+    assert decode_plan(2, CPU) == (2, 0)  # an explicit --workers is processes
+    assert decode_plan(0, CPU) == (0, 0)
+    assert decode_plan(None, CPU, decode="device")[1] == 0
 
 
 def test_threaded_batches_keep_order_and_ragged_end():
