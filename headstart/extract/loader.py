@@ -113,9 +113,10 @@ class ThreadedBatches:
 
     On a CPU the engine's threads take every core, and a decode worker process beside them preempts one of them:
     each op of the forward then waits for that thread. Decoding a batch on every core between forwards (PIL
-    releases the GIL while it decodes and resizes) does the same work without that contention: on 2 cores,
-    full-size JPEGs went from 42.5 to 47.3 images/s (in process, resnet18, medians of 2 interleaved runs) and
-    224-px ones stayed level (51.0 against 50.5); see README, Benchmarks, Extraction.
+    releases the GIL while it decodes and resizes) does the same work without that contention. On 2 cores
+    (benchmarks/extract.py, resnet18, onnxruntime, quiet machine) `headstart extract` went from 0.77 to 0.95 of
+    the forward-only rate on full-size JPEGs (49.3 -> 43.8 ms of CPU per image) and from 0.88 to 0.99 on 224-px
+    ones; see README, Benchmarks, Extraction.
     """
 
     def __init__(self, dataset: Dataset, *, batch_size: int, threads: int, collate_fn: Callable[[list], dict]):
