@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import warnings
 
 import numpy as np
@@ -63,19 +64,16 @@ def _decode(path: str | os.PathLike, *, min_size: int | None, capture: bool) -> 
         file_size = os.path.getsize(path)
         if file_size == 0:
             raise DataError(f"{path}: cannot decode image (empty file, 0 bytes)")
-        # A decompression bomb is refused rather than decoded: PIL only warns between 1x and 2x the limit.
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                header = pil_header(img) if capture else None  # before draft() shrinks the size
-                if min_size and img.format == "JPEG":
-                    img.draft(img.mode, (min_size, min_size))  # keeps both sides >= min_size
-                img.load()  # inside the try: truncation only shows up when the pixels are read
-                img = ImageOps.exif_transpose(img)
-                rgb = to_rgb(img)
-                # A grey image hashes as it is: its RGB copy converts back to the same grey values, at a cost.
-                hashed = img if img.mode == "L" else rgb
-                return rgb, (meta_from_pil(header, hashed, file_size=file_size) if header else None)
+        with _open_refusing_bombs(path) as img:
+            header = pil_header(img) if capture else None  # before draft() shrinks the size
+            if min_size and img.format == "JPEG":
+                img.draft(img.mode, (min_size, min_size))  # keeps both sides >= min_size
+            img.load()  # inside the try: truncation only shows up when the pixels are read
+            img = ImageOps.exif_transpose(img)
+            rgb = to_rgb(img)
+            # A grey image hashes as it is: its RGB copy converts back to the same grey values, at a cost.
+            hashed = img if img.mode == "L" else rgb
+            return rgb, (meta_from_pil(header, hashed, file_size=file_size) if header else None)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(
             f"{path}: refusing to decode a possible decompression bomb ({exc}); "
@@ -91,6 +89,19 @@ def _decode(path: str | os.PathLike, *, min_size: int | None, capture: bool) -> 
         raise DataError(f"{path}: cannot decode image (not a recognised image format)") from None
     except Exception as exc:  # PIL's decoders raise many types (OSError, SyntaxError, ValueError, ...) on bad bytes
         raise DataError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from None
+
+
+_OPEN_LOCK = threading.Lock()
+
+
+def _open_refusing_bombs(path: str) -> Image.Image:
+    """`Image.open`, with PIL's decompression-bomb warning (between 1x and 2x its pixel limit) raised as an
+    error: a bomb is refused rather than decoded. PIL checks the size when it opens the file, so only the open
+    runs under the error filter; the lock keeps threads that decode side by side (extract.loader.ThreadedBatches)
+    from interleaving `catch_warnings`, which saves and restores the process-wide filters."""
+    with _OPEN_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return Image.open(path)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

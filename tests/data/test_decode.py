@@ -237,3 +237,28 @@ def test_real_dicom_shows_dark_lungs(name):
         _ensure_transfer_syntax(ds)
         raw_lungs, raw_mediastinum = _lung_and_mediastinum(ds.pixel_array.astype(float))
         assert raw_lungs > raw_mediastinum  # the stored values are the other way round: we inverted
+
+
+def test_decoding_in_threads_refuses_every_bomb_and_leaves_the_warning_filters(tmp_path, monkeypatch):
+    """extract.loader.ThreadedBatches decodes side by side: the bomb filter must hold in every thread and the
+    process-wide warning filters must come back as they were."""
+    from concurrent.futures import ThreadPoolExecutor
+    import warnings
+
+    Image.new("L", (12, 12)).save(tmp_path / "bomb.png")  # 144 px: between 1x and 2x the limit below
+    Image.new("L", (8, 8), 3).save(tmp_path / "fine.png")  # 64 px: under it
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    before = list(warnings.filters)
+
+    def outcome(name: str) -> str:
+        try:
+            decode_image(tmp_path / name)
+            return "decoded"
+        except DataError:
+            return "refused"
+
+    names = ["bomb.png", "fine.png"] * 100
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(outcome, names))
+    assert got == ["refused", "decoded"] * 100
+    assert warnings.filters == before
