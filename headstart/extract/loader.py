@@ -129,4 +129,5 @@ class ThreadedBatches:
         n = len(self.dataset)
         with ThreadPoolExecutor(self.threads, thread_name_prefix="decode") as pool:
             for start in range(0, n, self.batch_size):
-                yield self.collate_fn(list(pool.map(self.dataset.__getitem__, range(start, min(n, start + self.batch_size)))))
+                rows = range(start, min(n, start + self.batch_size))
+                yield self.collate_fn(list(pool.map(self.dataset.__getitem__, rows)))

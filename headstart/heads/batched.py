@@ -63,9 +63,7 @@ class TrainSettings:
     # Successive-halving rungs: at the end of each listed epoch, the worse half (by best val loss so far) of
     # each seed's heads still training stops (heads.halving). () = every head runs until its own early stop.
     halving: tuple[int, ...] = ()
-    # "bf16": the training steps' forward and loss run under bf16 autocast (fp32 master weights and optimiser);
-    # val loss, early stopping, halving and every prediction stay fp32. See device.head_precision.
-    precision: str = "fp32"
+    precision: str = "fp32"  # "bf16": training steps under bf16 autocast; the rest fp32 (device.head_precision)
 
     def batch_rows(self, n_rows: int) -> int:
         """Rows per minibatch: `batch_size`, lowered for small train sets to keep `min_steps_per_epoch`."""
@@ -219,7 +217,6 @@ class _Group:
         self.best = self.model.snapshot()
         self.step = 0
         self.training = True
-        self.autocast_dtype = torch.bfloat16 if settings.precision == "bf16" else None
 
     def run_epoch(self, epoch: int) -> None:
         """One epoch of every head in the batch, then val loss, early stopping and history."""
@@ -235,7 +232,7 @@ class _Group:
             idx = [perm[start : start + self.batch] for perm in perms]
             xb = torch.stack([data.xt[i] for i in idx])  # (S, B, D): each seed's own minibatch
             yb = torch.stack([data.yt[i] for i in idx]).repeat_interleave(block_sizes, dim=0)  # (K, B)
-            with autocast(device, self.autocast_dtype):
+            with autocast(device, torch.bfloat16 if self.settings.precision == "bf16" else None):
                 logits = model(xb, noise_key=self.step, blocks=blocks).float()  # (K, B, C)
             per_head = _weighted_ce(logits, yb, data.cw)  # (K,)
             model.zero_grad()

@@ -41,8 +41,7 @@ def fit_scaler(X: np.ndarray) -> StandardScaler:
     """A fitted sklearn `StandardScaler` (mean and std on X) from `column_moments`; sklearn treats a std below
     10 float64 eps as constant and leaves it unscaled, and so does this."""
     mean, var = column_moments(X)
-    scale = np.sqrt(var)
-    scale[scale < 10 * np.finfo(np.float64).eps] = 1.0
+    scale = _std(var, floor=10 * np.finfo(np.float64).eps)
     scaler = StandardScaler()
     scaler.mean_, scaler.var_, scaler.scale_ = mean, var, scale
     scaler.n_samples_seen_, scaler.n_features_in_ = len(X), X.shape[1]
@@ -64,9 +63,14 @@ def scaled_copy(X: np.ndarray, scaler: StandardScaler) -> np.ndarray:
 def torch_moments(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """float32 (mean, scale) of the torch heads: std below `TORCH_CONSTANT` becomes 1."""
     mean, var = column_moments(X)
+    return mean.astype(np.float32), _std(var, floor=TORCH_CONSTANT).astype(np.float32)
+
+
+def _std(var: np.ndarray, *, floor: float) -> np.ndarray:
+    """sqrt(var), with 1 for a feature whose std is below `floor`: a constant feature carries no signal."""
     scale = np.sqrt(var)
-    scale[scale < TORCH_CONSTANT] = 1.0
-    return mean.astype(np.float32), scale.astype(np.float32)
+    scale[scale < floor] = 1.0
+    return scale
 
 
 def standardise(X: np.ndarray, mean: np.ndarray, scale: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -74,7 +78,7 @@ def standardise(X: np.ndarray, mean: np.ndarray, scale: np.ndarray, device: torc
     X = np.asarray(X)
     out = torch.empty(X.shape, dtype=torch.float32, device=device)
     m, s = torch.as_tensor(mean, device=device), torch.as_tensor(scale, device=device)
-    step = _block_rows(X.shape[1]) if X.ndim == 2 else max(1, len(X))
+    step = _block_rows(X.shape[1])
     for start in range(0, len(X), step):
         block = out[start:start + step]
         block.copy_(torch.as_tensor(X[start:start + step]))
