@@ -9,7 +9,7 @@
 #   HEADSTART_PYTHON  interpreter with a CUDA build of torch (default: .venv/bin/python, else python3)
 #   HEADSTART_DATA    folder holding kaggle_cxr_224/ and kaggle_cxr_fullsize_sample/ (default ../shared/data,
 #                     else ./shared/data)
-#   N, BATCH, REPEATS extract benchmark size (default 1024 images, batch 128, 2 repeats)
+#   N, BATCH, REPEATS extract benchmark size (default 1024 224-px images, batch 128, 2 repeats)
 #   FT_LIMIT          images of kaggle_cxr_224 used by the fine-tune strategy timing (default 1000; 0 = all)
 # Takes about 5-10 minutes on one H100-class GPU. Prints only measurements taken in this run.
 set -euo pipefail
@@ -54,7 +54,7 @@ print(f"torch {torch.__version__} (CUDA {torch.version.cuda}, cuDNN {torch.backe
 PY
 
 echo "== extract: (a) forward-only, (b) headstart end to end, (c) tutorial loop; images/s and ratios"
-"$PY" benchmarks/extract.py --device cuda --n "${N:-1024}" --batch-size "${BATCH:-128}" --repeats "${REPEATS:-2}"
+"$PY" benchmarks/extract.py --device cuda --n224 "${N:-1024}" --batch-size "${BATCH:-128}" --repeats "${REPEATS:-2}"
 
 if [[ -f benchmarks/finetune.py ]]; then
   echo "== fine-tune: loop overhead vs a bare loop, and extract + heads vs a fine-tune epoch"
