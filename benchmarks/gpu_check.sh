@@ -30,7 +30,9 @@ if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1
        "run this on a GPU machine or set HEADSTART_PYTHON to a CUDA build" >&2
   exit 2
 fi
-"$PY" -c "import headstart" 2>/dev/null || "$PY" -m pip install -q --no-deps --no-build-isolation -e .
+# The benchmarks run as scripts from benchmarks/, where the working directory is not on sys.path.
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+(cd / && "$PY" -c "import headstart") 2>/dev/null || "$PY" -m pip install -q --no-deps --no-build-isolation -e .
 
 if [[ -z "${HEADSTART_DATA:-}" ]]; then
   if [[ -d ../shared/data ]]; then HEADSTART_DATA=$(cd ../shared/data && pwd)
