@@ -37,6 +37,13 @@ def cached_file(repo_id: str, filename: str) -> Path | None:
     return Path(found) if isinstance(found, str) else None
 
 
+def cached_repos() -> list[str]:
+    """ORG/NAME of every model repository in the hub cache (a folder listing; nothing is looked up online)."""
+    cache = hub_cache_dir()
+    return [p.name.removeprefix("models--").replace("--", "/") for p in cache.glob("models--*--*")] \
+        if cache.is_dir() else []
+
+
 def first_cached(repo_id: str, filenames: tuple[str, ...]) -> Path | None:
     return next((p for p in (cached_file(repo_id, f) for f in filenames) if p is not None), None)
 

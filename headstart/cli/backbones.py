@@ -32,22 +32,25 @@ def backbones(names: tuple[str, ...], provider: str | None, pattern: str | None,
     """
     from tqdm import tqdm  # here, not at the top: `headstart --help` imports every command module (0.2 s)
 
-    from headstart.backbones import providers
-    from headstart.backbones.registry import backbone_info, check_name, list_backbones, recommended_backbones
+    from headstart.backbones import catalog, providers
 
-    for name in names:
-        check_name(name)
+    if names:  # checking a name needs its provider's model list: the live registry
+        from headstart.backbones.registry import check_name
+
+        for name in names:
+            check_name(name)
     chosen = [provider] if provider else providers.installed_providers()
-    if provider:
+    if provider and not providers.is_installed(provider):
         providers.load(provider)  # a missing extra: one line with the pip command, exit 1
     if names:
         selected = list(names)
-    else:
-        full = show_all or pattern is not None
-        selected = [n for p in chosen for n in (list_backbones(p, pattern) if full else recommended_backbones(p))]
+    elif show_all or pattern is not None:
+        selected = [n for p in chosen for n in _registry().list_backbones(p, pattern)]
+    else:  # the short lists, from the catalogue where it matches the installed provider (no model code imported)
+        selected = [n for p in chosen for n in (catalog.recommended(p) or _registry().recommended_backbones(p))]
     costly = [n for n in selected if ":" in n]
     described = set(selected) if len(costly) <= STATS_LIMIT else {n for n in selected if ":" not in n}
-    infos = [backbone_info(n) if n in described else _bare(n)
+    infos = [(catalog.describe(n) or _registry().backbone_info(n)) if n in described else _bare(n)
              for n in tqdm(selected, desc="backbones", unit="model", leave=False, disable=None)]
     if as_json:
         click.echo(json.dumps(infos, indent=2))
@@ -63,13 +66,22 @@ def backbones(names: tuple[str, ...], provider: str | None, pattern: str | None,
         click.echo(f"\n{len(selected)} models: dim, params and GFLOPs are shown for at most {STATS_LIMIT} provider "
                    "models at once; pass a narrower --filter or NAMES")
     if not (show_all or pattern or names):
-        counts = ", ".join(f"{p} {sum(_provider(n) == p for n in selected)} of {len(list_backbones(p))}"
+        totals = {p: catalog.count(p) for p in chosen}
+        counts = ", ".join(f"{p} {sum(_provider(n) == p for n in selected)} of "
+                           f"{totals[p] if totals[p] is not None else len(_registry().list_backbones(p))}"
                            for p in chosen)
         click.echo(f"\n{counts}; `--all`, or `--provider P --filter 'GLOB'`, lists more.")
     missing = [p for p in _PROVIDERS if not providers.is_installed(p)]
     if missing and not provider and not names:
         click.echo("not installed: " + ", ".join(f"{p} (pip install 'headstart[{providers.PROVIDER_INFO[p].extra}]')"
                                                  for p in missing))
+
+
+def _registry():
+    """The live registry (imports torch and, per provider, its model library): only where the catalogue cannot answer."""
+    from headstart.backbones import registry
+
+    return registry
 
 
 def _provider(name: str) -> str:

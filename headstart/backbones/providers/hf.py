@@ -60,10 +60,7 @@ class HFFeatures(nn.Module):
 
 def list_names(pattern: str | None = None) -> list[str]:
     """The recommended encoders plus every model already in the hub cache (nothing is looked up online)."""
-    cache = hubcache.hub_cache_dir()
-    cached = [p.name.removeprefix("models--").replace("--", "/") for p in cache.glob("models--*--*")] \
-        if cache.is_dir() else []
-    names = sorted(set(RECOMMENDED) | set(cached))
+    names = sorted(set(RECOMMENDED) | set(hubcache.cached_repos()))
     return [n for n in names if fnmatch.fnmatchcase(n, pattern)] if pattern else names
 
 
