@@ -182,4 +182,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from result import run  # benchmarks/result.py: --json PATH writes the output with command, date, machine, load
+
+    run(main)

@@ -334,4 +334,6 @@ def report(runs: dict[str, list[dict]], *, tutorial: bool) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from result import run  # benchmarks/result.py: --json PATH writes the output with command, date, machine, load
+
+    run(main)

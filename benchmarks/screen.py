@@ -134,4 +134,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from result import run  # benchmarks/result.py: --json PATH writes the output with command, date, machine, load
+
+    sys.exit(run(main))

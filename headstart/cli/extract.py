@@ -29,7 +29,7 @@ def extract(data: str, output: str, backbones: tuple[str, ...], pools: tuple[str
     """Run frozen backbones once over DATA and cache their pooled features in OUTPUT (HDF5).
 
     DATA is a folder with train/val/test class folders (the Kaggle layout), a folder of class folders, a CSV
-    manifest (path,label[,split][,group]) or a MedMNIST-style .npz. An interrupted run resumes when the same
+    manifest (`path,label[,split][,group]`) or a MedMNIST-style .npz. An interrupted run resumes when the same
     command is run again.
     """
     from headstart.api import run_extract
