@@ -76,7 +76,7 @@ def count(provider: str) -> int | None:
     return block["count"]
 
 
-def describe(name: str) -> dict | None:
+def stored_info(name: str) -> dict | None:
     """`registry.backbone_info(name)` from the catalogue, or None when the catalogue cannot answer for it."""
     provider = name.split(":", 1)[0] if ":" in name else "torchvision"
     block = _block(provider)
@@ -91,6 +91,17 @@ def describe(name: str) -> dict | None:
     info = {key: value for key, value in row.items() if key != "probe"}
     info["cached"], info["file"] = _weights_on_disk(row.get("probe", {}))
     return info
+
+
+def backbone_info(name: str) -> dict:
+    """What `headstart backbones` shows for `name`: the stored row when it matches the installed provider, else the
+    live `registry.backbone_info` (which imports the provider and builds the model on the meta device)."""
+    info = stored_info(name)
+    if info is not None:
+        return info
+    from headstart.backbones.registry import backbone_info as live
+
+    return live(name)
 
 
 def _probe(provider: str, info: dict) -> dict:

@@ -50,7 +50,7 @@ def backbones(names: tuple[str, ...], provider: str | None, pattern: str | None,
         selected = [n for p in chosen for n in (catalog.recommended(p) or _registry().recommended_backbones(p))]
     costly = [n for n in selected if ":" in n]
     described = set(selected) if len(costly) <= STATS_LIMIT else {n for n in selected if ":" not in n}
-    infos = [(catalog.describe(n) or _registry().backbone_info(n)) if n in described else _bare(n)
+    infos = [catalog.backbone_info(n) if n in described else _bare(n)
              for n in tqdm(selected, desc="backbones", unit="model", leave=False, disable=None)]
     if as_json:
         click.echo(json.dumps(infos, indent=2))

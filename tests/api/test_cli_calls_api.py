@@ -154,7 +154,7 @@ CASES: dict[str, Case] = {
                   expect=lambda bound, tmp: {k: v for k, v in bound.arguments.items() if k != "on_result"} == {
                       "cache": str(tmp / "c.h5"), "feature_set": "resnet18", "seed": 3, "shuffle_repeats": 2,
                       "fix": True, "yes": True}),
-    "backbones": Case("headstart.backbones.registry:backbone_info", lambda tmp: ["backbones", "resnet18", "--json"],
+    "backbones": Case("headstart.backbones.catalog:backbone_info", lambda tmp: ["backbones", "resnet18", "--json"],
                       result=lambda tmp: {"name": "resnet18"},
                       expect=lambda bound, tmp: bound.arguments == {"name": "resnet18"}),
     "extract": Case("headstart.api:run_extract", lambda tmp: ["extract", "DATA", "-o", str(tmp / "c.h5"), *EXTRACT_ALL],

@@ -19,22 +19,22 @@ def test_catalogue_matches_the_live_provider(provider):
     if provider != "hf":
         assert catalog.count(provider) == len(list_backbones(provider))
     for name in catalog.recommended(provider)[:2]:  # one meta build each: two rows per provider keep this fast
-        assert catalog.describe(name) == backbone_info(name)
+        assert catalog.stored_info(name) == backbone_info(name)
 
 
 def test_torchvision_row_sees_weights_appear_on_disk(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    assert catalog.describe("resnet18")["cached"] is False
+    assert catalog.stored_info("resnet18")["cached"] is False
     file = tmp_path / "hub" / "checkpoints" / STORED["torchvision"]["rows"]["resnet18"]["probe"]["torch_hub"]
     file.parent.mkdir(parents=True)
     file.write_bytes(b"x")
-    info = catalog.describe("resnet18")
+    info = catalog.stored_info("resnet18")
     assert info["cached"] is True and info["file"] == str(file) == backbone_info("resnet18")["file"]
 
 
 def test_another_provider_version_is_described_live(monkeypatch):
     monkeypatch.setattr(providers, "package_version", lambda provider: "0.0.0-other")
-    assert catalog.recommended("torchvision") is None and catalog.describe("resnet18") is None
+    assert catalog.recommended("torchvision") is None and catalog.stored_info("resnet18") is None
 
 
 def test_default_listing_imports_no_model_code():
@@ -44,3 +44,10 @@ def test_default_listing_imports_no_model_code():
             "'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_backbone_info_falls_back_to_the_live_registry(monkeypatch):
+    stored = catalog.backbone_info("resnet18")
+    monkeypatch.setattr(providers, "package_version", lambda provider: "0.0.0-other")
+    assert catalog.stored_info("resnet18") is None
+    assert catalog.backbone_info("resnet18") == backbone_info("resnet18") == stored
