@@ -15,7 +15,8 @@ $(STAMP): setup.cfg pyproject.toml
 
 venv: $(STAMP)
 
-$(DOCS_STAMP): $(STAMP)
+$(DOCS_STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[docs]'
 	touch $(DOCS_STAMP)
 
