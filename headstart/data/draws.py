@@ -5,7 +5,7 @@ One function, `draw_subsample`, serves `headstart curve` (every size x repeat of
 
 - **Grouped.** Whole patients are drawn: one patient's images never sit on both sides of a draw, so the
   effective n is honest (a patient's second radiograph is not a new labelled case). Ungrouped images
-  (group "") are patients of their own.
+  (group "") are patients of their own (`data.sampling`, the sampler every subset goes through).
 - **Stratified.** Each class has its own target (k per class, or the class's share of a count or a
   fraction). A seeded pass over the patients in random order takes a patient whenever every class it holds
   is still short of its target, so a draw overshoots only by the rest of its last patient: `n_train` varies a
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from headstart.data.sampling import Units, take_short, unit_keys
 from headstart.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -145,38 +146,14 @@ def draw_subsample(ids: Sequence[str], labels: Sequence[int], groups: Sequence[s
     pool_counts = np.bincount(labels, minlength=n_classes)
     if size.full:
         chosen = np.arange(len(ids))
-    else:
-        chosen = _greedy_patients(ids, labels, groups, size.targets(pool_counts), seed=seed, n_classes=n_classes)
-    keys = _patient_keys(ids, groups)
+    else:  # each class column's target; the sampler's columns are the classes present in the pool
+        units = Units.build(ids, groups, labels)
+        target = size.targets(pool_counts)[units.strata.astype(np.int64)]
+        chosen = units.rows(take_short(units, target, seed=(int(seed), _DRAW_STREAM)))
     return Draw(index=np.sort(chosen).astype(np.int64), seed=int(seed), size=size,
                 per_class=tuple(int(n) for n in np.bincount(labels[chosen], minlength=n_classes)),
-                n_patients=len(set(keys[chosen].tolist())), pool_per_class=tuple(int(n) for n in pool_counts))
-
-
-def _patient_keys(ids: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """One key per row: its group, or for an ungrouped image a key of its own that no group can equal."""
-    return np.asarray([g if g else f"\0{i}" for i, g in zip(ids, groups)], dtype=object)
-
-
-def _greedy_patients(ids: np.ndarray, labels: np.ndarray, groups: np.ndarray, target: np.ndarray, *, seed: int,
-                     n_classes: int) -> np.ndarray:
-    """Positions of the patients taken by one seeded pass: a patient is taken when each class it holds is short."""
-    keys = _patient_keys(ids, groups)
-    order = np.argsort(keys, kind="stable")
-    unique, starts = np.unique(keys[order], return_index=True)
-    members = np.split(order, starts[1:])  # positions of each patient's rows, patients sorted by key
-    visit = np.random.default_rng([int(seed), _DRAW_STREAM]).permutation(len(unique))
-    taken = np.zeros(n_classes, dtype=np.int64)
-    chosen: list[np.ndarray] = []
-    for p in visit:
-        if np.all(taken >= target):
-            break
-        rows = members[p]
-        add = np.bincount(labels[rows], minlength=n_classes)
-        if np.all(taken[add > 0] < target[add > 0]):
-            taken += add
-            chosen.append(rows)
-    return np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
+                n_patients=len(set(unit_keys(ids[chosen], groups[chosen]).tolist())),
+                pool_per_class=tuple(int(n) for n in pool_counts))
 
 
 def ladder(n_train: int, n_classes: int, *, fractions: Sequence[float] = (0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),

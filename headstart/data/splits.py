@@ -8,7 +8,8 @@
 - Carving moves whole groups (patients): several images of one patient on both sides of a split inflate every
   metric. Ungrouped images (group "") are groups of one.
 - Carving is stratified: a greedy pass over the groups in a seeded random order takes a group whenever that
-  brings the carved per-class counts closer to their targets, so the rare class is represented in proportion.
+  brings the carved per-class counts closer to their targets, so the rare class is represented in proportion
+  (`data.sampling.carve`, the sampler every subset goes through).
 - Inputs are sorted by id first, so the result depends only on the samples and the seed, not on the order a
   file system lists files: extract and finetune, run on different days, derive identical splits.
 """
@@ -16,11 +17,10 @@
 from __future__ import annotations
 
 import logging
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import replace
 
-import numpy as np
-
+from headstart.data.sampling import carve
 from headstart.data.types import SPLITS, Sample, SplitConfig
 from headstart.errors import ConfigError, DataError
 
@@ -73,34 +73,11 @@ def assign_splits(samples: list[Sample], config: SplitConfig, *, classes: list[s
 
 def _carve(pool: list[Sample], n_target: int, *, seed: tuple[int, int]) -> set[str]:
     """Ids of whole groups from `pool` totalling about `n_target` images, stratified by label."""
-    # Hand-written, not sklearn: GroupShuffleSplit does not stratify, StratifiedGroupKFold only cuts 1/k of the
-    # pool (not --val-fraction 0.15, nor a top-up of a given val), and either would move every existing user's
-    # images to other splits for the same --seed.
-    if n_target <= 0 or not pool:
-        return set()
-    groups: dict[str, list[Sample]] = defaultdict(list)
-    for s in pool:
-        groups[s.group or f"\0{s.id}"].append(s)  # "\0": an ungrouped image never joins a named group
-    keys = sorted(groups)
-    order = np.random.default_rng(list(seed)).permutation(len(keys))
-
-    pool_counts = Counter(s.label for s in pool)
-    labels = sorted(pool_counts)
-    target = np.array([pool_counts[c] * n_target / len(pool) for c in labels])
-    column = {c: i for i, c in enumerate(labels)}
-    taken = np.zeros(len(labels))
-    carved: set[str] = set()
-    for k in order:
-        members = groups[keys[k]]
-        add = np.zeros(len(labels))
-        for s in members:
-            add[column[s.label]] += 1
-        if np.abs(taken + add - target).sum() < np.abs(taken - target).sum():
-            taken += add
-            carved.update(s.id for s in members)
-    if len(carved) == len(pool):  # one giant group: keep something to train on
-        return set()
-    return carved
+    # Hand-written (data.sampling), not sklearn: GroupShuffleSplit does not stratify, StratifiedGroupKFold only
+    # cuts 1/k of the pool (not --val-fraction 0.15, nor a top-up of a given val), and either would move every
+    # existing user's images to other splits for the same --seed.
+    rows = carve([s.id for s in pool], [s.group for s in pool], [s.label for s in pool], n=n_target, seed=seed)
+    return {pool[i].id for i in rows}
 
 
 def _warn_group_leaks(samples: list[Sample]) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from headstart.data.draws import SizeSpec, draw_subsample
+from headstart.data.sampling import unit_keys
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,8 @@ def grow_subset(ids: np.ndarray, strata: np.ndarray, groups: np.ndarray, *, have
     inside[have] = True
     if target >= len(ids):
         return np.arange(len(ids))
-    taken_groups = {g for g in groups[inside] if g}
-    free = np.flatnonzero(~inside & np.array([not g or g not in taken_groups for g in groups], dtype=bool))
+    keys = unit_keys(ids, groups)  # a blank group is a patient of its own: never "taken" by another row
+    free = np.flatnonzero(~inside & ~np.isin(keys, keys[inside]))
     missing = target - int(inside.sum())
     if missing <= 0 or not len(free):
         return np.flatnonzero(inside)
