@@ -1,33 +1,41 @@
 """Fitting a head's whole sweep on one feature set: every config on train, scored on val or by cross-validation.
 
 With a val split, every config is fitted on train and predicts val (one batched model, warm-started path or
-neighbour search per head). With an empty val split, every config predicts out of fold in a 5-fold (grouped
-where patients are known) stratified cross-validation on train; the selected config is then refitted on all of
-train (`refit`).
+neighbour search per head). With an empty val split (`cv_sweep`, `applied_model`):
+- every config predicts out of fold in a k-fold cross-validation on train, stratified by class and grouped by
+  patient with the sampler's rule (`data.sampling`: a blank group is a patient of its own, and never turns
+  grouping off for the others);
+- a torch head early-stops on an inner split of its training fold (whole patients, 1/5 of it), never on the
+  fold it then predicts, so the out-of-fold scores that choose the config are not optimistic;
+- the chosen config is fitted once more, on train minus a held-out 1/5 of train (whole patients, stratified);
+  a torch head early-stops on that hold-out, and the threshold is chosen on that model's predictions of it.
+  That model is the one tested and saved, so its threshold was chosen for it, on rows it never trained on.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
-
+from headstart.data.sampling import carve, kfold, units_per_stratum
 from headstart.errors import DataError
 from headstart.evaluation.timing import Timer
 from headstart.heads.batched import train_batched_seeds
-from headstart.heads.knn import KNNHead, knn_sweep
-from headstart.heads.logreg import LogRegHead, fit_logreg_path
+from headstart.heads.knn import knn_sweep
+from headstart.heads.logreg import fit_logreg_path
 from headstart.heads.sweep import SweepGrid, torch_configs
 from headstart.heads.torch_heads import LinearHead, MLPHead
 
 log = logging.getLogger(__name__)
 
 CV_FOLDS = 5  # folds of the cross-validation that replaces an empty val split
+HELD_OUT = 0.2  # share of rows held out after an empty val: to stop a torch head early, or for the threshold
+# Salts of the sampler's random streams, so folds, inner stopping splits and the final hold-out never coincide
+_FOLD_STREAM, _STOP_STREAM, _HOLD_STREAM = 31, 32, 33
 
 
 @dataclass
@@ -107,17 +115,24 @@ def run_sweep_cv(head: str, train: Rows, *, fit: FitSettings, seed: int) -> Swee
     return Sweep(candidates, timer.seconds, f"cv-{folds}fold", train)
 
 
-def fit_sweep(head: str, train: Rows, val: Rows, *, fit: FitSettings, seed: int) -> list[Candidate]:
+def fit_sweep(head: str, train: Rows, val: Rows, *, fit: FitSettings, seed: int, params: list[dict] | None = None,
+              stop_split: Callable[[Rows], np.ndarray] | None = None) -> list[Candidate]:
     """Fit every config of `head` on train and predict val; one batched model / path / search per head."""
-    (candidates,) = fit_sweeps(head, train, val, fit=fit, seeds=(seed,))
+    (candidates,) = fit_sweeps(head, train, val, fit=fit, seeds=(seed,), params=params, stop_split=stop_split)
     return candidates
 
 
-def fit_sweeps(head: str, train: Rows, val: Rows, *, fit: FitSettings,
-               seeds: Sequence[int]) -> list[list[Candidate]]:
+def fit_sweeps(head: str, train: Rows, val: Rows, *, fit: FitSettings, seeds: Sequence[int],
+               params: list[dict] | None = None,
+               stop_split: Callable[[Rows], np.ndarray] | None = None) -> list[list[Candidate]]:
     """`fit_sweep` for several seeds. logreg and kNN ignore the seed, so they fit once and every seed gets the
-    same candidates; the torch heads train every seed's configs in one batched loop (`train_batched_seeds`)."""
-    params = fit.grid.configs(head)
+    same candidates; the torch heads train every seed's configs in one batched loop (`train_batched_seeds`).
+
+    `params`: the configs to fit (default: the grid's). `stop_split`: for heads that stop early, the positions
+    of the train rows to stop on instead of val; such a head then fits on the other train rows and predicts val
+    with the weights it kept. Heads that do not stop early fit on all of train and never call it.
+    """
+    params = fit.grid.configs(head) if params is None else params
     if head == "logreg":
         fitted = fit_logreg_path(train.X, train.y, [p["C"] for p in params], class_weight=fit.class_weight)
         return [[Candidate(p, full_proba(h, val.X, fit.n_classes), h) for p, h in zip(params, fitted)]] * len(seeds)
@@ -127,51 +142,73 @@ def fit_sweeps(head: str, train: Rows, val: Rows, *, fit: FitSettings,
                  for p, (h, proba) in zip(params, fitted)]] * len(seeds)
     settings = dataclasses.replace(fit.grid.train, class_weight=fit.class_weight, precision=fit.precision,
                                    halving=fit.grid.mlp_halving if head == "mlp" else fit.grid.train.halving)
-    per_seed = train_batched_seeds(train.X, train.y, val.X, val.y, configs=torch_configs(params), settings=settings,
-                                   n_classes=fit.n_classes, device=fit.device, seeds=seeds)
+    fit_rows, stop_rows = train, val
+    if stop_split is not None:
+        stop = np.zeros(len(train.y), dtype=bool)
+        stop[stop_split(train)] = True
+        fit_rows, stop_rows = train.take(np.flatnonzero(~stop)), train.take(np.flatnonzero(stop))
+    per_seed = train_batched_seeds(fit_rows.X, fit_rows.y, stop_rows.X, stop_rows.y, configs=torch_configs(params),
+                                   settings=settings, n_classes=fit.n_classes, device=fit.device, seeds=seeds)
     cls = MLPHead if head == "mlp" else LinearHead
-    return [[Candidate(p, r.val_proba, cls._from_batched(r, np.arange(fit.n_classes), settings=settings, seed=seed,
-                                                          device=str(fit.device)), r.best_epoch, r.history)
-             for p, r in zip(params, results)]
-            for seed, results in zip(seeds, per_seed)]
+    out = []
+    for seed, results in zip(seeds, per_seed):
+        heads = [cls._from_batched(r, np.arange(fit.n_classes), settings=settings, seed=seed, device=str(fit.device))
+                 for r in results]
+        out.append([Candidate(p, r.val_proba if stop_rows is val else full_proba(h, val.X, fit.n_classes), h,
+                              r.best_epoch, r.history) for p, r, h in zip(params, results, heads)])
+    return out
 
 
 def cv_sweep(head: str, train: Rows, *, fit: FitSettings, seed: int) -> tuple[list[Candidate], int]:
-    """Out-of-fold val probabilities for every config; estimators are refitted on all of train after selection."""
-    counts = np.bincount(train.y)
-    folds = min(CV_FOLDS, int(counts[counts > 0].min()))  # every fold needs each class once
-    if folds < 2:
-        raise DataError("val is empty and a class has only one train row, so cross-validation cannot replace it; "
-                        "add a val split or more train rows of that class")
-    grouped = bool(np.all(train.groups != "")) and len(np.unique(train.groups)) >= folds
-    splitter = (StratifiedGroupKFold if grouped else StratifiedKFold)(n_splits=folds, shuffle=True, random_state=seed)
-    log.warning("val split is empty: selecting the config and threshold by %d-fold %sstratified cross-validation "
-                "on train, then refitting it on all of train", folds, "grouped " if grouped else "")
+    """Out-of-fold val probabilities for every config of a grouped, stratified k-fold on train (module doc);
+    the selected config is fitted again afterwards (`applied_model`)."""
+    folds = min(CV_FOLDS, int(units_per_stratum(train.ids, train.groups, train.y).min()))
+    if folds < 2:  # every fold's training part needs each class
+        raise DataError("val is empty and a class has only one train patient (or ungrouped image), so "
+                        "cross-validation cannot replace val; add a val split or more train rows of that class")
+    fold_of = kfold(train.ids, train.groups, train.y, k=folds, seed=(seed, _FOLD_STREAM))
+    log.warning("val split is empty: selecting the config by %d-fold stratified cross-validation on train, grouped "
+                "by patient (an ungrouped image is a patient of its own), then fitting it on train minus a held-out "
+                "fifth, on which the threshold is chosen", folds)
     params = fit.grid.configs(head)
     oof = [np.zeros((len(train.y), fit.n_classes), dtype=np.float32) for _ in params]
-    epochs: list[list[int]] = [[] for _ in params]
-    for fit_idx, held_idx in splitter.split(train.X, train.y, groups=train.groups if grouped else None):
-        fold = fit_sweep(head, train.take(fit_idx), train.take(held_idx), fit=fit, seed=seed)
+    for f in range(folds):
+        held_idx = np.flatnonzero(fold_of == f)
+        fold = fit_sweep(head, train.take(np.flatnonzero(fold_of != f)), train.take(held_idx), fit=fit, seed=seed,
+                         stop_split=lambda rows, f=f: _held_out(rows, seed=(seed, _STOP_STREAM, f)))
         for i, cand in enumerate(fold):
             oof[i][held_idx] = cand.val_proba
-            if cand.best_epoch is not None:
-                epochs[i].append(cand.best_epoch)
-    return [Candidate(p, proba, None, int(round(np.mean(e))) if e else None)
-            for p, proba, e in zip(params, oof, epochs)], folds
+    return [Candidate(p, proba, None) for p, proba in zip(params, oof)], folds
 
 
-def refit(head: str, cand: Candidate, train: Rows, *, fit: FitSettings, seed: int) -> object:
-    """Fit the selected config on all of train; torch heads train for the mean early-stopped epoch of the folds."""
-    if head == "logreg":
-        return LogRegHead(C=cand.params["C"], class_weight=fit.class_weight).fit(train.X, train.y)
-    if head == "knn":
-        return KNNHead(k=cand.params["k"], class_weight=fit.class_weight).fit(train.X, train.y)
-    train_settings = fit.grid.train
-    cls = MLPHead if head == "mlp" else LinearHead
-    est = cls(**cand.params, epochs=max(1, cand.best_epoch or train_settings.epochs),
-              batch_size=train_settings.batch_size, patience=train_settings.patience, class_weight=fit.class_weight,
-              seed=seed, device=str(fit.device), precision=fit.precision)
-    return est.fit(train.X, train.y)
+@dataclass
+class Applied:
+    """The model a run tests and saves, and the rows (with its probabilities) its threshold is chosen on."""
+
+    candidate: Candidate  # fitted; its val_proba belong to `rows`
+    rows: Rows
+    seconds: float  # fitting time beyond the sweep's
+
+
+def applied_model(head: str, sweep: Sweep, cand: Candidate, train: Rows, *, fit: FitSettings, seed: int) -> Applied:
+    """The selected candidate itself after selection on val. After cross-validation, the selected config fitted
+    on train minus a held-out fifth of whole patients: torch heads stop early on that fifth, and the threshold
+    is chosen on this model's predictions of it, so it is chosen for the model that is applied."""
+    if cand.estimator is not None:
+        return Applied(cand, sweep.select_rows, 0.0)
+    with Timer(device=fit.device) as timer:
+        held = _held_out(train, seed=(seed, _HOLD_STREAM))
+        if not len(held):
+            raise DataError("val is empty and train's patients cannot be split to hold some out for the threshold "
+                            "(one patient holds most rows); add a val split")
+        rest = np.setdiff1d(np.arange(len(train.y)), held)
+        (final,) = fit_sweep(head, train.take(rest), train.take(held), fit=fit, seed=seed, params=[cand.params])
+    return Applied(final, train.take(held), timer.seconds)
+
+
+def _held_out(rows: Rows, *, seed: tuple[int, ...]) -> np.ndarray:
+    """Positions of about HELD_OUT of `rows`: whole patients, stratified by class (empty when impossible)."""
+    return carve(rows.ids, rows.groups, rows.y, n=round(HELD_OUT * len(rows.y)), seed=seed)
 
 
 def full_proba(estimator, X: np.ndarray, n_classes: int) -> np.ndarray:

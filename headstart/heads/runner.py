@@ -6,8 +6,10 @@ For each feature set x head x seed:
    that config's own val-chosen threshold);
 3. choose the decision threshold on val with `threshold_rule` and freeze it;
 4. evaluate on test exactly once, with bootstrap intervals, and write one run record.
-With an empty val split, steps 2-3 use out-of-fold predictions of a 5-fold (grouped where patients are known)
-stratified cross-validation on train, and the selected config is refitted on all of train (heads.fitting).
+With an empty val split, step 2 uses out-of-fold predictions of a 5-fold cross-validation on train (grouped by
+patient, stratified), and steps 3-4 use the selected config fitted again on train minus a held-out fifth: the
+threshold is chosen on that model's predictions of the fifth, and that model is tested and saved
+(heads.fitting.applied_model).
 Steps 3-4 are `evaluation.finish.finish_run`, the same code that finishes a fine-tune. The selected head is
 saved next to its record (heads.persist: head.json + head.safetensors), for `headstart predict` and `export`.
 """
@@ -30,9 +32,9 @@ from headstart.evaluation.finish import FinalEvaluation, RunOutline, SplitPredic
 from headstart.evaluation.records import RunRecord, make_run_id
 from headstart.evaluation.selection import best_index, val_score
 from headstart.evaluation.thresholds import parse_threshold_rule
-from headstart.evaluation.timing import Timer, reset_peak_memory
+from headstart.evaluation.timing import reset_peak_memory
 from headstart.heads import HEADS, SWEEP_NAMES
-from headstart.heads.fitting import Candidate, FitSettings, Rows, Sweep, full_proba, refit, run_sweeps
+from headstart.heads.fitting import Candidate, FitSettings, Rows, Sweep, applied_model, run_sweeps
 from headstart.heads.persist import feature_set_spec, save_head
 from headstart.heads.sweep import get_sweep
 from headstart.precision import HEAD_PRECISIONS
@@ -174,31 +176,25 @@ def _check_splits(splits: dict[str, Rows], name: str, path: Path) -> None:
 
 
 def _select_and_test(job: _Job, sweep: Sweep, *, head: str, seed: int, reused: bool) -> RunRecord:
-    """Select the config on val, refit it after cross-validation, then finish the run as every strategy does."""
+    """Select the config on val (or out of fold), take the model to apply, then finish the run as every strategy
+    does: the threshold is chosen on the applied model's own val (or held-out) predictions."""
     config, fit, test = job.config, job.fit, job.splits["test"]
-    sel_rows = sweep.select_rows
-    scores = [val_score(sel_rows.y, c.val_proba, metric=config.select_metric, threshold_rule=config.threshold_rule)
-              for c in sweep.candidates]
+    scores = [val_score(sweep.select_rows.y, c.val_proba, metric=config.select_metric,
+                        threshold_rule=config.threshold_rule) for c in sweep.candidates]
     best = best_index(scores, metric=config.select_metric)
-    cand = sweep.candidates[best]
-    train_seconds, estimator, history = sweep.seconds, cand.estimator, cand.history
-    if estimator is None:  # cross-validated selection: refit the winner on all of train
-        with Timer(device=fit.device) as refit_timer:
-            estimator = refit(head, cand, job.splits["train"], fit=fit, seed=seed)
-        train_seconds += refit_timer.seconds
-        history = getattr(estimator, "history_", [])
+    applied = applied_model(head, sweep, sweep.candidates[best], job.splits["train"], fit=fit, seed=seed)
+    cand, val = applied.candidate, applied.rows
+    train_seconds, estimator = sweep.seconds + applied.seconds, cand.estimator
 
-    def predict() -> dict[str, SplitPredictions]:
-        shared = estimator is cand.estimator  # not refitted: the candidate remembers its test scores
-        proba = cand.proba(test.X, fit.n_classes) if shared else full_proba(estimator, test.X, fit.n_classes)
-        return {"val": SplitPredictions(sel_rows.ids, sel_rows.y, cand.val_proba),
-                "test": SplitPredictions(test.ids, test.y, proba)}
+    def predict() -> dict[str, SplitPredictions]:  # the candidate remembers its test scores across seeds
+        return {"val": SplitPredictions(val.ids, val.y, cand.val_proba),
+                "test": SplitPredictions(test.ids, test.y, cand.proba(test.X, fit.n_classes))}
 
     outline = RunOutline(
         run_id=make_run_id("cached-head", job.feature_set, head, seed), strategy="cached-head",
         backbone=str(job.meta.get("backbone") or job.feature_set), head=head, seed=seed,
         config=_record_config(job, sweep, cand, scores, head=head, reused=reused), dataset=job.dataset,
-        history=history,
+        history=cand.history,
         timing={"train_seconds": train_seconds, "extract_seconds": job.meta.get("seconds"),
                 "images_per_second": job.meta.get("images_per_second")},
     )

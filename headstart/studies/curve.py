@@ -33,7 +33,7 @@ from headstart.evaluation.selection import best_index, val_score
 from headstart.evaluation.thresholds import parse_threshold_rule
 from headstart.evaluation.timing import Timer
 from headstart.heads import HEADS, SWEEP_NAMES
-from headstart.heads.fitting import FitSettings, Rows, full_proba, refit, run_sweep
+from headstart.heads.fitting import FitSettings, Rows, applied_model, full_proba, run_sweep
 from headstart.heads.sweep import get_sweep
 from headstart.io import write_bytes_atomic
 from headstart.evaluation.curve_doc import CURVE_FORMAT, CURVE_FORMAT_VERSION, CURVE_NAME
@@ -218,20 +218,18 @@ def _point(pools: _Pools, head: str, draw: Draw, *, repeat: int, fit: FitSetting
     train = pools.train.take(draw.index)
     select = pools.val.take(np.zeros(0, dtype=np.int64)) if config.val_from_train else pools.val
     sweep = run_sweep(head, {"train": train, "val": select}, fit=fit, seed=draw.seed)
-    rows = sweep.select_rows
-    scores = [val_score(rows.y, c.val_proba, metric=config.select_metric, threshold_rule=config.threshold_rule)
-              for c in sweep.candidates]
-    cand = sweep.candidates[best_index(scores, metric=config.select_metric)]
-    estimator, seconds = cand.estimator, sweep.seconds
-    if estimator is None:  # cross-validated selection: refit the winner on the whole draw
-        with Timer(device=fit.device) as refit_timer:
-            estimator = refit(head, cand, train, fit=fit, seed=draw.seed)
-        seconds += refit_timer.seconds
+    scores = [val_score(sweep.select_rows.y, c.val_proba, metric=config.select_metric,
+                        threshold_rule=config.threshold_rule) for c in sweep.candidates]
+    # after cross-validation inside the draw: the chosen config fitted on the draw minus a held-out fifth, whose
+    # threshold is chosen on that fifth (heads.fitting.applied_model)
+    applied = applied_model(head, sweep, sweep.candidates[best_index(scores, metric=config.select_metric)], train,
+                            fit=fit, seed=draw.seed)
+    cand, rows, seconds = applied.candidate, applied.rows, sweep.seconds + applied.seconds
     test = pools.test
 
     def predict() -> dict[str, SplitPredictions]:
         return {"val": SplitPredictions(rows.ids, rows.y, cand.val_proba),
-                "test": SplitPredictions(test.ids, test.y, full_proba(estimator, test.X, fit.n_classes))}
+                "test": SplitPredictions(test.ids, test.y, full_proba(cand.estimator, test.X, fit.n_classes))}
 
     outline = RunOutline(run_id=make_run_id("cached-head", pools.feature_set, head, draw.seed,
                                             variant=f"train-{draw.size.slug}"),

@@ -109,10 +109,11 @@ def test_empty_val_falls_back_to_cross_validation(tmp_path, caplog):
     assert "val split is empty" in caplog.text and "cross-validation" in caplog.text
     for record in records:
         assert record.config["selection"] == "cv-5fold"
-        assert len(record.predictions["val"]["ids"]) == 135  # out-of-fold predictions on all of train
+        assert len(record.config["sweep_scores"]) == record.config["grid_size"]  # every config scored out of fold
+        assert 20 <= len(record.predictions["val"]["ids"]) <= 34  # the applied model's held-out fifth of 135
         assert record.metrics["test"]["auroc"] > 0.75
     mlp = next(r for r in records if r.head == "mlp")
-    assert len(mlp.history) == mlp.config["best_epoch"]  # refitted for the folds' mean early-stopped epoch
+    assert 1 <= mlp.config["best_epoch"] <= len(mlp.history)  # stopped early on the held-out fifth
 
 
 def test_one_class_test_split_gives_nan_auroc(tmp_path, caplog):

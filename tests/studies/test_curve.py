@@ -102,7 +102,8 @@ def test_val_from_train_selects_inside_each_draw(tmp_path):
                           config=CurveConfig(sizes=["25%"], repeats=1, n_boot=20, val_from_train=True))
     points = result.document["points"]
     assert {p["selection"] for p in points} == {"cv-5fold"}
-    assert all(p["metrics"]["val"]["n"] == p["n_train"] for p in points)  # scored out of fold on the draw
+    for p in points:  # the threshold is chosen on the applied model's held-out fifth of the draw
+        assert 0.15 * p["n_train"] <= p["metrics"]["val"]["n"] <= 0.25 * p["n_train"]
     assert not result.document["notes"]
 
 
