@@ -6,7 +6,8 @@ Every subset headstart takes from labelled rows goes through here, so one rule h
 - **Strata.** A stratification key gives each row its contribution to each stratum column (`strata_counts`):
   a 1-D key (class index, or any hashable such as a class x split code) is one column per distinct value; a
   2-D (N, S) non-negative matrix is used as is, so a multi-label Task can pass its (N, L) label matrix and a
-  row counts toward every finding it holds. A unit's counts are the sum of its rows'.
+  row counts toward every finding it holds (rows with none share one extra column). A unit's counts are the
+  sum of its rows'.
 - **Order-free.** Units are sorted by key and visited in a seeded random permutation, so a result depends only
   on the ids, groups, key and seed, never on the order rows come in.
 
@@ -41,7 +42,10 @@ def strata_counts(key: Sequence | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         counts = key.astype(np.int64)
         if (counts < 0).any():
             raise ValueError("a 2-D stratification key must be non-negative counts (e.g. a 0/1 label matrix)")
-        return counts, np.arange(key.shape[1])
+        empty = counts.sum(axis=1) == 0
+        if empty.any():  # rows with no positive (a "No Finding" image) get a column of their own, so they are drawn
+            counts = np.column_stack([counts, empty.astype(np.int64)])
+        return counts, np.arange(counts.shape[1])
     if key.ndim != 1:
         raise ValueError(f"a stratification key is 1-D (one value per row) or 2-D (N, S); got shape {key.shape}")
     values, codes = np.unique(key, return_inverse=True)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from headstart.data.sampling import carve, kfold, units_per_stratum
 from headstart.errors import DataError
 from headstart.evaluation.timing import Timer
@@ -174,6 +175,8 @@ def cv_sweep(head: str, train: Rows, *, fit: FitSettings, seed: int) -> tuple[li
     oof = [np.zeros((len(train.y), fit.n_classes), dtype=np.float32) for _ in params]
     for f in range(folds):
         held_idx = np.flatnonzero(fold_of == f)
+        if not len(held_idx):  # possible only when a few patients hold most rows
+            continue
         fold = fit_sweep(head, train.take(np.flatnonzero(fold_of != f)), train.take(held_idx), fit=fit, seed=seed,
                          stop_split=lambda rows, f=f: _held_out(rows, seed=(seed, _STOP_STREAM, f)))
         for i, cand in enumerate(fold):

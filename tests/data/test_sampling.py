@@ -72,11 +72,15 @@ def test_a_two_dimensional_key_stratifies_every_column():
     ids = np.array([f"i{i}" for i in range(n)], dtype=object)
     groups = np.array([f"p{i // 2}" for i in range(n)], dtype=object)
     counts, columns = strata_counts(Y)
-    assert counts.shape == (n, 3) and columns.tolist() == [0, 1, 2]
+    assert counts.shape == (n, 4) and columns.tolist() == [0, 1, 2, 3]  # 3 findings + "none of them"
+    assert counts[:, 3].tolist() == (Y.sum(axis=1) == 0).astype(int).tolist()
     fold = kfold(ids, groups, Y, k=3, seed=(0,))
     for f in range(3):
         share = Y[fold == f].sum(axis=0) / Y.sum(axis=0)
         assert np.all(np.abs(share - 1 / 3) < 0.12), share
+    none = Y.sum(axis=1) == 0  # images with no finding are carved too, not left out of every subset
+    rows = carve(ids, groups, Y, n=60, seed=(0,))
+    assert abs(len(rows) - 60) <= 4 and 0 < none[rows].sum() < none.sum()
 
 
 def test_kfold_takes_another_assigner():
