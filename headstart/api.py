@@ -47,7 +47,10 @@ def run_extract(data: str | Path, output: str | Path, *, backbones: Sequence[str
                 device: str = "auto", precision: str = "auto", decode: str = "cpu", workers: int | None = None,
                 feature_dtype: str = "float16", val_fraction: float = 0.1, test_fraction: float = 0.2,
                 group_pattern: str | None = None, seed: int = 0, on_bad_image: str = "fail",
-                overwrite: bool = False, config: ExtractConfig | None = None) -> ExtractResult:
+                overwrite: bool = False, labels: Sequence[str] = (), label_column: str | None = None,
+                label_sep: str | None = None, path_column: str | None = None, group_column: str | None = None,
+                split_column: str | None = None, projection: str = "all", allow_missing: bool = False,
+                config: ExtractConfig | None = None) -> ExtractResult:
     """`headstart extract`: run frozen backbones once over DATA and cache their features in OUTPUT (HDF5).
 
     DATA is a Kaggle-layout folder, a folder of class folders, a CSV manifest or a MedMNIST .npz. An interrupted
@@ -55,6 +58,8 @@ def run_extract(data: str | Path, output: str | Path, *, backbones: Sequence[str
     `overwrite`. The split options (val/test fractions, group pattern, seed) carve missing splits. Each
     (backbone, layer, pool) of `backbones` x `layers` x `pools` becomes one feature set, all from one forward
     pass per backbone; `engine` is auto (onnxruntime on the CPU, torch on CUDA), torch or onnxruntime.
+    The reader options (`labels`, `label_column`, `label_sep`, the other `*_column`s, `projection`,
+    `allow_missing`) read multi-label CSVs and the NIH / CheXpert layouts (`headstart.data.options`).
     """
     from headstart.extract.runner import run_extract as extract
 
@@ -212,14 +217,19 @@ def run_screen(data: str | Path, output: str | Path, *, backbones: Sequence[str]
 
 
 def _extract_config(options: dict) -> ExtractConfig:
-    """`run_extract`'s keyword options -> its ExtractConfig (the split options form its SplitConfig)."""
+    """`run_extract`'s keyword options -> its ExtractConfig (the split options form its SplitConfig, the reader
+    options its SourceOptions)."""
+    from headstart.data.options import SOURCE_OPTIONS, SourceOptions
     from headstart.data.types import SplitConfig
     from headstart.extract.config import ExtractConfig
 
     options = dict(options)
     split = {k: options.pop(k) for k in SPLIT_OPTIONS}
+    source = {k: options.pop(k) for k in SOURCE_OPTIONS if k in options}
+    source["labels"] = list(source.get("labels", ()))
     lists = {name: list(options[name]) for name in ("backbones", "pools", "layers") if name in options}
-    return ExtractConfig(**{**options, **lists}, split=SplitConfig(**split, seed=options["seed"]))
+    return ExtractConfig(**{**options, **lists}, split=SplitConfig(**split, seed=options["seed"]),
+                         source=SourceOptions(**source))
 
 
 def run_predict(run: str | Path, data: str | Path | None, output: str | Path, *, cache: str | Path | None = None,

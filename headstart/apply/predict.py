@@ -172,6 +172,7 @@ def _from_cache(run: str | Path, config: PredictConfig):
     card = head_card(folder)
     start = time.perf_counter()
     with FeatureCache(config.cache) as cache:
+        cache.require_single_label("predict --cache")
         name = matching_set(cache.feature_sets, card.feature_set, cache=cache.path)
         X, valid = cache.load(name)
         keep = np.ones(cache.n_samples, dtype=bool) if config.split is None else cache.splits == config.split

@@ -22,6 +22,7 @@ from headstart.cache.schema import (
     FEATURES,
     FORMAT_NAME,
     FORMAT_VERSION,
+    LABEL_MATRIX,
     ROOT_PLAIN_ATTRS,
     SAMPLE_FIELDS,
     SAMPLES,
@@ -60,6 +61,8 @@ class CacheHeader:
     labels: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
     splits: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
     groups: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
+    task: str = ""  # binary | multiclass | multilabel (older caches: derived from the classes)
+    label_matrix: np.ndarray | None = None  # multilabel: (N, L) int8 raw codes (schema.LABEL_MATRIX)
     feature_sets: dict[str, dict] = field(default_factory=dict)  # name -> attributes + name, dim, dtype, complete
 
     @property
@@ -179,6 +182,10 @@ def _read_into(header: CacheHeader, f: h5py.File, attrs: dict) -> None:
     header.labels = np.asarray(samples["label"][()], dtype=np.int64)
     header.splits = _strings(samples["split"])
     header.groups = _strings(samples["group"])
+    if LABEL_MATRIX in samples:
+        header.label_matrix = np.asarray(samples[LABEL_MATRIX][()], dtype=np.int8)
+    header.task = str(header.root_attrs.get("task") or ("multilabel" if header.label_matrix is not None else
+                                                        "binary" if len(header.classes) <= 2 else "multiclass"))
     for name, ds in f[FEATURES].items():
         meta = {k: (_json(v, f"attribute {k!r} of feature set '{name}' in {path}") if k in FEATURE_JSON_ATTRS
                     else _attr(v)) for k, v in ds.attrs.items()}

@@ -30,6 +30,7 @@ from headstart.cache.schema import (
     FEATURE_STAT_KEYS,
     FEATURES,
     FORMAT_NAME,
+    LABEL_MATRIX,
     FORMAT_VERSION,
     MAX_SKIPPED_IDS_ATTR,
     SAMPLES,
@@ -109,6 +110,8 @@ def _write_table(dst: h5py.File, t: SamplesTable) -> None:
     )
     dst.attrs["created_by"] = f"headstart {headstart.__version__}"
     dst.attrs["classes"] = json.dumps(list(t.classes))
+    if t.task:
+        dst.attrs["task"] = t.task
     for key, value in t.attrs.items():
         dst.attrs[key] = json.dumps(value, sort_keys=True, default=str)
     samples = dst.create_group(SAMPLES)
@@ -121,6 +124,11 @@ def _write_table(dst: h5py.File, t: SamplesTable) -> None:
         # HDF5 cannot checksum variable-length strings; root attr samples_sha256 covers the whole table
         checks = {} if dtype is text else {"chunks": (min(n, 65536),), "fletcher32": True}
         samples.create_dataset(key, data=data, dtype=dtype, **checks)
+    if t.label_matrix is not None:
+        dst.attrs["labels"] = json.dumps(list(t.classes))
+        dst.attrs["label_codes"] = json.dumps({"positive": 1, "negative": 0, "uncertain": -1, "blank": -2})
+        samples.create_dataset(LABEL_MATRIX, data=t.label_matrix, dtype=np.int8,
+                               chunks=(min(n, 65536), t.label_matrix.shape[1]), fletcher32=True)
     dst.create_group(FEATURES)
     dst.create_group(VALID)
 

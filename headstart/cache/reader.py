@@ -39,11 +39,19 @@ class FeatureCache:
         self.labels: np.ndarray = header.labels
         self.splits: np.ndarray = header.splits
         self.groups: np.ndarray = header.groups
+        self.task: str = header.task  # binary | multiclass | multilabel
+        self.label_matrix: np.ndarray | None = header.label_matrix  # multilabel: (N, L) int8 raw codes
         self.feature_sets: dict[str, dict] = header.feature_sets
 
     @property
     def n_samples(self) -> int:
         return len(self.ids)
+
+    def require_single_label(self, what: str) -> None:
+        """Refuse, in one line, a multi-label cache where only binary / multi-class is implemented yet."""
+        if self.task == "multilabel":
+            raise CacheError(f"{self.path} is a multi-label cache ({len(self.classes)} findings); multi-label "
+                             f"{what}: not yet supported (the cache is fine: keep it, `headstart cache info` shows it)")
 
     # ------------------------------------------------------------------------------------------------------
     def load(self, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +88,13 @@ class FeatureCache:
         """A JSON-able summary for `headstart cache info`."""
         per_split = Counter(str(s) for s in self.splits)
         per_class: dict[str, dict[str, int]] = {}
+        if self.label_matrix is not None:  # multilabel: the positives of each finding
+            for split in per_split:
+                rows = self.label_matrix[self.splits == split]
+                per_class[split] = {c: int(n) for c, n in zip(self.classes, (rows == 1).sum(axis=0))}
         for split, label in zip(self.splits, self.labels):
+            if self.label_matrix is not None:
+                break
             cls = self.classes[label] if 0 <= label < len(self.classes) else str(label)
             per_class.setdefault(str(split), {}).setdefault(cls, 0)
             per_class[str(split)][cls] += 1
@@ -102,7 +116,9 @@ class FeatureCache:
             "format_version": self.format_version,
             "size_bytes": self.path.stat().st_size if self.path.exists() else None,
             "n_samples": self.n_samples,
+            "task": self.task,
             "classes": self.classes,
+            "labels": self.classes if self.task == "multilabel" else None,
             "splits": {s: per_split[s] for s in [*SPLITS, *sorted(set(per_split) - set(SPLITS))] if per_split[s]},
             "splits_by_class": per_class,
             "feature_sets": sets,
@@ -197,7 +213,13 @@ def _verify_samples(cache: FeatureCache, problems: list[str]) -> None:
         problems.append(f"/samples/id holds {n - len(set(cache.ids.tolist()))} repeated ids")
     if not cache.classes:
         problems.append("root attribute 'classes' is missing or empty")
-    if len(cache.labels) and (cache.labels.min() < 0 or cache.labels.max() >= len(cache.classes)):
+    if cache.task == "multilabel":
+        m = cache.label_matrix
+        if m is None or m.shape != (n, len(cache.classes)):
+            problems.append(f"/samples/labels is {None if m is None else m.shape}; expected ({n}, {len(cache.classes)})")
+        elif not np.isin(m, (1, 0, -1, -2)).all():
+            problems.append("/samples/labels holds values other than the codes 1, 0, -1, -2")
+    elif len(cache.labels) and (cache.labels.min() < 0 or cache.labels.max() >= len(cache.classes)):
         problems.append(f"labels outside 0..{len(cache.classes) - 1} (classes {cache.classes})")
     bad_splits = sorted(set(cache.splits.tolist()) - set(SPLITS))
     if bad_splits:

@@ -26,6 +26,8 @@ class SamplesTable:
     classes: list[str]  # class names; `labels` index into this
     manifest_hash: str  # identifies images, labels and splits; part of every fingerprint
     attrs: dict = field(default_factory=dict)  # extra JSON-able root metadata (source, split_config, duplicates)
+    task: str = ""  # binary | multiclass | multilabel (root attr `task`); "" for tables made before tasks
+    label_matrix: np.ndarray | None = None  # multilabel: (N, L) int8 raw codes, columns named by `classes`
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -87,6 +89,13 @@ def _check_table(t: SamplesTable) -> None:
     if len(set(t.ids)) != n:
         raise ValueError("sample ids must be unique")
     labels = np.asarray(t.labels)
+    if t.task == "multilabel":
+        m = t.label_matrix
+        if m is None or m.dtype != np.int8 or m.shape != (n, len(t.classes)) or (labels != -1).any():
+            raise ValueError("a multilabel table needs an (N, L) int8 label_matrix, one column per class, labels -1")
+        if not np.isin(m, (1, 0, -1, -2)).all():
+            raise ValueError("label_matrix holds values other than the codes 1, 0, -1, -2")
+        return
     if labels.min() < 0 or labels.max() >= len(t.classes):
         raise ValueError(f"labels must index the {len(t.classes)} classes")
 

@@ -15,10 +15,15 @@ FORMAT_NAME = "headstart-cache"  # root attr `format`: tells a headstart cache f
 FORMAT_VERSION = CACHE_FORMAT_VERSION  # root attr `format_version`; readers refuse newer versions
 
 # Root attributes stored as plain scalars; every other root attribute is a JSON string.
-ROOT_PLAIN_ATTRS = ("format", "format_version", "manifest_hash", "samples_sha256", "created_by")
+ROOT_PLAIN_ATTRS = ("format", "format_version", "manifest_hash", "samples_sha256", "created_by", "task")
 
 SAMPLES = "samples"  # group: one row per image, in table order
 SAMPLE_FIELDS = ("id", "label", "split", "group")  # datasets inside /samples
+# Multi-label caches (root attr task = "multilabel"): /samples/labels (N, L) int8 holds the raw codes (1 positive,
+# 0 negative, -1 uncertain, -2 blank; headstart.data.labelcodes), its columns named by root attr `labels` (JSON
+# list, equal to `classes`); /samples/label is -1 in every row (no single class). Root attr `label_codes` (JSON)
+# spells the codes out for outside readers.
+LABEL_MATRIX = "labels"
 FEATURES = "features"  # group: /features/<name> (N, D) float16|float32
 VALID = "valid"  # group: /valid/<name> (N,) bool; False = image skipped, its feature row is zeros
 

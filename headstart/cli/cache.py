@@ -32,10 +32,12 @@ def info(cache_path: str, as_json: bool) -> None:
         click.echo(json.dumps(summary, indent=2))
         return
     click.echo(f"{summary['path']}  (format {summary['format_version']}, {_mib(summary['size_bytes'])})")
-    click.echo(f"samples: {summary['n_samples']}   classes: {', '.join(summary['classes'])}")
+    names = "findings" if summary["task"] == "multilabel" else "classes"
+    click.echo(f"samples: {summary['n_samples']}   task: {summary['task']}   {names}: {', '.join(summary['classes'])}")
     for split, count in summary["splits"].items():
         by_class = summary["splits_by_class"].get(split, {})
         detail = ", ".join(f"{c} {n}" for c, n in by_class.items())
+        detail = f"positives: {detail}" if summary["task"] == "multilabel" else detail
         click.echo(f"  {split:<5} {count:>7}  ({detail})")
     rows = [{"name": s["name"], "backbone": str(s["backbone"]), "layer": s["layer"] or "-", "pool": s["pool"] or "-",
              "engine": s["engine"] or "-", "weights": str(s["weights"]), "dim": s["dim"],

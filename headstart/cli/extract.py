@@ -6,7 +6,7 @@ import click
 
 from headstart.backbones.names import POOLS
 from headstart.cli import Command
-from headstart.cli.options import extract_options
+from headstart.cli.options import extract_options, source_options
 
 
 @click.command(cls=Command)
@@ -21,16 +21,20 @@ from headstart.cli.options import extract_options
 @click.option("--layer", "layers", multiple=True,
               help="Intermediate block to read, e.g. layer3 or blocks.8 (repeat for several; default: final).")
 @extract_options
+@source_options
 def extract(data: str, output: str, backbones: tuple[str, ...], pools: tuple[str, ...], layers: tuple[str, ...],
             engine: str, trust_remote_code: bool, weights: str, image_size: int | None,
             batch_size: int, device: str, precision: str, decode: str, workers: int | None, feature_dtype: str,
             val_fraction: float, test_fraction: float, group_pattern: str | None, seed: int,
-            on_bad_image: str, overwrite: bool) -> None:
+            on_bad_image: str, overwrite: bool, labels: list[str], label_column: str | None,
+            label_sep: str | None, path_column: str | None, group_column: str | None, split_column: str | None,
+            projection: str, allow_missing: bool) -> None:
     """Run frozen backbones once over DATA and cache their pooled features in OUTPUT (HDF5).
 
     DATA is a folder with train/val/test class folders (the Kaggle layout), a folder of class folders, a CSV
-    manifest (`path,label[,split][,group]`) or a MedMNIST-style .npz. An interrupted run resumes when the same
-    command is run again.
+    manifest (`path,label[,split][,group]`) or a MedMNIST-style .npz. Multi-label: a folder in the NIH ChestX-ray14
+    or CheXpert layout, a CSV with --labels A,B,C or --label-column COL --label-sep SEP, an .npz with (N, L)
+    labels. An interrupted run resumes when the same command is run again.
     """
     from headstart.api import run_extract
     from headstart.distributed import is_main
@@ -40,7 +44,9 @@ def extract(data: str, output: str, backbones: tuple[str, ...], pools: tuple[str
         trust_remote_code=trust_remote_code, weights=weights, image_size=image_size, batch_size=batch_size,
         device=device, precision=precision, decode=decode, workers=workers, feature_dtype=feature_dtype,
         val_fraction=val_fraction, test_fraction=test_fraction, group_pattern=group_pattern, seed=seed,
-        on_bad_image=on_bad_image, overwrite=overwrite,
+        on_bad_image=on_bad_image, overwrite=overwrite, labels=labels, label_column=label_column,
+        label_sep=label_sep, path_column=path_column, group_column=group_column, split_column=split_column,
+        projection=projection, allow_missing=allow_missing,
     )
     if not is_main():
         return  # under torchrun, rank 0 speaks for the whole job

@@ -72,6 +72,39 @@ def split_options(f: F) -> F:
     return seed_option(f)
 
 
+def _names(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()] if value else []
+
+
+def source_options(f: F) -> F:
+    """How DATA is read: multi-label CSV columns, CheXpert's projection, missing images.
+
+    The command receives labels (a list), label_column, label_sep, path_column, group_column, split_column,
+    projection and allow_missing.
+    """
+    decorators = [
+        click.option("--labels", callback=_names, default=None, metavar="A,B,C",
+                     help="CSV columns holding one finding each (1 / 0 / -1 uncertain / blank): a multi-label task."),
+        click.option("--label-column", default=None, metavar="COL",
+                     help="The CSV's label column (default `label`); with --label-sep it holds joined findings."),
+        click.option("--label-sep", default=None, metavar="SEP",
+                     help="Separator of the findings in --label-column, e.g. '|' (NIH's `Finding Labels`)."),
+        click.option("--path-column", default=None, metavar="COL", help="The CSV's image path column (default `path`)."),
+        click.option("--group-column", default=None, metavar="COL",
+                     help="The CSV's patient id column (default `group`), for grouped splits."),
+        click.option("--split-column", default=None, metavar="COL",
+                     help="The CSV's split column (default `split`: train / val / test / empty)."),
+        click.option("--projection", type=click.Choice(["all", "frontal", "lateral"]), default="all",
+                     show_default=True, help="CheXpert: keep frontal or lateral views only (its Frontal/Lateral)."),
+        click.option("--allow-missing", is_flag=True,
+                     help="Rows whose image is absent: one warning with the count instead of an error (for a "
+                          "partial download such as some of NIH's twelve archives)."),
+    ]
+    for decorate in reversed(decorators):
+        f = decorate(f)
+    return f
+
+
 def extract_options(f: F) -> F:
     """Every option of `headstart extract` but DATA, -o and -b: `screen` takes them all, with the same meaning.
 

@@ -8,6 +8,8 @@ import os
 from collections import Counter
 
 from headstart.data.duplicates import find_cross_split_duplicates
+from headstart.data.labelcodes import NEGATIVE, POSITIVE
+from headstart.data.options import SourceOptions
 from headstart.data.sources import load_source
 from headstart.data.splits import assign_splits
 from headstart.data.types import SPLITS, Dataset, Sample, SplitConfig
@@ -15,21 +17,33 @@ from headstart.data.types import SPLITS, Dataset, Sample, SplitConfig
 log = logging.getLogger(__name__)
 
 
-def build_dataset(data: str | os.PathLike, *, split_config: SplitConfig, find_duplicates: bool = True) -> Dataset:
+def build_dataset(data: str | os.PathLike, *, split_config: SplitConfig, find_duplicates: bool = True,
+                  source_options: SourceOptions | None = None) -> Dataset:
     """Detect and list the source, assign splits, and look for exact duplicates across splits.
 
     The duplicate check reads and hashes every file; callers that do not record it (fine-tuning, torchrun ranks
     other than 0) pass `find_duplicates=False` rather than read the whole data set again.
     """
-    source = load_source(data, group_pattern=split_config.group_pattern)
+    source = load_source(data, group_pattern=split_config.group_pattern, options=source_options)
     samples = assign_splits(source.samples, split_config, classes=source.classes)
     duplicates = find_cross_split_duplicates(samples, source) if find_duplicates else {}
     log.info("%s (%s): %s", source.root, source.kind, split_summary(samples, source.classes))
+    if getattr(source, "multilabel", False):
+        warn_rare_findings(samples, source.classes)
     return Dataset(source=source, samples=samples, classes=source.classes, duplicates=duplicates)
 
 
 def split_summary(samples: list[Sample], classes: list[str]) -> str:
-    """One line such as `train 4172 (NORMAL 1073, PNEUMONIA 3099) | val 492 (...) | test 624 (...)`."""
+    """One line such as `train 4172 (NORMAL 1073, PNEUMONIA 3099) | val 492 (...) | test 624 (...)`.
+
+    Multi-label: the positives of each finding, `train 380 (Atelectasis 28+, ...)`."""
+    if samples and samples[0].labels:
+        parts = []
+        for split in SPLITS:
+            rows = [s.labels for s in samples if s.split == split]
+            pos = [sum(1 for r in rows if r[j] == POSITIVE) for j in range(len(classes))]
+            parts.append(f"{split} {len(rows)} (" + ", ".join(f"{n} {p}+" for n, p in zip(classes, pos)) + ")")
+        return " | ".join(parts)
     counts = Counter((s.split, s.label) for s in samples)
     parts = []
     for split in SPLITS:
@@ -37,6 +51,25 @@ def split_summary(samples: list[Sample], classes: list[str]) -> str:
         per_class = ", ".join(f"{name} {counts[(split, i)]}" for i, name in enumerate(classes))
         parts.append(f"{split} {total} ({per_class})")
     return " | ".join(parts)
+
+
+def warn_rare_findings(samples: list[Sample], names: list[str]) -> list[str]:
+    """One warning naming the findings with no positive (or no certain negative) among the training rows.
+
+    Not an error: small subsets of NIH hit this all the time. Heads leave such a finding out and report it as
+    null with the reason; the other findings go on. Returns the names warned of.
+    """
+    train = [s.labels for s in samples if s.split == "train"]
+    rare = []
+    for j, name in enumerate(names):
+        pos = sum(1 for r in train if r[j] == POSITIVE)
+        neg = sum(1 for r in train if r[j] == NEGATIVE)
+        if pos == 0 or neg == 0:
+            rare.append(f"{name} ({pos} positive, {neg} negative)")
+    if rare:
+        log.warning("%d finding(s) have one class only among the %d training images: %s; they will be left out of "
+                    "training and reported as null, the other findings go on", len(rare), len(train), ", ".join(rare))
+    return rare
 
 
 def manifest_hash(samples: list[Sample], classes: list[str]) -> str:
@@ -49,5 +82,6 @@ def manifest_hash(samples: list[Sample], classes: list[str]) -> str:
     h = hashlib.sha256()
     h.update(("classes\t" + "\t".join(classes) + "\n").encode())
     for s in samples:
-        h.update(f"{s.id}\t{s.label}\t{s.split}\t{s.group}\n".encode())
+        raw = ("\t" + ",".join(str(c) for c in s.labels)) if s.labels else ""  # multi-label: the raw codes too
+        h.update(f"{s.id}\t{s.label}\t{s.split}\t{s.group}{raw}\n".encode())
     return h.hexdigest()

@@ -32,9 +32,10 @@ class FileSource:
     """One image per file: the folder layouts and the CSV manifest (see `manifest.py`)."""
 
     root: str  # the DATA argument, resolved
-    kind: str  # "folder" | "split-folder" | "manifest"
-    classes: list[str]
+    kind: str  # "folder" | "split-folder" | "manifest" | "nih" | "chexpert" | "table"
+    classes: list[str]  # class names, or the finding names of a multi-label source
     samples: list[Sample]
+    multilabel: bool = False  # samples carry `labels`, one raw code per finding (see labelcodes.py)
 
     def load(self, sample: Sample, *, min_size: int | None = None) -> Image.Image:
         """Decode one sample as RGB; `min_size` lets large JPEGs decode at reduced scale (see decode_image)."""

@@ -1,45 +1,50 @@
-"""The CSV manifest source: `path,label[,split][,group]`, paths relative to the CSV's folder (or absolute)."""
+"""The CSV manifest source: `path,label[,split][,group]`, paths relative to the CSV's folder (or absolute).
+
+`--path-column`, `--label-column`, `--split-column` and `--group-column` rename the columns, so a foreign CSV
+needs no rewriting; the multi-label forms (`--labels`, `--label-sep`) are read by `table.py`.
+"""
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from pathlib import Path
 
 from headstart.data.folders import SPLIT_ALIASES, FileSource
 from headstart.data.groups import group_from_name
+from headstart.data.options import SourceOptions
+from headstart.data.tables import check_missing, find_column, read_csv
 from headstart.data.types import Sample
 from headstart.errors import DataError
 
 
-def manifest_source(csv_path: Path, pattern: re.Pattern[str] | None) -> FileSource:
+def manifest_source(csv_path: Path, pattern: re.Pattern[str] | None,
+                    options: SourceOptions | None = None) -> FileSource:
     """List the rows of a CSV manifest; every named file must exist, and each image may appear once."""
+    options = options or SourceOptions()
     base = csv_path.parent
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as fh:  # -sig: Excel writes a byte-order mark
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            rows = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{csv_path}: cannot read the manifest ({exc}); expected a UTF-8 CSV file") from None
-    if header is None:
-        raise DataError(f"{csv_path}: manifest is empty; expected a header line path,label[,split][,group]")
-    columns = [c.strip().lower() for c in header]
-    missing = [c for c in ("path", "label") if c not in columns]
+    header, numbered = read_csv(csv_path, what="manifest")
+    names = {"path": options.path_column or "path", "label": options.label_column or "label",
+             "split": options.split_column or "split", "group": options.group_column or "group"}
+    lowered = [c.lower() for c in header]
+    missing = [names[c] for c in ("path", "label") if names[c].lower() not in lowered]
     if missing:
         raise DataError(
-            f"{csv_path}: manifest is missing column(s) {', '.join(missing)} (found {', '.join(columns) or 'none'}); "
-            "expected a header line path,label[,split][,group]"
+            f"{csv_path}: manifest is missing column(s) {', '.join(missing)} (found {', '.join(lowered) or 'none'}); "
+            "expected a header line path,label[,split][,group] (or name them with --path-column, --label-column)"
         )
-    col = {name: columns.index(name) for name in ("path", "label", "split", "group") if name in columns}
+    col: dict[str, int] = {}
+    for key, name in names.items():
+        given = getattr(options, f"{key}_column") is not None  # a column the user named must exist
+        index = find_column(header, name, path=csv_path, option=f"--{key}-column" if given else "",
+                            required=given or key in ("path", "label"))
+        if index is not None:
+            col[key] = index
 
     entries: list[tuple[str, str, str, str, Path]] = []  # (id, label, split, group, file)
     missing_files: list[str] = []
     seen: dict[str, int] = {}
-    for line, row in enumerate(rows, start=2):  # line 1 is the header
-        if not any(cell.strip() for cell in row):
-            continue  # blank line
+    for line, row in numbered:
         cell = {name: (row[i].strip() if i < len(row) else "") for name, i in col.items()}
         if not cell["path"]:
             raise DataError(f"{csv_path}: row {line} has an empty path; expected a file path in every row")
@@ -67,12 +72,8 @@ def manifest_source(csv_path: Path, pattern: re.Pattern[str] | None) -> FileSour
         seen[sample_id] = line
         group = cell.get("group", "") or group_from_name(Path(file).stem, pattern=pattern)
         entries.append((sample_id, cell["label"], SPLIT_ALIASES.get(split, ""), group, file))
-    if missing_files:
-        shown = ", ".join(missing_files[:3])
-        raise DataError(
-            f"{csv_path}: {len(missing_files)} row(s) name files that do not exist (e.g. {shown}); "
-            f"expected paths relative to {base} or absolute"
-        )
+    check_missing(csv_path, missing_files, len(entries) + len(missing_files), allow_missing=options.allow_missing,
+                  expected=f"expected paths relative to {base} or absolute")
     if not entries:
         raise DataError(f"{csv_path}: manifest has no rows; expected one line per image after the header")
 

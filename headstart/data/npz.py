@@ -13,6 +13,7 @@ from PIL import Image
 
 from headstart.data.decode import scale_to_uint8
 from headstart.data.imagemeta import ImageMeta, meta_from_array
+from headstart.data.labelcodes import codes_from_array
 from headstart.data.types import SPLITS, Sample
 from headstart.errors import DataError
 
@@ -25,6 +26,7 @@ class NpzSource:
     classes: list[str]
     samples: list[Sample]
     kind: str = "npz"
+    multilabel: bool = False  # (N, L >= 2) label arrays (ChestMNIST): samples carry `labels`
     _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def load(self, sample: Sample, *, min_size: int | None = None) -> Image.Image:
@@ -86,11 +88,16 @@ def npz_source(npz_path: Path) -> NpzSource:
             except ValueError as exc:  # object arrays need pickle, which we refuse
                 raise DataError(f"{npz_path}: cannot read {split} arrays ({exc}); expected numeric arrays") from None
             arrays[split] = _check_images(npz_path, split, images)
-            labels[split] = _check_labels(npz_path, split, raw, len(images))
+            labels[split] = raw
         try:
             names = [str(c) for c in npz["classes"].tolist()] if "classes" in keys else None
         except ValueError as exc:
             raise DataError(f"{npz_path}: cannot read `classes` ({exc}); expected an array of strings") from None
+
+    widths = {raw.shape[1] for raw in labels.values() if raw.ndim == 2 and raw.shape[1] >= 2}
+    if widths:  # (N, L >= 2): one column per finding (ChestMNIST)
+        return _multilabel(npz_path, present, labels, arrays, names, widths)
+    labels = {split: _check_labels(npz_path, split, raw, len(arrays[split])) for split, raw in labels.items()}
 
     n_classes = max(int(lab.max()) for lab in labels.values() if len(lab)) + 1
     if names is None:
@@ -106,6 +113,27 @@ def npz_source(npz_path: Path) -> NpzSource:
         for i, lab in enumerate(labels[split])
     ]
     return NpzSource(root=str(npz_path), classes=names, samples=samples, _arrays=arrays)
+
+
+def _multilabel(npz_path: Path, present: list[str], labels: dict[str, np.ndarray], arrays: dict[str, np.ndarray],
+                names: list[str] | None, widths: set[int]) -> NpzSource:
+    """ChestMNIST-style (N, L) label arrays: raw codes per finding, names from `classes` or the column numbers."""
+    n_labels = max(widths)
+    if names is None:
+        names = [str(i) for i in range(n_labels)]
+    if len(names) != n_labels:
+        raise DataError(f"{npz_path}: labels have {n_labels} columns but `classes` names {len(names)}; "
+                        "expected one name per label column")
+    samples = []
+    for split in present:
+        raw = labels[split]
+        if raw.ndim != 2 or raw.shape[1] != n_labels or len(raw) != len(arrays[split]):
+            raise DataError(f"{npz_path}: {split}_labels has shape {raw.shape} for {len(arrays[split])} images; "
+                            f"expected ({len(arrays[split])}, {n_labels}) like the other splits")
+        codes = codes_from_array(raw, where=f"{npz_path}: {split}_labels", names=names)
+        samples.extend(Sample(id=f"{split}/{i:05d}", label=0, split=split, path=str(npz_path), index=i,
+                              labels=tuple(int(c) for c in row)) for i, row in enumerate(codes))
+    return NpzSource(root=str(npz_path), classes=names, samples=samples, multilabel=True, _arrays=arrays)
 
 
 def _check_images(npz_path: Path, split: str, images: np.ndarray) -> np.ndarray:
@@ -124,7 +152,7 @@ def _check_labels(npz_path: Path, split: str, raw: np.ndarray, n_images: int) ->
     if raw.ndim != 1:
         raise DataError(
             f"{npz_path}: {split}_labels has shape {raw.shape}; expected (N,) or (N, 1) class indices "
-            "(multi-label arrays are not supported)"
+            "(or (N, L >= 2) multi-label arrays)"
         )
     if len(raw) != n_images:
         raise DataError(

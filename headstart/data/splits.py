@@ -10,6 +10,8 @@
 - Carving is stratified: a greedy pass over the groups in a seeded random order takes a group whenever that
   brings the carved per-class counts closer to their targets, so the rare class is represented in proportion
   (`data.sampling.carve`, the sampler every subset goes through).
+- Multi-label samples (`Sample.labels`) are carved by iterative stratification over whole groups
+  (`multilabel_split.py`), so each finding's positives are spread in proportion, rare findings first.
 - Inputs are sorted by id first, so the result depends only on the samples and the seed, not on the order a
   file system lists files: extract and finetune, run on different days, derive identical splits.
 """
@@ -20,6 +22,10 @@ import logging
 from collections import defaultdict
 from dataclasses import replace
 
+import numpy as np
+
+from headstart.data.labelcodes import POSITIVE
+from headstart.data.multilabel_split import iterative_group_folds
 from headstart.data.sampling import carve
 from headstart.data.types import SPLITS, Sample, SplitConfig
 from headstart.errors import ConfigError, DataError
@@ -76,8 +82,21 @@ def _carve(pool: list[Sample], n_target: int, *, seed: tuple[int, int]) -> set[s
     # Hand-written (data.sampling), not sklearn: GroupShuffleSplit does not stratify, StratifiedGroupKFold only
     # cuts 1/k of the pool (not --val-fraction 0.15, nor a top-up of a given val), and either would move every
     # existing user's images to other splits for the same --seed.
+    if pool and pool[0].labels:
+        return _carve_multilabel(pool, n_target, seed=seed)
     rows = carve([s.id for s in pool], [s.group for s in pool], [s.label for s in pool], n=n_target, seed=seed)
     return {pool[i].id for i in rows}
+
+
+def _carve_multilabel(pool: list[Sample], n_target: int, *, seed: tuple[int, int]) -> set[str]:
+    """Whole groups totalling about `n_target` images, each finding's positives in proportion."""
+    if n_target <= 0:
+        return set()
+    positives = np.array([s.labels for s in pool]) == POSITIVE
+    folds = iterative_group_folds(positives, [s.group for s in pool], [n_target, len(pool) - n_target],
+                                  seed=list(seed))
+    carved = {s.id for s, fold in zip(pool, folds) if fold == 0}
+    return set() if len(carved) == len(pool) else carved
 
 
 def _warn_group_leaks(samples: list[Sample]) -> None:

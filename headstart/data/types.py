@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from headstart.data.imagemeta import ImageMeta
 
 SPLITS = ("train", "val", "test")
+TASKS = ("binary", "multiclass", "multilabel")
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Sample:
     group: str = ""  # patient id for grouped splitting; "" when unknown
     path: str = ""  # absolute path of the file holding the image (the npz itself for npz rows)
     index: int = -1  # row inside an array file; -1 for one-image-per-file sources
+    labels: tuple[int, ...] = ()  # multi-label only: one raw code per finding (labelcodes: 1, 0, -1, -2); label = 0
 
 
 @dataclass
@@ -40,9 +42,10 @@ class ImageSource(Protocol):
     """What extraction and fine-tuning need from any data source."""
 
     root: str  # the DATA argument, resolved
-    kind: str  # "folder" | "split-folder" | "manifest" | "npz" | "dicom"
-    classes: list[str]
+    kind: str  # "folder" | "split-folder" | "manifest" | "npz" | "nih" | "chexpert" | "table"
+    classes: list[str]  # class names; for a multi-label source the finding names, in column order
     samples: list[Sample]
+    multilabel: bool  # samples carry `labels` (one raw code per finding) instead of one class index
 
     def raw_bytes(self, sample: Sample) -> bytes:
         """The stored bytes of one sample (the file, or the array row): hashed for duplicates, read for GPU decode."""
@@ -69,3 +72,14 @@ class Dataset:
     samples: list[Sample]  # every sample has split set
     classes: list[str]
     duplicates: dict = field(default_factory=dict)  # content-hash duplicates across splits, for the record
+
+    @property
+    def task(self) -> str:
+        return task_of(self.classes, multilabel=getattr(self.source, "multilabel", False))
+
+
+def task_of(classes: list[str], *, multilabel: bool) -> str:
+    """`binary`, `multiclass` or `multilabel`: the cache's root attribute `task` and every record's `dataset.task`."""
+    if multilabel:
+        return "multilabel"
+    return "binary" if len(classes) <= 2 else "multiclass"

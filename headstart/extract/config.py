@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from headstart.backbones.names import check_layer, check_pool
 from headstart.cache.schema import FEATURE_DTYPES
+from headstart.data.options import SourceOptions
 from headstart.data.types import SplitConfig
 from headstart.errors import ConfigError
 from headstart.precision import ENGINES, PRECISIONS
@@ -37,6 +38,7 @@ class ExtractConfig:
     overwrite: bool = False  # replace a feature set (or cache) made for a different request
     seed: int = 0  # seeds random-weight backbones so a resumed run rebuilds the same network
     split: SplitConfig = field(default_factory=SplitConfig)  # how missing val/test splits are carved
+    source: SourceOptions = field(default_factory=SourceOptions)  # how DATA is read (CSV columns, projection...)
 
     def validate(self) -> None:
         """Refuse invalid values with one line naming the option, before a backbone is built or a file is read."""
@@ -63,6 +65,7 @@ class ExtractConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        self.source.validate()
         for pool in self.pools:
             check_pool(pool)
         for layer in self.layers:

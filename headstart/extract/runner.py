@@ -72,9 +72,10 @@ class ExtractResult:
 
 def samples_table(dataset: Dataset, *, data: str, config: ExtractConfig) -> SamplesTable:
     """The /samples table and root metadata of the cache for a split data set."""
+    multilabel = dataset.task == "multilabel"
     return SamplesTable(
         ids=[s.id for s in dataset.samples],
-        labels=[s.label for s in dataset.samples],
+        labels=[-1 if multilabel else s.label for s in dataset.samples],  # multilabel: /samples/labels instead
         splits=[s.split for s in dataset.samples],
         groups=[s.group for s in dataset.samples],
         classes=list(dataset.classes),
@@ -84,6 +85,8 @@ def samples_table(dataset: Dataset, *, data: str, config: ExtractConfig) -> Samp
             "split_config": asdict(config.split),
             "duplicates": dataset.duplicates,
         },
+        task=dataset.task,
+        label_matrix=np.array([s.labels for s in dataset.samples], dtype=np.int8) if multilabel else None,
     )
 
 
@@ -109,7 +112,8 @@ def run_extract(*, data: str, output: str, config: ExtractConfig) -> ExtractResu
     models = build_feature_models(config.backbones, weights=config.weights, image_size=config.image_size,
                                   seed=config.seed, pools=config.pools, layers=config.layers,
                                   trust_remote_code=config.trust_remote_code)
-    dataset = build_dataset(data, split_config=config.split, find_duplicates=job.is_main)  # rank 0 records it
+    dataset = build_dataset(data, split_config=config.split, find_duplicates=job.is_main,  # rank 0 records it
+                            source_options=config.source)
     table = samples_table(dataset, data=data, config=config)
     if config.decode == "device":
         check_device_resizable({m.name: m.backbone.preprocessing for m in models})

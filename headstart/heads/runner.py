@@ -103,6 +103,7 @@ def run_heads(*, cache_path: str | Path, runs_dir: str | Path, config: HeadsConf
     device = resolve_device(config.device)
     records: list[RunRecord] = []
     with FeatureCache(cache_path) as cache:
+        cache.require_single_label("heads")
         names = _feature_set_names(cache, config.feature_sets)
         fit = FitSettings(grid=grid, class_weight=class_weight_mode(config.class_weight),
                           n_classes=len(cache.classes), device=device,

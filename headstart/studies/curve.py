@@ -121,6 +121,7 @@ def run_curve(*, cache_path: str | Path, runs_dir: str | Path, config: CurveConf
     device = resolve_device(config.device)
     results = []
     with FeatureCache(cache_path) as cache:
+        cache.require_single_label("curve")
         names = config.feature_sets or [n for n, meta in cache.feature_sets.items() if meta["complete"]]
         if not names:
             raise DataError(f"{cache.path} has no complete feature set; run or finish `headstart extract` first")

@@ -47,6 +47,7 @@ def load_inputs(path: str | Path, *, feature_set: str | None = None) -> AuditInp
     """Read a cache for the audit. `feature_set` None picks the first complete set; a named set that is missing or
     incomplete raises CacheError (the user asked for it); a cache with no complete set audits without features."""
     with FeatureCache(path) as cache:
+        cache.require_single_label("audit")
         inputs = AuditInputs(path=str(path), ids=cache.ids, labels=cache.labels, splits=cache.splits,
                              groups=cache.groups, classes=list(cache.classes), root_attrs=dict(cache.root_attrs),
                              meta=MetaTable())
