@@ -56,6 +56,6 @@ def codes_from_array(raw: np.ndarray, *, where: str, names: list[str]) -> np.nda
     ok = blank | np.isin(values, CODES)
     if not ok.all():
         row, col = (int(i) for i in np.argwhere(~ok)[0])
-        raise DataError(f"{where}: row {row}, column {names[col]!r} holds {values[row, col]!r}; {EXPECTED_VALUES}")
+        raise DataError(f"{where}: row {row}, column {names[col]!r} holds {float(values[row, col])!r}; {EXPECTED_VALUES}")
     codes = np.where(blank, BLANK, values).astype(LABEL_DTYPE)
     return codes

@@ -304,7 +304,10 @@ def test_npz_class_names_and_pickling_drops_arrays(tmp_path):
         ),
         ({"train_images": np.zeros((2, 4, 4), np.uint8), "train_labels": np.array([0.5, 1.0])}, "non-integer"),
         ({"train_images": np.zeros((2, 4, 4), np.uint8), "train_labels": np.array(["a", "b"])}, "non-integer"),
-        ({"train_images": np.zeros((2, 4, 4), np.uint8), "train_labels": np.zeros((2, 3))}, "multi-label"),
+        ({"train_images": np.zeros((2, 4, 4), np.uint8), "train_labels": np.full((2, 3), 2)},
+         "train_labels: row 0, column '0' holds 2.0; expected 1, 0, -1 (uncertain) or blank"),
+        ({"train_images": np.zeros((2, 4, 4), np.uint8), "train_labels": np.zeros((3, 3))},
+         "train_labels has shape (3, 3) for 2 images"),
         ({"train_images": np.zeros((2, 4), np.uint8), "train_labels": np.array([0, 1])}, "expected (N, H, W)"),
         (
             {"train_images": np.zeros((2, 4, 4), np.uint8), "train_labels": np.array([0, 1]),

@@ -44,12 +44,13 @@ def test_extract_writes_contract_schema(phantom_dir, tmp_path):
         assert f["features/resnet18"].dtype == np.float16
         assert set(x.decode() for x in f["samples/split"][...]) == {"train", "val", "test"}
         assert json.loads(f.attrs["classes"]) == ["NORMAL", "PNEUMONIA"]
+        assert f.attrs["task"] == "binary" and "labels" not in f["samples"]
         assert bool(f["features/resnet18"].attrs["complete"])
         assert np.isfinite(f["features/resnet18"][...]).all()
     info = invoke("cache", "info", str(out), "--json")
     assert info.exit_code == 0, info.output
     data = json.loads(info.output)
-    assert data["n_samples"] == n
+    assert data["n_samples"] == n and data["task"] == "binary" and data["labels"] is None
     assert [s["name"] for s in data["feature_sets"]] == ["resnet18"]
     assert data["feature_sets"][0]["dim"] == 512 and data["feature_sets"][0]["complete"] is True
 
