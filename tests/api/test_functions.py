@@ -11,6 +11,7 @@ import pytest
 
 import headstart
 from headstart import api
+from headstart.data.options import SourceOptions
 from headstart.data.types import SplitConfig
 from headstart.errors import ConfigError, DataError, HeadstartError
 from headstart.evaluation import choose_threshold, evaluate
@@ -143,7 +144,8 @@ def test_keywords_and_a_config_together_are_refused(call, needle):
 
 
 @pytest.mark.parametrize("function, config, extra", [
-    (api.run_extract, ExtractConfig(), {**{f.name: f.default for f in dataclasses.fields(SplitConfig)}}),
+    (api.run_extract, ExtractConfig(), {**{f.name: f.default for f in dataclasses.fields(SplitConfig)},
+                                        **dataclasses.asdict(SourceOptions())}),
     (api.run_heads, HeadsConfig(), {}),
     (api.run_finetune, FinetuneConfig(), {**{f.name: f.default for f in dataclasses.fields(SplitConfig)},
                                           "augment": AugmentConfig().enabled}),
