@@ -22,6 +22,7 @@ from headstart.cache.fingerprint import compute_fingerprint, compute_samples_sha
 from headstart.cache.request import FeatureSetSpec, SamplesTable
 from headstart.cache.schema import CHUNK_BYTES, EXTERNAL, FEATURE_DTYPES
 from headstart.cache.writer import CacheWriter
+from headstart.data.labelcodes import codes_from_array
 from headstart.data.types import SPLITS
 from headstart.errors import ConfigError, DataError
 
@@ -36,7 +37,8 @@ def write_features(path: str | Path, *, features: Mapping[str, np.ndarray], labe
     """Write (or add to) the cache at `path` from feature arrays made elsewhere; returns `path`.
 
     - `features`: set name -> (N, D) array, one row per sample, in the order of `ids`.
-    - `labels`: N class indices into `classes`, or N class names.
+    - `labels`: N class indices into `classes`, or N class names; or an (N, L >= 2) multi-label array, one column
+      per name in `classes`, of 1 / 0 / -1 (uncertain) / NaN or -2 (blank), stored raw (task `multilabel`).
     - `ids`: N unique sample ids (e.g. file names); `splits`: N of "train", "val", "test".
     - `groups`: N patient ids (default: none known), used where heads cross-validate.
     - `valid`: N booleans, False for rows without features (stored as skipped, dropped by heads).
@@ -94,10 +96,21 @@ def _table(*, ids, labels, splits, classes, groups) -> SamplesTable:
     unknown = sorted(set(splits) - set(SPLITS))
     if unknown:
         raise DataError(f"unknown split names {unknown}; expected each split to be one of {', '.join(SPLITS)}")
-    label_index = _label_indices(labels, classes)
+    matrix = np.asarray(labels)
+    if matrix.ndim == 2 and matrix.shape[1] >= 2:
+        if matrix.shape[1] != len(classes):
+            raise DataError(f"labels have {matrix.shape[1]} columns but classes names {len(classes)}; expected one "
+                            "name per label column")
+        raw = codes_from_array(matrix, where="labels", names=classes)
+        label_index, task = [-1] * n, "multilabel"
+    else:
+        raw, label_index = None, _label_indices(labels, classes)
+        task = "binary" if len(classes) == 2 else "multiclass"
     manifest = compute_samples_sha256(ids=ids, labels=label_index, splits=splits, groups=groups, classes=classes)
+    if raw is not None:  # the raw codes are part of what the features were written for
+        manifest = hashlib.sha256((manifest + "\n").encode() + raw.tobytes()).hexdigest()
     return SamplesTable(ids=ids, labels=label_index, splits=splits, groups=groups, classes=classes,
-                        manifest_hash=manifest,
+                        manifest_hash=manifest, task=task, label_matrix=raw,
                         attrs={"source": {"kind": EXTERNAL, "written_by": "headstart.cache.write_features"}})
 
 

@@ -114,3 +114,22 @@ def test_bad_input_is_one_headstart_error_line(tmp_path, change, error, needle):
     assert needle in str(caught.value) and "\n" not in str(caught.value)
     assert isinstance(caught.value, HeadstartError)
     assert not (tmp_path / "e.h5").exists()
+
+
+def test_label_matrix_makes_a_multilabel_cache(tmp_path):
+    args = inputs()
+    raw = np.random.default_rng(1).choice([1.0, 0.0, -1.0, np.nan], size=(N, 3))
+    path = write_features(tmp_path / "ml.h5", **{**args, "labels": raw, "classes": ["A", "B", "C"]})
+    assert headstart.cache.verify_cache(path) == []
+    with headstart.open_cache(path) as cache:
+        info = cache.info()
+    assert info["task"] == "multilabel" and info["labels"] == ["A", "B", "C"]
+    import h5py
+    with h5py.File(path, "r") as f:
+        stored = f["samples/labels"][...]
+    assert stored.dtype == np.int8 and np.array_equal(stored, np.where(np.isnan(raw), -2, raw).astype(np.int8))
+    with pytest.raises(DataError, match="row 0, column 'A' holds 2.0"):
+        write_features(tmp_path / "bad.h5", **{**args, "labels": np.full((N, 3), 2.0), "classes": ["A", "B", "C"]})
+    with pytest.raises(DataError, match="labels have 3 columns but classes names 2"):
+        write_features(tmp_path / "bad.h5", **{**args, "labels": raw})
+    assert not (tmp_path / "bad.h5").exists()
