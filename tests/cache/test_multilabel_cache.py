@@ -1,0 +1,51 @@
+"""A multi-label cache's samples table: raw codes survive, --splits-from compares them, verify checks them."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from headstart.cache import write_features
+from headstart.cache.dataset import dataset_with_cache_splits
+from headstart.cache.reader import FeatureCache, verify_cache
+from headstart.data.sources import load_source
+from headstart.errors import CacheError, CacheMismatchError
+from tests.data.multilabel_files import make_nih
+
+
+def _cache_for(root, path, *, flip: bool = False):
+    source = load_source(root)
+    raw = np.array([s.labels for s in source.samples], dtype=np.int8)
+    if flip:
+        raw[0, 0] = 1 - raw[0, 0]
+    splits = [("train", "val", "test")[i % 3] for i in range(len(raw))]
+    write_features(path, features={"f": np.random.default_rng(0).normal(size=(len(raw), 4))}, labels=raw,
+                   ids=[s.id for s in source.samples], splits=splits, classes=source.classes,
+                   groups=[s.group for s in source.samples])
+    return splits
+
+
+def test_splits_from_a_multilabel_cache(tmp_path):
+    root = make_nih(tmp_path / "nih", n_patients=4)
+    splits = _cache_for(root, tmp_path / "c.h5")
+    dataset = dataset_with_cache_splits(root, tmp_path / "c.h5")
+    assert [s.split for s in dataset.samples] == splits and dataset.task == "multilabel"
+    _cache_for(root, tmp_path / "other.h5", flip=True)
+    with pytest.raises(CacheMismatchError, match="1 differ"):
+        dataset_with_cache_splits(root, tmp_path / "other.h5")
+
+
+def test_verify_flags_a_bad_code_and_single_label_commands_refuse(tmp_path):
+    root = make_nih(tmp_path / "nih", n_patients=3)
+    _cache_for(root, tmp_path / "c.h5")
+    with FeatureCache(tmp_path / "c.h5") as cache:
+        assert cache.task == "multilabel" and cache.label_matrix.shape == (9, 14)
+        with pytest.raises(CacheError, match="multi-label curve: not yet supported"):
+            cache.require_single_label("curve")
+    with h5py.File(tmp_path / "c.h5", "r+") as f:
+        data = f["samples/labels"][...]
+        data[0, 0] = 5
+        del f["samples/labels"]
+        f["samples"].create_dataset("labels", data=data)
+    assert any("other than the codes" in p for p in verify_cache(tmp_path / "c.h5"))
