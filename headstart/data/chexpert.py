@@ -32,7 +32,10 @@ def is_chexpert(root: Path) -> bool:
     train = root / "train.csv"
     if not train.is_file():
         return False
-    header, _ = read_csv(train)
+    try:
+        header, _ = read_csv(train)
+    except DataError:  # some other tool's unreadable train.csv: not CheXpert's
+        return False
     return find_column(header, "Path", path=train, required=False) is not None
 
 

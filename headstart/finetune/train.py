@@ -112,6 +112,7 @@ def setup(*, data: str, runs_dir: str, config: FinetuneConfig, split_config: Spl
         dataset = build_dataset(data, split_config=split_config, find_duplicates=False)  # extract records them
     else:
         dataset = dataset_with_cache_splits(data, splits_from, group_pattern=split_config.group_pattern)
+    dataset.require_single_label("finetune")
     by_split = _samples_by_split(dataset)
     data_hash = manifest_hash(dataset.samples, dataset.classes)
     train_draw = {"n_train": len(by_split["train"]), "draw_seed": None}

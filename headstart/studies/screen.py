@@ -120,7 +120,8 @@ def run_screen(*, data: str, output: str | Path, config: ScreenConfig) -> Screen
     built = build_feature_models(ex.backbones, weights=ex.weights, image_size=ex.image_size, seed=ex.seed,
                                  trust_remote_code=ex.trust_remote_code)  # each candidate's own feature, one set
     backbones = {m.name: m for m in built}  # by full name (with provider prefix), as the feature sets are named
-    dataset = build_dataset(data, split_config=ex.split, find_duplicates=True)
+    dataset = build_dataset(data, split_config=ex.split, find_duplicates=True, source_options=ex.source)
+    dataset.require_single_label("screen")
     table = samples_table(dataset, data=data, config=ex)
     _attach_engines(built, dataset, ex, device)
     specs = {m.name: feature_spec(m.backbone, m.outputs[0], m.engine.name, table=table, dtype=ex.feature_dtype,

@@ -90,3 +90,11 @@ def test_nih_shared_sample_extracts(tmp_path, shared_data, caplog):
         groups = [g.decode() for g in f["samples/group"][...]]
         splits = [s.decode() for s in f["samples/split"][...]]
     assert all(len({s for g2, s in zip(groups, splits) if g2 == g}) == 1 for g in set(groups))
+
+
+def test_finetune_refuses_multilabel_data_in_one_line(tmp_path):
+    root = make_nih(tmp_path / "nih", n_patients=4)
+    r = invoke("finetune", str(root), "-o", str(tmp_path / "runs"), "-b", "resnet18", "--weights", "random",
+               "--epochs", "1", "--image-size", "32")
+    errors = [line for line in r.output.splitlines() if line.startswith("Error")]
+    assert r.exit_code == 1 and len(errors) == 1 and "multi-label finetune: not yet supported" in errors[0]
