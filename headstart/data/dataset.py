@@ -7,8 +7,10 @@ import logging
 import os
 from collections import Counter
 
+import numpy as np
+
 from headstart.data.duplicates import find_cross_split_duplicates
-from headstart.data.labelcodes import NEGATIVE, POSITIVE
+from headstart.data.labelcodes import BLANK, NEGATIVE, POSITIVE
 from headstart.data.options import SourceOptions
 from headstart.data.sources import load_source
 from headstart.data.splits import assign_splits
@@ -38,11 +40,12 @@ def split_summary(samples: list[Sample], classes: list[str]) -> str:
 
     Multi-label: the positives of each finding, `train 380 (Atelectasis 28+, ...)`."""
     if samples and samples[0].labels:
+        raw, split_of = np.array([s.labels for s in samples]), np.array([s.split for s in samples])
         parts = []
         for split in SPLITS:
-            rows = [s.labels for s in samples if s.split == split]
-            pos = [sum(1 for r in rows if r[j] == POSITIVE) for j in range(len(classes))]
-            parts.append(f"{split} {len(rows)} (" + ", ".join(f"{n} {p}+" for n, p in zip(classes, pos)) + ")")
+            pos = (raw[split_of == split] == POSITIVE).sum(axis=0)
+            parts.append(f"{split} {int((split_of == split).sum())} ("
+                         + ", ".join(f"{n} {p}+" for n, p in zip(classes, pos)) + ")")
         return " | ".join(parts)
     counts = Counter((s.split, s.label) for s in samples)
     parts = []
@@ -54,18 +57,16 @@ def split_summary(samples: list[Sample], classes: list[str]) -> str:
 
 
 def warn_rare_findings(samples: list[Sample], names: list[str]) -> list[str]:
-    """One warning naming the findings with no positive (or no certain negative) among the training rows.
+    """One warning naming the findings with no positive (or no negative) among the training rows.
 
-    Not an error: small subsets of NIH hit this all the time. Heads leave such a finding out and report it as
+    Counted under the default policies (uncertain ignored, blank negative), which a head may change. Not an error: small subsets of NIH hit this all the time. Heads leave such a finding out and report it as
     null with the reason; the other findings go on. Returns the names warned of.
     """
-    train = [s.labels for s in samples if s.split == "train"]
-    rare = []
-    for j, name in enumerate(names):
-        pos = sum(1 for r in train if r[j] == POSITIVE)
-        neg = sum(1 for r in train if r[j] == NEGATIVE)
-        if pos == 0 or neg == 0:
-            rare.append(f"{name} ({pos} positive, {neg} negative)")
+    train = np.array([s.labels for s in samples if s.split == "train"]).reshape(-1, len(names))
+    negative = (train == NEGATIVE) | (train == BLANK)
+    rare = [f"{name} ({pos} positive, {neg} negative)"
+            for name, pos, neg in zip(names, (train == POSITIVE).sum(axis=0), negative.sum(axis=0))
+            if pos == 0 or neg == 0]
     if rare:
         log.warning("%d finding(s) have one class only among the %d training images: %s; they will be left out of "
                     "training and reported as null, the other findings go on", len(rare), len(train), ", ".join(rare))

@@ -88,12 +88,28 @@ def detect_source(data: str | os.PathLike, *, pattern: re.Pattern[str] | None = 
         source: ImageSource = (flat_source(path) if unlabelled else None) or folder_source(path, pattern)
         _warn_patient_folders(source)
     elif path.suffix.lower() == ".csv":
+        known = None if options.custom_columns else _known_layout(path, options)
+        if known is not None:
+            return known
         source = table_source(path, pattern, options) if multilabel_csv else manifest_source(path, pattern, options)
     elif path.suffix.lower() == ".npz":
         source = npz_source(path)
     else:
         raise DataError(f"{path}: is neither a folder, a .csv manifest nor a .npz file; {EXPECTED}")
     return source
+
+
+def _known_layout(csv_path: Path, options: SourceOptions) -> ImageSource | None:
+    """NIH's or CheXpert's own label file given as DATA: read its folder's layout (paths are relative to it)."""
+    folder = csv_path.parent
+    if csv_path == nih_label_file(folder):
+        log.info("%s: NIH ChestX-ray14 label file; reading the NIH layout of %s", csv_path, folder)
+        return nih_source(folder, csv_path, options)
+    if csv_path.name in ("train.csv", "valid.csv") and is_chexpert(folder):
+        log.info("%s: CheXpert label file; reading the CheXpert layout of %s (train.csv and valid.csv)", csv_path,
+                 folder)
+        return chexpert_source(folder, options)
+    return None
 
 
 def _warn_patient_folders(source: ImageSource) -> None:

@@ -241,3 +241,11 @@ def test_findings_without_positives_in_train_get_one_warning(tmp_path, caplog):
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "8 finding(s) have one class only" in warnings[0]
     assert "Hernia (0 positive" in warnings[0] and "Atelectasis" not in warnings[0]
+
+
+def test_a_known_label_file_as_data_reads_its_folder_layout(tmp_path):
+    nih = make_nih(tmp_path / "nih", n_patients=3)
+    assert load_source(nih / "Data_Entry_2017_v2020.csv").kind == "nih"
+    chexpert = write_chexpert(tmp_path, chexpert_rows(2))
+    src = load_source(chexpert / "train.csv")
+    assert src.kind == "chexpert" and len(src.samples) == 4
