@@ -25,7 +25,7 @@ from dataclasses import replace
 import numpy as np
 
 from headstart.data.labelcodes import POSITIVE
-from headstart.data.multilabel_split import iterative_group_folds
+from headstart.data.multilabel_split import iterative_carve
 from headstart.data.sampling import carve
 from headstart.data.types import SPLITS, Sample, SplitConfig
 from headstart.errors import ConfigError, DataError
@@ -90,13 +90,9 @@ def _carve(pool: list[Sample], n_target: int, *, seed: tuple[int, int]) -> set[s
 
 def _carve_multilabel(pool: list[Sample], n_target: int, *, seed: tuple[int, int]) -> set[str]:
     """Whole groups totalling about `n_target` images, each finding's positives in proportion."""
-    if n_target <= 0:
-        return set()
-    positives = np.array([s.labels for s in pool]) == POSITIVE
-    folds = iterative_group_folds(positives, [s.group for s in pool], [n_target, len(pool) - n_target],
-                                  seed=list(seed))
-    carved = {s.id for s, fold in zip(pool, folds) if fold == 0}
-    return set() if len(carved) == len(pool) else carved
+    positives = (np.array([s.labels for s in pool]) == POSITIVE).astype(np.int64)
+    rows = iterative_carve([s.id for s in pool], [s.group for s in pool], positives, n=n_target, seed=seed)
+    return {pool[i].id for i in rows}
 
 
 def _warn_group_leaks(samples: list[Sample]) -> None:

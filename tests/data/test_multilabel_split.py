@@ -78,3 +78,19 @@ def test_assign_splits_carves_multilabel_by_groups_and_keeps_given_test():
     for s in result:
         fold_of.setdefault(s.group, set()).add(s.split)
     assert all(len(v) == 1 for v in fold_of.values())
+
+
+def test_plugs_into_the_sampler_as_a_fold_assigner_and_a_carve():
+    from headstart.data.multilabel_split import iterative_assign, iterative_carve
+    from headstart.data.sampling import kfold
+
+    y, groups = _data(seed=4)
+    ids = [f"r{i}" for i in range(len(y))]
+    folds = kfold(ids, groups, y.astype(np.int64), k=5, seed=[0], assign=iterative_assign)
+    assert sorted(set(folds.tolist())) == [0, 1, 2, 3, 4]
+    assert np.allclose(np.bincount(folds) / len(folds), 0.2, atol=0.03)
+    rows = iterative_carve(ids, groups, y.astype(np.int64), n=100, seed=[0, 1])
+    assert abs(len(rows) - 100) <= 5 and len(set(rows.tolist())) == len(rows)
+    carved_groups = {groups[i] for i in rows}
+    assert not carved_groups & {g for i, g in enumerate(groups) if i not in set(rows.tolist())}
+    assert len(iterative_carve(ids[:3], ["p"] * 3, y[:3].astype(np.int64), n=2, seed=[0])) == 0  # one unit: none
