@@ -11,7 +11,8 @@ are drawn here from a `torch.Generator`, never from the global RNG or a worker's
 of (image, preset, generator). `view_generator(image_id, view, seed)` seeds it from a sha256 of the three (never
 Python's salted `hash()`), so view k of an image is the same pixels after a resume, on any rank, under any engine.
 
-Presets (no horizontal flip unless the name says so: on a chest film the heart is on the patient's left, and a
+Presets ("aspect" is the crop's aspect relative to the image's own, i.e. the stretch once it is resized back; no
+horizontal flip unless the name says so: on a chest film the heart is on the patient's left, and a
 mirrored film is not a plausible sample):
 - `mild`: crop scale 0.85-1, aspect 0.9-1.1, rotation +-7 degrees. The fine-tune default since the first
   round: positioning tilt and framing seen in practice, nothing else.
@@ -44,7 +45,7 @@ class Preset:
     """The ranges a random view is drawn from. Every view keeps the image's size (see the module notes)."""
 
     crop_scale: tuple[float, float] = (0.8, 1.0)  # fraction of the area a random resized crop keeps
-    crop_ratio: tuple[float, float] = (0.9, 1.1)  # its aspect jitter; radiographs stay roughly square
+    crop_ratio: tuple[float, float] = (0.9, 1.1)  # its aspect jitter relative to the image's (1: undistorted)
     rotation_degrees: float = 10.0  # uniform in +-this: patient positioning tilt
     brightness: float = 0.0  # factor uniform in 1 +- this (exposure)
     contrast: float = 0.0  # factor uniform in 1 +- this (windowing, detector)
@@ -166,25 +167,19 @@ def _uniform(generator: torch.Generator, low: float, high: float) -> float:
 
 def _crop_box(h: int, w: int, scale: tuple[float, float], ratio: tuple[float, float],
               generator: torch.Generator) -> tuple[int, int, int, int]:
-    """(top, left, height, width): torchvision's RandomResizedCrop sampling, drawn from `generator`."""
+    """(top, left, height, width): torchvision's RandomResizedCrop sampling, drawn from `generator`, except that
+    the aspect ratio is relative to the image's own: the crop is resized back to the image's size, so `ratio`
+    is exactly the distortion (1 = none), on a 1.2:1 film as on a square one."""
     import torch
 
     area = h * w
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(10):
         target = area * _uniform(generator, *scale)
-        aspect = math.exp(_uniform(generator, *log_ratio))
+        aspect = (w / h) * math.exp(_uniform(generator, *log_ratio))
         cw, ch = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
         if 0 < cw <= w and 0 < ch <= h:
             top = int(torch.randint(0, h - ch + 1, (), generator=generator))
             left = int(torch.randint(0, w - cw + 1, (), generator=generator))
             return top, left, ch, cw
-    # Fallback, as torchvision: the largest centred crop within the ratio range.
-    in_ratio = w / h
-    if in_ratio < ratio[0]:
-        cw, ch = w, round(w / ratio[0])
-    elif in_ratio > ratio[1]:
-        ch, cw = h, round(h * ratio[1])
-    else:
-        cw, ch = w, h
-    return (h - ch) // 2, (w - cw) // 2, ch, cw
+    return 0, 0, h, w  # nothing fitted in 10 draws (torchvision's fallback is a centre crop): the whole image
