@@ -44,7 +44,8 @@ def run_extract(data: str | Path, output: str | Path, *, backbones: Sequence[str
                 pools: Sequence[str] = (), layers: Sequence[str] = (), engine: str = "auto",
                 trust_remote_code: bool = False,
                 weights: str = "imagenet", image_size: int | None = None, crop: str = "center",
-                batch_size: int = 64, device: str = "auto", precision: str = "auto", decode: str = "cpu", workers: int | None = None,
+                batch_size: int = 64, device: str = "auto", precision: str = "auto", decode: str = "cpu",
+                workers: int | None = None,
                 feature_dtype: str = "float16", val_fraction: float = 0.1, test_fraction: float = 0.2,
                 group_pattern: str | None = None, seed: int = 0, on_bad_image: str = "fail",
                 overwrite: bool = False, config: ExtractConfig | None = None) -> ExtractResult:

@@ -73,7 +73,8 @@ def finetune(data: str, runs_dir: str, backbone: str, weights: str, epochs: int,
     config = FinetuneConfig(
         backbone=backbone, weights=weights, epochs=epochs, lr=lr, batch_size=batch_size, freeze=freeze,
         image_size=image_size, crop=crop, precision=precision, device=device, workers=workers, patience=patience,
-        augment=AugmentConfig(enabled=augment, preset=augment_preset), seed=seed, deterministic=deterministic, train_size=train_size,
+        augment=AugmentConfig(enabled=augment, preset=augment_preset), seed=seed, deterministic=deterministic,
+        train_size=train_size,
     )
     split_config = SplitConfig(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
                                group_pattern=group_pattern)

@@ -126,13 +126,12 @@ def setup(*, data: str, runs_dir: str, config: FinetuneConfig, split_config: Spl
     net, prep, info = create_model(config.backbone, num_classes=len(dataset.classes), weights=config.weights,
                                    image_size=config.image_size, seed=config.seed)
     prep = prep.with_crop(config.crop)  # the plain view of a cache extracted with the same --crop
-    ctx = StepContext(device=device, prep=prep, amp_dtype=training_dtype(config.precision, device),
-                      progress=replica.is_main)
+    ctx = StepContext(device=device, prep=prep, amp_dtype=training_dtype(config.precision, device), progress=replica.is_main)
     net = net.to(device, memory_format=torch.channels_last)
     frozen = apply_freeze(net, name=config.backbone, mode=config.freeze)
     model = replica.wrap(net, device=device)  # what the train loop steps; `net` is what checkpoints hold
     variant = (f"freeze-{config.freeze}" + (f"-{config.image_size}px" if config.image_size else "")
-               + (f"-crop-{config.crop}" if config.crop != "center" else "")
+               + ("" if config.crop == "center" else f"-crop-{config.crop}")
                + (f"-train-{parse_size(config.train_size).slug}" if config.train_size else ""))
     run_id = make_run_id("finetune", config.backbone, None, config.seed, variant=variant)
 

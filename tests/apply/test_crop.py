@@ -35,7 +35,7 @@ def test_the_crop_is_recorded_and_changes_the_features(full_crop):
         assert full["features/resnet18"].attrs["fingerprint"] != center["features/resnet18"].attrs["fingerprint"]
         assert not np.allclose(full["features/resnet18"][:], center["features/resnet18"][:])
     info = json.loads(invoke("cache", "info", str(root / "full.h5"), "--json").output)
-    assert info["feature_sets"][0]["complete"]
+    assert info["feature_sets"][0]["complete"] and info["feature_sets"][0]["crop"] == "full"
 
 
 def test_another_crop_is_not_reused_silently(full_crop, phantom_dir):
@@ -69,3 +69,15 @@ def test_finetune_takes_the_crop_and_predict_reproduces_it(phantom_dir, tmp_path
     assert result.exit_code == 0, result.output
     expected, got, _ = record_vs_table(run, read_table(tmp_path / "p.csv"))
     assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_an_exported_models_card_keeps_the_crop():
+    """predict with an exported model reads its preprocessing (crop included) back from model.json."""
+    from headstart.apply.card import RunCard, model_card, preprocessing_from
+    from headstart.backbones.types import Preprocessing
+
+    card = RunCard(run_id="r", strategy="cached-head", backbone="resnet18", classes=["a", "b"], threshold=0.5,
+                   preprocessing=Preprocessing(input_size=32, resize_size=36, crop="pad"))
+    written = model_card(card, exports={}, versions={})
+    assert preprocessing_from(written["preprocessing"], where="model.json") == card.preprocessing
+    assert "pad" in written["input"]["note"]
