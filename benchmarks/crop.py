@@ -16,6 +16,7 @@ The Kaggle files are 224 x 224 (resized by a third party, aspect not kept) and t
 images `full` and `pad` give the same pixels, and `center` differs by cutting 12.5 % off every side.
 
     PYTHONPATH=. .venv/bin/python benchmarks/crop.py [--kaggle-images 1000] [--seeds 0 1 2] [--skip-kaggle]
+        [--json PATH]
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import json
 import logging
 import os
 import random
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -193,7 +195,7 @@ def same_pixels_on_square_images(paths: list[Path], n: int = 20) -> bool:
                for img in (decode_image(p) for p in paths[:n]))
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kaggle-images", type=int, default=1000)
     parser.add_argument("--weights", default="random")
@@ -217,7 +219,10 @@ def main() -> None:
         if not args.skip_kaggle:
             kaggle(args, Path(tmp))
     print(f"load average at the end {os.getloadavg()}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    from result import run  # benchmarks/result.py: --json PATH writes the output with command, date, machine, load
+
+    sys.exit(run(main))
