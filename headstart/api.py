@@ -43,8 +43,9 @@ SPLIT_OPTIONS = ("val_fraction", "test_fraction", "group_pattern")  # SplitConfi
 def run_extract(data: str | Path, output: str | Path, *, backbones: Sequence[str] = ("resnet18",),
                 pools: Sequence[str] = (), layers: Sequence[str] = (), engine: str = "auto",
                 trust_remote_code: bool = False,
-                weights: str = "imagenet", image_size: int | None = None, batch_size: int = 64,
-                device: str = "auto", precision: str = "auto", decode: str = "cpu", workers: int | None = None,
+                weights: str = "imagenet", image_size: int | None = None, crop: str = "center",
+                batch_size: int = 64, device: str = "auto", precision: str = "auto", decode: str = "cpu",
+                workers: int | None = None,
                 feature_dtype: str = "float16", val_fraction: float = 0.1, test_fraction: float = 0.2,
                 group_pattern: str | None = None, seed: int = 0, on_bad_image: str = "fail",
                 overwrite: bool = False, labels: Sequence[str] = (), label_column: str | None = None,
@@ -57,7 +58,8 @@ def run_extract(data: str | Path, output: str | Path, *, backbones: Sequence[str
     run resumes when called again with the same arguments; a cache made for another request is refused unless
     `overwrite`. The split options (val/test fractions, group pattern, seed) carve missing splits. Each
     (backbone, layer, pool) of `backbones` x `layers` x `pools` becomes one feature set, all from one forward
-    pass per backbone; `engine` is auto (onnxruntime on the CPU, torch on CUDA), torch or onnxruntime.
+    pass per backbone; `engine` is auto (onnxruntime on the CPU, torch on CUDA), torch or onnxruntime. `crop`
+    is the plain view (center, full or pad; see `extract.preprocess.crop_geometry`).
     The reader options (`labels`, `label_column`, `label_sep`, the other `*_column`s, `projection`,
     `allow_missing`) read multi-label CSVs and the NIH / CheXpert layouts (`headstart.data.options`).
     """
@@ -96,8 +98,9 @@ def run_heads(cache: str | Path, output: str | Path, *, feature_sets: Sequence[s
 
 def run_finetune(data: str | Path, output: str | Path, *, backbone: str = "resnet18", weights: str = "imagenet",
                  epochs: int = 10, lr: float = 1e-3, batch_size: int = 32, freeze: str = "none",
-                 image_size: int | None = None, precision: str = "auto", device: str = "auto",
-                 workers: int | None = None, augment: bool = True, patience: int = 3, deterministic: bool = False,
+                 image_size: int | None = None, crop: str = "center", precision: str = "auto", device: str = "auto",
+                 workers: int | None = None, augment: bool = True, augment_preset: str = "mild", patience: int = 3,
+                 deterministic: bool = False,
                  n_boot: int = 1000, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2,
                  group_pattern: str | None = None, train_size: str | None = None,
                  splits_from: str | Path | None = None, resume: bool = False,
@@ -120,8 +123,8 @@ def run_finetune(data: str | Path, output: str | Path, *, backbone: str = "resne
     if config is not None:
         _refuse_mixed(run_finetune, "config", options, training)
     else:
-        config = FinetuneConfig(**{**{k: options[k] for k in training},
-                                   "augment": AugmentConfig(enabled=options["augment"])})
+        augment = AugmentConfig(enabled=options["augment"], preset=options["augment_preset"])
+        config = FinetuneConfig(**{k: options[k] for k in training if not k.startswith("augment")}, augment=augment)
     if split_config is not None:
         _refuse_mixed(run_finetune, "split_config", options, SPLIT_OPTIONS)  # `seed` then seeds training only
     else:  # one seed for splits and training, as at the command line
@@ -191,7 +194,7 @@ def run_curve(cache: str | Path, output: str | Path, *, feature_sets: Sequence[s
 
 
 def run_screen(data: str | Path, output: str | Path, *, backbones: Sequence[str] = ("resnet18",),
-               engine: str = "auto", trust_remote_code: bool = False, weights: str = "imagenet", image_size: int | None = None, batch_size: int = 64, device: str = "auto",
+               engine: str = "auto", trust_remote_code: bool = False, weights: str = "imagenet", image_size: int | None = None, crop: str = "center", batch_size: int = 64, device: str = "auto",
                precision: str = "auto", decode: str = "cpu", workers: int | None = None,
                feature_dtype: str = "float16", val_fraction: float = 0.1, test_fraction: float = 0.2,
                group_pattern: str | None = None, seed: int = 0, on_bad_image: str = "fail", overwrite: bool = False,

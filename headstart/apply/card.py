@@ -13,10 +13,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from headstart.backbones.types import Preprocessing
-from headstart.errors import DataError, one_line
+from headstart.errors import ConfigError, DataError, one_line
 
 CARD_FORMAT = "headstart-model"
 CARD_FORMAT_VERSION = 1  # bump when a field changes meaning; readers refuse newer versions
+_CROP_NOTES = {  # how to make the graph's input from an image, per preprocessing.crop (extract --crop)
+    "center": "resize the shorter side to preprocessing.resize_size, center-crop input_size",
+    "full": "resize the whole image to input_size x input_size (aspect ratio not kept)",
+    "pad": "resize the longer side to input_size and pad the shorter one with black, centred, to a square",
+}
 
 
 @dataclass
@@ -46,9 +51,9 @@ def preprocessing_from(spec: dict, *, where: str) -> Preprocessing:
     try:
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items() if k != "decode"}
         return Preprocessing(**values)
-    except (TypeError, AttributeError) as exc:
+    except (TypeError, AttributeError, ConfigError) as exc:
         raise DataError(f"{where}: preprocessing {spec!r} is not valid ({one_line(exc)}); expected input_size, "
-                        "resize_size, mean, std and interpolation") from None
+                        "resize_size, mean, std, interpolation and optionally channels and crop") from None
 
 
 def model_card(card: RunCard, *, exports: dict, versions: dict) -> dict:
@@ -60,8 +65,7 @@ def model_card(card: RunCard, *, exports: dict, versions: dict) -> dict:
         "input": {"name": "input", "shape": ["batch", prep.channels, prep.input_size, prep.input_size],
                   "dtype": "float32", "range": [0.0, 1.0],
                   "layout": "RGB" if prep.channels == 3 else "grayscale",
-                  "note": "resize the shorter side to preprocessing.resize_size, center-crop input_size; the graph "
-                          "normalises"},
+                  "note": _CROP_NOTES[prep.crop] + "; the graph normalises"},
         "output": {"name": "probabilities", "shape": ["batch", len(card.classes)], "classes": card.classes},
         "exports": exports, "versions": versions,  # per format (onnx, pt2): file, sha256, exporter, check
     }

@@ -65,7 +65,8 @@ def rebuild_features(spec: dict, *, weights: str | None = None, where: str = "he
     [model] = build_feature_models([spec["backbone"]], weights=weights_request(spec, weights),
                                    image_size=int(prep["input_size"]), seed=int(seed or 0),
                                    layers=[] if layer == FINAL_LAYER else [layer],
-                                   pools=[] if pool == DEFAULT_POOL else [pool])
+                                   pools=[] if pool == DEFAULT_POOL else [pool],
+                                   crop=str(prep.get("crop", "center")))
     backbone, output = model.backbone, model.outputs[0]
     _check_same(spec, backbone.preprocessing.to_dict(), prep, "preprocessing", where)
     if random_weights:
@@ -110,6 +111,7 @@ def rebuild_finetuned(run_dir: Path, config: dict, *, n_classes: int) -> tuple[n
     stored = checkpoint.get("config") or config
     net, prep, _ = create_model(stored.get("backbone", config.get("backbone")), num_classes=n_classes,
                                 weights="random", image_size=stored.get("image_size"), seed=int(stored.get("seed", 0)))
+    prep = prep.with_crop(str(stored.get("crop", "center")))  # the plain view it was trained on (--crop)
     try:
         net.load_state_dict(checkpoint["model"])
     except (KeyError, RuntimeError) as exc:

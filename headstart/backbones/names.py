@@ -25,6 +25,9 @@ PROVIDERS = ("torchvision", "timm", "xrv", "hf")  # prefixes; torchvision is the
 POOLS = ("default", "cls", "mean", "gem", "cls+mean")
 DEFAULT_POOL = "default"  # the provider's own pooled feature (torchvision minus its classifier, timm pre-logits...)
 FINAL_LAYER = "final"  # the backbone's last feature map, the one its default pool reads
+# The plain view's geometry (`Preprocessing.crop`): center = resize the shorter side, centre-crop (torchvision's
+# eval recipe); full = resize the whole image to the square; pad = letterbox (fit the longer side, pad with black).
+CROPS = ("center", "full", "pad")
 
 _HF_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _PLAIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")

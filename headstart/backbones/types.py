@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from torch import nn
 
+from headstart.backbones.names import CROPS
 from headstart.errors import ConfigError
 
 
@@ -15,6 +16,7 @@ class Preprocessing:
 
     The network sees `(pixel / 255 - mean) / std` per channel. `channels` 1 means the decoder feeds the image's
     own grayscale plane (a grayscale original is never turned into RGB and averaged back); 3 means RGB.
+    `crop` is the plain view's geometry (`extract --crop`, see `extract.preprocess.crop_geometry`).
     """
 
     input_size: int = 224  # square crop fed to the network
@@ -23,6 +25,11 @@ class Preprocessing:
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     interpolation: str = "bilinear"  # PIL/torchvision name
     channels: int = 3  # 3: RGB; 1: the grayscale plane (torchxrayvision)
+    crop: str = "center"  # center | full | pad (backbones.names.CROPS); resize_size matters for center only
+
+    def __post_init__(self) -> None:
+        if self.crop not in CROPS:
+            raise ConfigError(f"--crop {self.crop!r} is invalid; expected one of {', '.join(CROPS)}")
 
     @property
     def value_range(self) -> tuple[float, float]:
@@ -43,7 +50,13 @@ class Preprocessing:
         out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
         if self.channels == 3:  # RGB was the only kind before `channels` existed: keep old fingerprints valid
             del out["channels"]
+        if self.crop == "center":  # likewise the only crop before `crop` existed
+            del out["crop"]
         return out
+
+    def with_crop(self, crop: str) -> Preprocessing:
+        """This recipe with another plain-view crop (ConfigError on an unknown one)."""
+        return self if crop == self.crop else replace(self, crop=crop)
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,7 @@ class FeatureCache:
                 "name": name, "backbone": meta.get("backbone"),
                 "layer": meta.get("layer", FINAL_LAYER if extracted else None),
                 "pool": meta.get("pool", DEFAULT_POOL if extracted else None), "engine": set_engine(meta),
+                "crop": _crop(meta.get("preprocessing")) if extracted else None,  # extract --crop
                 "engine_version": meta.get("engine_version"), "weights": meta.get("weights"),
                 "weights_sha256": meta.get("weights_sha256"), "dim": meta["dim"], "dtype": meta["dtype"],
                 "complete": meta["complete"], "fingerprint": meta.get("fingerprint"), "device": meta.get("device"),
@@ -277,3 +278,8 @@ def _verify_set(cache: FeatureCache, name: str, problems: list[str]) -> None:
     if expected != meta.get("fingerprint"):
         problems.append(f"{where}: stored fingerprint {str(meta.get('fingerprint'))[:12]}... does not match its "
                         f"attributes ({expected[:12]}...); its metadata is damaged or was edited")
+
+
+def _crop(preprocessing) -> str:
+    """The plain view's crop a set was extracted with; sets made before `--crop` existed used `center`."""
+    return str(preprocessing.get("crop", "center")) if isinstance(preprocessing, dict) else "center"

@@ -23,7 +23,7 @@ from headstart.cli.options import extract_options, source_options
 @extract_options
 @source_options
 def extract(data: str, output: str, backbones: tuple[str, ...], pools: tuple[str, ...], layers: tuple[str, ...],
-            engine: str, trust_remote_code: bool, weights: str, image_size: int | None,
+            engine: str, trust_remote_code: bool, weights: str, image_size: int | None, crop: str,
             batch_size: int, device: str, precision: str, decode: str, workers: int | None, feature_dtype: str,
             val_fraction: float, test_fraction: float, group_pattern: str | None, seed: int,
             on_bad_image: str, overwrite: bool, labels: list[str], label_column: str | None,
@@ -41,7 +41,7 @@ def extract(data: str, output: str, backbones: tuple[str, ...], pools: tuple[str
 
     result = run_extract(
         data, output, backbones=list(backbones), pools=list(pools), layers=list(layers), engine=engine,
-        trust_remote_code=trust_remote_code, weights=weights, image_size=image_size, batch_size=batch_size,
+        trust_remote_code=trust_remote_code, weights=weights, image_size=image_size, crop=crop, batch_size=batch_size,
         device=device, precision=precision, decode=decode, workers=workers, feature_dtype=feature_dtype,
         val_fraction=val_fraction, test_fraction=test_fraction, group_pattern=group_pattern, seed=seed,
         on_bad_image=on_bad_image, overwrite=overwrite, labels=labels, label_column=label_column,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 
 from headstart.cli import Command
-from headstart.cli.options import device_option, image_size_option, precision_option, split_options, weights_option
+from headstart.cli.options import (crop_option, device_option, image_size_option, precision_option, split_options,
+                                   weights_option)
+from headstart.data.augment import PRESETS
 from headstart.finetune.config import FREEZE_MODES
 
 
@@ -24,11 +26,16 @@ from headstart.finetune.config import FREEZE_MODES
 @click.option("--freeze", type=click.Choice(FREEZE_MODES), default="none", show_default=True,
               help="none: train everything; partial: last stage + head; backbone: head only, BatchNorm frozen.")
 @image_size_option
+@crop_option
 @precision_option(cuda_auto="bf16 autocast (fp16 with a GradScaler on cards without bf16)")
 @device_option
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="Decode processes (default: none on CPU, where decoding in the main process measured faster; sized to the cores on GPU).")
 @click.option("--augment/--no-augment", default=True, show_default=True,
-              help="Mild train-only augmentation: crop scale 0.85-1, rotation +/-7 degrees, no flips.")
+              help="Train-only augmentation with --augment-preset (default mild: crop scale 0.85-1, rotation "
+                   "+/-7 degrees, no flips).")
+@click.option("--augment-preset", type=click.Choice(list(PRESETS)), default="mild", show_default=True,
+              help="mild; light (crop 0.8-1, +/-10 degrees, brightness/contrast +/-10 %); medium; light-flip (the "
+                   "only one with a horizontal flip). See headstart.data.augment.")
 @click.option("--splits-from", type=click.Path(path_type=str), default=None,
               help="Reuse the splits stored in this cache instead of deriving them.")
 @click.option("--resume", is_flag=True, help="Continue from RUNS/<run_id>/checkpoints/last.pt at the next epoch.")
@@ -42,7 +49,8 @@ from headstart.finetune.config import FREEZE_MODES
               help="Train on this fraction of train, drawn as --train-size P% is.")
 @split_options
 def finetune(data: str, runs_dir: str, backbone: str, weights: str, epochs: int, lr: float, batch_size: int,
-             freeze: str, image_size: int | None, precision: str, device: str, workers: int | None, augment: bool,
+             freeze: str, image_size: int | None, crop: str, precision: str, device: str, workers: int | None,
+             augment: bool, augment_preset: str,
              splits_from: str | None, resume: bool, patience: int, deterministic: bool, train_size: str | None,
              train_fraction: float | None, val_fraction: float, test_fraction: float, group_pattern: str | None,
              seed: int) -> None:
@@ -64,8 +72,9 @@ def finetune(data: str, runs_dir: str, backbone: str, weights: str, epochs: int,
         train_size = f"{train_fraction * 100:g}%"
     config = FinetuneConfig(
         backbone=backbone, weights=weights, epochs=epochs, lr=lr, batch_size=batch_size, freeze=freeze,
-        image_size=image_size, precision=precision, device=device, workers=workers, patience=patience,
-        augment=AugmentConfig(enabled=augment), seed=seed, deterministic=deterministic, train_size=train_size,
+        image_size=image_size, crop=crop, precision=precision, device=device, workers=workers, patience=patience,
+        augment=AugmentConfig(enabled=augment, preset=augment_preset), seed=seed, deterministic=deterministic,
+        train_size=train_size,
     )
     split_config = SplitConfig(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
                                group_pattern=group_pattern)

@@ -105,10 +105,18 @@ def source_options(f: F) -> F:
     return f
 
 
+def crop_option(f: F) -> F:
+    return click.option(
+        "--crop", type=click.Choice(["center", "full", "pad"]), default="center", show_default=True,
+        help="The plain view: center = resize the shorter side, centre-crop (torchvision's eval recipe; cuts the "
+             "film's borders); full = resize the whole image to the square; pad = letterbox. Part of the "
+             "fingerprint.")(f)
+
+
 def extract_options(f: F) -> F:
     """Every option of `headstart extract` but DATA, -o and -b: `screen` takes them all, with the same meaning.
 
-    The command receives engine, trust_remote_code, weights, image_size, batch_size, device, precision, decode,
+    The command receives engine, trust_remote_code, weights, image_size, crop, batch_size, device, precision, decode,
     workers, feature_dtype, val_fraction, test_fraction, group_pattern, seed, on_bad_image and overwrite.
     """
     decorators = [
@@ -116,6 +124,7 @@ def extract_options(f: F) -> F:
         trust_remote_code_option,
         weights_option,
         image_size_option,
+        crop_option,
         click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
         device_option,
         precision_option,

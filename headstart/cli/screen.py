@@ -28,7 +28,7 @@ from headstart.heads import HEADS, SWEEP_NAMES
 @click.option("--n-boot", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Bootstrap resamples behind each val AUROC interval.")
 def screen(data: str, output: str, backbones: tuple[str, ...], engine: str, trust_remote_code: bool, weights: str,
-           image_size: int | None, batch_size: int, device: str, precision: str, decode: str, workers: int | None,
+           image_size: int | None, crop: str, batch_size: int, device: str, precision: str, decode: str, workers: int | None,
            feature_dtype: str, val_fraction: float, test_fraction: float, group_pattern: str | None, seed: int, on_bad_image: str,
            overwrite: bool, keep: int, head: str, sweep: str, fraction: float, min_images: int, n_boot: int) -> None:
     """Race the candidate backbones on growing subsets of DATA; extract only the survivors into OUTPUT.
@@ -43,7 +43,7 @@ def screen(data: str, output: str, backbones: tuple[str, ...], engine: str, trus
 
     result = run_screen(
         data, output, backbones=list(backbones), engine=engine, trust_remote_code=trust_remote_code, weights=weights,
-        image_size=image_size, batch_size=batch_size, device=device, precision=precision, decode=decode,
+        image_size=image_size, crop=crop, batch_size=batch_size, device=device, precision=precision, decode=decode,
         workers=workers, feature_dtype=feature_dtype,
         val_fraction=val_fraction, test_fraction=test_fraction, group_pattern=group_pattern, seed=seed,
         on_bad_image=on_bad_image, overwrite=overwrite, keep=keep, head=head, sweep=sweep, fraction=fraction,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from headstart.backbones.names import check_layer, check_pool
+from headstart.backbones.names import CROPS, check_layer, check_pool
 from headstart.cache.schema import FEATURE_DTYPES
 from headstart.data.options import SourceOptions
 from headstart.data.types import SplitConfig
@@ -26,6 +26,7 @@ class ExtractConfig:
     trust_remote_code: bool = False  # hf: only; runs code from the model repository; recorded in the fingerprint
     weights: str = "imagenet"  # imagenet | random | path to a local state dict; never silently replaced
     image_size: int | None = None  # None: each backbone's own input size (224 for most)
+    crop: str = "center"  # the plain view: center | full | pad (extract.preprocess.crop_geometry); fingerprinted
     batch_size: int = 64  # images per forward pass; also the unit of resume
     device: str = "auto"  # auto picks CUDA when present
     precision: str = "auto"  # auto: fp16 autocast on CUDA, fp32 on CPU (bf16 measured slower here)
@@ -50,6 +51,7 @@ class ExtractConfig:
             (self.batch_size >= 1, f"--batch-size {self.batch_size} is invalid; expected a positive integer"),
             (self.image_size is None or self.image_size >= 1,
              f"--image-size {self.image_size} is invalid; expected a positive number of pixels"),
+            (self.crop in CROPS, f"--crop {self.crop!r} is invalid; expected one of {', '.join(CROPS)}"),
             (self.precision in PRECISIONS,
              f"--precision {self.precision!r} is invalid; expected one of {', '.join(PRECISIONS)}"),
             (self.workers is None or self.workers >= 0, f"--workers {self.workers} is invalid; expected >= 0"),

@@ -179,13 +179,18 @@ def collate_mixed(items: list[dict], *, geometries: dict[str, Preprocessing]) ->
 
 
 def resize_center_crop_tensor(images: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
-    """(N, C, h, w) uint8 -> (N, C, input_size, input_size): the geometry of `preprocess.resize_center_crop`."""
+    """(N, C, h, w) uint8 -> (N, C, input_size, input_size): the geometry of `preprocess.resize_center_crop`
+    (any `--crop`)."""
     h, w = images.shape[-2:]
     new_w, new_h, left, top = crop_geometry(w, h, prep)
+    size = prep.input_size
     if (new_w, new_h) != (w, h):
         images = F.resize(images, [new_h, new_w], interpolation=_TENSOR_INTERPOLATIONS[prep.interpolation],
                           antialias=True)
-    return images[..., top : top + prep.input_size, left : left + prep.input_size]
+    if left < 0 or top < 0:  # --crop pad: black borders, as PIL's crop outside the image gives
+        pad = [-left, -top, left + size - new_w, top + size - new_h]  # left, top, right, bottom
+        return F.pad(images, [max(0, p) for p in pad], fill=0)
+    return images[..., top : top + size, left : left + size]
 
 
 class DeviceJpegDecoder:

@@ -90,12 +90,14 @@ class FeatureModel:
 
 def build_feature_models(names: Sequence[str], *, weights: str, image_size: int | None, seed: int,
                          pools: Sequence[str] = (), layers: Sequence[str] = (),
-                         trust_remote_code: bool = False) -> list[FeatureModel]:
-    """Each backbone (frozen, seeded) with the taps for every (layer, pool) pair; ConfigError on a bad name/pair."""
+                         trust_remote_code: bool = False, crop: str = "center") -> list[FeatureModel]:
+    """Each backbone (frozen, seeded) with the taps for every (layer, pool) pair; ConfigError on a bad name/pair.
+    `crop` (extract --crop) goes into each backbone's preprocessing, hence into its sets' fingerprints."""
     models = []
     for name in names:
         backbone = create_backbone(name, weights=weights, image_size=image_size, seed=seed,
                                    trust_remote_code=trust_remote_code)
+        backbone.preprocessing = backbone.preprocessing.with_crop(crop)
         taps, outputs = build_extractor(backbone, layers=list(layers), pools=list(pools))
         models.append(FeatureModel(backbone=backbone, taps=taps, outputs=outputs))
     return models

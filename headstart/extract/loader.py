@@ -28,7 +28,8 @@ from headstart.extract.preprocess import stack_channels_last, to_uint8_tensor
 def geometry_key(prep: Preprocessing) -> str:
     """Backbones that share a geometry share one decoded tensor; normalisation stays per backbone. The channel
     count is part of it: a grayscale (torchxrayvision) crop and an RGB crop of one size are different tensors."""
-    return f"{prep.input_size}-{prep.resize_size}-{prep.interpolation}-{prep.channels}"
+    key = f"{prep.input_size}-{prep.resize_size}-{prep.interpolation}-{prep.channels}"
+    return key if prep.crop == "center" else f"{key}-{prep.crop}"
 
 
 class DecodedImages(Dataset):

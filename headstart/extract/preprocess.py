@@ -28,20 +28,36 @@ _PIL_INTERPOLATION = {
 
 
 def crop_geometry(w: int, h: int, prep: Preprocessing) -> tuple[int, int, int, int]:
-    """(new_w, new_h, left, top): resize the shorter side to `resize_size`, then center-crop `input_size`.
+    """(new_w, new_h, left, top): resize the image to (new_w, new_h), then take the `input_size` square at
+    (left, top); a negative offset pads with black. `prep.crop` picks the plain view:
+
+    - center: the shorter side to `resize_size`, then the centre `input_size` (torchvision's eval recipe; at
+      256 -> 224 it cuts 12.5 % off each side of the shorter axis, where the apices and costophrenic angles are);
+    - full: the whole image to the square (aspect ratio not kept);
+    - pad: the longer side to `input_size`, the shorter one padded evenly (letterbox: every pixel, undistorted).
 
     One definition for the PIL path and the on-device tensor path, so both crop the same pixels.
     """
+    size = prep.input_size
+    if prep.crop == "full":
+        return size, size, 0, 0
+    if prep.crop == "pad":
+        scale = size / max(w, h)
+        new_w, new_h = max(1, min(size, round(w * scale))), max(1, min(size, round(h * scale)))
+        return new_w, new_h, (new_w - size) // 2, (new_h - size) // 2
     scale = prep.resize_size / min(w, h)
-    new_w, new_h = max(prep.input_size, round(w * scale)), max(prep.input_size, round(h * scale))
-    return new_w, new_h, (new_w - prep.input_size) // 2, (new_h - prep.input_size) // 2
+    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    return new_w, new_h, (new_w - size) // 2, (new_h - size) // 2
 
 
 def resize_center_crop(img: Image.Image, prep: Preprocessing) -> Image.Image:
-    """Resize the shorter side to `resize_size`, then center-crop `input_size` (torchvision's eval recipe)."""
+    """The plain view of `img`: resize, then the `input_size` square of `crop_geometry` (PIL's crop pads a box
+    reaching outside the image with black, which is the letterbox of `pad`)."""
     new_w, new_h, left, top = crop_geometry(*img.size, prep)
     if (new_w, new_h) != img.size:
         img = img.resize((new_w, new_h), _PIL_INTERPOLATION.get(prep.interpolation, Image.Resampling.BILINEAR))
+    if (left, top, new_w, new_h) == (0, 0, prep.input_size, prep.input_size):
+        return img
     return img.crop((left, top, left + prep.input_size, top + prep.input_size))
 
 

@@ -111,7 +111,7 @@ def run_extract(*, data: str, output: str, config: ExtractConfig) -> ExtractResu
         log.warning("--trust-remote-code: Hugging Face models may run code from their repository in this process")
     models = build_feature_models(config.backbones, weights=config.weights, image_size=config.image_size,
                                   seed=config.seed, pools=config.pools, layers=config.layers,
-                                  trust_remote_code=config.trust_remote_code)
+                                  trust_remote_code=config.trust_remote_code, crop=config.crop)
     dataset = build_dataset(data, split_config=config.split, find_duplicates=job.is_main,  # rank 0 records it
                             source_options=config.source)
     table = samples_table(dataset, data=data, config=config)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from headstart.backbones.names import CROPS
+from headstart.data.augment import PRESETS
 from headstart.data.balance import CLASS_WEIGHTS
 from headstart.errors import ConfigError
 from headstart.evaluation import SELECT_METRICS as EVALUATION_SELECT_METRICS
@@ -21,17 +23,16 @@ RESUME_FREE_KEYS = ("device", "workers", "patience")
 
 @dataclass
 class AugmentConfig:
-    """Mild, label-preserving augmentation for radiographs; applied to the train split only.
+    """Label-preserving augmentation for radiographs, one of `headstart.data.augment`'s named presets; applied
+    to the train split only.
 
-    No flips by default: chest X-rays have a fixed anatomical orientation (heart on the patient's left, the
-    "L" marker, situs), so a mirrored image is not a plausible sample and teaches the model to ignore laterality.
+    The default `mild` (crop scale 0.85-1, rotation +-7 degrees) has no flip: chest X-rays have a fixed
+    anatomical orientation (heart on the patient's left, the "L" marker, situs), so a mirrored image is not a
+    plausible sample and teaches the model to ignore laterality. `light-flip` is the explicit choice of a flip.
     """
 
     enabled: bool = True  # False (`--no-augment`): train images get exactly the eval preprocessing
-    crop_scale: tuple[float, float] = (0.85, 1.0)  # area kept by the random resized crop; >= 0.85 keeps the lungs
-    crop_ratio: tuple[float, float] = (0.9, 1.1)  # aspect jitter; radiographs are roughly square after cropping
-    rotation_degrees: float = 7.0  # +/- patient positioning tilt seen in practice
-    hflip: bool = False  # see the class docstring: laterality matters in radiographs
+    preset: str = "mild"  # a name in headstart.data.augment.PRESETS (`--augment-preset`)
 
     @classmethod
     def none(cls) -> "AugmentConfig":
@@ -51,6 +52,7 @@ class FinetuneConfig:
     batch_size: int = 32  # fits a 224 px densenet121 fine-tune in ~8 GB with AMP
     freeze: str = "none"  # none: all layers train; partial: last stage + head; backbone: head only (BN frozen)
     image_size: int | None = None  # None: the backbone's own input size (224 for most)
+    crop: str = "center"  # the plain view (extract --crop): center | full | pad; match the cache's to compare
     precision: str = "auto"  # auto: bf16 (or fp16 without bf16 support) autocast on CUDA, fp32 on CPU
     device: str = "auto"  # auto picks CUDA when present
     workers: int | None = None  # decode processes; None: none on CPU, sized to the machine on GPU (train.loader_workers)
@@ -85,8 +87,9 @@ class FinetuneConfig:
             (self.image_size is None or self.image_size >= 1, f"--image-size {self.image_size} is invalid; expected a positive number of pixels"),
             (self.workers is None or self.workers >= 0, f"--workers {self.workers} is invalid; expected >= 0"),
             (self.n_boot >= 1, f"n_boot {self.n_boot} is invalid; expected at least 1"),
-            (0 < self.augment.crop_scale[0] <= self.augment.crop_scale[1] <= 1,
-             f"augment crop_scale {self.augment.crop_scale} is invalid; expected 0 < low <= high <= 1"),
+            (self.augment.preset in PRESETS,
+             f"--augment-preset {self.augment.preset!r} is invalid; expected one of {', '.join(PRESETS)}"),
+            (self.crop in CROPS, f"--crop {self.crop!r} is invalid; expected one of {', '.join(CROPS)}"),
         ]
         for ok, message in checks:
             if not ok:

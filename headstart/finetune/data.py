@@ -9,40 +9,19 @@ count, with persistent workers, and after `--resume` (which restarts the workers
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Iterator
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as TorchDataset
 
 from headstart.backbones.types import Preprocessing
 from headstart.data import loading
+from headstart.data.augment import augment as augment_view, get_preset
 from headstart.data.types import ImageSource, Sample
 from headstart.errors import DataError
 from headstart.extract.preprocess import to_uint8_tensor
 from headstart.finetune.config import AugmentConfig
-
-
-def augment_image(img: Image.Image, config: AugmentConfig, rng: random.Random) -> Image.Image:
-    """Small rotation, then a random resized crop back to the original size (then the eval preprocessing runs).
-
-    Working at the original size keeps the train and eval geometry identical apart from the jitter itself.
-    """
-    if config.rotation_degrees > 0:
-        angle = rng.uniform(-config.rotation_degrees, config.rotation_degrees)
-        img = img.rotate(angle, resample=Image.Resampling.BILINEAR)
-    w, h = img.size
-    area = rng.uniform(*config.crop_scale) * w * h
-    log_ratio = rng.uniform(math.log(config.crop_ratio[0]), math.log(config.crop_ratio[1]))
-    cw = min(w, round(math.sqrt(area * math.exp(log_ratio))))
-    ch = min(h, round(math.sqrt(area / math.exp(log_ratio))))
-    left, top = rng.randint(0, w - cw), rng.randint(0, h - ch)
-    img = img.resize((w, h), Image.Resampling.BILINEAR, box=(left, top, left + cw, top + ch))
-    if config.hflip and rng.random() < 0.5:
-        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return img
 
 
 class SplitImages(TorchDataset):
@@ -58,7 +37,7 @@ class SplitImages(TorchDataset):
         self.source = source
         self.samples = samples
         self.prep = prep
-        self.augment = augment if augment is not None and augment.enabled else None
+        self.preset = get_preset(augment.preset) if augment is not None and augment.enabled else None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -69,8 +48,8 @@ class SplitImages(TorchDataset):
 
         def decode() -> torch.Tensor:
             img = self.source.load(sample, min_size=self.prep.resize_size)
-            if self.augment is not None and seed >= 0:
-                img = augment_image(img, self.augment, random.Random(seed))
+            if self.preset is not None and seed >= 0:  # the view at the original size, then the plain crop
+                img = augment_view(img, self.preset, torch.Generator().manual_seed(seed))
             return to_uint8_tensor(img, self.prep)
 
         image, error = loading.decode_or_error(sample, decode)

@@ -126,12 +126,13 @@ def setup(*, data: str, runs_dir: str, config: FinetuneConfig, split_config: Spl
     torch.manual_seed(config.seed)  # dropout and the rest of the global stream (run_finetune restores it)
     net, prep, info = create_model(config.backbone, num_classes=len(dataset.classes), weights=config.weights,
                                    image_size=config.image_size, seed=config.seed)
-    ctx = StepContext(device=device, prep=prep, amp_dtype=training_dtype(config.precision, device),
-                      progress=replica.is_main)
+    prep = prep.with_crop(config.crop)  # the plain view of a cache extracted with the same --crop
+    ctx = StepContext(device=device, prep=prep, amp_dtype=training_dtype(config.precision, device), progress=replica.is_main)
     net = net.to(device, memory_format=torch.channels_last)
     frozen = apply_freeze(net, name=config.backbone, mode=config.freeze)
     model = replica.wrap(net, device=device)  # what the train loop steps; `net` is what checkpoints hold
     variant = (f"freeze-{config.freeze}" + (f"-{config.image_size}px" if config.image_size else "")
+               + ("" if config.crop == "center" else f"-crop-{config.crop}")
                + (f"-train-{parse_size(config.train_size).slug}" if config.train_size else ""))
     run_id = make_run_id("finetune", config.backbone, None, config.seed, variant=variant)
 

@@ -118,7 +118,7 @@ def run_screen(*, data: str, output: str | Path, config: ScreenConfig) -> Screen
     out.parent.mkdir(parents=True, exist_ok=True)
     device = resolve_device(ex.device)
     built = build_feature_models(ex.backbones, weights=ex.weights, image_size=ex.image_size, seed=ex.seed,
-                                 trust_remote_code=ex.trust_remote_code)  # each candidate's own feature, one set
+                                 trust_remote_code=ex.trust_remote_code, crop=ex.crop)  # each candidate's own feature, one set
     backbones = {m.name: m for m in built}  # by full name (with provider prefix), as the feature sets are named
     dataset = build_dataset(data, split_config=ex.split, find_duplicates=True, source_options=ex.source)
     dataset.require_single_label("screen")

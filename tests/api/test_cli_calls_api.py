@@ -47,7 +47,8 @@ def _finetune_record(tmp):
 
 # every option extract and screen share (screen races the backbones' own features: no --pool/--layer)
 EXTRACT_SHARED = ["-b", "resnet18", "-b", "densenet121", "--engine", "torch", "--trust-remote-code", "--weights",
-                  "random", "--image-size", "32", "--batch-size", "8", "--device", "cpu", "--precision", "fp32",
+                  "random", "--image-size", "32", "--crop", "full", "--batch-size", "8", "--device", "cpu", "--precision",
+                  "fp32",
                   "--decode", "device", "--workers", "1", "--feature-dtype", "float32", "--val-fraction", "0.3",
                   "--test-fraction", "0.25", "--group-pattern", r"(p\d+)", "--seed", "7", "--on-bad-image", "skip",
                   "--overwrite"]
@@ -55,8 +56,14 @@ EXTRACT_ALL = [*EXTRACT_SHARED, "--pool", "mean", "--pool", "gem", "--layer", "f
 
 
 def _expect_extract(bound, tmp):
-    assert bound.arguments == {**_extract_call(tmp), "pools": ["mean", "gem"], "layers": ["final", "layer3"]}
+    assert bound.arguments == {**_extract_call(tmp), **SOURCE_DEFAULTS, "pools": ["mean", "gem"],
+                               "layers": ["final", "layer3"]}
     assert set(bound.signature.parameters) - set(bound.arguments) == {"config"}  # the CLI reaches every option
+
+
+# extract's reader options (multi-label CSVs, NIH / CheXpert layouts) at their defaults
+SOURCE_DEFAULTS = {"labels": [], "label_column": None, "label_sep": None, "path_column": None,
+                   "group_column": None, "split_column": None, "projection": "all", "allow_missing": False}
 
 
 def _expect_heads(bound, tmp):
@@ -75,7 +82,8 @@ def _expect_finetune(bound, tmp):
     assert bound.arguments["data"] == "DATA" and bound.arguments["output"] == str(tmp / "runs")
     assert bound.arguments["config"] == FinetuneConfig(
         backbone="densenet121", weights="random", epochs=2, lr=0.01, batch_size=4, freeze="partial", image_size=32,
-        precision="fp32", device="cpu", workers=0, patience=0, augment=AugmentConfig(enabled=False), seed=5,
+        crop="pad", precision="fp32", device="cpu", workers=0, patience=0,
+        augment=AugmentConfig(enabled=False, preset="light"), seed=5,
         deterministic=True, train_size="k=2")
     assert bound.arguments["split_config"] == SplitConfig(val_fraction=0.3, test_fraction=0.25, seed=5,
                                                           group_pattern="p")
@@ -111,7 +119,8 @@ def _extract_call(tmp):
     return {
         "data": "DATA", "output": str(tmp / "c.h5"), "backbones": ["resnet18", "densenet121"], "engine": "torch",
         "trust_remote_code": True, "weights": "random",
-        "image_size": 32, "batch_size": 8, "device": "cpu", "precision": "fp32", "decode": "device", "workers": 1,
+        "image_size": 32, "crop": "full", "batch_size": 8, "device": "cpu", "precision": "fp32", "decode": "device",
+        "workers": 1,
         "feature_dtype": "float32", "val_fraction": 0.3, "test_fraction": 0.25, "group_pattern": r"(p\d+)",
         "seed": 7, "on_bad_image": "skip", "overwrite": True,
     }
@@ -172,8 +181,8 @@ CASES: dict[str, Case] = {
     "finetune": Case("headstart.api:run_finetune",
                      lambda tmp: ["finetune", "DATA", "-o", str(tmp / "runs"), "-b", "densenet121", "--weights",
                                   "random", "--epochs", "2", "--lr", "0.01", "--batch-size", "4", "--freeze",
-                                  "partial", "--image-size", "32", "--precision", "fp32", "--device", "cpu",
-                                  "--workers", "0", "--no-augment", "--splits-from", "c.h5", "--resume",
+                                  "partial", "--image-size", "32", "--crop", "pad", "--precision", "fp32",
+                                  "--device", "cpu", "--workers", "0", "--no-augment", "--augment-preset", "light", "--splits-from", "c.h5", "--resume",
                                   "--patience", "0", "--deterministic", "--train-size", "k=2", "--val-fraction",
                                   "0.3", "--test-fraction",
                                   "0.25", "--group-pattern", "p", "--seed", "5"],

@@ -148,7 +148,8 @@ def test_keywords_and_a_config_together_are_refused(call, needle):
                                         **dataclasses.asdict(SourceOptions())}),
     (api.run_heads, HeadsConfig(), {}),
     (api.run_finetune, FinetuneConfig(), {**{f.name: f.default for f in dataclasses.fields(SplitConfig)},
-                                          "augment": AugmentConfig().enabled}),
+                                          "augment": AugmentConfig().enabled,
+                                          "augment_preset": AugmentConfig().preset}),
 ])
 def test_keyword_defaults_are_the_config_defaults(function, config, extra):
     """Keywords are documented in the signature; they must not drift from the dataclasses the stages read."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -62,3 +64,45 @@ def test_crops_stack_channels_last_and_normalise_like_the_formula():
         x = normalize_batch(given, prep, device="cpu")
         assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
         assert torch.equal(x, expected)
+
+
+def _wide() -> Image.Image:
+    """53 x 37, grey, never black, so a letterbox's bars are the only zero rows."""
+    return Image.fromarray((np.random.default_rng(1).random((37, 53)) * 200 + 40).astype(np.uint8), mode="L")
+
+
+def test_each_crop_mode_gives_the_input_square_with_its_own_geometry():
+    img = _wide()
+    out = {crop: to_uint8_tensor(img, replace(_prep("bilinear"), crop=crop)) for crop in ("center", "full", "pad")}
+    assert all(t.shape == (3, 24, 24) and t.dtype == torch.uint8 for t in out.values())
+    # full: the whole image squashed to the square, nothing cut, nothing added
+    squashed = np.asarray(img.resize((24, 24), Image.Resampling.BILINEAR))
+    assert np.array_equal(out["full"][0].numpy(), squashed)
+    # pad: the longer side fills the square, the shorter one is centred between black bars (37*24/53 -> 17 rows)
+    black_rows = (out["pad"][0] == 0).all(dim=1).numpy()
+    assert black_rows.sum() == 24 - 17 and black_rows[:3].all() and black_rows[-3:].all()
+    assert not (out["pad"][0] == 0).all(dim=0).any()  # no black column: the width is all image
+    # center: the middle of the shorter-side-to-28 resize; no black at all
+    assert not (out["center"] == 0).all(dim=1).any()
+    assert len({t.numpy().tobytes() for t in out.values()}) == 3
+
+
+@pytest.mark.parametrize("crop", ["center", "full", "pad"])
+def test_the_device_path_crops_the_same_pixels(crop):
+    from headstart.extract.device_decode import resize_center_crop_tensor
+
+    img, prep = _wide(), replace(_prep("bilinear"), crop=crop)
+    pil = torch.from_numpy(np.array(resize_center_crop(img, prep)))
+    tensor = resize_center_crop_tensor(torch.from_numpy(np.array(img))[None, None], prep)[0, 0]
+    assert tensor.shape == pil.shape == (24, 24)
+    assert torch.equal(tensor == 0, pil == 0)  # the same black bars (pad) in the same place
+    assert (tensor.int() - pil.int()).abs().max() <= 2  # resampling kernels differ a little from PIL's
+
+
+def test_an_unknown_crop_is_refused_and_center_is_not_recorded():
+    from headstart.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--crop 'square' is invalid; expected one of center, full, pad"):
+        Preprocessing(crop="square")
+    assert "crop" not in Preprocessing().to_dict()  # old fingerprints stay valid
+    assert Preprocessing().with_crop("pad").to_dict()["crop"] == "pad"

@@ -103,3 +103,17 @@ def test_taps_and_provider_versions_are_hashed(table):
 def _fields(spec, table) -> dict:
     return dict(backbone=spec.backbone, weights_tag=spec.weights_tag, weights_sha256=spec.weights_sha256,
                 preprocessing=spec.preprocessing, manifest_hash=table.manifest_hash)
+
+
+def test_the_crop_is_in_the_preprocessing_record_and_the_fingerprint(table):
+    backbone = create_backbone("resnet18", weights="random", image_size=32, seed=0)
+    _, (output,) = build_extractor(backbone)
+    center = feature_spec(backbone, output, "torch", table=table, dtype="float16")
+    fingerprints = {center.fingerprint}
+    for crop in ("full", "pad"):
+        backbone.preprocessing = backbone.preprocessing.with_crop(crop)
+        spec = feature_spec(backbone, output, "torch", table=table, dtype="float16")
+        assert spec.preprocessing["crop"] == crop
+        assert set_fingerprint(spec.identity(), table.manifest_hash) == spec.fingerprint
+        fingerprints.add(spec.fingerprint)
+    assert len(fingerprints) == 3 and "crop" not in center.preprocessing
