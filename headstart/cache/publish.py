@@ -1,9 +1,12 @@
-"""The publisher (rank 0): build the complete new cache file under a temporary name and rename it into place.
+"""The publisher (rank 0): build the new cache file under a temporary name and rename it into place.
 
-The published file is never modified in place, so a reader or a crash at any moment sees the old complete file or
-the new complete file. What the new file holds follows the plan: a fresh table (new file), a new table with the
-kept sets re-stamped (re-split), or the old table and kept sets copied (add sets); then the newly staged sets.
-The image metadata (/samples/meta) the file already has is kept; a file without it gets the staged metadata.
+The cache file holds the sample table and, per feature set, `/features/<name>` and `/valid/<name>` as HDF5
+external links to the set file in `<cache>.sets/` (plain h5py follows them; the path is relative to the cache
+file's folder). A set file is written while nothing links to it and never changes once linked, so a reader or a
+crash at any moment sees the old complete cache or the new one. Adding a set therefore writes only the new set
+file and a new small cache file: the kept sets' links are copied, never their bytes. Caches written before set
+files existed keep their in-file sets (copied once, as before). A re-split re-stamps the kept sets' fingerprints,
+which live in their files, so it writes new set files for them. Set files no cache links to are deleted last.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import h5py
@@ -25,64 +27,59 @@ from headstart.cache.meta import META, META_PATH, write_meta
 from headstart.cache.plan import Action, Plan
 from headstart.cache.request import CacheRequest, FeatureSetSpec, SamplesTable
 from headstart.cache.schema import (
-    FEATURE_COMPRESSION,
     FEATURE_JSON_ATTRS,
     FEATURE_STAT_KEYS,
     FEATURES,
     FORMAT_NAME,
     LABEL_MATRIX,
     FORMAT_VERSION,
+    LIBVER,
     MAX_SKIPPED_IDS_ATTR,
     SAMPLES,
+    SET_FEATURES,
+    SET_VALID,
     VALID,
-    chunk_rows,
+    set_file_name,
+    sets_dir,
 )
-from headstart.cache.staging import disk_errors, disk_full_message
-from headstart.errors import CacheError
+from headstart.cache.staging import disk_errors
 
 logger = logging.getLogger(__name__)
 
-LIBVER = ("v108", "latest")  # 1.8 file format: dense attribute storage, readable by every h5py in use
 
-Arrays = dict[str, tuple[np.ndarray, np.ndarray]]  # set name -> (features (N, D), valid (N,))
+def publish(request: CacheRequest, plan: Plan, files: dict[str, Path], *, stats: dict[str, dict],
+            skipped: list[str], staging: Path, meta: dict[str, np.ndarray] | None = None) -> None:
+    """Stamp the todo sets' files (`files`, complete), write the cache file `plan` describes linking to them, and
+    rename it over `request.path`; then delete the set files nothing links to.
 
-
-def publish(request: CacheRequest, plan: Plan, arrays: Arrays, *, stats: dict[str, dict], skipped: list[str],
-            staging: Path, meta: dict[str, np.ndarray] | None = None) -> None:
-    """Write the file `plan` describes, with `arrays` for its todo sets, and rename it over `request.path`.
-
-    `meta`: the staged /samples/meta columns (`Stager.assemble_meta`), written unless the file already has some."""
+    `meta`: the journaled /samples/meta columns (`Stager.assemble_meta`), written unless the file already has some."""
     path = request.path
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    needed = sum(x.nbytes + v.nbytes for x, v in arrays.values())
-    if plan.action is not Action.NEW_FILE:
-        needed += path.stat().st_size  # kept sets are copied
-    if shutil.disk_usage(path.parent).free < needed + (1 << 20):
-        raise CacheError(disk_full_message(path, path, staging, needed))
     try:
         with disk_errors(path, tmp, staging):
-            _build(tmp, request, plan, arrays, stats, skipped, meta)
+            for name, file in files.items():
+                _stamp_set(file, request.table, request.specs[name], stats.get(name, {}), skipped)
+            _build(tmp, request, plan, files, meta)
             durable.replace_durably(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    collect_garbage(path)
     logger.info("wrote %s (%s)", path, ", ".join(plan.todo) or "new splits, features kept")
 
 
-def _build(tmp: Path, request: CacheRequest, plan: Plan, arrays: Arrays, stats: dict[str, dict],
-           skipped: list[str], meta: dict[str, np.ndarray] | None) -> None:
+def _build(tmp: Path, request: CacheRequest, plan: Plan, files: dict[str, Path],
+           meta: dict[str, np.ndarray] | None) -> None:
     with h5py.File(tmp, "w", libver=LIBVER) as dst:
         if plan.action is Action.NEW_FILE:
             _write_table(dst, request.table)
         elif plan.action is Action.RESPLIT:
-            _write_table(dst, request.table)  # the new splits; features below are copied unchanged
+            _write_table(dst, request.table)  # the new splits; kept sets get new files with their new fingerprints
             with open_readonly(request.path) as src:
                 if META_PATH in src:  # same images, so the same metadata
                     src.copy(src[META_PATH], dst[SAMPLES], name=META)
                 for name, fingerprint in plan.restamp.items():
-                    src.copy(src[f"{FEATURES}/{name}"], dst[FEATURES], name=name)
-                    src.copy(src[f"{VALID}/{name}"], dst[VALID], name=name)
-                    dst[f"{FEATURES}/{name}"].attrs["fingerprint"] = fingerprint
+                    _link(dst, name, _restamped(request.path, src, name, fingerprint))
         else:
             with open_readonly(request.path) as src:
                 for key, value in src.attrs.items():
@@ -91,14 +88,58 @@ def _build(tmp: Path, request: CacheRequest, plan: Plan, arrays: Arrays, stats: 
                 dst.require_group(FEATURES)
                 dst.require_group(VALID)
                 for name in plan.keep:
-                    src.copy(src[f"{FEATURES}/{name}"], dst[FEATURES], name=name)
-                    src.copy(src[f"{VALID}/{name}"], dst[VALID], name=name)
+                    _keep(src, dst, name)
         if meta is not None and META_PATH not in dst:
             write_meta(dst, meta)
         for name in plan.todo:
-            features, valid = arrays[name]
-            _write_set(dst, request.table, request.specs[name], features, valid, stats.get(name, {}), skipped)
+            _link(dst, name, files[name])
         dst.flush()
+
+
+def _link(dst: h5py.File, name: str, file: Path) -> None:
+    """Link /features/<name> and /valid/<name> to a set file, by its path relative to the cache file's folder."""
+    relative = f"{file.parent.name}/{file.name}"
+    dst[FEATURES][name] = h5py.ExternalLink(relative, SET_FEATURES)
+    dst[VALID][name] = h5py.ExternalLink(relative, SET_VALID)
+
+
+def _keep(src: h5py.File, dst: h5py.File, name: str) -> None:
+    """Carry a kept set over: its links (no bytes copied), or for an older cache its in-file datasets."""
+    for group in (FEATURES, VALID):
+        link = src[group].get(name, getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            dst[group][name] = h5py.ExternalLink(link.filename, link.path)
+        else:
+            src.copy(src[f"{group}/{name}"], dst[group], name=name)
+
+
+def _restamped(path: Path, src: h5py.File, name: str, fingerprint: str) -> Path:
+    """A new set file holding a kept set's data with the fingerprint it has under the new splits."""
+    folder = sets_dir(path)
+    folder.mkdir(exist_ok=True)
+    file = folder / set_file_name(name, fingerprint)
+    with h5py.File(file, "w", libver=LIBVER) as out:
+        src.copy(src[f"{FEATURES}/{name}"], out, name=SET_FEATURES)
+        src.copy(src[f"{VALID}/{name}"], out, name=SET_VALID)
+        out[SET_FEATURES].attrs["fingerprint"] = fingerprint
+    durable.fsync_file(file)
+    return file
+
+
+def collect_garbage(path: Path) -> None:
+    """Delete the set files the published cache does not link to (replaced, re-stamped or abandoned sets)."""
+    folder = sets_dir(path)
+    if not folder.is_dir():
+        return
+    with open_readonly(path) as f:
+        linked = {Path(link.filename).name for group in (FEATURES, VALID) for key in f[group]
+                  for link in [f[group].get(key, getlink=True)] if isinstance(link, h5py.ExternalLink)}
+    for file in folder.iterdir():
+        if file.name not in linked:
+            file.unlink(missing_ok=True)
+    if not any(folder.iterdir()):
+        folder.rmdir()
+    durable.fsync_dir(folder.parent)
 
 
 def _write_table(dst: h5py.File, t: SamplesTable) -> None:
@@ -133,33 +174,31 @@ def _write_table(dst: h5py.File, t: SamplesTable) -> None:
     dst.create_group(VALID)
 
 
-def _write_set(dst: h5py.File, table: SamplesTable, spec: FeatureSetSpec, features: np.ndarray, valid: np.ndarray,
-               stat: dict, skipped: list[str]) -> None:
-    n = len(table)
-    ds = dst[FEATURES].create_dataset(
-        spec.name, data=features, chunks=(chunk_rows(spec.dim, features.dtype.itemsize, n), spec.dim),
-        fletcher32=True, compression=FEATURE_COMPRESSION,
-    )
-    dst[VALID].create_dataset(spec.name, data=valid, chunks=(min(n, 1 << 20),), fletcher32=True)
-    skipped_ids = [table.ids[i] for i in np.flatnonzero(~valid)]
-    if skipped and set(skipped) != set(skipped_ids):
-        logger.debug("skipped list given to finish differs from the invalid rows of %s", spec.name)
-    versions = {"headstart": headstart.__version__, "h5py": h5py.__version__, "numpy": np.__version__}
-    versions.update(stat.get("versions", {}))
-    for key, value in spec.identity().items():  # what `set_fingerprint` recomputes the fingerprint from
-        ds.attrs[key] = json.dumps(value, sort_keys=True) if key in FEATURE_JSON_ATTRS else value
-    for key, value in spec.attrs.items():  # layer, pool, provider...: descriptive, HDF5 has no None
-        if value is not None and key not in ds.attrs:
-            ds.attrs[key] = str(value) if isinstance(value, str) else value
-    ds.attrs["fingerprint"] = spec.fingerprint
-    ds.attrs["versions"] = json.dumps(versions, sort_keys=True)
-    for key in FEATURE_STAT_KEYS:
-        default = "" if key in ("device", "precision") else 0
-        value = stat.get(key, default)
-        ds.attrs[key] = value if value is not None else default
-    for key, value in stat.items():  # extra scalar timings the extraction loop chose to record
-        if key not in FEATURE_STAT_KEYS and isinstance(value, (int, float, str, bool)):
-            ds.attrs[key] = str(value) if isinstance(value, str) else value  # h5py refuses str subclasses
-    ds.attrs["complete"] = True
-    ds.attrs["n_skipped"] = len(skipped_ids)
-    ds.attrs["skipped_ids"] = json.dumps(skipped_ids[:MAX_SKIPPED_IDS_ATTR])
+def _stamp_set(file: Path, table: SamplesTable, spec: FeatureSetSpec, stat: dict, skipped: list[str]) -> None:
+    """Write a finished set file's attributes (identity, versions, timings, skipped rows) and mark it complete."""
+    with h5py.File(file, "a", libver=LIBVER, locking=False) as f:
+        ds = f[SET_FEATURES]
+        valid = np.asarray(f[SET_VALID][()], dtype=bool)
+        skipped_ids = [table.ids[i] for i in np.flatnonzero(~valid)]
+        if skipped and set(skipped) != set(skipped_ids):
+            logger.debug("skipped list given to finish differs from the invalid rows of %s", spec.name)
+        versions = {"headstart": headstart.__version__, "h5py": h5py.__version__, "numpy": np.__version__}
+        versions.update(stat.get("versions", {}))
+        for key, value in spec.identity().items():  # what `set_fingerprint` recomputes the fingerprint from
+            ds.attrs[key] = json.dumps(value, sort_keys=True) if key in FEATURE_JSON_ATTRS else value
+        for key, value in spec.attrs.items():  # layer, pool, provider...: descriptive, HDF5 has no None
+            if value is not None and key not in ds.attrs:
+                ds.attrs[key] = str(value) if isinstance(value, str) else value
+        ds.attrs["fingerprint"] = spec.fingerprint
+        ds.attrs["versions"] = json.dumps(versions, sort_keys=True)
+        for key in FEATURE_STAT_KEYS:
+            default = "" if key in ("device", "precision") else 0
+            value = stat.get(key, default)
+            ds.attrs[key] = value if value is not None else default
+        for key, value in stat.items():  # extra scalar timings the extraction loop chose to record
+            if key not in FEATURE_STAT_KEYS and isinstance(value, (int, float, str, bool)):
+                ds.attrs[key] = str(value) if isinstance(value, str) else value  # h5py refuses str subclasses
+        ds.attrs["complete"] = True
+        ds.attrs["n_skipped"] = len(skipped_ids)
+        ds.attrs["skipped_ids"] = json.dumps(skipped_ids[:MAX_SKIPPED_IDS_ATTR])
+    durable.fsync_file(file)

@@ -1,68 +1,78 @@
 """The stager: what every rank does with the staging area of one request while an extraction runs.
 
 Rank 0 (the writer, holding the lock) gets a stager from `Stager.prepared`, which cleans and records the area and
-finds the batches a previous run left. The other ranks of a torchrun job get theirs from `Stager.joined` once
-rank 0 is done, and only add parts. Either way a stager reports the rows already staged (resume), validates and
-stages batches durably, and assembles the staged parts into full arrays for the publisher. `WriteBehind` stages
-them off the extraction loop's critical path.
+finds, from the row journals, the batches a previous run left (checked against the set files' checksums). The
+other ranks of a torchrun job get theirs from `Stager.joined` once rank 0 is done. Either way a stager reports the
+rows already written (resume), validates a batch and writes it into the set files, in place: memory is one batch,
+never (N, D). `read_rows` reads written rows back (screening); `merge_ranks` gathers the other ranks' rows into
+rank 0's set files before publishing. `WriteBehind` writes batches off the extraction loop's critical path.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
+import h5py
 import numpy as np
 
 from headstart.cache.request import CacheRequest
-from headstart.cache.schema import staging_dir
-from headstart.cache.staging import StagedPart, StagingArea, disk_errors, staged_conflict
+from headstart.cache.schema import (LIBVER, SET_FEATURES, SET_VALID, chunk_rows, set_file_name, sets_dir,
+                                    staging_dir)
+from headstart.cache.staging import StagingArea, disk_errors, staged_conflict
 from headstart.data.imagemeta import ImageMeta, meta_columns, meta_records, record_columns
 from headstart.errors import CacheError, CacheMismatchError
 
 logger = logging.getLogger(__name__)
-
-
-def _damaged(part: StagedPart, exc: Exception) -> CacheError:
-    """A part that passed the scan but cannot be read at publication: drop it, so a rerun extracts its rows again."""
-    part.path.unlink(missing_ok=True)
-    return CacheError(f"staged batch {part.path} was damaged after it was written ({exc}); rerun the same command "
-                      f"to extract its rows again")
+TOKEN = "token"  # root attribute of a set file: random, named by the journal records of rows written into it
 
 
 class Stager:
-    """Stages the batches of `todo` sets of one request into `<cache>.parts/`. Build it with `prepared` or `joined`.
+    """Writes the batches of the `todo` sets of one request. Build it with `prepared` or `joined`.
 
-    `rank` tags the part files so that ranks sharing the folder never collide (None: a single process).
+    `rank` names the journal and set files of a torchrun rank (None: a single process).
     """
 
     def __init__(self, request: CacheRequest, todo: Sequence[str], *, rank: int | None = None):
         self.request = request
         self.todo = list(todo)
+        self.rank = rank
         self.wanted = {name: request.specs[name].staged_entry() for name in self.todo}
-        table = request.table
-        self.staging = StagingArea(staging_dir(request.path), n_rows=len(table), manifest_hash=table.manifest_hash,
+        n = len(request.table)
+        self.staging = StagingArea(staging_dir(request.path), n_rows=n, manifest_hash=request.table.manifest_hash,
                                    rank=rank)
-        self.sets: dict[str, dict] = dict(self.wanted)  # every set state.json describes, to validate parts against
+        self.sets: dict[str, dict] = dict(self.wanted)  # every set state.json describes
+        self.done = {name: np.zeros(n, dtype=bool) for name in self.todo}  # rows written, per set
+        self.sources: dict[str, dict[int, np.ndarray]] = {}  # set -> rank -> rows verified in that rank's file
+        self._files: dict[str, h5py.File] = {}  # this rank's open set files
 
     @classmethod
     def prepared(cls, request: CacheRequest, todo: Sequence[str], *, rank: int | None = None,
                  discard: bool = False) -> "Stager":
         """Rank 0, holding the lock: drop a stale (or, with `discard`, a conflicting) area, record this request and
-        find the intact parts a previous run staged, deleting damaged ones so their rows are extracted again."""
+        find the rows a previous run wrote, starting again a set file whose checksums fail."""
         stager = cls(request, todo, rank=rank)
         staging = stager.staging
         state = staging.read_state()
-        if staging.folder.exists() and (state is None or discard):
+        if staging.folder.exists() and (state is None or discard or not staging.compatible(state)):
             staging.discard()
             state = None
         if not stager.todo:
             return stager
-        stager.sets = {**(state["sets"] if state else {}), **stager.wanted}
+        old = state["sets"] if state else {}
+        for name, entry in stager.wanted.items():
+            same = name in old and staged_conflict(state, {name: entry}, n_rows=len(request.table),
+                                                   manifest_hash=request.table.manifest_hash) is None
+            entry["file"] = old[name]["file"] if same and "file" in old[name] else set_file_name(name, entry['fingerprint'])
+        stager.sets = {**old, **stager.wanted}
         with stager._disk_errors(staging.folder):
             staging.write_state(stager.sets)
-        staging.scan(stager.sets, delete_damaged=True)
+            sets_dir(request.path).mkdir(exist_ok=True)
+            stager._scan(repair=True)
         done = int(stager.done_mask().sum())
         if done:
             logger.info("resuming: %d of %d images already extracted in %s", done, len(request.table), staging.folder)
@@ -84,17 +94,71 @@ class Stager:
                 f"with the same command"
             )
         stager.sets = state["sets"] if state else {}
-        staging.skip_existing_numbers()  # rank 0 already scanned (and cleaned) the parts
+        with stager._disk_errors(staging.folder):
+            stager._open_own(tokens={}, keep=True)
         return stager
 
     # ------------------------------------------------------------------------------------------------------
+    def set_path(self, name: str, rank: int | None = None) -> Path:
+        """The set file of `name` that `rank` writes: rank 0's is the one published, in `<cache>.sets/`."""
+        file = self.sets[name]["file"]
+        if not rank:
+            return sets_dir(self.request.path) / file
+        return self.staging.folder / f"{file[:-3]}-r{rank}.h5"
+
+    def _scan(self, *, repair: bool) -> None:
+        """Rows written per set and rank: journaled into the file that is there now, and checksum-clean."""
+        self.close()
+        batches = self.staging.batches(repair=repair)
+        n = len(self.request.table)
+        tokens: dict[str, str] = {}
+        self.sources = {}
+        for name in self.todo:
+            spec = self.request.specs[name]
+            ranks = {b.rank for b in batches if name in b.sets} | {self.rank or 0}
+            for rank in sorted(ranks):
+                path = self.set_path(name, rank)
+                token, rows = _verified(path, (n, spec.dim), spec.dtype,
+                                        [b for b in batches if b.rank == rank and name in b.sets])
+                if token is None and repair:
+                    path.unlink(missing_ok=True)  # damaged, or not the file the journal names: start it again
+                if rank == (self.rank or 0) and token is not None:
+                    tokens[name] = token
+                self.sources.setdefault(name, {})[rank] = rows
+                self.done[name] |= rows
+        if self.staging.folder.is_dir() and self.todo:
+            self._open_own(tokens)
+
+    def _open_own(self, tokens: dict[str, str], *, keep: bool = False) -> None:
+        """Open (or create) this rank's set file of every todo set; a file without a verified token is made anew
+        unless `keep` (a joining rank: rank 0 verified the files and deleted the damaged ones)."""
+        n = len(self.request.table)
+        for name in self.todo:
+            spec = self.request.specs[name]
+            path = self.set_path(name, self.rank)
+            if name in tokens or (keep and path.exists()):
+                self._files[name] = h5py.File(path, "a", libver=LIBVER, locking=False)
+                continue
+            f = h5py.File(path, "w", libver=LIBVER, locking=False)
+            f.attrs[TOKEN] = secrets.token_hex(8)
+            f.create_dataset(SET_FEATURES, shape=(n, spec.dim), dtype=spec.dtype, fletcher32=True,
+                             chunks=(chunk_rows(spec.dim, np.dtype(spec.dtype).itemsize, n), spec.dim))
+            f.create_dataset(SET_VALID, shape=(n,), dtype=bool, chunks=(min(n, 1 << 20),), fletcher32=True)
+            f.flush()
+            self._files[name] = f
+
     def rescan(self) -> None:
-        """Re-read the staging area, so `done_mask` and `assemble` see parts other ranks staged."""
-        self.staging.scan(self.sets, delete_damaged=False)
+        """Re-read the journals, so `done_mask` sees rows the other ranks wrote."""
+        for name in self.todo:
+            self.done[name][:] = False
+        self._scan(repair=False)
 
     def done_mask(self) -> np.ndarray:
-        """(N,) bool: rows already staged for every set still to do; extraction skips them."""
-        return self.staging.done_mask(self.todo)
+        """(N,) bool: rows already written for every set still to do; extraction skips them."""
+        mask = np.ones(len(self.request.table), dtype=bool)
+        for name in self.todo:
+            mask &= self.done[name]
+        return mask
 
     def leftover(self) -> list[str]:
         """Sets a previous run staged that this request does not extract; publishing drops them."""
@@ -102,9 +166,9 @@ class Stager:
 
     def write_batch(self, rows: np.ndarray, features: dict[str, np.ndarray], valid: np.ndarray,
                     meta: Sequence[ImageMeta | None] | None = None) -> None:
-        """Stage one batch durably. Rows of skipped images (valid False) are stored as zeros.
+        """Write one batch into the set files, then journal it. Rows of skipped images (valid False) are zeros.
 
-        `meta` is each row's image metadata (None for a skipped image), staged with the features so that a resumed
+        `meta` is each row's image metadata (None for a skipped image), journaled with the rows so that a resumed
         extraction publishes every row's metadata; None when the caller records none."""
         table = self.request.table
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
@@ -134,62 +198,156 @@ class Stager:
                     f"at image {table.ids[rows[0]]}; try --precision fp32 or --feature-dtype float32"
                 )
             staged[name] = arr
+        order = np.argsort(rows, kind="stable")
         with self._disk_errors(self.staging.folder):
-            self.staging.write_part(rows, valid, staged, None if meta is None else meta_records(meta))
-
-    def assemble(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Full (N, D) features and (N,) valid per todo set from the staged parts, in row order; later parts win."""
-        n, path = len(self.request.table), self.request.path
-        out = {}
+            for name, arr in staged.items():
+                f = self._files[name]
+                _write_rows(f[SET_FEATURES], rows[order], arr[order])
+                _write_rows(f[SET_VALID], rows[order], valid[order])
+                f.flush()
+                os.fsync(f.id.get_vfd_handle())
+            self.staging.append(rows, {k: str(f.attrs[TOKEN]) for k, f in self._files.items()},
+                                None if meta is None else meta_records(meta))
+        own = self.rank or 0
         for name in self.todo:
-            spec = self.request.specs[name]
-            out[name] = (np.zeros((n, spec.dim), dtype=spec.dtype), np.zeros(n, dtype=bool))
-        covered = {name: np.zeros(n, dtype=bool) for name in self.todo}
-        for part in sorted(self.staging.parts, key=lambda p: p.order):
+            self.done[name][rows] = True
+            self.sources.setdefault(name, {}).setdefault(own, np.zeros(len(table), dtype=bool))[rows] = True
+
+    def read_rows(self, name: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(features (n, D), valid (n,)) of written `rows` of a todo set, in the order given, from whichever rank's
+        file holds them; raises CacheError for a row not written yet."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        spec = self.request.specs[name]
+        x, valid = np.zeros((len(rows), spec.dim), dtype=spec.dtype), np.zeros(len(rows), dtype=bool)
+        found = np.zeros(len(rows), dtype=bool)
+        for rank, have in self.sources.get(name, {}).items():
+            take = np.flatnonzero(have[rows] & ~found)
+            if not len(take):
+                continue
+            f = self._files[name] if rank == (self.rank or 0) else h5py.File(self.set_path(name, rank), "r",
+                                                                               locking=False)
             try:
-                rows, valid, feats = self.staging.read_part(part, self.sets)
-            except Exception as exc:  # noqa: BLE001
-                raise _damaged(part, exc) from None
-            for name, arr in feats.items():
-                if name in out:
-                    out[name][0][rows] = arr
-                    out[name][1][rows] = valid
-                    covered[name][rows] = True
-        for name, mask in covered.items():
-            if not mask.all():
-                raise CacheError(
-                    f"cannot finish {path}: {int((~mask).sum())} of {n} images of feature set '{name}' were "
-                    f"never extracted; rerun the same command to resume"
-                )
-        return out
+                x[take], valid[take] = _read_rows(f[SET_FEATURES], rows[take]), _read_rows(f[SET_VALID], rows[take])
+            finally:
+                if f is not self._files.get(name):
+                    f.close()
+            found[take] = True
+        if not found.all():
+            raise CacheError(f"{int((~found).sum())} rows of feature set '{name}' were never written to "
+                             f"{self.staging.folder}; rerun the same command to resume")
+        return x, valid
+
+    def merge_ranks(self) -> dict[str, Path]:
+        """Rank 0, before publishing: copy the rows other ranks wrote into rank 0's set files, check that every row
+        of every todo set is written, close the files; returns each set's file. Memory: one chunk."""
+        n, path = len(self.request.table), self.request.path
+        for name in self.todo:
+            own = self._files[name]
+            for rank, rows in self.sources.get(name, {}).items():
+                if rank == (self.rank or 0) or not rows.any():
+                    continue
+                with h5py.File(self.set_path(name, rank), "r", locking=False) as other:
+                    _copy_rows(other, own, rows)
+            own.flush()
+            missing = int((~self.done[name]).sum())
+            if missing:
+                raise CacheError(f"cannot finish {path}: {missing} of {n} images of feature set '{name}' were never "
+                                 f"extracted; rerun the same command to resume")
+        self.close()
+        return {name: self.set_path(name, self.rank) for name in self.todo}
 
     def assemble_meta(self) -> dict[str, np.ndarray] | None:
-        """(N,) metadata columns from the staged parts, in row order (later parts win); rows that no part describes
-        hold the missing values. None when no part carries metadata (staged by a headstart that recorded none)."""
-        columns, found = meta_columns([None] * len(self.request.table)), False
-        for part in sorted(self.staging.parts, key=lambda p: p.order):
-            try:
-                records = self.staging.read_meta(part)
-            except Exception as exc:  # noqa: BLE001
-                raise _damaged(part, exc) from None
-            if records is not None:
-                found = True
-                for name, values in record_columns(records).items():
-                    columns[name][part.rows] = values
-        return columns if found else None
+        """(N,) metadata columns from the journals (later records win); rows no record describes hold the missing
+        values. None when no record carries metadata."""
+        return _meta_of(self.staging.batches(), len(self.request.table))
+
+    def close(self) -> None:
+        for f in self._files.values():
+            if f.id.valid:
+                f.close()
+        self._files = {}
 
     def _disk_errors(self, where):
         return disk_errors(self.request.path, where, self.staging.folder)
 
 
-class WriteBehind:
-    """Stages each batch on a background thread while the caller computes the next one (one batch in flight).
+def _verified(path: Path, shape: tuple[int, int], dtype: str, batches: list) -> tuple[str | None, np.ndarray]:
+    """(token, rows) of a set file: the rows its journal records name, when every chunk holding them passes its
+    checksum; (None, no rows) when the file is missing, damaged or of another shape."""
+    rows = np.zeros(shape[0], dtype=bool)
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            token, ds, valid = str(f.attrs[TOKEN]), f[SET_FEATURES], f[SET_VALID]
+            if ds.shape != shape or ds.dtype != np.dtype(dtype) or valid.shape != shape[:1]:
+                return None, rows
+            for batch in batches:
+                if token in batch.sets.values():
+                    rows[batch.rows] = True
+            step = ds.chunks[0]
+            for start in np.unique(np.flatnonzero(rows) // step) * step:
+                ds[start:start + step], valid[start:start + step]  # noqa: B018 - read to check the fletcher32 sums
+    except Exception as exc:  # noqa: BLE001 - any damage (HDF5, checksum, attributes) means "start it again"
+        if path.exists():
+            logger.warning("set file %s is damaged (%s); its rows will be extracted again", path, exc)
+        return None, np.zeros(shape[0], dtype=bool)
+    return token, rows
 
-    Every part is still written, fsync-ed and renamed before the next one starts, so what a kill -9 or a power
-    loss leaves is exactly what the synchronous stager leaves, minus at most the batch in flight; only the
-    waiting moves off the extraction loop (an fsync is 5-15 ms per batch on this project's machine, and more on
-    a busy network disk). A failure (disk full) is raised by the next `write_batch` or by `wait`, before
-    anything else is staged.
+
+def _runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
+    """(position, first row, stop row) of each run of consecutive sorted rows."""
+    cuts = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts = np.concatenate(([0], cuts)) if len(rows) else np.zeros(0, dtype=np.int64)
+    ends = np.concatenate((cuts, [len(rows)])) if len(rows) else starts
+    return [(int(a), int(rows[a]), int(rows[b - 1]) + 1) for a, b in zip(starts, ends)]
+
+
+def _write_rows(ds, rows: np.ndarray, values: np.ndarray) -> None:
+    for at, first, stop in _runs(rows):
+        ds[first:stop] = values[at:at + stop - first]
+
+
+def _read_rows(ds, rows: np.ndarray) -> np.ndarray:
+    order = np.argsort(rows, kind="stable")
+    out = np.empty((len(rows), *ds.shape[1:]), dtype=ds.dtype)
+    ordered = rows[order]
+    for at, first, stop in _runs(ordered):
+        out[order[at:at + stop - first]] = ds[first:stop]
+    return out
+
+
+def _copy_rows(src: h5py.File, dst: h5py.File, rows: np.ndarray) -> None:
+    """Copy the `rows` (bool mask) of both datasets of one set file into another, a chunk of rows at a time."""
+    step = dst[SET_FEATURES].chunks[0]
+    for start in np.unique(np.flatnonzero(rows) // step) * step:
+        stop = min(len(rows), start + step)
+        take = np.flatnonzero(rows[start:stop]) + start
+        for key in (SET_FEATURES, SET_VALID):
+            _write_rows(dst[key], take, _read_rows(src[key], take))
+
+
+def _meta_of(batches: list, n: int) -> dict[str, np.ndarray] | None:
+    with_meta = [b for b in batches if b.meta is not None]
+    if not with_meta:
+        return None
+    columns = meta_columns([None] * n)
+    for batch in with_meta:
+        try:
+            got = record_columns(batch.meta)
+        except ValueError:
+            continue
+        if len(batch.meta) != len(batch.rows):
+            continue
+        for key, values in got.items():
+            columns[key][batch.rows] = values
+    return columns
+
+
+class WriteBehind:
+    """Writes each batch on a background thread while the caller computes the next one (one batch in flight).
+
+    The queue between the loop and the disk is one batch long, so memory is bounded whatever the timing. Each
+    batch is still written, fsync-ed and journaled before the next one starts, so a kill -9 or a power loss loses
+    at most the batch in flight. A failure (disk full) is raised by the next `write_batch` or by `wait`.
     """
 
     def __init__(self, stager: Stager):
@@ -203,7 +361,7 @@ class WriteBehind:
         self._pending = self._pool.submit(self.stager.write_batch, rows, features, valid, meta=meta)
 
     def wait(self) -> None:
-        """Block until the batch in flight is staged; raise its error, if any."""
+        """Block until the batch in flight is written; raise its error, if any."""
         pending, self._pending = self._pending, None
         if pending is not None:
             pending.result()

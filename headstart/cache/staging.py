@@ -1,13 +1,15 @@
-"""The staging area of a resumable extraction: `<cache>.parts/` next to the cache file.
+"""The staging area of a resumable extraction: `<cache>.parts/` next to the cache file, and the set files.
 
-`state.json` records what is being extracted (manifest hash, N, and per set its fingerprint, dim and dtype).
-Each finished batch is one `part-<seq>.npz` holding `rows`, `valid`, one `f__<set>` array per set and the rows'
-image metadata (`meta`, structured, see `imagemeta.meta_records`; absent in parts staged before it existed), written
-to a temporary name, fsync-ed and renamed. Under torchrun every rank stages into the same folder as
-`part-<seq>-r<rank>.npz`, so names never collide across ranks (or hosts) and rank 0 publishes them all. A kill -9
-therefore loses at most the batches in flight (the one being computed and, with `stager.WriteBehind`, the one
-being staged); a part that is damaged anyway (zip CRC or shape check fails) is dropped and its rows are extracted
-again. Later parts win over earlier ones for the same row, so a redone row never conflicts.
+`state.json` records what is being extracted (manifest hash, N, and per set its fingerprint, dim, dtype and `file`,
+the set file's name in `<cache>.sets/`). Rows go straight into that file's chunked `/features` (N, D) and
+`/valid` (N,) datasets, the layout the published cache links to, so nothing is assembled in memory. Under torchrun
+rank r > 0 writes `<cache>.parts/<file>-r<r>.h5` instead, which rank 0 merges when publishing.
+
+After each batch the rank's set files are flushed and fsync-ed, then one record is appended (and fsync-ed) to the
+rank's journal `rows[-r<rank>].log`: the batch's rows, the set files (by their random token) they went into, and
+the rows' image metadata, under a CRC. The journal is the row bitmap a rerun resumes from, one batch at a time: a
+kill -9 loses at most the batches in flight, a torn last record is cut off, a record naming a set file that was
+since recreated (another token) counts for nothing, and a set file that fails its checksums is started again.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 import shutil
+import struct
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,30 +31,23 @@ import numpy as np
 
 from headstart import io as durable
 from headstart.cache.schema import STAGING_FORMAT, STAGING_STATE, STAGING_VERSION
-from headstart.data.imagemeta import META_FIELDS
 from headstart.errors import CacheError
 
 logger = logging.getLogger(__name__)
 
-PART_RE = re.compile(r"^part-(\d{8})(?:-r(\d+))?\.npz$")
-FEATURE_KEY = "f__"  # npz member prefix of a set's feature array
-META_KEY = "meta"  # npz member holding the rows' image metadata records
+JOURNAL_RE = re.compile(r"^rows(?:-r(\d+))?\.log$")
+RECORD = struct.Struct("<4sIII")  # magic, header bytes, payload bytes, crc32 of header + payload
+MAGIC = b"HSJ1"
 
 
 @dataclass
-class StagedPart:
-    """What one intact part file covers; its arrays are re-read when the cache is published."""
+class Batch:
+    """One journal record: rows written into the set files whose tokens `sets` names."""
 
-    path: Path
-    seq: int
-    rows: np.ndarray  # int64 row indices into the sample table
-    sets: tuple[str, ...]  # feature sets present in this part
-    rank: int = 0  # the torchrun rank that staged it (0 for a single process)
-
-    @property
-    def order(self) -> tuple[int, int]:
-        """Publication order: later sequence numbers win; ranks stage disjoint rows, so their order is moot."""
-        return self.seq, self.rank
+    rank: int
+    rows: np.ndarray  # int64 row indices
+    sets: dict[str, str]  # set name -> token of the set file the rows went into
+    meta: np.ndarray | None  # the rows' image metadata records (`imagemeta.meta_records`), or None
 
 
 @dataclass(frozen=True)
@@ -89,15 +87,17 @@ def _staged_key(entry: dict) -> tuple:
 
 
 class StagingArea:
-    """Reads and writes the staging folder of one cache path. Only the lock holder writes or deletes."""
+    """Reads and writes the staging folder of one cache path. Only the lock holder creates or deletes it."""
 
     def __init__(self, folder: str | Path, *, n_rows: int, manifest_hash: str, rank: int | None = None):
         self.folder = Path(folder)
         self.n_rows = n_rows
         self.manifest_hash = manifest_hash
-        self.rank = rank  # None: a single process, parts are `part-<seq>.npz`
-        self.parts: list[StagedPart] = []
-        self._next_seq = 0
+        self.rank = rank  # None: a single process
+
+    @property
+    def journal(self) -> Path:
+        return self.folder / ("rows.log" if not self.rank else f"rows-r{self.rank}.log")
 
     # state.json -------------------------------------------------------------------------------------------
     def read_state(self) -> dict | None:
@@ -120,116 +120,43 @@ class StagingArea:
 
     def write_state(self, sets: dict[str, dict]) -> None:
         self.folder.mkdir(exist_ok=True)
-        state = {
-            "format": STAGING_FORMAT,
-            "version": STAGING_VERSION,
-            "manifest_hash": self.manifest_hash,
-            "n_rows": self.n_rows,
-            "sets": sets,  # name -> {"fingerprint", "dim", "dtype"}
-        }
+        state = {"format": STAGING_FORMAT, "version": STAGING_VERSION, "manifest_hash": self.manifest_hash,
+                 "n_rows": self.n_rows, "sets": sets}  # name -> {"fingerprint", "dim", "dtype", "file"}
         durable.write_bytes_atomic(self.folder / STAGING_STATE, json.dumps(state, indent=1).encode("utf-8"))
 
-    # parts ------------------------------------------------------------------------------------------------
-    def scan(self, sets: dict[str, dict], *, delete_damaged: bool) -> list[StagedPart]:
-        """Find intact parts. Each is fully read once, so a torn or bit-flipped file is caught here (zip CRC)."""
-        self.parts = []
-        if not self.folder.is_dir():
-            return self.parts
-        for file in sorted(self.folder.iterdir()):
-            match = PART_RE.match(file.name)
-            if not match:
-                if file.name.startswith(".") and delete_damaged:
-                    file.unlink(missing_ok=True)  # a temporary file left by a killed writer
-                continue
-            seq, rank = int(match.group(1)), int(match.group(2) or 0)
-            self._next_seq = max(self._next_seq, seq + 1)
-            try:
-                rows, _, feats = self._read_part(file, sets)
-            except Exception as exc:  # noqa: BLE001 - any damage (zip, header, shape) means "redo these rows"
-                logger.warning("staged batch %s is damaged (%s); its rows will be extracted again", file, exc)
-                if delete_damaged:
-                    file.unlink(missing_ok=True)
-                continue
-            self.parts.append(StagedPart(file, seq, rows, tuple(feats), rank))
-        return self.parts
-
-    def skip_existing_numbers(self) -> None:
-        """Number new parts after every part file present, from the names alone (cheap: reads no data)."""
-        if self.folder.is_dir():
-            for file in self.folder.iterdir():
-                match = PART_RE.match(file.name)
-                if match:
-                    self._next_seq = max(self._next_seq, int(match.group(1)) + 1)
-
-    def done_mask(self, names: list[str]) -> np.ndarray:
-        """Rows staged for every one of `names`."""
-        done = {name: np.zeros(self.n_rows, dtype=bool) for name in names}
-        for part in self.parts:
-            for name in names:
-                if name in part.sets:
-                    done[name][part.rows] = True
-        mask = np.ones(self.n_rows, dtype=bool)
-        for name in names:
-            mask &= done[name]
-        return mask if names else np.ones(self.n_rows, dtype=bool)
-
-    def write_part(self, rows: np.ndarray, valid: np.ndarray, features: dict[str, np.ndarray],
-                   meta: np.ndarray | None = None) -> StagedPart:
+    # the journals ----------------------------------------------------------------------------------------
+    def append(self, rows: np.ndarray, sets: dict[str, str], meta: np.ndarray | None) -> None:
+        """Append one batch's record to this rank's journal, durably (after its rows are in the set files)."""
+        head = json.dumps(sets, sort_keys=True).encode("utf-8")
         buffer = io.BytesIO()
-        arrays = {"rows": rows, "valid": valid, **{FEATURE_KEY + k: v for k, v in features.items()}}
+        np.save(buffer, np.asarray(rows, dtype=np.int64), allow_pickle=False)
         if meta is not None:
-            arrays[META_KEY] = meta
-        np.savez(buffer, **arrays)
-        suffix = "" if self.rank is None else f"-r{self.rank}"
-        file = self.folder / f"part-{self._next_seq:08d}{suffix}.npz"
-        durable.write_bytes_atomic(file, buffer.getvalue())
-        part = StagedPart(file, self._next_seq, rows, tuple(features), self.rank or 0)
-        self._next_seq += 1
-        self.parts.append(part)
-        return part
+            np.save(buffer, meta, allow_pickle=False)
+        body = head + buffer.getvalue()
+        with open(self.journal, "ab") as f:
+            f.write(RECORD.pack(MAGIC, len(head), len(body) - len(head), zlib.crc32(body)) + body)
+            f.flush()
+            os.fsync(f.fileno())
 
-    def read_part(self, part: StagedPart, sets: dict[str, dict]):
-        """(rows, valid, {set: features}) of one part, re-validated."""
-        return self._read_part(part.path, sets)
-
-    def read_meta(self, part: StagedPart) -> np.ndarray | None:
-        """The metadata records of one part, in its row order (None: staged without them); raises on damage."""
-        with np.load(part.path, allow_pickle=False) as npz:
-            meta = np.asarray(npz[META_KEY]) if META_KEY in npz.files else None
-        _check_meta(meta, len(part.rows))
-        return meta
-
-    def _read_part(self, file: Path, sets: dict[str, dict]):
-        with np.load(file, allow_pickle=False) as npz:
-            rows = np.asarray(npz["rows"])
-            valid = np.asarray(npz["valid"])
-            feats = {k[len(FEATURE_KEY):]: np.asarray(npz[k]) for k in npz.files if k.startswith(FEATURE_KEY)}
-            meta = np.asarray(npz[META_KEY]) if META_KEY in npz.files else None  # read, so damage shows here
-        n = len(rows)
-        _check_meta(meta, n)
-        if rows.ndim != 1 or rows.dtype.kind not in "iu" or valid.shape != (n,) or valid.dtype != bool:
-            raise ValueError("bad rows/valid arrays")
-        if n and (rows.min() < 0 or rows.max() >= self.n_rows or len(np.unique(rows)) != n):
-            raise ValueError("row indices out of range or repeated")
-        for name, arr in list(feats.items()):
-            spec = sets.get(name)
-            if spec is None:
-                del feats[name]  # a set no longer being extracted
-                continue
-            if arr.shape != (n, spec["dim"]) or arr.dtype != np.dtype(spec["dtype"]):
-                raise ValueError(f"set {name!r} has shape {arr.shape} {arr.dtype}, expected ({n}, {spec['dim']})")
-        return rows.astype(np.int64), valid, feats
+    def batches(self, *, repair: bool = False) -> list[Batch]:
+        """Every intact record of every rank's journal; `repair` cuts torn tails so appends follow good records."""
+        out: list[Batch] = []
+        if not self.folder.is_dir():
+            return out
+        for file in sorted(self.folder.iterdir()):
+            match = JOURNAL_RE.match(file.name)
+            if match:
+                end = _read_journal(file, int(match.group(1) or 0), out, self.n_rows)
+                if repair and end < file.stat().st_size:
+                    logger.warning("cutting a torn record off %s; its rows will be extracted again", file)
+                    os.truncate(file, end)
+        return out
 
     def staged_rows(self) -> int:
-        """How many distinct rows the intact parts cover, for `cache info` (reads only the `rows` arrays)."""
+        """How many distinct rows the journals cover, for `cache info`."""
         seen = np.zeros(self.n_rows, dtype=bool)
-        for file in self.folder.glob("part-*.npz"):
-            try:
-                with np.load(file, allow_pickle=False) as npz:
-                    rows = np.asarray(npz["rows"])
-                seen[rows[(rows >= 0) & (rows < self.n_rows)]] = True
-            except Exception:  # noqa: BLE001 - damaged parts are simply not counted
-                continue
+        for batch in self.batches():
+            seen[batch.rows] = True
         return int(seen.sum())
 
     def discard(self) -> None:
@@ -237,20 +164,36 @@ class StagingArea:
         if self.folder.exists():
             shutil.rmtree(self.folder)
             durable.fsync_dir(self.folder.parent)
-        self.parts = []
-        self._next_seq = 0
 
 
-def _check_meta(meta: np.ndarray | None, n: int) -> None:
-    if meta is not None and (meta.shape != (n,) or not set(META_FIELDS) <= set(meta.dtype.names or ())):
-        raise ValueError(f"metadata records of shape {meta.shape} and fields {meta.dtype.names} for {n} rows")
+def _read_journal(file: Path, rank: int, out: list[Batch], n_rows: int) -> int:
+    """Append the intact records of `file` to `out`; return the offset where they end."""
+    data = file.read_bytes()
+    at = 0
+    while at + RECORD.size <= len(data):
+        magic, n_head, n_body, crc = RECORD.unpack_from(data, at)
+        body = data[at + RECORD.size: at + RECORD.size + n_head + n_body]
+        if magic != MAGIC or len(body) != n_head + n_body or zlib.crc32(body) != crc:
+            break
+        try:
+            sets = json.loads(body[:n_head].decode("utf-8"))
+            stream = io.BytesIO(body[n_head:])
+            rows = np.load(stream, allow_pickle=False)
+            meta = np.load(stream, allow_pickle=False) if stream.tell() < n_body else None
+            if rows.ndim != 1 or (len(rows) and (rows.min() < 0 or rows.max() >= n_rows)):
+                raise ValueError("row indices out of range")
+        except (ValueError, UnicodeDecodeError):
+            break
+        out.append(Batch(rank, rows.astype(np.int64), sets, meta))
+        at += RECORD.size + n_head + n_body
+    return at
 
 
 @contextmanager
 def disk_errors(cache: Path, where: Path, staging: Path) -> Iterator[None]:
     """Turn out-of-space and other I/O failures while writing `where` into one-line CacheErrors.
 
-    Staged batches and the published `cache` are never touched by a failure here, so the message says to rerun.
+    Journaled batches and the published `cache` are never touched by a failure here, so the message says to rerun.
     """
     try:
         yield

@@ -1,8 +1,9 @@
 """Resumable, atomic writing of feature sets into a cache file: rank 0's side of an extraction.
 
 `CacheWriter` holds the writer lock and strings the three parts together: the planner (`plan.py`) decides what
-to do from the file's header, the stager (`stager.py`) stages batches durably in `<cache>.parts/` while
-extraction runs, and the publisher (`publish.py`) builds the complete new file and renames it over the cache.
+to do from the file's header, the stager (`stager.py`) writes batches into the set files, journaled in
+`<cache>.parts/`, while extraction runs, and the publisher (`publish.py`) builds a new small cache file linking
+to them and renames it over the cache.
 The other ranks of a torchrun job use only `plan_for` and `Stager.joined`.
 """
 
@@ -16,7 +17,7 @@ import numpy as np
 from headstart.cache.header import read_header
 from headstart.cache.lock import WriterLock
 from headstart.cache.plan import Action, Plan, plan
-from headstart.cache.publish import publish
+from headstart.cache.publish import collect_garbage, publish
 from headstart.cache.request import CacheRequest, FeatureSetSpec, SamplesTable
 from headstart.cache.schema import lock_path, staging_dir
 from headstart.cache.stager import Stager
@@ -79,6 +80,8 @@ class CacheWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.stager is not None:
+            self.stager.close()
         self.stager = None
         self._lock.release()
 
@@ -92,19 +95,26 @@ class CacheWriter:
     def rescan(self) -> None:
         self._entered().rescan()
 
+    def read_rows(self, name: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(features, valid) of rows of a set being written, in the order given (rows not written: CacheError)."""
+        return self._entered().read_rows(name, rows)
+
     def finish(self, *, stats: dict[str, dict], skipped: list[str]) -> None:
         """Publish every todo set (and new splits) atomically into the cache file, then delete the staging area."""
         stager = self._entered()
         if self.plan.action is Action.DONE:
+            stager.close()
             if stager.staging.folder.exists():
                 logger.info("removing finished staging area %s", stager.staging.folder)
                 stager.staging.discard()
+                collect_garbage(self.path)  # set files of a staging area that was never published
             return
         if stager.leftover():
             logger.warning("discarding partial extraction of %s staged in %s", ", ".join(stager.leftover()),
                            stager.staging.folder)
-        publish(self.request, self.plan, stager.assemble(), stats=stats, skipped=skipped,
-                staging=stager.staging.folder, meta=stager.assemble_meta())
+        files = stager.merge_ranks()
+        publish(self.request, self.plan, files, stats=stats, skipped=skipped, staging=stager.staging.folder,
+                meta=stager.assemble_meta())
         stager.staging.discard()
 
     def _entered(self) -> Stager:

@@ -208,7 +208,7 @@ def _extract(race: _Race, names: list[str], *, rows: np.ndarray | None) -> tuple
         if rows is None:
             writer.finish(stats=_stats(race, todo), skipped=skipped)
             return spent, None
-        return spent, _subset_features(race, stager, names, rows)
+        return spent, _subset_features(race, writer, names, rows)
 
 
 def _stats(race: _Race, names: list[str]) -> dict[str, dict]:
@@ -253,29 +253,18 @@ def _rank(race: _Race, names: list[str], rows: np.ndarray, spent: dict[str, floa
     return standings, results
 
 
-def _subset_features(race: _Race, stager, names: list[str], rows: np.ndarray) -> dict:
-    """(X, valid) of `rows` per name: from the staged parts, or from CACHE for a set already complete there."""
-    position = np.full(len(race.table), -1, dtype=np.int64)
-    position[rows] = np.arange(len(rows))
-    out, covered = {}, {}
+def _subset_features(race: _Race, writer: CacheWriter, names: list[str], rows: np.ndarray) -> dict:
+    """(X, valid) of `rows` per name: from the sets being written, or from CACHE for a set already complete there."""
+    out = {}
     for name in names:
-        spec = race.specs[name]
-        out[name] = (np.zeros((len(rows), spec.dim), dtype=np.float32), np.zeros(len(rows), dtype=bool))
-        covered[name] = np.zeros(len(rows), dtype=bool)
-    for part in sorted(stager.staging.parts, key=lambda p: p.order):  # later parts win, as publishing does
-        part_rows, valid, feats = stager.staging.read_part(part, stager.sets)
-        at = position[part_rows]
-        keep = at >= 0
-        for name, arr in feats.items():
-            if name in out:
-                out[name][0][at[keep]] = arr[keep]
-                out[name][1][at[keep]] = valid[keep]
-                covered[name][at[keep]] = True
-    for name in [n for n in names if not covered[n].all()]:
+        if name in writer.todo:
+            X, valid = writer.read_rows(name, rows)
+            out[name] = (X.astype(np.float32), valid)
+            continue
         with FeatureCache(race.out) as cache:  # complete in CACHE before the screen started
             if name not in cache.feature_sets or not cache.feature_sets[name]["complete"]:
-                raise CacheError(f"{int((~covered[name]).sum())} screening rows of {name} are neither staged in "
-                                 f"{stager.staging.folder} nor in {race.out}; rerun the same command")
+                raise CacheError(f"screening rows of {name} are neither being written nor in {race.out}; rerun "
+                                 f"the same command")
             X, valid = cache.load(name)
             out[name] = (X[rows], valid[rows])
     return out

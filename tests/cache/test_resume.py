@@ -1,4 +1,5 @@
-"""Crashes, kill -9, torn parts, the writer lock and a full disk: finished work is never lost."""
+"""Crashes, kill -9, torn journal records, damaged set files, the writer lock and a full disk: finished work is
+never lost."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import pytest
 
 from headstart.cache import CacheWriter, FeatureCache, verify_cache
 from headstart import io as durable
-from headstart.cache.schema import staging_dir
+from headstart.cache.schema import sets_dir, staging_dir
+from headstart.cache.staging import StagingArea
 from headstart.errors import CacheError
 from tests.cache.synthetic import extract, make_spec, sha256_file
 
@@ -35,7 +37,8 @@ def _assert_same(a, b):
 
 
 def _parts(path):
-    return sorted(staging_dir(path).glob("part-*.npz"))
+    """The journaled batches of the extraction into `path` (one record per batch)."""
+    return StagingArea(staging_dir(path), n_rows=32, manifest_hash="").batches()
 
 
 def test_resume_after_crash_equals_uninterrupted(tmp_path, table):
@@ -87,21 +90,37 @@ def test_sigkill_mid_loop_then_resume(tmp_path, table):
     _assert_same(_load_all(path), _load_all(tmp_path / "ref.h5"))
 
 
-def test_torn_part_is_redone(tmp_path, table):
+def test_torn_journal_record_is_redone(tmp_path, table):
     spec = make_spec(table)
     extract(tmp_path / "ref.h5", table, [spec])
     path = tmp_path / "c.h5"
     extract(path, table, [spec], stop_after=3)
-    parts = _parts(path)
-    parts[1].write_bytes(parts[1].read_bytes()[:100])  # truncated npz
-    data = bytearray(parts[2].read_bytes())
-    data[-300] ^= 0xFF  # a flipped byte inside the array data: zip CRC catches it
-    parts[2].write_bytes(bytes(data))
-    (staging_dir(path) / ".part-00000009.npz.tmp-1").write_bytes(b"half")  # left by a killed writer
+    journal = staging_dir(path) / "rows.log"
+    journal.write_bytes(journal.read_bytes()[:-50])  # the last record torn, as by a kill -9 mid-append
     with CacheWriter(path, table, [spec]) as writer:
-        assert writer.done_mask().sum() == 8  # only the intact first batch counts
+        assert writer.done_mask().sum() == 16  # the two intact batches count
     extract(path, table, [spec])
     _assert_same(_load_all(path), _load_all(tmp_path / "ref.h5"))
+
+
+def test_damaged_set_file_is_started_again(tmp_path, table):
+    import h5py
+
+    spec = make_spec(table)
+    extract(tmp_path / "ref.h5", table, [spec])
+    path = tmp_path / "c.h5"
+    extract(path, table, [spec], stop_after=3)
+    (file,) = sets_dir(path).iterdir()
+    with h5py.File(file, "r") as f:
+        offset = f["features"].id.get_chunk_info(0).byte_offset
+    data = bytearray(file.read_bytes())
+    data[offset + 10] ^= 0xFF  # a flipped byte in a written chunk: its fletcher32 sum catches it
+    file.write_bytes(bytes(data))
+    with CacheWriter(path, table, [spec]) as writer:
+        assert writer.done_mask().sum() == 0  # the rows of a damaged set file are extracted again
+    extract(path, table, [spec])
+    _assert_same(_load_all(path), _load_all(tmp_path / "ref.h5"))
+    assert verify_cache(path) == []
 
 
 def test_staged_extraction_with_other_fingerprint_refused(tmp_path, table):
@@ -166,7 +185,7 @@ def test_disk_full_while_staging_is_resumable(tmp_path, table, monkeypatch):
     with CacheWriter(path, table, [spec]) as writer:
         full = np.ones((len(table), spec.dim), np.float32)
         writer.write_batch(np.arange(8), {"resnet18": full[:8]}, np.ones(8, bool))
-        monkeypatch.setattr(durable, "write_bytes_atomic", _fail_with_enospc)
+        monkeypatch.setattr(StagingArea, "append", _fail_with_enospc)
         with pytest.raises(CacheError, match=r"^disk full while writing .*rerun the same command to resume$"):
             writer.write_batch(np.arange(8, 16), {"resnet18": full[8:16]}, np.ones(8, bool))
     monkeypatch.undo()
