@@ -29,6 +29,7 @@ from headstart.cache.schema import (
     VALID,
     staging_dir,
 )
+from headstart.cache.undo import journal_path
 from headstart.errors import one_line
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -134,6 +135,9 @@ def _classify_bytes(path: Path) -> tuple[FileKind | None, str, str]:
             return (FileKind.MISSING, f"cache {path} does not exist yet: an extraction into it is in progress or was "
                     f"interrupted ({staging_dir(path)})", "wait for it, or rerun the same command")
         return FileKind.MISSING, f"cache {path} does not exist", f"create it with `headstart extract DATA -o {path}`"
+    if journal_path(path).exists():  # an in-place add is running, or died: the file may be half-changed
+        return (FileKind.UNREADABLE, f"{path} is being changed by an extraction, or one was interrupted "
+                f"({journal_path(path)} exists)", "wait for it, or rerun the same `headstart extract` to repair it")
     if path.is_dir():
         return FileKind.FOLDER, f"{path} is a folder", "expected a cache file made by `headstart extract`"
     try:

@@ -1,12 +1,12 @@
-"""The publisher (rank 0): build the new cache file under a temporary name and rename it into place.
+"""The publisher (rank 0): put the finished set files' data into the cache file, atomically.
 
-The cache file holds the sample table and, per feature set, `/features/<name>` and `/valid/<name>` as HDF5
-external links to the set file in `<cache>.sets/` (plain h5py follows them; the path is relative to the cache
-file's folder). A set file is written while nothing links to it and never changes once linked, so a reader or a
-crash at any moment sees the old complete cache or the new one. Adding a set therefore writes only the new set
-file and a new small cache file: the kept sets' links are copied, never their bytes. Caches written before set
-files existed keep their in-file sets (copied once, as before). A re-split re-stamps the kept sets' fingerprints,
-which live in their files, so it writes new set files for them. Set files no cache links to are deleted last.
+A new cache, a re-split, or an add that replaces or drops a set builds the complete new file under a temporary
+name and renames it over the cache, so a reader or a crash sees the old complete file or the new one. Adding sets
+to a cache that keeps every set it has is done in place instead, so the kept sets' bytes are neither copied nor
+rewritten: the undo journal (`undo.py`) makes that as safe against a crash, and readers refuse the file while it
+exists. Either way each new set is copied, a chunk at a time, from its set file in the staging area, where its
+attributes were stamped first. The image metadata (/samples/meta) the file already has is kept; a file without it
+gets the journaled metadata.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 
 import headstart
 from headstart import io as durable
+from headstart.cache import undo
 from headstart.cache.fingerprint import compute_samples_sha256
 from headstart.cache.header import open_readonly
 from headstart.cache.meta import META, META_PATH, write_meta
@@ -39,8 +40,6 @@ from headstart.cache.schema import (
     SET_FEATURES,
     SET_VALID,
     VALID,
-    set_file_name,
-    sets_dir,
 )
 from headstart.cache.staging import disk_errors
 
@@ -49,23 +48,48 @@ logger = logging.getLogger(__name__)
 
 def publish(request: CacheRequest, plan: Plan, files: dict[str, Path], *, stats: dict[str, dict],
             skipped: list[str], staging: Path, meta: dict[str, np.ndarray] | None = None) -> None:
-    """Stamp the todo sets' files (`files`, complete), write the cache file `plan` describes linking to them, and
-    rename it over `request.path`; then delete the set files nothing links to.
+    """Stamp the todo sets' files (`files`) complete, then add them to the cache file `plan` describes.
 
     `meta`: the journaled /samples/meta columns (`Stager.assemble_meta`), written unless the file already has some."""
     path = request.path
+    for name, file in files.items():
+        with disk_errors(path, file, staging):
+            _stamp_set(file, request.table, request.specs[name], stats.get(name, {}), skipped)
+    if plan.action is Action.ADD_SETS and _in_place(path, plan):
+        with disk_errors(path, path, staging):
+            undo.write_journal(path)
+            try:
+                dst = h5py.File(path, "r+", libver=LIBVER, locking=False)
+            except OSError as exc:  # this process holds it open read-only (HDF5 refuses): rebuild it instead
+                undo.roll_back(path)
+                logger.debug("cannot add to %s in place (%s); writing a new file", path, exc)
+                dst = None
+            if dst is not None:
+                try:
+                    with dst:
+                        _add(dst, plan, files, meta)
+                except BaseException:
+                    undo.roll_back(path)  # the file as it was; the staged sets are kept for a rerun
+                    raise
+                undo.commit(path)
+                logger.info("added %s to %s in place", ", ".join(plan.todo), path)
+                return
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with disk_errors(path, tmp, staging):
-            for name, file in files.items():
-                _stamp_set(file, request.table, request.specs[name], stats.get(name, {}), skipped)
             _build(tmp, request, plan, files, meta)
             durable.replace_durably(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    collect_garbage(path)
     logger.info("wrote %s (%s)", path, ", ".join(plan.todo) or "new splits, features kept")
+
+
+def _in_place(path: Path, plan: Plan) -> bool:
+    """True when the add only adds: every set in the file is kept and no todo set is there already."""
+    with open_readonly(path) as f:
+        have = set(f[FEATURES]) | set(f[VALID])
+    return not have & set(plan.todo) and set(plan.keep) >= have
 
 
 def _build(tmp: Path, request: CacheRequest, plan: Plan, files: dict[str, Path],
@@ -74,12 +98,14 @@ def _build(tmp: Path, request: CacheRequest, plan: Plan, files: dict[str, Path],
         if plan.action is Action.NEW_FILE:
             _write_table(dst, request.table)
         elif plan.action is Action.RESPLIT:
-            _write_table(dst, request.table)  # the new splits; kept sets get new files with their new fingerprints
+            _write_table(dst, request.table)  # the new splits; features below are copied unchanged
             with open_readonly(request.path) as src:
                 if META_PATH in src:  # same images, so the same metadata
                     src.copy(src[META_PATH], dst[SAMPLES], name=META)
                 for name, fingerprint in plan.restamp.items():
-                    _link(dst, name, _restamped(request.path, src, name, fingerprint))
+                    src.copy(src[f"{FEATURES}/{name}"], dst[FEATURES], name=name)
+                    src.copy(src[f"{VALID}/{name}"], dst[VALID], name=name)
+                    dst[f"{FEATURES}/{name}"].attrs["fingerprint"] = fingerprint
         else:
             with open_readonly(request.path) as src:
                 for key, value in src.attrs.items():
@@ -88,58 +114,20 @@ def _build(tmp: Path, request: CacheRequest, plan: Plan, files: dict[str, Path],
                 dst.require_group(FEATURES)
                 dst.require_group(VALID)
                 for name in plan.keep:
-                    _keep(src, dst, name)
-        if meta is not None and META_PATH not in dst:
-            write_meta(dst, meta)
-        for name in plan.todo:
-            _link(dst, name, files[name])
-        dst.flush()
+                    src.copy(src[f"{FEATURES}/{name}"], dst[FEATURES], name=name)
+                    src.copy(src[f"{VALID}/{name}"], dst[VALID], name=name)
+        _add(dst, plan, files, meta)
 
 
-def _link(dst: h5py.File, name: str, file: Path) -> None:
-    """Link /features/<name> and /valid/<name> to a set file, by its path relative to the cache file's folder."""
-    relative = f"{file.parent.name}/{file.name}"
-    dst[FEATURES][name] = h5py.ExternalLink(relative, SET_FEATURES)
-    dst[VALID][name] = h5py.ExternalLink(relative, SET_VALID)
-
-
-def _keep(src: h5py.File, dst: h5py.File, name: str) -> None:
-    """Carry a kept set over: its links (no bytes copied), or for an older cache its in-file datasets."""
-    for group in (FEATURES, VALID):
-        link = src[group].get(name, getlink=True)
-        if isinstance(link, h5py.ExternalLink):
-            dst[group][name] = h5py.ExternalLink(link.filename, link.path)
-        else:
-            src.copy(src[f"{group}/{name}"], dst[group], name=name)
-
-
-def _restamped(path: Path, src: h5py.File, name: str, fingerprint: str) -> Path:
-    """A new set file holding a kept set's data with the fingerprint it has under the new splits."""
-    folder = sets_dir(path)
-    folder.mkdir(exist_ok=True)
-    file = folder / set_file_name(name, fingerprint)
-    with h5py.File(file, "w", libver=LIBVER) as out:
-        src.copy(src[f"{FEATURES}/{name}"], out, name=SET_FEATURES)
-        src.copy(src[f"{VALID}/{name}"], out, name=SET_VALID)
-        out[SET_FEATURES].attrs["fingerprint"] = fingerprint
-    durable.fsync_file(file)
-    return file
-
-
-def collect_garbage(path: Path) -> None:
-    """Delete the set files the published cache does not link to (replaced, re-stamped or abandoned sets)."""
-    folder = sets_dir(path)
-    if not folder.is_dir():
-        return
-    with open_readonly(path) as f:
-        linked = {Path(link.filename).name for group in (FEATURES, VALID) for key in f[group]
-                  for link in [f[group].get(key, getlink=True)] if isinstance(link, h5py.ExternalLink)}
-    for file in folder.iterdir():
-        if file.name not in linked:
-            file.unlink(missing_ok=True)
-    if not any(folder.iterdir()):
-        folder.rmdir()
-    durable.fsync_dir(folder.parent)
+def _add(dst: h5py.File, plan: Plan, files: dict[str, Path], meta: dict[str, np.ndarray] | None) -> None:
+    """Copy each todo set (data and attributes) from its set file, chunk by chunk, and the metadata if missing."""
+    if meta is not None and META_PATH not in dst:
+        write_meta(dst, meta)
+    for name in plan.todo:
+        with h5py.File(files[name], "r", locking=False) as src:
+            src.copy(src[SET_FEATURES], dst[FEATURES], name=name)
+            src.copy(src[SET_VALID], dst[VALID], name=name)
+    dst.flush()
 
 
 def _write_table(dst: h5py.File, t: SamplesTable) -> None:

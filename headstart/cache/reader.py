@@ -10,7 +10,6 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -116,7 +115,7 @@ class FeatureCache:
         return {
             "path": str(self.path),
             "format_version": self.format_version,
-            "size_bytes": self._size_bytes(),
+            "size_bytes": self.path.stat().st_size if self.path.exists() else None,
             "n_samples": self.n_samples,
             "task": self.task,
             "classes": self.classes,
@@ -127,19 +126,6 @@ class FeatureCache:
             "staged": staged_info(self.path, n_rows=self.n_samples,
                                   manifest_hash=str(self.root_attrs.get("manifest_hash"))),
         }
-
-    def _size_bytes(self) -> int | None:
-        """The cache file and the set files it links to."""
-        if not self.path.exists():
-            return None
-        files = {self.path}
-        if self._file is not None:
-            for group in (FEATURES, VALID):
-                for key in self._file[group]:
-                    link = self._file[group].get(key, getlink=True)
-                    if isinstance(link, h5py.ExternalLink):
-                        files.add(self.path.parent / link.filename)
-        return sum(f.stat().st_size for f in files if f.exists())
 
     def close(self) -> None:
         if self._file is not None:

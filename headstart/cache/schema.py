@@ -46,25 +46,18 @@ MAX_SKIPPED_IDS_ATTR = 1000  # skipped ids listed in the attribute; /valid/<name
 SET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-:+]*$")  # `:`/`+`: backbones.names.feature_set_name
 
 STAGING_SUFFIX = ".parts"  # sibling folder holding an in-progress extraction (state.json, row journals)
-SETS_SUFFIX = ".sets"  # sibling folder holding one HDF5 file per feature set, linked from the cache file
 LOCK_SUFFIX = ".lock"  # sibling file flock-ed by the single writer
 STAGING_STATE = "state.json"
 STAGING_FORMAT = "headstart-staging"
 STAGING_VERSION = 2  # 2: rows written into set files with a row journal (1: npz parts)
 LIBVER = ("v108", "latest")  # 1.8 file format: dense attribute storage, readable by every h5py in use
-SET_FEATURES, SET_VALID = "/features", "/valid"  # the two datasets of a set file, linked as /features/<name> etc.
+SET_FEATURES, SET_VALID = "/features", "/valid"  # the two datasets of a staged set file
 
 
 def staging_dir(path: str | Path) -> Path:
     """Where a resumable extraction into `path` keeps its finished batches."""
     path = Path(path)
     return path.with_name(path.name + STAGING_SUFFIX)
-
-
-def sets_dir(path: str | Path) -> Path:
-    """Where the set files of `path` live; the cache file links to them by a path relative to its own folder."""
-    path = Path(path)
-    return path.with_name(path.name + SETS_SUFFIX)
 
 
 def set_file_name(name: str, fingerprint: str) -> str:

@@ -21,8 +21,7 @@ import h5py
 import numpy as np
 
 from headstart.cache.request import CacheRequest
-from headstart.cache.schema import (LIBVER, SET_FEATURES, SET_VALID, chunk_rows, set_file_name, sets_dir,
-                                    staging_dir)
+from headstart.cache.schema import (LIBVER, SET_FEATURES, SET_VALID, chunk_rows, set_file_name, staging_dir)
 from headstart.cache.staging import StagingArea, disk_errors, staged_conflict
 from headstart.data.imagemeta import ImageMeta, meta_columns, meta_records, record_columns
 from headstart.errors import CacheError, CacheMismatchError
@@ -71,7 +70,6 @@ class Stager:
         stager.sets = {**old, **stager.wanted}
         with stager._disk_errors(staging.folder):
             staging.write_state(stager.sets)
-            sets_dir(request.path).mkdir(exist_ok=True)
             stager._scan(repair=True)
         done = int(stager.done_mask().sum())
         if done:
@@ -100,11 +98,9 @@ class Stager:
 
     # ------------------------------------------------------------------------------------------------------
     def set_path(self, name: str, rank: int | None = None) -> Path:
-        """The set file of `name` that `rank` writes: rank 0's is the one published, in `<cache>.sets/`."""
+        """The set file of `name` that `rank` writes in the staging area; rank 0's is the one published."""
         file = self.sets[name]["file"]
-        if not rank:
-            return sets_dir(self.request.path) / file
-        return self.staging.folder / f"{file[:-3]}-r{rank}.h5"
+        return self.staging.folder / (f"{file[:-3]}-r{rank}.h5" if rank else file)
 
     def _scan(self, *, repair: bool) -> None:
         """Rows written per set and rank: journaled into the file that is there now, and checksum-clean."""

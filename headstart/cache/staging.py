@@ -1,9 +1,9 @@
 """The staging area of a resumable extraction: `<cache>.parts/` next to the cache file, and the set files.
 
 `state.json` records what is being extracted (manifest hash, N, and per set its fingerprint, dim, dtype and `file`,
-the set file's name in `<cache>.sets/`). Rows go straight into that file's chunked `/features` (N, D) and
-`/valid` (N,) datasets, the layout the published cache links to, so nothing is assembled in memory. Under torchrun
-rank r > 0 writes `<cache>.parts/<file>-r<r>.h5` instead, which rank 0 merges when publishing.
+its set file's name in the folder). Rows go straight into that HDF5 file's chunked `/features` (N, D) and `/valid`
+(N,) datasets, the layout of the cache itself, so nothing is assembled in memory and publishing copies chunks.
+Under torchrun rank r > 0 writes `<file>-r<r>.h5` instead, which rank 0 merges when publishing.
 
 After each batch the rank's set files are flushed and fsync-ed, then one record is appended (and fsync-ed) to the
 rank's journal `rows[-r<rank>].log`: the batch's rows, the set files (by their random token) they went into, and

@@ -17,10 +17,11 @@ import numpy as np
 from headstart.cache.header import read_header
 from headstart.cache.lock import WriterLock
 from headstart.cache.plan import Action, Plan, plan
-from headstart.cache.publish import collect_garbage, publish
+from headstart.cache.publish import publish
 from headstart.cache.request import CacheRequest, FeatureSetSpec, SamplesTable
 from headstart.cache.schema import lock_path, staging_dir
 from headstart.cache.stager import Stager
+from headstart.cache.undo import journal_path, roll_back
 from headstart.cache.staging import StagingArea
 from headstart.errors import CacheError
 
@@ -31,6 +32,9 @@ def plan_for(request: CacheRequest) -> Plan:
 
     Read-only, so every rank of a torchrun job may call it; only the writer acts on the plan.
     """
+    if journal_path(request.path).exists():  # an in-place add died: roll the file back first (under the lock)
+        with WriterLock(lock_path(request.path), target=request.path):
+            roll_back(request.path)
     table = request.table
     staged = StagingArea(staging_dir(request.path), n_rows=len(table), manifest_hash=table.manifest_hash).read_state()
     decided = plan(read_header(request.path), request, staged)
@@ -66,6 +70,7 @@ class CacheWriter:
     def __enter__(self) -> "CacheWriter":
         self._lock.acquire()
         try:
+            roll_back(self.path)
             self.plan = plan_for(self.request)
             for note in self.plan.notes:
                 logger.warning("%s", note)
@@ -107,7 +112,6 @@ class CacheWriter:
             if stager.staging.folder.exists():
                 logger.info("removing finished staging area %s", stager.staging.folder)
                 stager.staging.discard()
-                collect_garbage(self.path)  # set files of a staging area that was never published
             return
         if stager.leftover():
             logger.warning("discarding partial extraction of %s staged in %s", ", ".join(stager.leftover()),

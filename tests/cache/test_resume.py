@@ -16,7 +16,7 @@ import pytest
 
 from headstart.cache import CacheWriter, FeatureCache, verify_cache
 from headstart import io as durable
-from headstart.cache.schema import sets_dir, staging_dir
+from headstart.cache.schema import staging_dir
 from headstart.cache.staging import StagingArea
 from headstart.errors import CacheError
 from tests.cache.synthetic import extract, make_spec, sha256_file
@@ -110,7 +110,7 @@ def test_damaged_set_file_is_started_again(tmp_path, table):
     extract(tmp_path / "ref.h5", table, [spec])
     path = tmp_path / "c.h5"
     extract(path, table, [spec], stop_after=3)
-    (file,) = sets_dir(path).iterdir()
+    (file,) = staging_dir(path).glob("*.h5")
     with h5py.File(file, "r") as f:
         offset = f["features"].id.get_chunk_info(0).byte_offset
     data = bytearray(file.read_bytes())
@@ -199,14 +199,15 @@ def test_disk_full_while_publishing_keeps_old_file(tmp_path, table, monkeypatch)
     path = tmp_path / "c.h5"
     extract(path, table, [make_spec(table, "vit", dim=4)])
     digest = sha256_file(path)
-    real_replace = durable.replace_durably
+    import headstart.cache.publish as publish_module
 
-    def replace_fails_on_publish(src, dst):
-        if Path(dst) == path:
-            _fail_with_enospc()
-        real_replace(src, dst)
+    real_add = publish_module._add
 
-    monkeypatch.setattr(durable, "replace_durably", replace_fails_on_publish)
+    def add_fails_half_way(dst, *args, **kwargs):  # the set is copied into the file, then the disk fills up
+        real_add(dst, *args, **kwargs)
+        _fail_with_enospc()
+
+    monkeypatch.setattr(publish_module, "_add", add_fails_half_way)
     with pytest.raises(CacheError, match="disk full while writing"):
         extract(path, table, [spec])
     monkeypatch.undo()
