@@ -15,6 +15,11 @@ process and its finished children (the decode worker); pages shared with the par
 Target: neither command holds more than two copies of the feature matrix.
 
     .venv/bin/python benchmarks/memory.py [--rows 100000] [--dim 1024] [--heads logreg,linear,mlp,knn]
+
+`--streaming N_BIG,N_SMALL` instead measures the streaming cache writer at scale (issue 22): `extract -b
+densenet121 --weights random --image-size 32` on N_BIG generated 32-px PNGs against N_SMALL of them (target: at
+most 80 MB apart), and the writer alone streaming N x 1,024 float16 rows in batches of 64 (`--backbone` swaps in
+a cheaper model when the machine is too slow for densenet121 on N_BIG images).
 """
 
 from __future__ import annotations
@@ -60,7 +65,11 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=1024)
     ap.add_argument("--heads", default="logreg,linear,mlp,knn", help="comma-separated; one process each")
     ap.add_argument("--no-extract", action="store_true")
+    ap.add_argument("--streaming", default=None, help="N_BIG,N_SMALL: the streaming writer's memory at scale")
+    ap.add_argument("--backbone", default="densenet121")
     args = ap.parse_args()
+    if args.streaming:
+        return streaming(*(int(n) for n in args.streaming.split(",")), backbone=args.backbone)
     print(f"load average {os.getloadavg()[0]:.1f} at start, {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -88,6 +97,62 @@ def main() -> None:
         report("extract resnet18+densenet121 @64", peak_rss(["extract", str(train), "-o", str(tmp / "x.h5"), *opts]),
                peak_rss(["extract", str(few), "-o", str(tmp / "y.h5"), "--val-fraction", "0.25",
                          "--test-fraction", "0.25", *opts]), n * (512 + 1024) * 4 / MIB)
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
+
+
+WRITER = """
+import sys, numpy as np
+from headstart.cache import CacheWriter, FeatureSetSpec, SamplesTable
+n, path = int(sys.argv[1]), sys.argv[2]
+ids = [f"{i:07d}.png" for i in range(n)]
+t = SamplesTable(ids=ids, labels=[i % 2 for i in range(n)], splits=["train"] * n, groups=[""] * n, classes=["a", "b"],
+                 manifest_hash="m")
+from headstart.cache.fingerprint import compute_fingerprint
+fp = compute_fingerprint(backbone="b", weights_tag="random", weights_sha256="0", preprocessing={}, manifest_hash="m")
+spec = FeatureSetSpec(name="b", backbone="b", weights_tag="random", weights_sha256="0", preprocessing={}, dim=1024,
+                      dtype="float16", fingerprint=fp)
+with CacheWriter(path, t, [spec]) as w:
+    for s in range(0, n, 64):
+        rows = np.arange(s, min(n, s + 64))
+        w.write_batch(rows, {"b": np.random.default_rng(s).standard_normal((len(rows), 1024), np.float32)},
+                      np.ones(len(rows), bool))
+    w.finish(stats={}, skipped=[])
+"""
+
+
+def streaming(n_big: int, n_small: int, *, backbone: str) -> None:
+    """Peak RSS of the writer alone and of a whole extraction, at N_BIG against N_SMALL images."""
+    import numpy as np
+    from PIL import Image
+
+    print(f"load average {os.getloadavg()[0]:.1f} at start, {os.cpu_count()} cores")
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        peaks = {}
+        for n in (n_big, n_small):
+            start = time.perf_counter()
+            proc = subprocess.Popen([sys.executable, "-c", WRITER, str(n), str(tmp / f"w{n}.h5")],
+                                    env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE)
+            stderr = proc.stderr.read()
+            _, status, usage = os.wait4(proc.pid, 0)
+            if os.waitstatus_to_exitcode(status):
+                raise SystemExit(stderr.decode()[-2000:])
+            peaks[n] = usage.ru_maxrss / 1024
+            print(f"writer alone, {n:,} x 1,024 float16: {peaks[n]:.0f} MiB peak ({time.perf_counter() - start:.0f} s)")
+        print(f"writer alone: {peaks[n_big] - peaks[n_small]:+.0f} MiB from {n_small:,} to {n_big:,} rows")
+        rng = np.random.default_rng(0)
+        for n in (n_small, n_big):  # the small set is the first n_small images of the big one
+            folder = tmp / "png"
+            for i in range(len(list(folder.rglob("*.png"))) if folder.exists() else 0, n):
+                split = ("train", "train", "train", "val", "test")[i % 5]
+                out = folder / split / ("a", "b")[i % 2]
+                out.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)).save(out / f"{i:07d}.png")
+            peaks[n] = peak_rss(["extract", str(folder), "-o", str(tmp / f"x{n}.h5"), "-b", backbone, "--weights",
+                                 "random", "--image-size", "32"])
+            print(f"extract {backbone} on {n:,} 32-px PNGs: {peaks[n][0]:.0f} MiB peak ({peaks[n][1]:.0f} s)")
+        print(f"extract: {peaks[n_big][0] - peaks[n_small][0]:+.0f} MiB from {n_small:,} to {n_big:,} images "
+              f"(target: at most +80 MB)")
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 

@@ -125,8 +125,8 @@ def _add(dst: h5py.File, plan: Plan, files: dict[str, Path], meta: dict[str, np.
         write_meta(dst, meta)
     for name in plan.todo:
         with h5py.File(files[name], "r", locking=False) as src:
+            src.copy(src[SET_VALID], dst[VALID], name=name)  # /features/<name> last: readers list sets by it
             src.copy(src[SET_FEATURES], dst[FEATURES], name=name)
-            src.copy(src[SET_VALID], dst[VALID], name=name)
     dst.flush()
 
 

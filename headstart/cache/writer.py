@@ -71,6 +71,9 @@ class CacheWriter:
         self._lock.acquire()
         try:
             roll_back(self.path)
+            for pattern in (f".{self.path.name}.tmp-*", f".{journal_path(self.path).name}.tmp-*"):
+                for stale in self.path.parent.glob(pattern):  # left by a writer killed while building it
+                    stale.unlink()
             self.plan = plan_for(self.request)
             for note in self.plan.notes:
                 logger.warning("%s", note)

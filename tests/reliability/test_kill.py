@@ -1,6 +1,6 @@
 """Kill -9 at seeded random points: every rerun of the same command finishes and equals an uninterrupted run.
 
-Extraction: a `python -m headstart extract` subprocess is SIGKILLed when its staging folder holds a random
+Extraction: a `python -m headstart extract` subprocess is SIGKILLed when its row journal holds a random
 number of finished batches (0 = during start-up and the data scan, all = during publication), plus a random
 sub-batch delay. The same command is then rerun to completion (in-process, with the same thread count), and
 the file must pass `cache verify` and hold exactly the features of the uninterrupted reference.
@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from headstart.cache.schema import lock_path, staging_dir
+from headstart.cache.staging import StagingArea
 from tests.reliability.conftest import (EXTRACT_OPTS, REPO, TALLY, assert_one_line_error, assert_same_features,
                                         cli_env, headstart_cmd, invoke, run_headstart)
 
@@ -30,9 +31,10 @@ POLL_S = 0.01
 
 
 def _staged_parts(cache: Path) -> int:
+    """Batches journaled so far (one record each in the staging area's row journal)."""
     try:
-        return sum(1 for p in staging_dir(cache).iterdir() if p.name.startswith("part-"))
-    except FileNotFoundError:
+        return len(StagingArea(staging_dir(cache), n_rows=1 << 40, manifest_hash="").batches())
+    except (FileNotFoundError, OSError):
         return 0
 
 
