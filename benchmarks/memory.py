@@ -69,7 +69,8 @@ def main() -> None:
     ap.add_argument("--backbone", default="densenet121")
     args = ap.parse_args()
     if args.streaming:
-        return streaming(*(int(n) for n in args.streaming.split(",")), backbone=args.backbone)
+        return streaming(*(int(n) for n in args.streaming.split(",")), backbone=args.backbone,
+                         extract=not args.no_extract)
     print(f"load average {os.getloadavg()[0]:.1f} at start, {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -120,7 +121,7 @@ with CacheWriter(path, t, [spec]) as w:
 """
 
 
-def streaming(n_big: int, n_small: int, *, backbone: str) -> None:
+def streaming(n_big: int, n_small: int, *, backbone: str, extract: bool) -> None:
     """Peak RSS of the writer alone and of a whole extraction, at N_BIG against N_SMALL images."""
     import numpy as np
     from PIL import Image
@@ -140,6 +141,8 @@ def streaming(n_big: int, n_small: int, *, backbone: str) -> None:
             peaks[n] = usage.ru_maxrss / 1024
             print(f"writer alone, {n:,} x 1,024 float16: {peaks[n]:.0f} MiB peak ({time.perf_counter() - start:.0f} s)")
         print(f"writer alone: {peaks[n_big] - peaks[n_small]:+.0f} MiB from {n_small:,} to {n_big:,} rows")
+        if not extract:
+            return
         rng = np.random.default_rng(0)
         for n in (n_small, n_big):  # the small set is the first n_small images of the big one
             folder = tmp / "png"

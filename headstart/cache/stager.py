@@ -22,8 +22,8 @@ import numpy as np
 
 from headstart.cache.request import CacheRequest
 from headstart.cache.schema import (LIBVER, SET_FEATURES, SET_VALID, chunk_rows, set_file_name, staging_dir)
-from headstart.cache.staging import StagingArea, disk_errors, staged_conflict
-from headstart.data.imagemeta import ImageMeta, meta_columns, meta_records, record_columns
+from headstart.cache.staging import StagingArea, copy_rows, disk_errors, read_rows, staged_conflict, write_rows
+from headstart.data.imagemeta import ImageMeta, meta_records
 from headstart.errors import CacheError, CacheMismatchError
 
 logger = logging.getLogger(__name__)
@@ -198,8 +198,8 @@ class Stager:
         with self._disk_errors(self.staging.folder):
             for name, arr in staged.items():
                 f = self._files[name]
-                _write_rows(f[SET_FEATURES], rows[order], arr[order])
-                _write_rows(f[SET_VALID], rows[order], valid[order])
+                write_rows(f[SET_FEATURES], rows[order], arr[order])
+                write_rows(f[SET_VALID], rows[order], valid[order])
                 f.flush()
                 os.fsync(f.id.get_vfd_handle())
             self.staging.append(rows, {k: str(f.attrs[TOKEN]) for k, f in self._files.items()},
@@ -223,7 +223,7 @@ class Stager:
             f = self._files[name] if rank == (self.rank or 0) else h5py.File(self.set_path(name, rank), "r",
                                                                                locking=False)
             try:
-                x[take], valid[take] = _read_rows(f[SET_FEATURES], rows[take]), _read_rows(f[SET_VALID], rows[take])
+                x[take], valid[take] = read_rows(f[SET_FEATURES], rows[take]), read_rows(f[SET_VALID], rows[take])
             finally:
                 if f is not self._files.get(name):
                     f.close()
@@ -243,7 +243,7 @@ class Stager:
                 if rank == (self.rank or 0) or not rows.any():
                     continue
                 with h5py.File(self.set_path(name, rank), "r", locking=False) as other:
-                    _copy_rows(other, own, rows)
+                    copy_rows(other, own, rows)
             own.flush()
             missing = int((~self.done[name]).sum())
             if missing:
@@ -255,7 +255,7 @@ class Stager:
     def assemble_meta(self) -> dict[str, np.ndarray] | None:
         """(N,) metadata columns from the journals (later records win); rows no record describes hold the missing
         values. None when no record carries metadata."""
-        return _meta_of(self.staging.batches(), len(self.request.table))
+        return self.staging.meta_columns()
 
     def close(self) -> None:
         for f in self._files.values():
@@ -287,55 +287,6 @@ def _verified(path: Path, shape: tuple[int, int], dtype: str, batches: list) -> 
             logger.warning("set file %s is damaged (%s); its rows will be extracted again", path, exc)
         return None, np.zeros(shape[0], dtype=bool)
     return token, rows
-
-
-def _runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
-    """(position, first row, stop row) of each run of consecutive sorted rows."""
-    cuts = np.flatnonzero(np.diff(rows) != 1) + 1
-    starts = np.concatenate(([0], cuts)) if len(rows) else np.zeros(0, dtype=np.int64)
-    ends = np.concatenate((cuts, [len(rows)])) if len(rows) else starts
-    return [(int(a), int(rows[a]), int(rows[b - 1]) + 1) for a, b in zip(starts, ends)]
-
-
-def _write_rows(ds, rows: np.ndarray, values: np.ndarray) -> None:
-    for at, first, stop in _runs(rows):
-        ds[first:stop] = values[at:at + stop - first]
-
-
-def _read_rows(ds, rows: np.ndarray) -> np.ndarray:
-    order = np.argsort(rows, kind="stable")
-    out = np.empty((len(rows), *ds.shape[1:]), dtype=ds.dtype)
-    ordered = rows[order]
-    for at, first, stop in _runs(ordered):
-        out[order[at:at + stop - first]] = ds[first:stop]
-    return out
-
-
-def _copy_rows(src: h5py.File, dst: h5py.File, rows: np.ndarray) -> None:
-    """Copy the `rows` (bool mask) of both datasets of one set file into another, a chunk of rows at a time."""
-    step = dst[SET_FEATURES].chunks[0]
-    for start in np.unique(np.flatnonzero(rows) // step) * step:
-        stop = min(len(rows), start + step)
-        take = np.flatnonzero(rows[start:stop]) + start
-        for key in (SET_FEATURES, SET_VALID):
-            _write_rows(dst[key], take, _read_rows(src[key], take))
-
-
-def _meta_of(batches: list, n: int) -> dict[str, np.ndarray] | None:
-    with_meta = [b for b in batches if b.meta is not None]
-    if not with_meta:
-        return None
-    columns = meta_columns([None] * n)
-    for batch in with_meta:
-        try:
-            got = record_columns(batch.meta)
-        except ValueError:
-            continue
-        if len(batch.meta) != len(batch.rows):
-            continue
-        for key, values in got.items():
-            columns[key][batch.rows] = values
-    return columns
 
 
 class WriteBehind:

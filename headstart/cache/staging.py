@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from headstart import io as durable
-from headstart.cache.schema import STAGING_FORMAT, STAGING_STATE, STAGING_VERSION
+from headstart.cache.schema import SET_FEATURES, SET_VALID, STAGING_FORMAT, STAGING_STATE, STAGING_VERSION
+from headstart.data.imagemeta import meta_columns, record_columns
 from headstart.errors import CacheError
 
 logger = logging.getLogger(__name__)
@@ -159,6 +160,22 @@ class StagingArea:
             seen[batch.rows] = True
         return int(seen.sum())
 
+    def meta_columns(self) -> dict[str, np.ndarray] | None:
+        """(N,) metadata columns from the journals (later records win); rows no record describes hold the missing
+        values. None when no record carries metadata."""
+        columns = None
+        for batch in self.batches():
+            if batch.meta is None or len(batch.meta) != len(batch.rows):
+                continue
+            try:
+                got = record_columns(batch.meta)
+            except ValueError:
+                continue
+            columns = columns or meta_columns([None] * self.n_rows)
+            for key, values in got.items():
+                columns[key][batch.rows] = values
+        return columns
+
     def discard(self) -> None:
         """Remove the staging folder (after publishing, or when --overwrite drops a mismatched extraction)."""
         if self.folder.exists():
@@ -187,6 +204,38 @@ def _read_journal(file: Path, rank: int, out: list[Batch], n_rows: int) -> int:
         out.append(Batch(rank, rows.astype(np.int64), sets, meta))
         at += RECORD.size + n_head + n_body
     return at
+
+
+def _runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
+    """(position, first row, stop row) of each run of consecutive sorted rows."""
+    cuts = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts = np.concatenate(([0], cuts)) if len(rows) else np.zeros(0, dtype=np.int64)
+    ends = np.concatenate((cuts, [len(rows)])) if len(rows) else starts
+    return [(int(a), int(rows[a]), int(rows[b - 1]) + 1) for a, b in zip(starts, ends)]
+
+
+def write_rows(ds, rows: np.ndarray, values: np.ndarray) -> None:
+    for at, first, stop in _runs(rows):
+        ds[first:stop] = values[at:at + stop - first]
+
+
+def read_rows(ds, rows: np.ndarray) -> np.ndarray:
+    order = np.argsort(rows, kind="stable")
+    out = np.empty((len(rows), *ds.shape[1:]), dtype=ds.dtype)
+    ordered = rows[order]
+    for at, first, stop in _runs(ordered):
+        out[order[at:at + stop - first]] = ds[first:stop]
+    return out
+
+
+def copy_rows(src, dst, rows: np.ndarray) -> None:
+    """Copy the `rows` (bool mask) of both datasets of one set file into another, a chunk of rows at a time."""
+    step = dst[SET_FEATURES].chunks[0]
+    for start in np.unique(np.flatnonzero(rows) // step) * step:
+        stop = min(len(rows), start + step)
+        take = np.flatnonzero(rows[start:stop]) + start
+        for key in (SET_FEATURES, SET_VALID):
+            write_rows(dst[key], take, read_rows(src[key], take))
 
 
 @contextmanager
