@@ -69,9 +69,10 @@ def test_ranks_stage_into_one_folder_and_the_writer_publishes_all(tmp_path):
             for start in range(0, len(shard), 5):
                 batch = shard[start:start + 5]
                 stager.write_batch(batch, {"resnet18": full[batch]}, np.ones(len(batch), dtype=bool))
-        names = sorted(p.name for p in staging_dir(path).glob("part-*.npz"))
-        assert names[0] == "part-00000000-r0.npz" and any(n.endswith("-r2.npz") for n in names)
-        assert len(names) == len(set(names)) == sum(-(-len(s) // 5) for s in shards)
+        journals = sorted(p.name for p in staging_dir(path).glob("rows*.log"))
+        assert journals == ["rows-r1.log", "rows-r2.log", "rows.log"]  # one journal and one set file per rank
+        assert len(list(staging_dir(path).glob("*-r[12].h5"))) == 2
+        assert len(writer.stager.staging.batches()) == sum(-(-len(s) // 5) for s in shards)
         assert not hasattr(stagers[0], "finish")  # only the writer (rank 0, holding the lock) publishes
         assert not writer.done_mask().all()  # the writer has not looked at the others' parts yet
         writer.rescan()

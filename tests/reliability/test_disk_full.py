@@ -1,7 +1,8 @@
 """A full disk during an extraction: one clear line, the existing cache intact, staged work kept, rerun completes.
 
-ENOSPC is injected at the cache's write layer (`headstart.io`, the only place that writes, fsyncs and
-renames): once while batches are being staged and once while the finished file is being published. A real
+ENOSPC is injected at the cache's write layer: once while batches are being journaled (`StagingArea.append`) and
+once while the finished set is being added to the file in place (`publish._add`, rolled back by the undo journal),
+or, for a new file, renamed into place (`headstart.io`). A real
 size-limited location is used too when one is mounted (none can be made here without root).
 """
 
@@ -16,7 +17,10 @@ from pathlib import Path
 import pytest
 
 from headstart import io as durable
+import headstart.cache.publish as publish_module
 from headstart.cache.schema import staging_dir
+from headstart.cache.staging import StagingArea
+from headstart.cache.undo import journal_path
 from tests.reliability.conftest import (EXTRACT_OPTS, TALLY, assert_one_line_error, assert_same_features, features,
                                         invoke)
 
@@ -25,6 +29,10 @@ SECOND_SET = ["-b", "efficientnet_b0"]  # added to a cache that already holds re
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _journaled(path: Path) -> int:
+    return len(StagingArea(staging_dir(path), n_rows=1 << 40, manifest_hash="").batches())
 
 
 def _enospc(*args, **kwargs):
@@ -41,22 +49,21 @@ def cache_with_one_set(reference_cache, tmp_path) -> Path:
 def test_disk_full_while_staging(small_data, cache_with_one_set, reference_cache, monkeypatch):
     path = cache_with_one_set
     before = _sha(path)
-    real_write = durable.write_bytes_atomic
+    real_append = StagingArea.append
     written = []
 
-    def fill_up_after_three_parts(target, data):
-        if Path(target).name.startswith("part-"):
-            if len(written) >= 3:
-                _enospc()
-            written.append(target)
-        real_write(target, data)
+    def fill_up_after_three_batches(self, *args, **kwargs):
+        if len(written) >= 3:
+            _enospc()
+        written.append(args)
+        real_append(self, *args, **kwargs)
 
-    monkeypatch.setattr(durable, "write_bytes_atomic", fill_up_after_three_parts)
+    monkeypatch.setattr(StagingArea, "append", fill_up_after_three_batches)
     result = invoke("extract", str(small_data), "-o", str(path), *SECOND_SET, *EXTRACT_OPTS)
     line = assert_one_line_error(result)
     assert "disk full" in line and "rerun the same command to resume" in line
     assert _sha(path) == before  # the published file is untouched
-    assert len(list(staging_dir(path).glob("part-*.npz"))) == 3  # finished batches are kept
+    assert _journaled(path) == 3  # finished batches are kept
     monkeypatch.undo()
 
     rerun = invoke("extract", str(small_data), "-o", str(path), *SECOND_SET, *EXTRACT_OPTS)
@@ -70,20 +77,19 @@ def test_disk_full_while_staging(small_data, cache_with_one_set, reference_cache
 def test_disk_full_while_publishing(small_data, cache_with_one_set, reference_cache, monkeypatch):
     path = cache_with_one_set
     before = _sha(path)
-    real_replace = durable.replace_durably
+    real_add = publish_module._add
 
-    def full_on_publish(src, dst):
-        if Path(dst) == path:
-            _enospc()
-        real_replace(src, dst)
+    def full_half_way_through_the_add(dst, *args, **kwargs):  # the set is in the file when the disk fills up
+        real_add(dst, *args, **kwargs)
+        _enospc()
 
-    monkeypatch.setattr(durable, "replace_durably", full_on_publish)
+    monkeypatch.setattr(publish_module, "_add", full_half_way_through_the_add)
     result = invoke("extract", str(small_data), "-o", str(path), *SECOND_SET, *EXTRACT_OPTS)
     line = assert_one_line_error(result)
     assert "disk full" in line and str(path) in line
-    assert _sha(path) == before
-    assert not list(path.parent.glob(f".{path.name}.tmp-*"))  # the half-built file is removed
-    assert len(list(staging_dir(path).glob("part-*.npz"))) == 8  # every batch is still staged
+    assert _sha(path) == before  # rolled back byte for byte
+    assert not list(path.parent.glob(f".{path.name}*.tmp-*")) and not journal_path(path).exists()
+    assert _journaled(path) == 8  # every batch is still staged
     monkeypatch.undo()
 
     rerun = invoke("extract", str(small_data), "-o", str(path), *SECOND_SET, *EXTRACT_OPTS)
