@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from headstart.cache.schema import staging_dir
+from headstart.cache.staging import StagingArea
 from headstart.cli import cli
 
 BASE = ["--weights", "random", "--image-size", "32", "--batch-size", "8", "--workers", "0"]
@@ -111,7 +112,8 @@ def test_rerun_after_a_dead_rank_resumes(phantom_dir, tmp_path):
     out = tmp_path / "two.h5"
     dead = torchrun(2, phantom_dir, out, hook=DIE_AFTER_TWO_BATCHES, tmp=tmp_path)
     assert dead.returncode != 0 and not out.exists()
-    assert len(list(staging_dir(out).glob("part-*-r1.npz"))) == 2  # rank 1's finished batches survived
+    journal = StagingArea(staging_dir(out), n_rows=1 << 40, manifest_hash="").batches()
+    assert sum(b.rank == 1 for b in journal) == 2  # rank 1's finished batches survived
     rerun = torchrun(2, phantom_dir, out)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "resuming:" in rerun.stderr
