@@ -61,7 +61,7 @@ def publish(request: CacheRequest, plan: Plan, files: dict[str, Path], *, stats:
             try:
                 dst = h5py.File(path, "r+", libver=LIBVER, locking=False)
             except OSError as exc:  # this process holds it open read-only (HDF5 refuses): rebuild it instead
-                undo.roll_back(path)
+                undo.journal_path(path).unlink()  # nothing was changed
                 logger.debug("cannot add to %s in place (%s); writing a new file", path, exc)
                 dst = None
             if dst is not None:

@@ -27,6 +27,7 @@ from headstart.data.imagemeta import ImageMeta, meta_records
 from headstart.errors import CacheError, CacheMismatchError
 
 logger = logging.getLogger(__name__)
+CHUNK_CACHE = 8 << 20  # a batch's partial chunks stay cached between batches: no read-back before each write
 TOKEN = "token"  # root attribute of a set file: random, named by the journal records of rows written into it
 
 
@@ -133,9 +134,9 @@ class Stager:
             spec = self.request.specs[name]
             path = self.set_path(name, self.rank)
             if name in tokens or (keep and path.exists()):
-                self._files[name] = h5py.File(path, "a", libver=LIBVER, locking=False)
+                self._files[name] = h5py.File(path, "a", libver=LIBVER, locking=False, rdcc_nbytes=CHUNK_CACHE)
                 continue
-            f = h5py.File(path, "w", libver=LIBVER, locking=False)
+            f = h5py.File(path, "w", libver=LIBVER, locking=False, rdcc_nbytes=CHUNK_CACHE)
             f.attrs[TOKEN] = secrets.token_hex(8)
             f.create_dataset(SET_FEATURES, shape=(n, spec.dim), dtype=spec.dtype, fletcher32=True,
                              chunks=(chunk_rows(spec.dim, np.dtype(spec.dtype).itemsize, n), spec.dim))
