@@ -144,6 +144,24 @@ def test_different_fingerprint_is_refused_and_file_untouched(phantom_dir, tmp_pa
         assert json.loads(f["features/resnet18"].attrs["preprocessing"])["input_size"] == 48
 
 
+@pytest.mark.parametrize("first,second,needle", [
+    # another seed draws another network: the seed and the state sha256 differ
+    (["--seed", "0"], ["--seed", "1"], "weights_seed 0 in the cache, 1 requested"),
+    # bf16 autocast moves features by ~1e-3, more than float16 storage rounds them
+    (["--precision", "fp32"], ["--precision", "bf16"], "precision fp32 in the cache, bf16 requested"),
+])
+def test_seed_and_precision_changes_are_refused_naming_what_differs(phantom_dir, tmp_path, first, second, needle):
+    out = tmp_path / "c.h5"
+    common = ["extract", str(phantom_dir), "-o", str(out), "-b", "resnet18", *BASE, "--engine", "torch"]
+    assert invoke(*common, *first).exit_code == 0
+    before = sha256(out)
+    r = invoke(*common, *second)
+    assert r.exit_code == 1, r.output
+    last = r.output.strip().splitlines()[-1]
+    assert last.startswith("Error:") and "computed differently" in last and needle in last, r.output
+    assert sha256(out) == before and not list(tmp_path.glob("c.h5.*"))  # byte for byte, no staging left behind
+
+
 def test_bad_image_fail_names_file_and_skip_records_it(phantom_dir, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(phantom_dir, data)
