@@ -18,7 +18,7 @@ import numpy as np
 
 from headstart.evaluation.bootstrap import evaluate
 from headstart.evaluation.records import RunRecord, write_record
-from headstart.evaluation.thresholds import choose_threshold
+from headstart.evaluation.thresholds import choose_threshold, rule_outcome
 from headstart.evaluation.timing import Timer, describe_device, peak_memory_mb
 
 FINAL_SPLITS = ("val", "test")  # the threshold is chosen on the first and frozen for the second
@@ -79,6 +79,9 @@ def finish_run(predict: Callable[[], dict[str, SplitPredictions]], *, outline: R
         metrics = {split: evaluate(outputs[split].y_true, outputs[split].proba, threshold=threshold,
                                    n_boot=final.n_boot, seed=outline.seed)
                    for split in FINAL_SPLITS}
+        outcome = rule_outcome(final.threshold_rule, metrics["val"]) if binary else None
+        if outcome is not None:  # what a sensitivity/specificity target achieved on val, where it was chosen
+            metrics["val"]["threshold_rule"] = outcome
     record = RunRecord(
         run_id=outline.run_id, strategy=outline.strategy, backbone=outline.backbone, head=outline.head,
         config=outline.config, metrics=metrics, history=outline.history,
