@@ -271,6 +271,7 @@ def _save_checkpoint(run: FinetuneRun, state: TrainState, epoch: int, *, improve
 def finish(run: FinetuneRun, state: TrainState, *, runs_dir: str) -> RunRecord:
     """Test is touched once, with the weights of the best val epoch and a threshold chosen on val."""
     config, replica, history = run.config, run.replica, state.history
+    state.require_best(config.select_metric)
 
     def predict() -> dict[str, SplitPredictions]:
         best = load_checkpoint(run.ckpt_dir / "best.pt", expected_fingerprint=run.fingerprint)
