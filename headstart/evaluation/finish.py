@@ -31,10 +31,14 @@ class SplitPredictions:
     ids: list[str]  # sample ids, in the split's order
     y_true: np.ndarray  # (n,) label indices
     proba: np.ndarray  # (n, n_classes) probabilities over every class of the data set
+    groups: list[str] | None = None  # patient per sample ("" unknown): intervals and paired tests resample patients
 
     def to_dict(self) -> dict:
-        return {"ids": [str(i) for i in self.ids], "y_true": np.asarray(self.y_true).tolist(),
-                "proba": np.asarray(self.proba, dtype=np.float64).tolist()}
+        out = {"ids": [str(i) for i in self.ids], "y_true": np.asarray(self.y_true).tolist(),
+               "proba": np.asarray(self.proba, dtype=np.float64).tolist()}
+        if self.groups is not None:
+            out["groups"] = [str(g) for g in self.groups]
+        return out
 
 
 @dataclass
@@ -77,7 +81,7 @@ def finish_run(predict: Callable[[], dict[str, SplitPredictions]], *, outline: R
         binary = np.asarray(val.proba).shape[1] == 2
         threshold = choose_threshold(val.y_true, np.asarray(val.proba)[:, 1], rule=final.threshold_rule) if binary else None
         metrics = {split: evaluate(outputs[split].y_true, outputs[split].proba, threshold=threshold,
-                                   n_boot=final.n_boot, seed=outline.seed)
+                                   n_boot=final.n_boot, seed=outline.seed, groups=outputs[split].groups)
                    for split in FINAL_SPLITS}
         outcome = rule_outcome(final.threshold_rule, metrics["val"]) if binary else None
         if outcome is not None:  # what a sensitivity/specificity target achieved on val, where it was chosen
