@@ -134,3 +134,25 @@ def test_the_cheapest_run_within_the_interval_is_chosen_on_val_never_on_test():
     matches_on_val = row("match", val=0.87, test=0.80, seconds=10.0)
     assert cheapest_match([best, lucky_on_test, matches_on_val], best) is matches_on_val
     assert cheapest_match([best, lucky_on_test], best) is None
+
+
+def test_reports_name_the_interval_method_and_the_patients(tmp_path):
+    """Records made with patient groups: the report says the intervals resampled patients, how many, and the paired
+    test is the clustered DeLong over them (the verdict too); without groups it says images."""
+    from headstart.evaluation.records import write_record
+    from tests.report.conftest import N_TEST, make_record
+
+    groups = [f"p{i // 4}" for i in range(N_TEST)]  # 20 patients of 4 test images
+    runs = tmp_path / "runs"
+    for strategy, head, strength in (("cached-head", "logreg", 1.2), ("finetune", None, 1.8)):
+        write_record(runs, make_record(strategy=strategy, backbone="resnet18", head=head, seed=0, strength=strength,
+                                       test_groups=groups))
+    markdown, summary = _compare(runs)
+    assert f"Test intervals: a cluster bootstrap over 20 patients ({N_TEST} images)." in markdown
+    (test,) = summary["datasets"][0]["paired_tests"]
+    assert (test["delong"]["method"], test["delong"]["n_clusters"]) == ("clustered-delong", 20)
+    assert f"| {N_TEST} (20 patients) |" in markdown
+    assert "DeLong clustered over 20 patients, p" in _verdict(markdown)
+    plain = tmp_path / "plain"
+    write_study(plain)
+    assert "Test intervals: a bootstrap over images" in _compare(plain)[0]

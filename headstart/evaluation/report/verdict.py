@@ -115,8 +115,10 @@ def _contrast(head: Row, finetune: Row) -> str:
         return f"{pair} could not be tested against each other ({test.get('note') or 'no paired predictions'}); {cost}."
     p = delong.get("p_value")
     differ = all_finite(p) and p < SIGNIFICANCE
+    name = (f"DeLong clustered over {delong.get('n_clusters')} patients," if delong.get("method") == "clustered-delong"
+            else "DeLong")
     return (f"{pair} {'differ' if differ else 'do not differ significantly'} in test AUROC (head - fine-tune "
-            f"{fmt_ci(delong.get('diff'), delong.get('ci_diff'))}, DeLong p {_p(p)}); {cost}.")
+            f"{fmt_ci(delong.get('diff'), delong.get('ci_diff'))}, {name} p {_p(p)}); {cost}.")
 
 
 def _name(row: Row) -> str:
