@@ -57,8 +57,8 @@ DEFINITIONS = [
     "each as a cached head instead of a fine-tune has repaid the extraction ('never' when F <= H).",
     "Paired tests compare the best cached head of a backbone (highest mean validation metric across seeds) with "
     "each fine-tune of that backbone, on the lowest-seed run of each, aligned by test image id: DeLong for AUROC "
-    "(clustered by patient, Obuchowski 1997, where patients hold several images; n then names the patients) "
-    "(difference = head - fine-tune, with its 95% interval) and McNemar for accuracy at each run's own frozen "
+    "(clustered by patient where patients hold several images, Obuchowski 1997, and n then also names the "
+    "patients; difference = head - fine-tune, with its 95% interval) and McNemar for accuracy at each run's own frozen "
     "threshold (b = images only the head gets right, c = only the fine-tune; exact binomial when b + c < 25).",
     "Timings come from whatever machine each run used (see the device column); compare them only within one "
     "machine, and note that fine-tunes may run at a different image size than the extraction.",
