@@ -4,9 +4,14 @@ A cached set is reused only when its fingerprint equals the request's, so any ch
 preprocessing, provider (package version, model, pretrained tag), layer/pool tap, engine or the sample table
 (images, labels, splits) forces a refusal instead of silent reuse.
 
-`parts` holds what sets made before providers, taps and engines did not have: a provider's fingerprint parts, the
-layer and pool when they are not the defaults, and the engine when it is not torch. It is left out of the hash
-when empty, so a plain `-b resnet18` set computed by torch keeps the fingerprint it always had.
+One principle decides what is hashed: whatever can change a feature by more than float16 storage rounding (about
+1e-3 relative) is in the fingerprint. That is the backbone, its weights (for seeded random weights the seed and
+the sha256 of the drawn state), the preprocessing and decode path, the provider and its package version, the
+layer/pool tap, the engine and the compute precision (fp16/bf16 autocast moves features by ~1e-3, more than
+storage rounding). `parts` holds the parts beyond the five base fields; it is left out of the hash when empty.
+
+`FINGERPRINT_VERSION` 2 added the precision and the random-weight state; a set made under an older version is
+refused with a message that says so (its stored `fingerprint_version` is absent or lower), never reused.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 
-FINGERPRINT_VERSION = 1  # bump when the hashed fields change, so old fingerprints stop matching
+FINGERPRINT_VERSION = 2  # bump when the hashed fields change, so old fingerprints stop matching
+# What each version bump added, for the one-line refusal of a set fingerprinted under an older version.
+VERSION_NOTES = {2: "the compute precision and, for random weights, the seed and the sha256 of the drawn state"}
 
 
 def canonical_json(value: object) -> str:
@@ -25,11 +32,12 @@ def canonical_json(value: object) -> str:
 
 def compute_fingerprint(
     *, backbone: str, weights_tag: str, weights_sha256: str, preprocessing: dict, manifest_hash: str,
-    parts: Mapping | None = None,
+    parts: Mapping | None = None, version: int = FINGERPRINT_VERSION,
 ) -> str:
-    """sha256 hex of the canonical JSON of everything that determines a feature set's values."""
+    """sha256 hex of the canonical JSON of everything that determines a feature set's values. `version` is the
+    fingerprint version the set was made under (older ones are only recomputed to check stored attributes)."""
     payload: dict = {
-        "fingerprint_version": FINGERPRINT_VERSION,
+        "fingerprint_version": int(version),
         "backbone": backbone,
         "weights_tag": weights_tag,
         "weights_sha256": weights_sha256,
@@ -42,7 +50,8 @@ def compute_fingerprint(
 
 
 # Stored attributes a fingerprint hashes; `fingerprint_parts` is absent on sets made before providers and engines.
-IDENTITY_ATTRS = ("backbone", "weights", "weights_sha256", "preprocessing", "fingerprint_parts")
+# `fingerprint_version` is absent on sets made before version 2 (they were version 1).
+IDENTITY_ATTRS = ("backbone", "weights", "weights_sha256", "preprocessing", "fingerprint_parts", "fingerprint_version")
 
 
 def set_fingerprint(attrs: Mapping, manifest_hash: str) -> str:
@@ -54,7 +63,61 @@ def set_fingerprint(attrs: Mapping, manifest_hash: str) -> str:
     """
     return compute_fingerprint(backbone=attrs["backbone"], weights_tag=attrs["weights"],
                                weights_sha256=attrs["weights_sha256"], preprocessing=attrs["preprocessing"],
-                               manifest_hash=manifest_hash, parts=attrs.get("fingerprint_parts"))
+                               manifest_hash=manifest_hash, parts=attrs.get("fingerprint_parts"),
+                               version=stored_version(attrs))
+
+
+def stored_version(attrs: Mapping) -> int:
+    """The fingerprint version a stored set was made under (1: before the attribute existed)."""
+    return int(attrs.get("fingerprint_version", 1))
+
+
+def _flat(identity: Mapping) -> dict:
+    """Identity attributes as one level of named parts: `fingerprint_parts` and `preprocessing` keys spread out."""
+    flat = {}
+    for key in ("backbone", "weights", "weights_sha256"):
+        flat[key] = identity.get(key)
+    for key, value in dict(identity.get("preprocessing") or {}).items():
+        flat[f"preprocessing.{key}"] = value
+    for key, value in dict(identity.get("fingerprint_parts") or {}).items():
+        flat[key] = value
+    return flat
+
+
+def _show(value: object) -> str:
+    text = "none" if value in (None, "") else str(value)
+    return text[:12] + "..." if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else text
+
+
+def part_digests(identity: Mapping) -> dict[str, str]:
+    """A short sha256 per named part of an identity, stored beside the fingerprint (`fingerprint_digests`) so that
+    `verify` can say which part's stored attribute no longer matches what the fingerprint was computed from."""
+    return {key: hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()[:16]
+            for key, value in _flat(identity).items()}
+
+
+def changed_parts(attrs: Mapping) -> list[str]:
+    """The parts whose stored attribute no longer matches the digest recorded at extraction (empty when no digests
+    were recorded, or none changed)."""
+    recorded = attrs.get("fingerprint_digests") or {}
+    now = part_digests(attrs)
+    return sorted(key for key in set(recorded) | set(now) if recorded and recorded.get(key) != now.get(key))
+
+
+def fingerprint_differences(stored: Mapping, wanted: Mapping) -> list[str]:
+    """Part by part, how a stored set's identity attributes differ from a request's (`FeatureSetSpec.identity()`),
+    e.g. `precision fp32 in the cache, bf16 requested`. A version change is named first, as it explains the rest."""
+    out = []
+    have_v, want_v = stored_version(stored), stored_version(wanted)
+    if have_v != want_v:
+        added = "; ".join(VERSION_NOTES[v] for v in range(have_v + 1, want_v + 1) if v in VERSION_NOTES)
+        out.append(f"fingerprint version {have_v} in the cache, {want_v} requested"
+                   + (f" (version {want_v} also hashes {added})" if added else ""))
+    have, want = _flat(stored), _flat(wanted)
+    for key in sorted(set(have) | set(want), key=lambda k: (k.startswith("preprocessing."), k)):
+        if have.get(key) != want.get(key):
+            out.append(f"{key} {_show(have.get(key))} in the cache, {_show(want.get(key))} requested")
+    return out
 
 
 def compute_samples_sha256(

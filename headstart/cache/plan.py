@@ -15,7 +15,7 @@ from enum import Enum
 
 import numpy as np
 
-from headstart.cache.fingerprint import set_fingerprint
+from headstart.cache.fingerprint import fingerprint_differences, set_fingerprint
 from headstart.cache.header import CacheHeader, FileKind
 from headstart.cache.request import CacheRequest, FeatureSetSpec
 from headstart.cache.schema import staging_dir
@@ -179,9 +179,10 @@ def _differs(request: CacheRequest, spec: FeatureSetSpec, have: dict, fingerprin
     """The refusal when a complete existing set (with `fingerprint` under this request's table) is not `spec`."""
     where = f"feature set '{spec.name}' in {request.path}"
     if fingerprint != spec.fingerprint:
+        differs = "; ".join(fingerprint_differences(have, spec.identity())) or "the stored fingerprint attribute"
         return refuse(Refusal.SET_FINGERPRINT,
-                      f"{where} has fingerprint {str(fingerprint)[:12]}..., this request has {spec.fingerprint[:12]}... "
-                      f"(backbone, weights, preprocessing, provider version or engine differ); {OVERWRITE_HINT}")
+                      f"{where} was computed differently (fingerprint {str(fingerprint)[:12]}..., this request "
+                      f"{spec.fingerprint[:12]}...); {OVERWRITE_HINT}; what differs: {differs}")
     if have.get("dtype") != spec.dtype:
         return refuse(Refusal.SET_DTYPE,
                       f"{where} is stored as {have.get('dtype')}, this request asks for {spec.dtype}; {OVERWRITE_HINT}")

@@ -14,7 +14,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from headstart.backbones.names import DEFAULT_POOL, FINAL_LAYER
-from headstart.cache.fingerprint import compute_samples_sha256, set_fingerprint
+from headstart.cache.fingerprint import (FINGERPRINT_VERSION, VERSION_NOTES, changed_parts, compute_samples_sha256,
+                                         set_fingerprint, stored_version)
 from headstart.cache.header import FileKind, open_cache_file
 from headstart.cache.schema import EXTERNAL, FEATURES, VALID, staging_dir
 from headstart.cache.staging import StagingArea
@@ -276,8 +277,17 @@ def _verify_set(cache: FeatureCache, name: str, problems: list[str]) -> None:
         problems.append(f"{where} lacks the attributes its fingerprint is computed from ({one_line(exc)})")
         return
     if expected != meta.get("fingerprint"):
+        changed = changed_parts(meta)
+        what = (f"these parts changed since extraction: {', '.join(changed)}" if changed else
+                "the parts match their digests, so the fingerprint attribute itself changed" if
+                meta.get("fingerprint_digests") else "no per-part digests were recorded to say which part")
         problems.append(f"{where}: stored fingerprint {str(meta.get('fingerprint'))[:12]}... does not match its "
-                        f"attributes ({expected[:12]}...); its metadata is damaged or was edited")
+                        f"attributes ({expected[:12]}...); its metadata is damaged or was edited: {what}")
+    elif stored_version(meta) < FINGERPRINT_VERSION:
+        added = "; ".join(VERSION_NOTES.get(v, "") for v in range(stored_version(meta) + 1, FINGERPRINT_VERSION + 1))
+        problems.append(f"{where} was fingerprinted by an older headstart (fingerprint version {stored_version(meta)}, "
+                        f"now {FINGERPRINT_VERSION}, which also hashes {added}); extract will not reuse it: re-extract "
+                        f"it with --overwrite")
 
 
 def _crop(preprocessing) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from headstart.cache.fingerprint import set_fingerprint
+from headstart.cache.fingerprint import FINGERPRINT_VERSION, part_digests, set_fingerprint
 from headstart.cache.schema import FEATURE_DTYPES, SET_NAME_RE
 from headstart.errors import ConfigError
 
@@ -40,21 +40,24 @@ class FeatureSetSpec:
     name: str  # HDF5 name under /features: backbones.names.feature_set_name(backbone, layer, pool)
     backbone: str  # registry name with its provider prefix ("resnet18", "timm:resnet18")
     weights_tag: str  # "imagenet:<enum>", "random" or "file:<name>"
-    weights_sha256: str  # "" for random weights
+    weights_sha256: str  # of the weights file; "" for random weights (their seed and state digest are in `parts`)
     preprocessing: dict  # Preprocessing.to_dict()
     dim: int  # feature dimension D
     fingerprint: str  # compute_fingerprint(...) of the fields above plus the table's manifest hash
     dtype: str = "float16"  # storage dtype: float16 halves the file; float32 on request
-    parts: dict = field(default_factory=dict)  # provider parts, non-default layer/pool, non-torch engine (hashed)
+    parts: dict = field(default_factory=dict)  # provider parts, layer/pool, engine, precision, random state (hashed)
     attrs: dict = field(default_factory=dict)  # descriptive scalar attributes (layer, pool, provider...), not hashed
+    version: int = FINGERPRINT_VERSION  # the fingerprint version; older only when keeping an old set as it is
 
     def identity(self) -> dict:
         """The attributes the fingerprint is computed from, under their stored names (see `set_fingerprint`).
-        `fingerprint_parts` is stored only when there are parts, as sets made before them have none."""
+        `fingerprint_parts` is stored only when there are parts, as sets made before them have none; the per-part
+        digests let `verify` name a part whose attribute changed after extraction."""
         identity = {"backbone": self.backbone, "weights": self.weights_tag, "weights_sha256": self.weights_sha256,
-                    "preprocessing": self.preprocessing}
+                    "preprocessing": self.preprocessing, "fingerprint_version": self.version}
         if self.parts:
             identity["fingerprint_parts"] = self.parts
+        identity["fingerprint_digests"] = part_digests(identity)
         return identity
 
     def staged_entry(self) -> dict:

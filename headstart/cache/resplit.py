@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from headstart.cache.fingerprint import set_fingerprint
+from headstart.cache.fingerprint import set_fingerprint, stored_version
 from headstart.cache.header import FileKind, read_header
 from headstart.cache.plan import Action
 from headstart.cache.request import FeatureSetSpec, SamplesTable
@@ -70,4 +70,5 @@ def _kept_spec(path: Path, meta: dict, manifest: str) -> FeatureSetSpec:
                          f"from; run `headstart cache verify {path}`") from None
     return FeatureSetSpec(name=meta["name"], backbone=meta["backbone"], weights_tag=meta["weights"],
                           weights_sha256=meta["weights_sha256"], preprocessing=meta["preprocessing"], dim=meta["dim"],
-                          fingerprint=fingerprint, dtype=meta["dtype"], parts=meta.get("fingerprint_parts") or {})
+                          fingerprint=fingerprint, dtype=meta["dtype"], parts=meta.get("fingerprint_parts") or {},
+                          version=stored_version(meta))

@@ -31,7 +31,8 @@ VALID = "valid"  # group: /valid/<name> (N,) bool; False = image skipped, its fe
 FEATURE_DTYPES = ("float16", "float32")
 EXTERNAL = "external"  # the weights tag and source kind of features written by `write_features`
 # Feature-set attributes stored as JSON strings; the rest are plain scalars (str, float, int, bool).
-FEATURE_JSON_ATTRS = ("preprocessing", "fingerprint_parts", "versions", "skipped_ids", "sanity")
+FEATURE_JSON_ATTRS = ("preprocessing", "fingerprint_parts", "fingerprint_digests", "versions", "skipped_ids",
+                      "sanity")
 FEATURE_STAT_KEYS = ("device", "seconds", "images_per_second", "precision", "batch_size")
 
 # ~1 MiB per chunk: large enough that reads stream, small enough that one damaged chunk names a narrow row range.

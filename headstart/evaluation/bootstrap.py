@@ -1,8 +1,13 @@
-"""Stratified percentile-bootstrap intervals, vectorised over resamples.
+"""Stratified percentile-bootstrap intervals, vectorised over resamples; patient-clustered where groups are known.
 
 Every resample keeps the class counts of the split (resampling within each class), so AUROC is defined in
 every resample whenever it is defined on the split, and the interval reflects score variability rather than
 prevalence noise. All resamples of a chunk are scored at once by the batch kernels in `metrics`.
+
+With `groups` (the split's `/samples/group`) and a patient holding two images or more, patients are resampled
+instead of images (`clusters`: a cluster bootstrap, stratified by class where a patient's images share one), and
+`evaluate` records `ci_method` (`cluster-bootstrap` or `bootstrap`) and `n_clusters` (patients; images when
+every image is its own cluster).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import numpy as np
 
 from headstart.errors import ConfigError, DataError
 from headstart.evaluation import metrics as M
+from headstart.evaluation.clusters import cluster_index, cluster_weights, n_clusters, score_weighted
 
 DEFAULT_CI_METRICS = ("auroc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1", "auprc")
 BOOTSTRAP_METRICS = DEFAULT_CI_METRICS + ("log_loss", "brier")  # every name bootstrap_ci can interval
@@ -35,8 +41,10 @@ def bootstrap_ci(
     n_boot: int = 1000,
     ci: float = 0.95,
     seed: int = 0,
+    groups=None,
 ) -> dict[str, list[float]]:
-    """Percentile interval `[low, high]` per metric from `n_boot` stratified resamples; NaN-safe and seeded."""
+    """Percentile interval `[low, high]` per metric from `n_boot` stratified resamples; NaN-safe and seeded.
+    `groups` (one per sample, "" unknown) resamples patients instead of images when a patient has two images."""
     unknown = [name for name in metrics if name not in BOOTSTRAP_METRICS]
     if unknown:
         raise ConfigError(
@@ -55,12 +63,18 @@ def bootstrap_ci(
     rng = np.random.default_rng(seed)
     chunk = max(1, _CHUNK_ELEMENTS // (len(y) * (1 if p.shape[1] == 2 else p.shape[1])))
     per_sample = {"log_loss": M.sample_log_loss(y, p), "brier": M.sample_brier(y, p)}
-    ranks = M.dense_ranks(p)  # same AUROC/AUPRC as the probabilities, sorted several times faster
+    cluster = cluster_index(groups, len(y))
+    ranks = M.dense_ranks(p) if cluster is None else None  # same AUROC/AUPRC as the probabilities, sorted faster
     values: dict[str, list[np.ndarray]] = {name: [] for name in metrics}
     for start in range(0, n_boot, chunk):
-        idx = stratified_indices(y, n_boot=min(chunk, n_boot - start), rng=rng)
-        y_resampled = y[idx[0]]  # identical for every row, by construction
-        scored = _score_resamples(y_resampled, p, ranks, idx, per_sample, threshold=threshold, names=metrics)
+        size = min(chunk, n_boot - start)
+        if cluster is None:
+            idx = stratified_indices(y, n_boot=size, rng=rng)
+            y_resampled = y[idx[0]]  # identical for every row, by construction
+            scored = _score_resamples(y_resampled, p, ranks, idx, per_sample, threshold=threshold, names=metrics)
+        else:
+            weights = cluster_weights(cluster, y, n_boot=size, rng=rng)
+            scored = score_weighted(y, p, weights, per_sample, threshold=threshold, names=metrics)
         for name in metrics:
             values[name].append(scored[name])
 
@@ -90,10 +104,15 @@ def _score_resamples(y_resampled, proba, ranks, idx, per_sample, *, threshold, n
 
 
 def evaluate(
-    y_true: np.ndarray, proba: np.ndarray, *, threshold: float | None, n_boot: int = 1000, seed: int = 0
+    y_true: np.ndarray, proba: np.ndarray, *, threshold: float | None, n_boot: int = 1000, seed: int = 0,
+    groups=None,
 ) -> dict:
-    """`compute_metrics` plus `<name>_ci: [low, high]` (95%) for each bootstrapped metric: one record split."""
+    """`compute_metrics` plus `<name>_ci: [low, high]` (95%) for each bootstrapped metric: one record split, with
+    `ci_method` and `n_clusters` saying whether patients (`groups`) or images were resampled, and how many."""
     result = M.compute_metrics(y_true, proba, threshold=threshold)
-    intervals = bootstrap_ci(y_true, proba, threshold=threshold, n_boot=n_boot, seed=seed)
+    intervals = bootstrap_ci(y_true, proba, threshold=threshold, n_boot=n_boot, seed=seed, groups=groups)
     result.update({f"{name}_ci": interval for name, interval in intervals.items()})
+    cluster = cluster_index(groups, len(np.asarray(y_true)))
+    result["ci_method"] = "bootstrap" if cluster is None else "cluster-bootstrap"
+    result["n_clusters"] = n_clusters(cluster, len(np.asarray(y_true)))
     return result

@@ -18,7 +18,7 @@ import numpy as np
 
 from headstart.evaluation.bootstrap import evaluate
 from headstart.evaluation.records import RunRecord, write_record
-from headstart.evaluation.thresholds import choose_threshold
+from headstart.evaluation.thresholds import choose_threshold, rule_outcome
 from headstart.evaluation.timing import Timer, describe_device, peak_memory_mb
 
 FINAL_SPLITS = ("val", "test")  # the threshold is chosen on the first and frozen for the second
@@ -31,10 +31,14 @@ class SplitPredictions:
     ids: list[str]  # sample ids, in the split's order
     y_true: np.ndarray  # (n,) label indices
     proba: np.ndarray  # (n, n_classes) probabilities over every class of the data set
+    groups: list[str] | None = None  # patient per sample ("" unknown): intervals and paired tests resample patients
 
     def to_dict(self) -> dict:
-        return {"ids": [str(i) for i in self.ids], "y_true": np.asarray(self.y_true).tolist(),
-                "proba": np.asarray(self.proba, dtype=np.float64).tolist()}
+        out = {"ids": [str(i) for i in self.ids], "y_true": np.asarray(self.y_true).tolist(),
+               "proba": np.asarray(self.proba, dtype=np.float64).tolist()}
+        if self.groups is not None:
+            out["groups"] = [str(g) for g in self.groups]
+        return out
 
 
 @dataclass
@@ -77,8 +81,11 @@ def finish_run(predict: Callable[[], dict[str, SplitPredictions]], *, outline: R
         binary = np.asarray(val.proba).shape[1] == 2
         threshold = choose_threshold(val.y_true, np.asarray(val.proba)[:, 1], rule=final.threshold_rule) if binary else None
         metrics = {split: evaluate(outputs[split].y_true, outputs[split].proba, threshold=threshold,
-                                   n_boot=final.n_boot, seed=outline.seed)
+                                   n_boot=final.n_boot, seed=outline.seed, groups=outputs[split].groups)
                    for split in FINAL_SPLITS}
+        outcome = rule_outcome(final.threshold_rule, metrics["val"]) if binary else None
+        if outcome is not None:  # what a sensitivity/specificity target achieved on val, where it was chosen
+            metrics["val"]["threshold_rule"] = outcome
     record = RunRecord(
         run_id=outline.run_id, strategy=outline.strategy, backbone=outline.backbone, head=outline.head,
         config=outline.config, metrics=metrics, history=outline.history,

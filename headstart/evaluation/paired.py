@@ -2,6 +2,8 @@
 
 DeLong compares AUROCs (threshold-free); McNemar compares accuracies at the frozen thresholds. Both use the
 pairing: the two models err on many of the same images, so unpaired intervals would overstate uncertainty.
+Where patients hold several images (`groups`), DeLong's variance is Obuchowski's (1997) clustered estimator:
+the structural components are summed per patient, so correlated images of one patient count once, not twice.
 """
 
 from __future__ import annotations
@@ -13,17 +15,19 @@ from scipy import stats
 from scipy.stats import rankdata
 
 from headstart.errors import DataError
+from headstart.evaluation.clusters import cluster_index, n_clusters
 
 logger = logging.getLogger(__name__)
 
 MCNEMAR_EXACT_BELOW = 25  # discordant pairs below which the exact binomial test replaces the chi-square
 
 
-def delong_test(y_true: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, *, ci: float = 0.95) -> dict:
+def delong_test(y_true: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, *, ci: float = 0.95, groups=None) -> dict:
     """DeLong test of AUROC(a) == AUROC(b) for paired binary scores (fast midrank algorithm, Sun & Xu 2014).
 
-    Returns `auroc_a`, `auroc_b`, `diff` (a - b), `z`, two-sided `p_value` and `ci_diff` (normal interval of
-    the difference). Identical scores give diff 0 and p 1; a split with one class gives NaN with a warning.
+    Returns `auroc_a`, `auroc_b`, `diff` (a - b), `z`, two-sided `p_value`, `ci_diff` (normal interval of the
+    difference), `method` (`delong`, or `clustered-delong` when `groups` put two images under one patient) and
+    `n_clusters`. Identical scores give diff 0 and p 1; a split with one class gives NaN with a warning.
     """
     y = np.asarray(y_true).astype(np.int64)
     scores = np.vstack([np.asarray(p_a, dtype=np.float64), np.asarray(p_b, dtype=np.float64)])
@@ -40,7 +44,8 @@ def delong_test(y_true: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, *, ci: flo
     if m == 0 or n == 0:
         logger.warning("DeLong test needs both classes; found only %s among %d samples (NaN)", int(y[0]), y.size)
         nan = float("nan")
-        return {"auroc_a": nan, "auroc_b": nan, "diff": nan, "z": nan, "p_value": nan, "ci_diff": [nan, nan]}
+        return {"auroc_a": nan, "auroc_b": nan, "diff": nan, "z": nan, "p_value": nan, "ci_diff": [nan, nan],
+                "method": "delong", "n_clusters": int(y.size)}
 
     pos, neg = scores[:, positive], scores[:, ~positive]
     rank_pos = rankdata(pos, axis=1)  # midranks within the positives
@@ -49,7 +54,11 @@ def delong_test(y_true: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, *, ci: flo
     auroc = (rank_all[:, :m].sum(axis=1) / m - (m + 1) / 2.0) / n
     v10 = (rank_all[:, :m] - rank_pos) / n  # structural components of the positives
     v01 = 1.0 - (rank_all[:, m:] - rank_neg) / m  # ... and of the negatives
-    covariance = np.atleast_2d(np.cov(v10)) / m + np.atleast_2d(np.cov(v01)) / n
+    cluster = cluster_index(groups, y.size)
+    if cluster is None:
+        covariance = np.atleast_2d(np.cov(v10)) / m + np.atleast_2d(np.cov(v01)) / n
+    else:
+        covariance = _clustered_covariance(v10, v01, cluster[positive], cluster[~positive], auroc)
     variance = float(covariance[0, 0] + covariance[1, 1] - 2.0 * covariance[0, 1])
 
     diff = float(auroc[0] - auroc[1])
@@ -67,7 +76,26 @@ def delong_test(y_true: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, *, ci: flo
         "z": float(z),
         "p_value": p_value,
         "ci_diff": [diff - half_width, diff + half_width],
+        "method": "delong" if cluster is None else "clustered-delong",
+        "n_clusters": n_clusters(cluster, y.size),
     }
+
+
+def _clustered_covariance(v10: np.ndarray, v01: np.ndarray, c_pos: np.ndarray, c_neg: np.ndarray,
+                          auroc: np.ndarray) -> np.ndarray:
+    """Obuchowski (1997): the (2, 2) covariance of two AUROCs from per-patient sums of the structural components
+    (`v10` of the positives, `v01` of the negatives, clusters `c_pos` / `c_neg`), K/(K-1) small-sample factor."""
+    k = int(max(c_pos.max(initial=-1), c_neg.max(initial=-1))) + 1
+    m, n = c_pos.size, c_neg.size
+    sums_pos = np.stack([np.bincount(c_pos, weights=row, minlength=k) for row in v10])  # (2, K)
+    sums_neg = np.stack([np.bincount(c_neg, weights=row, minlength=k) for row in v01])
+    d_pos = sums_pos - np.bincount(c_pos, minlength=k) * auroc[:, None]
+    d_neg = sums_neg - np.bincount(c_neg, minlength=k) * auroc[:, None]
+    factor = k / (k - 1)
+    s10 = factor / m * d_pos @ d_pos.T
+    s01 = factor / n * d_neg @ d_neg.T
+    s11 = factor * d_pos @ d_neg.T
+    return s10 / m + s01 / n + (s11 + s11.T) / (m * n)
 
 
 def mcnemar_test(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict:

@@ -41,6 +41,8 @@ def choose_threshold(y_true: np.ndarray, p_pos: np.ndarray, *, rule: str = "youd
     - `youden`: maximise sensitivity + specificity - 1;
     - `f1`: maximise F1 of the positive class;
     - `sensitivity:X` / `specificity:X`: the highest (resp. lowest) cut whose sensitivity (specificity) is >= X;
+      when no cut at a val score reaches specificity X (a negative holds the top score), a cut just above every
+      val score (specificity 1), with a one-line warning;
     - `fixed:T`: T itself.
     A validation split with a single class falls back to 0.5 with a warning.
     """
@@ -68,8 +70,25 @@ def choose_threshold(y_true: np.ndarray, p_pos: np.ndarray, *, rule: str = "youd
         best = int(np.argmax(sensitivity >= value - 1e-12))  # sensitivity rises as the cut falls
     else:  # specificity: the lowest cut that still keeps specificity >= value
         reaching = np.flatnonzero(specificity >= value - 1e-12)
-        best = int(reaching[-1]) if reaching.size else 0
+        if not reaching.size:  # a negative holds the top score: only a cut above every score reaches it
+            above = float(np.nextafter(cuts[0], np.inf))
+            logger.warning("threshold rule %s: no cut at or below the highest val score reaches specificity %g "
+                           "(best %.4f); using a cut just above the highest val score %g (val specificity 1, sensitivity 0)",
+                           rule, value, float(specificity.max()), float(cuts[0]))
+            return above
+        best = int(reaching[-1])
     return _midpoint_below(cuts, best)
+
+
+def rule_outcome(rule: str, val_metrics: dict) -> dict | None:
+    """What a `sensitivity:X` / `specificity:X` rule achieved on val at its frozen cut, for the record:
+    `{"rule", "target", "achieved", "reached"}`; None for the other rules (they have no target)."""
+    name, value = parse_threshold_rule(rule)
+    if name not in ("sensitivity", "specificity") or name not in val_metrics:
+        return None
+    achieved = val_metrics[name]
+    reached = bool(np.isfinite(achieved) and achieved >= value - 1e-12)
+    return {"rule": rule, "target": value, "achieved": achieved, "reached": reached}
 
 
 def roc_points(y_true: np.ndarray, p_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -30,7 +30,7 @@ from headstart.cache.writer import CacheWriter, plan_for
 from headstart.data.dataset import build_dataset, manifest_hash
 from headstart.data.imagemeta import from_text
 from headstart.data.types import Dataset
-from headstart.device import autocast_dtype, cudnn_benchmark, resolve_device
+from headstart.device import autocast_dtype, cudnn_benchmark, precision_name, resolve_device
 from headstart.distributed import (
     DistInfo,
     all_gather_object,
@@ -189,8 +189,10 @@ def _settle_engines(models: list[FeatureModel], out: Path, table: SamplesTable, 
     the engine that computes (or computed) it, and the rows decoded to check an onnxruntime engine on."""
     choice = choose_engine(config.engine, device, amp_dtype=amp_dtype, onnx_available=onnx_installed())
     usable = {choice.name} | {e for e in ENGINE_NAMES if _usable(e, device, amp_dtype)}
+    state = {m.name: rebuild_attrs(m.backbone, seed=config.seed) for m in models}  # hashed: seed and weights
     by_engine = {e: {o.name: feature_spec(m.backbone, o, e, table=table, dtype=config.feature_dtype,
-                                          decode=config.decode) for m in models for o in m.outputs}
+                                          decode=config.decode, precision=precision_name(amp_dtype),
+                                          random_state=state[m.name]) for m in models for o in m.outputs}
                  for e in ENGINE_NAMES}
     stored = stored_engines(out, table, by_engine)
     settled = {m.name: settle_engine(config.engine, choice.name, {n: stored[n] for n in m.set_names}, usable=usable,

@@ -10,8 +10,8 @@ One feature set never mixes engines, and a set already in the cache is never sil
 
 `settle_engine` is the pure decision (tested as a table); `stored_engines` reads which engine's fingerprint
 matches what is at the cache path (the header and the staging state, read-only), by computing each set's
-fingerprint under every engine. The torch engine is left out of the fingerprint parts, so torch sets keep the
-fingerprints they had before engines existed; every other engine is hashed in.
+fingerprint under every engine. Every engine but torch is named in the fingerprint parts (torch is the default
+and unnamed); the precision each engine computes in is always hashed.
 """
 
 from __future__ import annotations
@@ -34,14 +34,22 @@ HASHLESS_ENGINE = "torch"  # the engine every set had before engines existed: no
 
 
 def feature_spec(backbone: Backbone, output: TapOutput, engine: str, *, table: SamplesTable, dtype: str,
-                 decode: str = "cpu") -> FeatureSetSpec:
-    """The spec of one (backbone, layer, pool) set computed by `engine`; the one place its fingerprint is made."""
+                 decode: str = "cpu", precision: str = "fp32", random_state: Mapping | None = None) -> FeatureSetSpec:
+    """The spec of one (backbone, layer, pool) set computed by `engine`; the one place its fingerprint is made.
+
+    `precision` is torch's compute precision (onnxruntime always computes in fp32) and `random_state` is
+    `rebuild_attrs(backbone, seed=...)`, the seed and state sha256 of random weights: both are hashed (see
+    `cache.fingerprint`), so another seed or another precision is never reused as this set.
+    """
     prep = backbone.preprocessing.to_dict()
     if decode != "cpu":  # its resampling differs slightly from PIL's; cpu-mode fingerprints stay as they were
         prep["decode"] = decode
-    parts = dict(output.fingerprint_parts)
+    if backbone.weights_tag == "random" and not random_state:
+        raise ValueError(f"{backbone.name}: random weights need their seed and state digest in the fingerprint")
+    parts = {**output.fingerprint_parts, **(random_state or {})}
     if engine != HASHLESS_ENGINE:
         parts["engine"] = engine
+    parts["precision"] = "fp32" if engine == "onnxruntime" else precision
     return FeatureSetSpec(
         name=output.name, backbone=backbone.name, weights_tag=backbone.weights_tag,
         weights_sha256=backbone.weights_sha256, preprocessing=prep, dim=output.dim, dtype=dtype, parts=parts,

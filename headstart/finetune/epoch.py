@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from headstart.backbones.types import Preprocessing
 from headstart.device import autocast, autocast_dtype
+from headstart.errors import TrainingError
 from headstart.evaluation.timing import Timer
 from headstart.extract.preprocess import normalize_batch
 from headstart.finetune.config import FinetuneConfig
@@ -73,11 +74,21 @@ class TrainState:
     history: list = field(default_factory=list)  # one dict per finished epoch
 
     def update(self, epoch: int, value: float) -> bool:
-        """Record the epoch's val metric; True when it is the best so far (NaN never is, except first)."""
-        if self.best_epoch < 0 or (math.isfinite(value) and value > self.best_metric):
+        """Record the epoch's val metric; True when it is the best so far. A non-finite value (NaN: val AUROC with
+        one class, or a diverged score) is the worst possible, never the best, even in the first epoch: a NaN
+        best would freeze selection there, since no later value compares greater than NaN."""
+        if math.isfinite(value) and (self.best_epoch < 0 or value > self.best_metric):
             self.best_metric, self.best_epoch = value, epoch
             return True
         return False
+
+    def require_best(self, metric: str) -> None:
+        """TrainingError (one line) when no epoch had a finite val metric, so there is no epoch to select."""
+        if self.best_epoch < 0:
+            raise TrainingError(
+                f"the val {metric} was NaN or infinite in every one of {len(self.history)} epoch(s), so no epoch can "
+                f"be selected; check that val holds both classes, or select epochs on the val loss "
+                f"(select_metric='loss')")
 
 
 def train_one_epoch(model: nn.Module, loader, *, criterion: nn.Module, optimizer: torch.optim.Optimizer,

@@ -257,9 +257,8 @@ def _save_checkpoint(run: FinetuneRun, state: TrainState, epoch: int, *, improve
         "history": state.history, "fingerprint": run.fingerprint,
     }
     if run.replica.is_main:
-        # best before last: a kill in between leaves last.pt at the previous epoch, whose best.pt is still valid,
-        # and the resumed epoch rewrites both. (The reverse order could leave last.pt naming a best epoch that
-        # best.pt does not hold.)
+        # best before last: a kill in between leaves last.pt at the previous epoch, whose best.pt is still valid, and
+        # the resumed epoch rewrites both (the reverse could leave last.pt naming a best epoch best.pt lacks).
         if improved:
             save_checkpoint(run.ckpt_dir / "best.pt", checkpoint)
             publish_copy(run.ckpt_dir / "best.pt", run.ckpt_dir / "last.pt")
@@ -271,6 +270,7 @@ def _save_checkpoint(run: FinetuneRun, state: TrainState, epoch: int, *, improve
 def finish(run: FinetuneRun, state: TrainState, *, runs_dir: str) -> RunRecord:
     """Test is touched once, with the weights of the best val epoch and a threshold chosen on val."""
     config, replica, history = run.config, run.replica, state.history
+    state.require_best(config.select_metric)
 
     def predict() -> dict[str, SplitPredictions]:
         best = load_checkpoint(run.ckpt_dir / "best.pt", expected_fingerprint=run.fingerprint)
@@ -279,7 +279,8 @@ def finish(run: FinetuneRun, state: TrainState, *, runs_dir: str) -> RunRecord:
         for split, loader in run.eval_loaders.items():
             out = evaluate_split(run.net, loader, criterion=run.criterion, ctx=run.ctx, desc=f"final {split}",
                                  replica=replica)
-            outputs[split] = SplitPredictions([s.id for s in run.by_split[split]], out["y_true"], out["proba"])
+            rows = run.by_split[split]
+            outputs[split] = SplitPredictions([s.id for s in rows], out["y_true"], out["proba"], [s.group for s in rows])
         return outputs
 
     # Every epoch trains on the same images, so the overall rate is the harmonic mean of the epoch rates.

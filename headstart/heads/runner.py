@@ -188,8 +188,8 @@ def _select_and_test(job: _Job, sweep: Sweep, *, head: str, seed: int, reused: b
     train_seconds, estimator = sweep.seconds + applied.seconds, cand.estimator
 
     def predict() -> dict[str, SplitPredictions]:  # the candidate remembers its test scores across seeds
-        return {"val": SplitPredictions(val.ids, val.y, cand.val_proba),
-                "test": SplitPredictions(test.ids, test.y, cand.proba(test.X, fit.n_classes))}
+        return {"val": SplitPredictions(val.ids, val.y, cand.val_proba, val.groups),
+                "test": SplitPredictions(test.ids, test.y, cand.proba(test.X, fit.n_classes), test.groups)}
 
     outline = RunOutline(
         run_id=make_run_id("cached-head", job.feature_set, head, seed), strategy="cached-head",

@@ -229,8 +229,9 @@ def _point(pools: _Pools, head: str, draw: Draw, *, repeat: int, fit: FitSetting
     test = pools.test
 
     def predict() -> dict[str, SplitPredictions]:
-        return {"val": SplitPredictions(rows.ids, rows.y, cand.val_proba),
-                "test": SplitPredictions(test.ids, test.y, full_proba(cand.estimator, test.X, fit.n_classes))}
+        return {"val": SplitPredictions(rows.ids, rows.y, cand.val_proba, rows.groups),
+                "test": SplitPredictions(test.ids, test.y, full_proba(cand.estimator, test.X, fit.n_classes),
+                                         test.groups)}
 
     outline = RunOutline(run_id=make_run_id("cached-head", pools.feature_set, head, draw.seed,
                                             variant=f"train-{draw.size.slug}"),

@@ -125,7 +125,8 @@ def run_screen(*, data: str, output: str | Path, config: ScreenConfig) -> Screen
     table = samples_table(dataset, data=data, config=ex)
     _attach_engines(built, dataset, ex, device)
     specs = {m.name: feature_spec(m.backbone, m.outputs[0], m.engine.name, table=table, dtype=ex.feature_dtype,
-                                  decode=ex.decode) for m in built}
+                                  decode=ex.decode, precision=m.engine.describe()["precision"],
+                                  random_state=rebuild_attrs(m.backbone, seed=ex.seed)) for m in built}
     pool = np.flatnonzero(np.isin(np.asarray(table.splits), ["train", "val"]))
     race = _Race(config, out, dataset, table, backbones, specs, device, pool, {name: 0.0 for name in backbones})
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from headstart.cache import FeatureCache, verify_cache
+from headstart.cache import FeatureCache, compute_fingerprint, verify_cache
 from headstart.cli import cli
 from headstart.errors import CacheError
 from tests.cache.synthetic import extract, make_spec
@@ -103,6 +103,28 @@ def test_verify_detects_edited_metadata_and_samples(cache_path):
     problems = verify_cache(cache_path)
     assert any("'vit': stored fingerprint" in p for p in problems)
     assert any("samples_sha256" in p for p in problems)
+
+
+def test_verify_names_the_edited_part(cache_path):
+    with h5py.File(cache_path, "a") as f:
+        prep = json.loads(f["features/vit"].attrs["preprocessing"])
+        f["features/vit"].attrs["preprocessing"] = json.dumps({**prep, "input_size": 64})
+    (problem,) = verify_cache(cache_path)
+    assert "'vit': stored fingerprint" in problem and "changed since extraction: preprocessing.input_size" in problem
+
+
+def test_verify_explains_a_set_fingerprinted_by_an_older_version(cache_path):
+    """A version-1 set (no `fingerprint_version`, no precision or random state hashed) is stale, not damaged."""
+    with h5py.File(cache_path, "a") as f:
+        ds = f["features/vit"]
+        attrs = {k: (json.loads(ds.attrs[k]) if k == "preprocessing" else ds.attrs[k])
+                 for k in ("backbone", "weights", "weights_sha256", "preprocessing")}
+        del ds.attrs["fingerprint_version"], ds.attrs["fingerprint_digests"]
+        ds.attrs["fingerprint"] = compute_fingerprint(
+            backbone=attrs["backbone"], weights_tag=attrs["weights"], weights_sha256=attrs["weights_sha256"],
+            preprocessing=attrs["preprocessing"], manifest_hash=f.attrs["manifest_hash"], version=1)
+    (problem,) = verify_cache(cache_path)
+    assert "fingerprint version 1, now 2" in problem and "precision" in problem and "--overwrite" in problem
 
 
 def test_verify_never_raises_on_random_damage(cache_path, tmp_path):

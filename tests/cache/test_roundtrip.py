@@ -82,7 +82,8 @@ def test_different_fingerprint_refused_file_untouched(tmp_path, table):
     extract(path, table, [make_spec(table)])
     digest = sha256_file(path)
     other = make_spec(table, weights="file:mine.pt")
-    with pytest.raises(CacheMismatchError, match=r"feature set 'resnet18' in .* has fingerprint .*--overwrite"):
+    with pytest.raises(CacheMismatchError, match=r"feature set 'resnet18' in .* was computed differently .*--overwrite.*"
+                                                 r"what differs: weights random in the cache, file:mine.pt requested$"):
         CacheWriter(path, table, [other])
     with pytest.raises(CacheMismatchError, match="float16"):
         CacheWriter(path, table, [make_spec(table, dtype="float32")])

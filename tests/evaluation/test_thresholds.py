@@ -68,3 +68,25 @@ def test_roc_points_are_sklearns_curve():
     want_fpr, want_tpr, _ = roc_curve(y, p, drop_intermediate=False)
     np.testing.assert_allclose(fpr, want_fpr)
     np.testing.assert_allclose(tpr, want_tpr)
+
+
+def test_unreachable_specificity_cuts_above_every_score_warns_and_records_what_it_achieved(caplog):
+    """A negative holds the top val score, so no cut at a val score reaches specificity 0.9; the old code returned a
+    cut with specificity 2/3 silently."""
+    from headstart.evaluation.metrics import compute_metrics
+    from headstart.evaluation.thresholds import rule_outcome
+
+    y, p = np.array([0, 1, 1, 0, 0]), np.array([0.9, 0.8, 0.7, 0.2, 0.1])
+    with caplog.at_level("WARNING"):
+        t = choose_threshold(y, p, rule="specificity:0.9")
+    assert t > p.max() and not (p >= t).any()
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "specificity 0.9" in warning and "\n" not in warning
+    val = compute_metrics(y, np.stack([1 - p, p], axis=1), threshold=t)
+    assert val["specificity"] == 1.0
+    assert rule_outcome("specificity:0.9", val) == {"rule": "specificity:0.9", "target": 0.9, "achieved": 1.0,
+                                                    "reached": True}
+    assert rule_outcome("youden", val) is None
+    # a reachable target keeps the lowest cut that reaches it, and records a miss honestly when rounding bites
+    assert choose_threshold(y, p, rule="specificity:0.6") == pytest.approx(0.45)  # cut 0.7, midpoint to 0.2
+    assert rule_outcome("sensitivity:0.99", {"sensitivity": 0.5})["reached"] is False

@@ -27,11 +27,25 @@ def test_invalid_values_are_refused_in_one_line(overrides, expected):
     assert str(info.value).startswith(expected) and "\n" not in str(info.value)
 
 
-def test_defaults_and_every_documented_choice_are_valid():
-    ExtractConfig().validate()
-    for precision in ("auto", "fp32", "bf16", "fp16"):
-        ExtractConfig(precision=precision, decode="device", on_bad_image="skip", feature_dtype="float32",
-                      workers=0, image_size=32).validate()
+CHOICE_FIELDS = ("precision", "decode", "feature_dtype", "on_bad_image", "engine")  # option = ExtractConfig field
+
+
+def test_every_documented_choice_is_accepted_and_nothing_else():
+    """The CLI's choices (what --help documents) and the library's checks are one contract: each choice of each
+    option validates, and a value outside the choices is refused naming that option."""
+    import click
+
+    from headstart.cli.extract import extract
+
+    assert ExtractConfig().validate() is None
+    choices = {p.name: list(p.type.choices) for p in extract.params
+               if isinstance(p, click.Option) and isinstance(p.type, click.Choice) and p.name in CHOICE_FIELDS}
+    assert set(choices) == set(CHOICE_FIELDS)
+    for option, values in choices.items():
+        for value in values:
+            assert ExtractConfig(**{option: value}).validate() is None, (option, value)
+        with pytest.raises(ConfigError, match=f"--{option.replace('_', '-')} 'nonsense' is invalid"):
+            ExtractConfig(**{option: "nonsense"}).validate()
 
 
 def test_run_extract_validates_before_it_reads_anything(tmp_path):

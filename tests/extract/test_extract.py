@@ -144,6 +144,24 @@ def test_different_fingerprint_is_refused_and_file_untouched(phantom_dir, tmp_pa
         assert json.loads(f["features/resnet18"].attrs["preprocessing"])["input_size"] == 48
 
 
+@pytest.mark.parametrize("first,second,needle", [
+    # another seed draws another network: the seed and the state sha256 differ
+    (["--seed", "0"], ["--seed", "1"], "weights_seed 0 in the cache, 1 requested"),
+    # bf16 autocast moves features by ~1e-3, more than float16 storage rounds them
+    (["--precision", "fp32"], ["--precision", "bf16"], "precision fp32 in the cache, bf16 requested"),
+])
+def test_seed_and_precision_changes_are_refused_naming_what_differs(phantom_dir, tmp_path, first, second, needle):
+    out = tmp_path / "c.h5"
+    common = ["extract", str(phantom_dir), "-o", str(out), "-b", "resnet18", *BASE, "--engine", "torch"]
+    assert invoke(*common, *first).exit_code == 0
+    before = sha256(out)
+    r = invoke(*common, *second)
+    assert r.exit_code == 1, r.output
+    last = r.output.strip().splitlines()[-1]
+    assert last.startswith("Error:") and "computed differently" in last and needle in last, r.output
+    assert sha256(out) == before and not list(tmp_path.glob("c.h5.*"))  # byte for byte, no staging left behind
+
+
 def test_bad_image_fail_names_file_and_skip_records_it(phantom_dir, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(phantom_dir, data)
@@ -184,17 +202,18 @@ def test_bad_input_one_line_errors(phantom_dir, tmp_path, args, code, needle):
 
 
 def test_resplit_keeps_features_without_re_extracting(tmp_path):
-    """Splits are metadata: another --seed re-carves val/test and publishes them; no image is decoded again."""
+    """Splits are metadata: another --test-fraction re-carves val/test and publishes them; no image is decoded again.
+    (Another --seed would too, but with random weights it also draws another network, which is refused.)"""
     from headstart.data.synthetic import make_manifest_csv
 
     manifest = make_manifest_csv(tmp_path / "data", n=60, image_size=32, with_split=False)
     out = tmp_path / "c.h5"
     args = ["extract", str(manifest), "-o", str(out), "-b", "resnet18", *BASE]
-    assert invoke(*args, "--seed", "0").exit_code == 0
+    assert invoke(*args).exit_code == 0
     with h5py.File(out, "r") as f:
         splits0 = f["samples/split"].asstr()[...]
         feats0 = f["features/resnet18"][...]
-    r = invoke(*args, "--seed", "1")
+    r = invoke(*args, "--test-fraction", "0.3")
     assert r.exit_code == 0, r.output
     assert "extracted" not in r.output  # nothing was recomputed
     with h5py.File(out, "r") as f:
@@ -203,5 +222,5 @@ def test_resplit_keeps_features_without_re_extracting(tmp_path):
     assert (splits0 != splits1).any()
     assert invoke("cache", "verify", str(out)).exit_code == 0
     # A different backbone request under the new splits still extracts (and only that set).
-    r = invoke(*args[:-len(BASE) - 2], "-b", "efficientnet_b0", *BASE, "--seed", "1")
+    r = invoke(*args[:-len(BASE) - 2], "-b", "efficientnet_b0", *BASE, "--test-fraction", "0.3")
     assert r.exit_code == 0 and "extracted efficientnet_b0" in r.output, r.output

@@ -88,9 +88,9 @@ def test_resplit_keeps_the_metadata(tmp_path):
     manifest = make_manifest_csv(tmp_path / "data", n=40, image_size=32, with_split=False)
     out = tmp_path / "c.h5"
     args = ["extract", str(manifest), "-o", str(out), "-b", "resnet18", *BASE]
-    assert invoke(*args, "--seed", "0").exit_code == 0
+    assert invoke(*args).exit_code == 0
     before = meta(out)
-    r = invoke(*args, "--seed", "1")
+    r = invoke(*args, "--test-fraction", "0.3")  # another --seed would also redraw the random weights
     assert r.exit_code == 0 and "extracted" not in r.output, r.output
     assert_same_meta(meta(out), before)
 

@@ -8,7 +8,9 @@ import pytest
 
 from headstart.backbones.registry import create_backbone
 from headstart.backbones.taps import build_extractor
-from headstart.cache.fingerprint import compute_fingerprint, set_fingerprint
+from headstart.backbones.weights import rebuild_attrs, state_sha256
+from headstart.cache.fingerprint import (FINGERPRINT_VERSION, compute_fingerprint, fingerprint_differences,
+                                         set_fingerprint)
 from headstart.cache.request import SamplesTable
 from headstart.errors import CacheMismatchError
 from headstart.extract.sets import Stored, feature_spec, settle_engine
@@ -68,35 +70,52 @@ def table():
                         classes=["x", "y"], manifest_hash="m" * 64)
 
 
-def test_plain_torch_sets_keep_the_fingerprint_they_had_before_providers_and_engines(table):
-    backbone = create_backbone("resnet18", weights="random", image_size=32, seed=0)
+def _random(seed: int):
+    backbone = create_backbone("resnet18", weights="random", image_size=32, seed=seed)
     _, (output,) = build_extractor(backbone)
-    spec = feature_spec(backbone, output, "torch", table=table, dtype="float16")
-    before = compute_fingerprint(backbone="resnet18", weights_tag="random", weights_sha256="",
-                                 preprocessing=backbone.preprocessing.to_dict(), manifest_hash=table.manifest_hash)
-    assert spec.name == "resnet18" and spec.parts == {} and spec.fingerprint == before
-    assert "fingerprint_parts" not in spec.identity()
-    onnx = feature_spec(backbone, output, "onnxruntime", table=table, dtype="float16")
-    assert onnx.parts == {"engine": "onnxruntime"} and onnx.fingerprint != before
+    return backbone, output, rebuild_attrs(backbone, seed=seed)
+
+
+def test_seed_weights_precision_and_engine_are_each_in_the_fingerprint(table):
+    """Whatever moves a feature by more than float16 rounding is hashed: another seed draws another network (up to
+    3.4 apart per feature), bf16/fp16 autocast moves features by ~1e-3."""
+    backbone, output, state = _random(0)
+    spec = feature_spec(backbone, output, "torch", table=table, dtype="float16", random_state=state)
+    assert spec.parts["weights_seed"] == 0 and spec.parts["random_weights_sha256"] == state_sha256(backbone.module)
+    assert spec.parts["precision"] == "fp32" and spec.identity()["fingerprint_version"] == FINGERPRINT_VERSION
+    other_seed = feature_spec(*_random(1)[:2], "torch", table=table, dtype="float16", random_state=_random(1)[2])
+    bf16 = feature_spec(backbone, output, "torch", table=table, dtype="float16", random_state=state, precision="bf16")
+    onnx = feature_spec(backbone, output, "onnxruntime", table=table, dtype="float16", random_state=state,
+                        precision="bf16")  # onnxruntime computes in fp32 whatever torch's autocast would be
+    assert onnx.parts["engine"] == "onnxruntime" and onnx.parts["precision"] == "fp32"
+    assert len({s.fingerprint for s in (spec, other_seed, bf16, onnx)}) == 4
     # verify and re-split recompute a fingerprint from the stored attributes alone: both must agree
-    assert set_fingerprint(onnx.identity(), table.manifest_hash) == onnx.fingerprint
-    assert set_fingerprint(spec.identity(), table.manifest_hash) == before
+    for s in (spec, bf16, onnx):
+        assert set_fingerprint(s.identity(), table.manifest_hash) == s.fingerprint
+    # the refusal names what differs, part by part
+    assert fingerprint_differences(spec.identity(), other_seed.identity())[0].startswith("random_weights_sha256 ")
+    assert "weights_seed 0 in the cache, 1 requested" in fingerprint_differences(spec.identity(), other_seed.identity())
+    assert fingerprint_differences(spec.identity(), bf16.identity()) == ["precision fp32 in the cache, bf16 requested"]
+    with pytest.raises(ValueError, match="seed and state digest"):  # random weights never go unhashed
+        feature_spec(backbone, output, "torch", table=table, dtype="float16")
 
 
 def test_taps_and_provider_versions_are_hashed(table):
     backbone = create_backbone("resnet18", weights="random", image_size=32, seed=0)
     _, outputs = build_extractor(backbone, layers=["final", "layer3"], pools=["default", "gem"])
-    specs = {o.name: feature_spec(backbone, o, "torch", table=table, dtype="float16") for o in outputs}
+    state = rebuild_attrs(backbone, seed=0)
+    specs = {o.name: feature_spec(backbone, o, "torch", table=table, dtype="float16", random_state=state)
+             for o in outputs}
     assert list(specs) == ["resnet18", "resnet18:gem", "resnet18:layer3", "resnet18:layer3:gem"]
-    assert specs["resnet18:layer3:gem"].parts == {"layer": "layer3", "pool": "gem"}
+    assert specs["resnet18:layer3:gem"].parts == {"layer": "layer3", "pool": "gem", "precision": "fp32", **state}
     assert specs["resnet18:layer3:gem"].attrs["layer"] == "layer3"
     assert len({s.fingerprint for s in specs.values()}) == 4
     pytest.importorskip("timm", reason="timm is not installed (pip install 'headstart[timm]')")
     timm = create_backbone("timm:resnet18", weights="random", image_size=32, seed=0)
     _, (out,) = build_extractor(timm)
-    spec = feature_spec(timm, out, "torch", table=table, dtype="float16")
+    spec = feature_spec(timm, out, "torch", table=table, dtype="float16", random_state=rebuild_attrs(timm, seed=0))
     assert spec.backbone == "timm:resnet18" and spec.parts["provider"] == "timm"
-    newer = dict(out.fingerprint_parts, provider_version="999.0")
+    newer = dict(spec.parts, provider_version="999.0")
     assert compute_fingerprint(**_fields(spec, table), parts=newer) != spec.fingerprint  # another timm: not reused
 
 
@@ -108,11 +127,12 @@ def _fields(spec, table) -> dict:
 def test_the_crop_is_in_the_preprocessing_record_and_the_fingerprint(table):
     backbone = create_backbone("resnet18", weights="random", image_size=32, seed=0)
     _, (output,) = build_extractor(backbone)
-    center = feature_spec(backbone, output, "torch", table=table, dtype="float16")
+    state = rebuild_attrs(backbone, seed=0)
+    center = feature_spec(backbone, output, "torch", table=table, dtype="float16", random_state=state)
     fingerprints = {center.fingerprint}
     for crop in ("full", "pad"):
         backbone.preprocessing = backbone.preprocessing.with_crop(crop)
-        spec = feature_spec(backbone, output, "torch", table=table, dtype="float16")
+        spec = feature_spec(backbone, output, "torch", table=table, dtype="float16", random_state=state)
         assert spec.preprocessing["crop"] == crop
         assert set_fingerprint(spec.identity(), table.manifest_hash) == spec.fingerprint
         fingerprints.add(spec.fingerprint)

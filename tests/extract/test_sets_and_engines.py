@@ -59,7 +59,9 @@ def test_every_layer_and_pool_comes_from_one_forward_pass_per_batch(phantom_dir,
         layer3 = dict(f["features/resnet18:layer3:gem"].attrs)
     assert dims == {"resnet18": 512, "resnet18:gem": 512, "resnet18:layer3": 256, "resnet18:layer3:gem": 256}
     assert (layer3["layer"], layer3["pool"], layer3["sets_per_forward"]) == ("layer3", "gem", 4)
-    assert json.loads(layer3["fingerprint_parts"]) == {"layer": "layer3", "pool": "gem"}
+    parts = json.loads(layer3["fingerprint_parts"])
+    assert parts.pop("random_weights_sha256") == layer3["random_weights_sha256"]
+    assert parts == {"layer": "layer3", "pool": "gem", "precision": "fp32", "weights_seed": 0}
     # the default set of a multi-set run is the plain backbone's feature, bit for bit
     alone = tmp_path / "alone.h5"
     assert invoke("extract", str(phantom_dir), "-o", str(alone), "-b", "resnet18", "--engine", "torch",
@@ -87,7 +89,9 @@ def test_onnxruntime_runs_every_batch_after_one_check_and_says_so(phantom_dir, t
     with h5py.File(out, "r") as f:
         attrs = dict(f["features/resnet18:mean"].attrs)
     assert (attrs["engine"], attrs["engine_version"], attrs["precision"]) == ("onnxruntime", ort.__version__, "fp32")
-    assert json.loads(attrs["fingerprint_parts"]) == {"engine": "onnxruntime", "pool": "mean"}
+    parts = json.loads(attrs["fingerprint_parts"])
+    assert parts.pop("random_weights_sha256") == attrs["random_weights_sha256"]
+    assert parts == {"engine": "onnxruntime", "pool": "mean", "precision": "fp32", "weights_seed": 0}
     assert attrs["onnx_max_abs_diff"] <= 1e-4 and attrs["onnx_graph"].endswith(".onnx")
     text = invoke("cache", "info", str(out))
     assert text.exit_code == 0 and "engine" in text.output and "onnxruntime" in text.output

@@ -1,38 +1,46 @@
-"""The one-process `Replica`: the same job record as extraction's `DistInfo`, and every operation an identity."""
+"""`Replica`: each rank's samplers shard one permutation, and `gather_split` turns the padded shards of every rank
+back into one row per sample, in order, as a one-process evaluation would see them."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
-import torch
-from torch import nn
+import pytest
 
-from headstart.distributed import DistInfo
 from headstart.finetune.distributed import Replica
 
 
-def test_replica_is_the_job_record_with_training_operations(monkeypatch):
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        monkeypatch.delenv(name, raising=False)
-    replica = Replica.from_env()
-    assert isinstance(replica, DistInfo) and replica == Replica()
-    assert [f.name for f in dataclasses.fields(Replica)] == [f.name for f in dataclasses.fields(DistInfo)]
-    assert replica.is_main and not replica.distributed and replica.world_size == 1
-    assert Replica(rank=1, world_size=2).distributed and not Replica(rank=1, world_size=2).is_main
+def _eval_shards(n: int, world: int) -> list[dict[str, np.ndarray]]:
+    """What each of `world` ranks would evaluate: its eval sampler's positions and a per-sample output."""
+    parts = []
+    for rank in range(world):
+        positions = np.array([p for p, _ in Replica(rank=rank, world_size=world).eval_sampler(n, seed=0)])
+        parts.append({"position": positions, "proba": positions / 10.0})
+    return parts
 
 
-def test_one_process_operations_are_identities():
-    replica = Replica()
-    model = nn.Linear(2, 2)
-    assert replica.wrap(model, device=torch.device("cpu")) is model
-    assert replica.device(torch.device("cpu")) == torch.device("cpu")
-    part = {"position": np.array([2, 0, 1]), "proba": np.array([0.2, 0.0, 0.1])}
-    merged = replica.gather_split(part, n=3)
-    np.testing.assert_array_equal(merged["position"], [0, 1, 2])
-    np.testing.assert_array_equal(merged["proba"], [0.0, 0.1, 0.2])
-    stats = {"loss": 1.0, "accuracy": 0.5, "images": 4, "seconds": 2.0}
-    assert replica.combine_train(stats) is stats and replica.broadcast([1]) == [1]
-    assert replica.any_rank(torch.tensor(1)) and not replica.any_rank(torch.tensor(0))
-    assert list(replica.train_sampler(3, seed=0)) == list(replica.train_sampler(3, seed=0))
-    assert [p for p, _ in replica.eval_sampler(3, seed=0)] == [0, 1, 2]
+@pytest.mark.parametrize("n,world", [(10, 3), (7, 4), (2, 5)])
+def test_padded_shards_of_every_rank_gather_into_one_row_per_sample(n, world):
+    parts = _eval_shards(n, world)
+    assert len({len(p["position"]) for p in parts}) == 1  # equal shards: the sampler pads
+    assert sum(len(p["position"]) for p in parts) >= n
+    merged = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    gathered = Replica().gather_split(merged, n=n)  # the all-gather's output, merged as one process does
+    np.testing.assert_array_equal(gathered["position"], np.arange(n))
+    np.testing.assert_allclose(gathered["proba"], np.arange(n) / 10.0)  # the rows travel with their positions
+
+
+def test_a_missing_sample_is_a_bug_not_a_silently_shorter_split():
+    parts = _eval_shards(10, 3)
+    merged = {key: np.concatenate([p[key] for p in parts[:2]]) for key in parts[0]}  # one rank's share lost
+    with pytest.raises(RuntimeError, match="covered 7 of 10 sample positions"):
+        Replica().gather_split(merged, n=10)
+
+
+def test_train_shards_partition_one_permutation_per_epoch():
+    n, world = 11, 3
+    samplers = [Replica(rank=r, world_size=world).train_sampler(n, seed=5) for r in range(world)]
+    seen = [p for s in samplers for p, _ in s]
+    assert set(seen) == set(range(n)) and len(seen) == 12  # every sample, one padded repeat
+    for s in samplers:
+        s.set_epoch(1)
+    assert [p for s in samplers for p, _ in s] != seen  # a new epoch reshuffles, on every rank alike

@@ -8,7 +8,6 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-import headstart.device as device_mod
 from headstart.device import head_precision
 from headstart.errors import ConfigError
 from headstart.heads.batched import TorchHeadConfig, TrainSettings, train_batched
@@ -19,11 +18,26 @@ from tests.heads.synthetic_cache import make_cache, separable
 CPU = torch.device("cpu")
 
 
-@pytest.mark.parametrize("native", [True, False])
-def test_auto_is_bf16_only_where_native(monkeypatch, native):
-    monkeypatch.setattr(device_mod, "native_bf16", lambda device: native)
-    assert head_precision("auto", CPU) == ("bf16" if native else "fp32")
-    assert head_precision("fp32", CPU) == "fp32" and head_precision("bf16", CPU) == "bf16"  # explicit wins
+@pytest.mark.parametrize("avx512_bf16,amx,expected", [
+    (True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32"), (None, None, "fp32"),  # None: no probe
+])
+def test_auto_is_bf16_only_where_the_cpu_has_bf16_units(monkeypatch, avx512_bf16, amx, expected):
+    """The hardware probes are faked, not the decision: AVX512-BF16 or AMX -> bf16, AVX2 only (or a torch without
+    the probes) -> fp32; an explicit precision always wins."""
+    for name, value in (("_is_avx512_bf16_supported", avx512_bf16), ("_is_amx_tile_supported", amx)):
+        if value is None:
+            monkeypatch.delattr(torch.cpu, name, raising=False)
+        else:
+            monkeypatch.setattr(torch.cpu, name, lambda value=value: value, raising=False)
+    assert head_precision("auto", CPU) == expected
+    assert head_precision("fp32", CPU) == "fp32" and head_precision("bf16", CPU) == "bf16"
+
+
+@pytest.mark.parametrize("supported", [True, False])
+def test_auto_on_cuda_follows_the_cards_bf16_support(monkeypatch, supported):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: supported)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: not supported, raising=False)  # ignored
+    assert head_precision("auto", torch.device("cuda")) == ("bf16" if supported else "fp32")
 
 
 def test_fp16_and_unknown_precisions_are_refused():

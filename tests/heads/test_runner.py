@@ -11,7 +11,6 @@ import pytest
 
 from headstart.errors import ConfigError
 from headstart.evaluation.records import RECORD_NAME, read_records
-from headstart.evaluation.thresholds import choose_threshold
 from headstart.heads.runner import HeadsConfig, run_heads
 from headstart.heads.summary import summary_table
 from tests.heads.synthetic_cache import make_cache
@@ -70,8 +69,17 @@ def test_selection_on_val_and_frozen_threshold(first_run):
         assert all(record.config[k] == v for k, v in chosen.items() if k != "auroc")
         assert record.metrics["val"]["auroc"] == pytest.approx(max(scores))
         val = record.predictions["val"]
-        p_val = np.array(val["proba"])[:, 1]
-        assert record.threshold == pytest.approx(choose_threshold(np.array(val["y_true"]), p_val, rule="youden"))
+        y_val, p_val = np.array(val["y_true"]), np.array(val["proba"])[:, 1]
+        # Youden's J by brute force over every val cut: the frozen threshold achieves the best J on val ...
+        def youden(t: float) -> float:
+            pred = p_val >= t
+            return pred[y_val == 1].mean() + (~pred[y_val == 0]).mean() - 1
+
+        assert youden(record.threshold) == pytest.approx(max(youden(t) for t in np.unique(p_val)))
+        # ... and sits midway between two neighbouring val scores: it was placed on val, never on test
+        scores = np.unique(p_val)
+        below, above = scores[scores < record.threshold].max(), scores[scores >= record.threshold].min()
+        assert record.threshold == pytest.approx((below + above) / 2)
         assert record.metrics["test"]["threshold"] == pytest.approx(record.threshold)  # frozen, not re-chosen
         test = record.predictions["test"]
         pred = (np.array(test["proba"])[:, 1] >= record.threshold).astype(int)

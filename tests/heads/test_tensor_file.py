@@ -49,4 +49,4 @@ def test_saving_a_knn_head_holds_no_copy_of_its_rows(tmp_path):
         tracemalloc.stop()
     assert peak < 0.1 * head.train_.nbytes + 2 * tensor_file.BLOCK_BYTES  # was 1.0 (float16 copy + payload)
     back = load_head(tmp_path)
-    np.testing.assert_array_equal(back.train_, head.train_.astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(back.train_, head.train_)  # float32 on a float16 set: the rows evaluated

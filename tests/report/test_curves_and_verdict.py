@@ -113,3 +113,46 @@ def test_an_unreadable_curve_is_skipped_with_a_warning(tmp_path):
     warnings = [line for line in result.output.splitlines() if "skipping unreadable curve" in line]
     assert len(warnings) == 1 and "curve_broken_logreg" in warnings[0]
     assert "0 runs, 1 learning curve(s), 1 data set(s)" in result.output
+
+
+def test_the_cheapest_run_within_the_interval_is_chosen_on_val_never_on_test():
+    """A cheap run that only looks good on test is not recommended; one that matches the best on val is, whatever
+    its test AUROC turns out to be (that is the outcome, reported, not a selection criterion)."""
+    from headstart.evaluation.report.summary import Row
+    from headstart.evaluation.report.verdict import cheapest_match
+    from tests.report.conftest import make_record
+
+    def row(name: str, *, val: float, test: float, seconds: float) -> Row:
+        record = make_record(strategy="cached-head", backbone="resnet18", head="logreg", seed=0, strength=1.0)
+        record.metrics["val"].update(auroc=val, auroc_ci=[val - 0.05, min(1.0, val + 0.05)])
+        record.metrics["test"].update(auroc=test, auroc_ci=[test - 0.05, min(1.0, test + 0.05)])
+        record.timing.update(extract_seconds=seconds, train_seconds=0.0)
+        return Row(key=name, strategy="cached-head", backbone="resnet18", head=name, runs=[record])
+
+    best = row("best", val=0.90, test=0.90, seconds=100.0)
+    lucky_on_test = row("lucky", val=0.70, test=0.95, seconds=1.0)  # test-picked before: outside best's val interval
+    matches_on_val = row("match", val=0.87, test=0.80, seconds=10.0)
+    assert cheapest_match([best, lucky_on_test, matches_on_val], best) is matches_on_val
+    assert cheapest_match([best, lucky_on_test], best) is None
+
+
+def test_reports_name_the_interval_method_and_the_patients(tmp_path):
+    """Records made with patient groups: the report says the intervals resampled patients, how many, and the paired
+    test is the clustered DeLong over them (the verdict too); without groups it says images."""
+    from headstart.evaluation.records import write_record
+    from tests.report.conftest import N_TEST, make_record
+
+    groups = [f"p{i // 4}" for i in range(N_TEST)]  # 20 patients of 4 test images
+    runs = tmp_path / "runs"
+    for strategy, head, strength in (("cached-head", "logreg", 1.2), ("finetune", None, 1.8)):
+        write_record(runs, make_record(strategy=strategy, backbone="resnet18", head=head, seed=0, strength=strength,
+                                       test_groups=groups))
+    markdown, summary = _compare(runs)
+    assert f"Test intervals: a cluster bootstrap over 20 patients ({N_TEST} images)." in markdown
+    (test,) = summary["datasets"][0]["paired_tests"]
+    assert (test["delong"]["method"], test["delong"]["n_clusters"]) == ("clustered-delong", 20)
+    assert f"| {N_TEST} (20 patients) |" in markdown
+    assert "DeLong clustered over 20 patients, p" in _verdict(markdown)
+    plain = tmp_path / "plain"
+    write_study(plain)
+    assert "Test intervals: a bootstrap over images" in _compare(plain)[0]

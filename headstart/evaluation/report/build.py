@@ -41,7 +41,9 @@ PLOTS_DIR = "plots"
 
 DEFINITIONS = [
     "Metric cells: mean ± sample standard deviation over seeds (training variability), then in brackets the 95% "
-    "stratified bootstrap interval of the lowest seed's run (test-set sampling variability). One seed: no ± part.",
+    "stratified bootstrap interval of the lowest seed's run (test-set sampling variability). One seed: no ± part. "
+    "Where the cache knows patients (/samples/group) and a patient holds several images, the bootstrap resamples "
+    "patients, stratified by class (a cluster bootstrap); the line under the table names the method and count.",
     "Sensitivity and specificity are measured on test at the decision threshold chosen on validation and frozen "
     "before test was scored (each run its own threshold). AUROC is threshold-free.",
     "train s: wall seconds of training as recorded by each run. A fine-tune counts every epoch's train and val "
@@ -55,7 +57,8 @@ DEFINITIONS = [
     "each as a cached head instead of a fine-tune has repaid the extraction ('never' when F <= H).",
     "Paired tests compare the best cached head of a backbone (highest mean validation metric across seeds) with "
     "each fine-tune of that backbone, on the lowest-seed run of each, aligned by test image id: DeLong for AUROC "
-    "(difference = head - fine-tune, with its 95% interval) and McNemar for accuracy at each run's own frozen "
+    "(clustered by patient where patients hold several images, Obuchowski 1997, and n then also names the "
+    "patients; difference = head - fine-tune, with its 95% interval) and McNemar for accuracy at each run's own frozen "
     "threshold (b = images only the head gets right, c = only the fine-tune; exact binomial when b + c < 25).",
     "Timings come from whatever machine each run used (see the device column); compare them only within one "
     "machine, and note that fine-tunes may run at a different image size than the extraction.",
@@ -178,7 +181,7 @@ def _dataset_section(group: DatasetGroup, *, select_metric: str,
             "plots": [image.path for image in curve_images + images]}
     if not rows:
         return blocks + curve_blocks, data, curve_images
-    blocks += [Heading(3, "Results on test"), _results_table(summaries)]
+    blocks += [Heading(3, "Results on test"), _results_table(summaries), Paragraph(interval_sentence(rows))]
     n_random = sum(str(s["weights"]).startswith("random") for s in summaries)
     if n_random:
         blocks.append(Paragraph(
@@ -295,12 +298,22 @@ def _paired_table(tests: list[dict]) -> Table:
         delong, mcnemar = t.get("delong") or {}, t.get("mcnemar") or {}
         diff = fmt_ci(delong.get("diff"), delong.get("ci_diff"))
         rows.append([
-            t["backbone"], t["a_label"], t["b_label"], str(t["n"]),
+            t["backbone"], t["a_label"], t["b_label"],
+            str(t["n"]) + (f" ({delong['n_clusters']} patients)" if delong.get("method") == "clustered-delong" else ""),
             fmt_value(delong.get("auroc_a")), fmt_value(delong.get("auroc_b")), diff, _p_value(delong.get("p_value")),
             f"{mcnemar['b']} / {mcnemar['c']}" if mcnemar else MISSING,
             _p_value(mcnemar.get("p_value")), t.get("note") or "",
         ])
     return Table(headers=headers, rows=rows, numeric=[False, False, False] + [True] * 7 + [False])
+
+
+def interval_sentence(rows: list[Row]) -> str:
+    """How the test intervals were computed: the method and the number of patients (or images) behind them."""
+    seen = sorted({(str(m.get("ci_method") or "bootstrap"), m.get("n_clusters"), m.get("n"))
+                   for row in rows for m in [row.reference.metrics.get("test", {})]}, key=str)
+    parts = [f"a cluster bootstrap over {k} patients" + (f" ({n} images)" if n else "") if method == "cluster-bootstrap"
+             else "a bootstrap over images (no patient holds two images, or none is known)" for method, k, n in seen]
+    return "Test intervals: " + "; ".join(dict.fromkeys(parts)) + "."
 
 
 def _experiments(k: int) -> str:

@@ -49,8 +49,8 @@ def compare_runs(a: RunRecord, b: RunRecord) -> dict:
         return result | {"note": one_line(error)}
     result["n"] = int(y.size)
     result["mcnemar"] = mcnemar_test(y, predict(proba_a, a.threshold), predict(proba_b, b.threshold))
-    if proba_a.shape[1] == 2:
-        result["delong"] = delong_test(y, proba_a[:, 1], proba_b[:, 1])
+    if proba_a.shape[1] == 2:  # patients from the records (older records hold none: images are independent)
+        result["delong"] = delong_test(y, proba_a[:, 1], proba_b[:, 1], groups=_test_groups(a, b))
     else:
         result["note"] = f"DeLong skipped: {proba_a.shape[1]} classes; it compares binary AUROCs"
     return result
@@ -76,6 +76,19 @@ def aligned_test_predictions(a: RunRecord, b: RunRecord) -> tuple[np.ndarray, np
         raise DataError(f"{a.run_id} has {proba_a.shape[1]} classes and {b.run_id} {proba_b.shape[1]}; "
                         "expected the same classes")
     return y_a, proba_a, proba_b
+
+
+def _test_groups(a: RunRecord, b: RunRecord) -> list[str] | None:
+    """The patient of each of a's test images (in a's order), from a's record or else b's; None when neither has
+    them or they disagree in length."""
+    ids = [str(i) for i in a.predictions["test"]["ids"]]
+    for record in (a, b):
+        test = record.predictions.get("test") or {}
+        groups = test.get("groups")
+        if groups is not None and len(groups) == len(test["ids"]):
+            by_id = dict(zip((str(i) for i in test["ids"]), (str(g) for g in groups)))
+            return [by_id.get(i, "") for i in ids]
+    return None
 
 
 def _test_predictions(record: RunRecord) -> tuple[list[str], np.ndarray, np.ndarray]:
