@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from scipy import stats
+from scipy import sparse, stats
 from scipy.stats import rankdata
 
 from headstart.errors import DataError
@@ -121,3 +121,100 @@ def mcnemar_test(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> 
         p_value = float(stats.chi2.sf(statistic, df=1))
         exact = False
     return {"b": b, "c": c, "statistic": statistic, "p_value": p_value, "exact": exact}
+
+
+def holm_adjust(p_values) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (NaN entries stay NaN and do not count in the family).
+
+    The k-th smallest of m p-values is multiplied by m - k + 1, then a running maximum keeps the adjusted values
+    in the order of the raw ones; each adjusted value is >= its raw value and <= 1.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    order = finite[np.argsort(p[finite], kind="stable")]
+    m = order.size
+    out[order] = np.minimum(1.0, np.maximum.accumulate(p[order] * (m - np.arange(m))))
+    return out
+
+
+def paired_bootstrap_macro(y: np.ndarray, mask: np.ndarray | None, p_a: np.ndarray, p_b: np.ndarray, *,
+                           groups=None, n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> dict:
+    """Paired bootstrap of the macro-AUROC difference (a - b) of two multi-label runs on the same images.
+
+    `y`, `mask` (True = the label is scored), `p_a` and `p_b` are (n, L). The macro mean covers the findings with
+    both classes among their scored rows; a resample in which a finding has one class leaves it out of that
+    resample's mean. With `groups` (patient per image, "" unknown) whole patients are resampled, so the images of
+    one patient enter a resample together; both runs always see the same resample. The p-value is the two-sided
+    bootstrap p, 2 x the smaller share of resampled differences on either side of 0 (at least 1 / n_boot).
+    """
+    y, p_a, p_b = np.asarray(y), np.asarray(p_a, dtype=np.float64), np.asarray(p_b, dtype=np.float64)
+    known = np.ones(y.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    if y.ndim != 2 or not y.shape == known.shape == p_a.shape == p_b.shape:
+        raise DataError(f"paired bootstrap inputs have shapes {y.shape}, {known.shape}, {p_a.shape}, {p_b.shape}; "
+                        "expected four equal (n, L) arrays")
+    known &= np.isin(y, (0, 1))
+    positive = (y == 1) & known
+    scored = [j for j in range(y.shape[1]) if positive[:, j].any() and (known[:, j] & ~positive[:, j]).any()]
+    try:
+        cluster = cluster_index(groups, y.shape[0])  # None: every image is its own patient
+    except ValueError as error:
+        raise DataError(f"{error}; pass one patient per test image, or no groups") from None
+    k = n_clusters(cluster, y.shape[0])
+    nan = float("nan")
+    out = {"diff": nan, "ci_diff": [nan, nan], "p_value": nan, "n_boot": int(n_boot), "n_findings": len(scored),
+           "method": "bootstrap" if cluster is None else "cluster-bootstrap", "n_clusters": k}
+    cluster = np.arange(y.shape[0]) if cluster is None else cluster
+    if not scored:
+        return out
+    # per finding and run: (clusters x tie groups) counts of positive and negative images, built once
+    tables = [[_group_table(positive[known[:, j], j], p[known[:, j], j], cluster[known[:, j]], k)
+               for p in (p_a, p_b)] for j in scored]
+    out["diff"] = float(np.mean(_macro_diffs(tables, np.ones((1, k)))))
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 2_000_000 // y.shape[0])  # resamples x images per chunk bounds memory
+    draws = []
+    for start in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - start)
+        picks = rng.integers(0, k, size=(size, k)) + (np.arange(size) * k)[:, None]
+        counts = np.bincount(picks.ravel(), minlength=size * k).reshape(size, k).astype(np.float64)
+        draws.append(_macro_diffs(tables, counts))
+    values = np.concatenate(draws)
+    values = values[np.isfinite(values)]
+    if values.size:
+        tail = (1.0 - ci) / 2.0 * 100.0
+        out["ci_diff"] = [float(v) for v in np.percentile(values, [tail, 100.0 - tail])]
+        share = min(float(np.mean(values <= 0.0)), float(np.mean(values >= 0.0)))
+        out["p_value"] = float(min(1.0, max(2.0 * share, 1.0 / values.size)))
+    return out
+
+
+def _group_table(positive: np.ndarray, scores: np.ndarray, cluster: np.ndarray, k: int):
+    """Sparse (tie groups x clusters) counts of positive and of negative images, tie groups by descending score."""
+    order = np.argsort(-scores, kind="stable")
+    s = scores[order]
+    group = np.concatenate([[0], np.cumsum(s[1:] != s[:-1])])
+    shape = (int(group[-1]) + 1, k)
+    pos = positive[order]
+    return tuple(sparse.csr_matrix((np.ones(int(mask.sum())), (group[mask], cluster[order][mask])), shape=shape)
+                 for mask in (pos, ~pos))
+
+
+def _auroc(table, counts: np.ndarray) -> np.ndarray:
+    """AUROC for every row of (B, K) cluster counts (a cluster drawn twice is two tied copies; ties credit 1/2);
+    NaN where a row holds no positive or no negative."""
+    gp, gn = (np.asarray(part @ counts.T).T for part in table)  # (B, groups) weights per tie group
+    wp, wn = gp.sum(axis=1), gn.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auroc = (gp * (wn[:, None] - np.cumsum(gn, axis=1) + 0.5 * gn)).sum(axis=1) / (wp * wn)
+    auroc[(wp == 0) | (wn == 0)] = np.nan
+    return auroc
+
+
+def _macro_diffs(tables, counts: np.ndarray) -> np.ndarray:
+    """(B,) mean over findings of AUROC(a) - AUROC(b), each row over the findings defined in it (NaN: none)."""
+    diffs = np.stack([_auroc(table_a, counts) - _auroc(table_b, counts) for table_a, table_b in tables], axis=1)
+    finite = np.isfinite(diffs)
+    mean = np.where(finite, diffs, 0.0).sum(axis=1) / np.maximum(finite.sum(axis=1), 1)
+    mean[~finite.any(axis=1)] = np.nan
+    return mean
