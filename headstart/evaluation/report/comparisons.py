@@ -15,6 +15,8 @@ from headstart.errors import DataError, one_line
 from headstart.evaluation.metrics import as_proba, predict
 from headstart.evaluation.paired import delong_test, mcnemar_test
 from headstart.evaluation.records import RunRecord
+from headstart.evaluation.report.multilabel_paired import compare_multilabel, is_multilabel
+from headstart.evaluation.report.pairing import id_order, paired_groups
 from headstart.evaluation.report.summary import Row, best_cached_head
 
 logger = logging.getLogger(__name__)
@@ -40,7 +42,10 @@ def paired_comparisons(rows: list[Row], *, select_metric: str) -> list[dict]:
 
 
 def compare_runs(a: RunRecord, b: RunRecord) -> dict:
-    """DeLong and McNemar for two runs on their shared test images (a minus b for differences)."""
+    """DeLong and McNemar for two runs on their shared test images (a minus b for differences); multi-label runs
+    get `compare_multilabel`'s per-finding tests instead."""
+    if is_multilabel(a) or is_multilabel(b):  # per-finding DeLong with Holm, and the macro-AUROC bootstrap
+        return compare_multilabel(a, b)
     result = {"a": a.run_id, "b": b.run_id, "n": 0, "delong": None, "mcnemar": None, "note": None}
     try:
         y, proba_a, proba_b = aligned_test_predictions(a, b)
@@ -50,7 +55,7 @@ def compare_runs(a: RunRecord, b: RunRecord) -> dict:
     result["n"] = int(y.size)
     result["mcnemar"] = mcnemar_test(y, predict(proba_a, a.threshold), predict(proba_b, b.threshold))
     if proba_a.shape[1] == 2:  # patients from the records (older records hold none: images are independent)
-        result["delong"] = delong_test(y, proba_a[:, 1], proba_b[:, 1], groups=_test_groups(a, b))
+        result["delong"] = delong_test(y, proba_a[:, 1], proba_b[:, 1], groups=paired_groups(a, b))
     else:
         result["note"] = f"DeLong skipped: {proba_a.shape[1]} classes; it compares binary AUROCs"
     return result
@@ -60,14 +65,7 @@ def aligned_test_predictions(a: RunRecord, b: RunRecord) -> tuple[np.ndarray, np
     """Labels and (n, C) probabilities of both runs, in the order of a's test ids; DataError if not pairable."""
     ids_a, y_a, proba_a = _test_predictions(a)
     ids_b, y_b, proba_b = _test_predictions(b)
-    if set(ids_a) != set(ids_b):
-        shared = len(set(ids_a) & set(ids_b))
-        raise DataError(
-            f"test ids differ ({len(ids_a)} in {a.run_id}, {len(ids_b)} in {b.run_id}, {shared} shared); "
-            "expected the same test split; rerun both on the same data and splits (finetune --splits-from CACHE)"
-        )
-    position = {image_id: i for i, image_id in enumerate(ids_b)}
-    order = np.array([position[image_id] for image_id in ids_a], dtype=np.int64)
+    order = id_order(ids_a, ids_b, a, b)
     y_b, proba_b = y_b[order], proba_b[order]
     if not np.array_equal(y_a, y_b):
         raise DataError(f"{a.run_id} and {b.run_id} disagree on {int(np.sum(y_a != y_b))} test labels; "
@@ -78,26 +76,11 @@ def aligned_test_predictions(a: RunRecord, b: RunRecord) -> tuple[np.ndarray, np
     return y_a, proba_a, proba_b
 
 
-def _test_groups(a: RunRecord, b: RunRecord) -> list[str] | None:
-    """The patient of each of a's test images (in a's order), from a's record or else b's; None when neither has
-    them or they disagree in length."""
-    ids = [str(i) for i in a.predictions["test"]["ids"]]
-    for record in (a, b):
-        test = record.predictions.get("test") or {}
-        groups = test.get("groups")
-        if groups is not None and len(groups) == len(test["ids"]):
-            by_id = dict(zip((str(i) for i in test["ids"]), (str(g) for g in groups)))
-            return [by_id.get(i, "") for i in ids]
-    return None
-
-
 def _test_predictions(record: RunRecord) -> tuple[list[str], np.ndarray, np.ndarray]:
     test = record.predictions.get("test") or {}
     if not all(key in test for key in ("ids", "y_true", "proba")):
         raise DataError(f"{record.run_id} holds no test predictions; expected predictions.test.ids/y_true/proba")
     ids = [str(image_id) for image_id in test["ids"]]
-    if len(set(ids)) != len(ids):
-        raise DataError(f"{record.run_id} repeats test ids; expected one prediction per image")
     y = np.asarray(test["y_true"], dtype=np.int64)
     if y.shape != (len(ids),):
         raise DataError(f"{record.run_id} has {len(ids)} test ids and {y.size} labels; expected equal counts")
