@@ -52,6 +52,13 @@ def fmt_mean_std_ci(mean: float | None, std: float | None, ci: Sequence[float | 
     return f"{text} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
+def fmt_p(value: object) -> str:
+    """A p-value with three decimals, `< 0.001` below that, '-' when missing."""
+    if _is_missing(value) or not isinstance(value, (int, float, np.number)):
+        return MISSING
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
 def fmt_seconds(value: object) -> str:
     """Seconds with precision that suits the size: 0.0123, 4.56, 789; '-' when missing."""
     if _is_missing(value) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value):

@@ -25,13 +25,16 @@ from headstart.evaluation.report.comparisons import paired_comparisons
 from headstart.evaluation.report.cost import cost_figure, cost_points
 from headstart.evaluation.report.curves import attach_curves, curve_section
 from headstart.evaluation.report.history import history_grid
+from headstart.evaluation.report.multiclass import is_multiclass, multiclass_section
+from headstart.evaluation.report.multilabel import multilabel_section, paired_blocks
+from headstart.evaluation.report.multilabel_paired import is_multilabel
 from headstart.evaluation.report.verdict import verdict
 from headstart.evaluation.report.document import Block, BulletList, Heading, Image, Paragraph, Table
 from headstart.evaluation.report.render import render_html, render_markdown
 from headstart.evaluation.report.summary import (
     DatasetGroup, Row, all_finite, break_even, build_rows, group_by_dataset, row_summary,
 )
-from headstart.evaluation.table import MISSING, fmt_ci, fmt_mean_std, fmt_mean_std_ci, fmt_seconds, fmt_value
+from headstart.evaluation.table import MISSING, fmt_ci, fmt_mean_std, fmt_mean_std_ci, fmt_p, fmt_seconds, fmt_value
 from headstart.evaluation.curve_doc import read_curves
 
 logger = logging.getLogger(__name__)
@@ -177,7 +180,7 @@ def _dataset_section(group: DatasetGroup, *, select_metric: str,
             "cost_accuracy": points, **curve_data,
             "verdict": verdict(rows, curves=group.curves, crossovers=[c for curve in curve_data.get("curves", [])
                                                                       for c in curve["crossovers"]],
-                               select_metric=select_metric),
+                               select_metric=select_metric, tests=tests),
             "plots": [image.path for image in curve_images + images]}
     if not rows:
         return blocks + curve_blocks, data, curve_images
@@ -187,24 +190,41 @@ def _dataset_section(group: DatasetGroup, *, select_metric: str,
         blocks.append(Paragraph(
             f"Warning: {n_random} of {len(summaries)} rows used randomly initialised weights. Their pipeline and "
             "timings are real, but their accuracy says nothing about what pretrained features achieve."))
+    multilabel = any(is_multilabel(row.reference) for row in rows)
+    if multilabel:  # per-finding table, heatmap, ROC small multiples, label counts
+        task_blocks, task_data, task_images = multilabel_section(rows, stem=stem, select_metric=select_metric)
+        blocks.append(Paragraph("Multi-label task: test AUROC is the macro mean over the findings with both classes "
+                                "on test; accuracy-type columns do not apply (each finding's sensitivity and specificity at its own "
+                                "frozen threshold are in the record, metrics.test.per_label)."))
+        images += task_images
+        data["plots"] += [image.path for image in task_images]
+    elif is_multiclass(rows, group.classes):  # per-class AUROC and the K x K confusion of the best runs
+        task_blocks, task_data = multiclass_section(rows, group.classes, select_metric=select_metric)
+        task_images = []
+    else:
+        task_blocks, task_data, task_images = [], {"task": "binary"}, []
+    blocks += task_blocks
+    data.update(task_data)
     blocks.append(Heading(3, "Cost and break-even"))
     if costs:
         blocks += [_break_even_table(costs), BulletList([_break_even_sentence(cost) for cost in costs])]
     else:
         blocks.append(Paragraph("No backbone has both cached-head and fine-tune runs; break-even not computed."))
     blocks.append(Heading(3, f"Paired tests: best cached head (by val {select_metric}) vs fine-tune"))
-    blocks.append(_paired_table(tests) if tests else
-                  Paragraph("No backbone has both cached-head and fine-tune runs; no paired tests."))
+    if not tests:
+        blocks.append(Paragraph("No backbone has both cached-head and fine-tune runs; no paired tests."))
+    else:
+        blocks += paired_blocks(tests) if multilabel else [_paired_table(tests)]
     blocks += curve_blocks
     blocks.append(Heading(3, "Figures"))
-    blocks += images
+    blocks += [image for image in images if image not in task_images]
     return blocks, data, curve_images + images
 
 
 def _figures(group: DatasetGroup, rows: list[Row], *, stem: str, points: list[dict]) -> list[Image]:
     """Cost against accuracy, ROC, confusion matrices and timing bars, then one history grid per backbone."""
     curves = []
-    for row in rows:
+    for row in (row for row in rows if not is_multilabel(row.reference)):  # multi-label: ROC per finding
         test = row.reference.predictions.get("test") or {}
         try:
             y = np.asarray(test["y_true"], dtype=np.int64)
@@ -300,9 +320,9 @@ def _paired_table(tests: list[dict]) -> Table:
         rows.append([
             t["backbone"], t["a_label"], t["b_label"],
             str(t["n"]) + (f" ({delong['n_clusters']} patients)" if delong.get("method") == "clustered-delong" else ""),
-            fmt_value(delong.get("auroc_a")), fmt_value(delong.get("auroc_b")), diff, _p_value(delong.get("p_value")),
+            fmt_value(delong.get("auroc_a")), fmt_value(delong.get("auroc_b")), diff, fmt_p(delong.get("p_value")),
             f"{mcnemar['b']} / {mcnemar['c']}" if mcnemar else MISSING,
-            _p_value(mcnemar.get("p_value")), t.get("note") or "",
+            fmt_p(mcnemar.get("p_value")), t.get("note") or "",
         ])
     return Table(headers=headers, rows=rows, numeric=[False, False, False] + [True] * 7 + [False])
 
@@ -318,12 +338,3 @@ def interval_sentence(rows: list[Row]) -> str:
 
 def _experiments(k: int) -> str:
     return f"{k} experiment" + ("" if k == 1 else "s")
-
-
-def _p_value(value: object) -> str:
-    if not all_finite(value):
-        return MISSING
-    return "< 0.001" if value < 0.001 else f"{value:.3f}"
-
-
-

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import math
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -95,3 +96,52 @@ def timing_figure(bars: list[tuple[str, dict[str, float]]]) -> bytes | None:
     ax.legend()
     return to_png(fig)
 
+
+
+def heatmap_figure(values: np.ndarray, *, rows: list[str], columns: list[str], title: str) -> bytes | None:
+    """A (runs x findings) grid of AUROC, each cell annotated; NaN cells grey and marked n/a."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0 or not np.isfinite(values).any():
+        return None
+    fig = Figure(figsize=(max(5.0, 0.65 * len(columns) + 2.5), max(2.2, 0.45 * len(rows) + 1.6)))
+    ax = fig.subplots()
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#d9d9d9")
+    finite = values[np.isfinite(values)]
+    low, high = min(0.5, float(finite.min())), max(float(finite.max()), 0.51)
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=low, vmax=high, aspect="auto")
+    for (i, j), value in np.ndenumerate(values):
+        text = "n/a" if not np.isfinite(value) else f"{value:.2f}"
+        light = np.isfinite(value) and value < low + 0.5 * (high - low)
+        ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if light else "black")
+    ax.set_xticks(range(len(columns)), columns, rotation=40, ha="right", fontsize=7)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02).set_label("AUROC", fontsize=8)
+    return to_png(fig)
+
+
+def roc_grid_figure(panels: list[tuple[str, np.ndarray, np.ndarray]], *, title: str) -> bytes | None:
+    """ROC small multiples, one panel per (finding, y_true, score); a one-class finding's panel says n/a."""
+    if not panels:
+        return None
+    n_cols = min(4, len(panels))
+    n_rows = math.ceil(len(panels) / n_cols)
+    fig = Figure(figsize=(2.6 * n_cols, 2.6 * n_rows + 0.4))
+    axes = np.atleast_1d(fig.subplots(n_rows, n_cols, squeeze=False)).ravel()
+    for ax, (name, y, p) in zip(axes, panels):
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=0.8)
+        if np.unique(y).size == 2:
+            fpr, tpr = roc_points(y, p)
+            ax.plot(fpr, tpr, linewidth=1.3)
+        else:
+            ax.text(0.5, 0.5, "n/a (one class)", ha="center", va="center", fontsize=8)
+        ax.set_title(name, fontsize=8)
+        ax.set_xlim(-0.02, 1.02)  # a perfect curve runs along the edges: keep it visible
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_aspect("equal")
+        ax.tick_params(labelsize=6)
+    for ax in axes[len(panels):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return to_png(fig)

@@ -44,17 +44,19 @@ class Row:
     def label(self) -> str:
         """What a reader calls this row: `logreg`, `logreg (layer3:gem)` for a backbone's non-default feature set,
         or `fine-tune (freeze none, 64 px)`."""
+        policy = label_policy(self.runs[0].config)
         if self.strategy == "cached-head":
             feature_set = str(self.runs[0].config.get("feature_set") or "")
             prefix = self.backbone.replace("/", "--") + ":"  # set names: backbones.names.feature_set_name
-            return f"{self.head} ({feature_set[len(prefix):]})" if feature_set.startswith(prefix) else str(self.head)
+            name = f"{self.head} ({feature_set[len(prefix):]})" if feature_set.startswith(prefix) else str(self.head)
+            return name + (f" [{policy}]" if policy else "")
         config = self.runs[0].config
         details = [f"freeze {config['freeze']}"] if config.get("freeze") else []
         if config.get("image_size"):
             details.append(f"{config['image_size']} px")
         if config.get("train_size"):
             details.append(f"train {config['train_size']}")
-        return "fine-tune" + (f" ({', '.join(details)})" if details else "")
+        return "fine-tune" + (f" ({', '.join(details)})" if details else "") + (f" [{policy}]" if policy else "")
 
     @property
     def reference(self) -> RunRecord:
@@ -84,13 +86,28 @@ class DatasetGroup:
     @property
     def classes(self) -> list[str]:
         datasets = [r.dataset for r in self.records] + [c["dataset"] for c in self.curves]
-        return list(datasets[0].get("classes", [])) if datasets else []
+        # a multi-label record names its findings in `labels` (its classes, if any, are the 0/1 of each finding)
+        return list(datasets[0].get("labels") or datasets[0].get("classes", [])) if datasets else []
 
     @property
     def sources(self) -> list[str]:
         """Where the data came from (data folders and caches named in records and curves), for the report header."""
         datasets = [r.dataset for r in self.records] + [c["dataset"] for c in self.curves]
         return sorted({str(d.get(k)) for d in datasets for k in ("data", "cache") if d.get(k)})
+
+
+def label_policy(config: dict) -> str:
+    """A multi-label run's uncertainty policy and blank rule, e.g. `U-Ones, blank negative` (empty when the config
+    names none: single-label runs), so runs under U-Ones and U-Zeros read apart in every table."""
+    policy = config.get("label_policy") if isinstance(config.get("label_policy"), dict) else config
+    uncertain, blank = policy.get("uncertain"), policy.get("blank")
+    parts = [f"U-{str(uncertain).capitalize()}"] if isinstance(uncertain, str) and uncertain else []
+    if policy.get("uncertain_per_label"):
+        parts.append(", ".join(f"{name} U-{str(rule).capitalize()}"
+                               for name, rule in sorted(policy["uncertain_per_label"].items())))
+    if isinstance(blank, str) and blank:
+        parts.append(f"blank {blank}")
+    return ", ".join(parts)
 
 
 def group_by_dataset(records: list[RunRecord]) -> list[DatasetGroup]:

@@ -7,6 +7,9 @@
 3. how many labels reach 95% of the plateau, when a learning curve exists (and the crossover, when fine-tunes
    share its axes);
 4. a warning when results come from random weights.
+
+For a multi-label task, 1. gives the macro AUROC and 2. the macro-AUROC paired bootstrap, naming the findings
+that differ after the Holm correction.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import math
 from headstart.evaluation.report.comparisons import compare_runs
 from headstart.evaluation.report.cost import best_finetune, seconds_spent
 from headstart.evaluation.report.curves import best_curve, plateau_sentence
+from headstart.evaluation.report.multilabel import contrast_phrase
+from headstart.evaluation.report.multilabel_paired import is_multilabel
 from headstart.evaluation.report.summary import Row, all_finite, best_by_val, best_cached_head
 from headstart.evaluation.table import fmt_ci, fmt_seconds, fmt_value
 
@@ -23,15 +28,17 @@ SIGNIFICANCE = 0.05  # DeLong p below this reads as "differ"
 MAX_SENTENCES = 5
 
 
-def verdict(rows: list[Row], *, curves: list[dict], crossovers: list[dict], select_metric: str) -> list[str]:
-    """The verdict's sentences for one data set (at most MAX_SENTENCES)."""
+def verdict(rows: list[Row], *, curves: list[dict], crossovers: list[dict], select_metric: str,
+            tests: list[dict] | None = None) -> list[str]:
+    """The verdict's sentences for one data set (at most MAX_SENTENCES); `tests` are the paired tests already run
+    (`paired_comparisons`), reused rather than recomputed when they hold the pair the verdict contrasts."""
     sentences = []
     full = [row for row in rows if not row.reference.config.get("train_size")]  # draws belong to the curve
     best = best_by_val(full, select_metric=select_metric)
     if best is not None:
         test = best.reference.metrics.get("test", {})
         sentences.append(
-            f"The best run by validation {select_metric} is {_name(best)}: test AUROC "
+            f"The best run by validation {select_metric} is {_name(best)}: test {_auroc(best)} "
             f"{fmt_ci(best.mean('test', 'auroc'), test.get('auroc_ci'))}, for {_cost(best)}.")
         cheap = cheapest_match(full, best)
         if cheap is not None:
@@ -43,7 +50,7 @@ def verdict(rows: list[Row], *, curves: list[dict], crossovers: list[dict], sele
     head = _best_head(rows, select_metric)
     finetune = best_finetune(rows, backbone=None, select_metric=select_metric)
     if head is not None and finetune is not None:
-        sentences.append(_contrast(head, finetune))
+        sentences.append(_contrast(head, finetune, tests or []))
     elif rows:
         missing = "fine-tune" if finetune is None else "cached-head"
         sentences.append(f"There is no {missing} record to contrast with; run `headstart "
@@ -102,8 +109,10 @@ def _best_head(rows: list[Row], select_metric: str) -> Row | None:
     return best_by_val([h for h in heads if h is not None], select_metric=select_metric)
 
 
-def _contrast(head: Row, finetune: Row) -> str:
-    test = compare_runs(head.reference, finetune.reference)
+def _contrast(head: Row, finetune: Row, tests: list[dict]) -> str:
+    ids = (head.reference.run_id, finetune.reference.run_id)
+    test = next((t for t in tests if (t.get("a"), t.get("b")) == ids), None)
+    test = test or compare_runs(head.reference, finetune.reference)
     delong = test.get("delong")
     spent_ft, spent_head = seconds_spent(finetune), seconds_spent(head)
     ratio = spent_ft / spent_head if spent_head > 0 else math.nan
@@ -111,6 +120,8 @@ def _contrast(head: Row, finetune: Row) -> str:
             f"({fmt_seconds(spent_ft)} s against {fmt_seconds(spent_head)} s, extraction included)"
             if all_finite(ratio) else "their cost ratio is unknown (timings missing)")
     pair = f"The best cached head ({head.backbone} {head.label}) and the best fine-tune ({_name(finetune)})"
+    if test.get("task") == "multilabel" and not test.get("note"):
+        return f"{pair} {contrast_phrase(test)}; {cost}."
     if not delong:
         return f"{pair} could not be tested against each other ({test.get('note') or 'no paired predictions'}); {cost}."
     p = delong.get("p_value")
@@ -119,6 +130,10 @@ def _contrast(head: Row, finetune: Row) -> str:
             else "DeLong")
     return (f"{pair} {'differ' if differ else 'do not differ significantly'} in test AUROC (head - fine-tune "
             f"{fmt_ci(delong.get('diff'), delong.get('ci_diff'))}, {name} p {_p(p)}); {cost}.")
+
+
+def _auroc(row: Row) -> str:
+    return "macro AUROC" if is_multilabel(row.reference) else "AUROC"
 
 
 def _name(row: Row) -> str:
