@@ -27,7 +27,7 @@ def _scores(y: np.ndarray, *, strength: float, rng: np.random.Generator) -> np.n
 
 def make_record(*, strategy: str, backbone: str, head: str | None, seed: int, strength: float,
                 manifest_hash: str = "a" * 64, test_ids: list[str] | None = None,
-                paired_groups: list[str] | None = None) -> RunRecord:
+                test_groups: list[str] | None = None) -> RunRecord:
     rng = np.random.default_rng(zlib.crc32(f"{strategy}{backbone}{head}{seed}{manifest_hash}".encode()))
     label_rng = np.random.default_rng(7)  # the same labels for every run: one shared test split
     y_test = label_rng.integers(0, 2, N_TEST)
@@ -44,14 +44,14 @@ def make_record(*, strategy: str, backbone: str, head: str | None, seed: int, st
         strategy=strategy, backbone=backbone, head=head,
         config={"freeze": "none", "image_size": 64} if finetune else {"C": 1.0},
         metrics={"val": evaluate(y_val, p_val, threshold=threshold, n_boot=50, seed=seed),
-                 "test": evaluate(y_test, p_test, threshold=threshold, n_boot=50, seed=seed, groups=paired_groups)},
+                 "test": evaluate(y_test, p_test, threshold=threshold, n_boot=50, seed=seed, groups=test_groups)},
         history=history,
         timing={"extract_seconds": 0.0 if finetune else EXTRACT_SECONDS[backbone],
                 "train_seconds": FINETUNE_SECONDS[backbone] if finetune else HEAD_SECONDS[head] * (1 + 0.1 * seed),
                 "eval_seconds": 3.0 if finetune else 0.01, "images_per_second": 100.0, "peak_memory_mb": 500.0,
                 "device": "cpu"},
         predictions={"test": {"ids": ids, "y_true": y_test, "proba": p_test,
-                              **({"groups": paired_groups} if paired_groups is not None else {})},
+                              **({"groups": test_groups} if test_groups is not None else {})},
                      "val": {"ids": [f"val/{i}" for i in range(N_VAL)], "y_true": y_val, "proba": p_val}},
         threshold=threshold, seed=seed,
         dataset={"manifest_hash": manifest_hash, "classes": ["NORMAL", "PNEUMONIA"], "data": "/data/phantoms"},

@@ -146,7 +146,7 @@ def test_reports_name_the_interval_method_and_the_patients(tmp_path):
     runs = tmp_path / "runs"
     for strategy, head, strength in (("cached-head", "logreg", 1.2), ("finetune", None, 1.8)):
         write_record(runs, make_record(strategy=strategy, backbone="resnet18", head=head, seed=0, strength=strength,
-                                       paired_groups=groups))
+                                       test_groups=groups))
     markdown, summary = _compare(runs)
     assert f"Test intervals: a cluster bootstrap over 20 patients ({N_TEST} images)." in markdown
     (test,) = summary["datasets"][0]["paired_tests"]
