@@ -41,6 +41,10 @@ class SingleLabelTask(Task):
         """The threshold rule as a record names it: None where no threshold is chosen."""
         return None
 
+    def positive_scores(self, proba: np.ndarray) -> np.ndarray | None:
+        """The one score an ROC curve or a DeLong test reads; None where the task has no single positive class."""
+        return None
+
     def predict(self, proba: np.ndarray, threshold: float | None) -> np.ndarray:
         """Class indices: argmax (the binary task cuts class 1 at its threshold instead)."""
         return np.argmax(np.asarray(proba), axis=-1)
@@ -71,6 +75,9 @@ class BinaryTask(SingleLabelTask):
 
     def record_rule(self, rule: str) -> str:
         return rule
+
+    def positive_scores(self, proba: np.ndarray) -> np.ndarray:
+        return np.asarray(proba)[:, 1]
 
     def predict(self, proba: np.ndarray, threshold: float | None) -> np.ndarray:
         return predict_classes(np.asarray(proba), threshold)
