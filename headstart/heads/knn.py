@@ -1,4 +1,7 @@
-"""k-nearest neighbours under cosine similarity: a training-free check of how well the features cluster."""
+"""k-nearest neighbours under cosine similarity: a training-free check of how well the features cluster.
+
+`KNNKind` is its head kind (heads.protocol): the k grid, one search for the whole sweep, tensors, graph.
+"""
 
 from __future__ import annotations
 

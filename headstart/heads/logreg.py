@@ -1,4 +1,7 @@
-"""Logistic regression on features standardised on train: the strong, boring baseline every sweep needs."""
+"""Logistic regression on features standardised on train: the strong, boring baseline every sweep needs.
+
+`LogRegKind` is its head kind (heads.protocol): the C grid, the warm-started path, tensors, graph.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """PyTorch linear and MLP heads as scikit-learn estimators.
 
 `fit` is the K = 1 case of `headstart.heads.batched.train_batched`, the same code a sweep runs for all its
-configs at once, so a head fitted alone equals the same config fitted inside a sweep.
+configs at once, so a head fitted alone equals the same config fitted inside a sweep. `LinearKind` and
+`MLPKind` are their head kinds (heads.protocol): the grid, the batched sweep, the saved tensors, the graph.
 """
 
 from __future__ import annotations
