@@ -119,8 +119,8 @@ class KNNKind(HeadKind):
     def fit_one(self, params, train, *, fit, seed, epochs=None) -> KNNHead:
         return KNNHead(k=params["k"], class_weight=fit.class_weight).fit(train.X, train.y)
 
-    def fit_sweeps(self, train, val, *, fit, seeds) -> list[list[Candidate]]:
-        params = self.configs(fit.grid)
+    def fit_sweeps(self, train, val, *, fit, seeds, params=None, stop_split=None) -> list[list[Candidate]]:
+        params = self.configs(fit.grid) if params is None else params
         fitted = knn_sweep(train.X, train.y, val.X, [p["k"] for p in params], class_weight=fit.class_weight)
         return [[Candidate(p, expand(proba, h.classes_, fit.n_classes), h)
                  for p, (h, proba) in zip(params, fitted)]] * len(seeds)

@@ -117,8 +117,8 @@ class LogRegKind(HeadKind):
     def fit_one(self, params, train, *, fit, seed, epochs=None) -> LogRegHead:
         return LogRegHead(C=params["C"], class_weight=fit.class_weight).fit(train.X, train.y)
 
-    def fit_sweeps(self, train, val, *, fit, seeds) -> list[list[Candidate]]:
-        params = self.configs(fit.grid)
+    def fit_sweeps(self, train, val, *, fit, seeds, params=None, stop_split=None) -> list[list[Candidate]]:
+        params = self.configs(fit.grid) if params is None else params
         fitted = fit_logreg_path(train.X, train.y, [p["C"] for p in params], class_weight=fit.class_weight)
         return [[Candidate(p, full_proba(h, val.X, fit.n_classes), h) for p, h in zip(params, fitted)]] * len(seeds)
 

@@ -9,7 +9,7 @@ them names a head.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -112,10 +112,13 @@ class HeadKind:
         epochs (the refit after cross-validation)."""
         raise NotImplementedError
 
-    def fit_sweeps(self, train: Rows, val: Rows, *, fit: FitSettings,
-                   seeds: Sequence[int]) -> list[list[Candidate]]:
-        """Every config fitted on train and scored on val, one list per seed (a shared list when unseeded)."""
-        params = self.configs(fit.grid)
+    def fit_sweeps(self, train: Rows, val: Rows, *, fit: FitSettings, seeds: Sequence[int],
+                   params: list[dict] | None = None,
+                   stop_split: Callable[[Rows], np.ndarray] | None = None) -> list[list[Candidate]]:
+        """Every config (`params`, default: the grid's) fitted on train and scored on val, one list per seed (a
+        shared list when unseeded). `stop_split` gives the train positions a kind that stops early stops on
+        instead of val (it then fits on the other train rows); kinds that do not stop early ignore it."""
+        params = self.configs(fit.grid) if params is None else params
 
         def one(seed: int) -> list[Candidate]:
             fitted = [self.fit_one(p, train, fit=fit, seed=seed) for p in params]

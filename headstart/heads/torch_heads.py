@@ -16,7 +16,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from headstart.device import resolve_device
 from headstart.heads.batched import HeadResult, TorchHeadConfig, TrainSettings, train_batched, train_batched_seeds
-from headstart.heads.protocol import Candidate, HeadKind, require
+from headstart.heads.protocol import Candidate, HeadKind, full_proba, require
 from headstart.heads.stacked import predict_proba
 
 
@@ -135,18 +135,27 @@ class LinearKind(HeadKind):
                              device=str(fit.device), precision=fit.precision)
         return est.fit(train.X, train.y)
 
-    def fit_sweeps(self, train, val, *, fit, seeds) -> list[list[Candidate]]:
-        params = self.configs(fit.grid)
+    def fit_sweeps(self, train, val, *, fit, seeds, params=None, stop_split=None) -> list[list[Candidate]]:
+        """Every config of every seed in one batched loop, stopping early on val, or on the train rows
+        `stop_split` picks (then fitted on the others, and val predicted with the weights each head kept)."""
+        params = self.configs(fit.grid) if params is None else params
         settings = dataclasses.replace(fit.grid.train, class_weight=fit.class_weight, precision=fit.precision,
                                        halving=self._halving(fit.grid))
-        per_seed = train_batched_seeds(train.X, train.y, val.X, val.y, configs=torch_configs(params),
-                                       settings=settings, n_classes=fit.n_classes, device=fit.device, seeds=seeds)
-        classes = np.arange(fit.n_classes)
-        return [[Candidate(p, r.val_proba, self.estimator._from_batched(r, classes, settings=settings, seed=seed,
-                                                                         device=str(fit.device)),
-                           r.best_epoch, r.history)
-                 for p, r in zip(params, results)]
-                for seed, results in zip(seeds, per_seed)]
+        fit_rows, stop_rows = train, val
+        if stop_split is not None:
+            stop = np.zeros(len(train.y), dtype=bool)
+            stop[stop_split(train)] = True
+            fit_rows, stop_rows = train.take(np.flatnonzero(~stop)), train.take(np.flatnonzero(stop))
+        per_seed = train_batched_seeds(fit_rows.X, fit_rows.y, stop_rows.X, stop_rows.y,
+                                       configs=torch_configs(params), settings=settings, n_classes=fit.n_classes,
+                                       device=fit.device, seeds=seeds)
+        classes, out = np.arange(fit.n_classes), []
+        for seed, results in zip(seeds, per_seed):
+            heads = [self.estimator._from_batched(r, classes, settings=settings, seed=seed, device=str(fit.device))
+                     for r in results]
+            out.append([Candidate(p, r.val_proba if stop_rows is val else full_proba(h, val.X, fit.n_classes), h,
+                                  r.best_epoch, r.history) for p, r, h in zip(params, results, heads)])
+        return out
 
     def record_hyper(self, cand, fit) -> dict:
         train = fit.grid.train

@@ -51,3 +51,30 @@ def test_register_and_refusals():
         registry.register(object())
     with pytest.raises(TypeError, match="not a headstart head"):
         registry.kind_of(object())
+
+
+def test_stop_split_moves_early_stopping_onto_train_rows_for_torch_kinds_only():
+    import dataclasses
+
+    from headstart.heads.fitting import FitSettings, Rows, fit_sweep, full_proba
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(90, 4)).astype(np.float32)
+    y = (X[:, 0] + 0.3 * rng.normal(size=90) > 0).astype(np.int64)
+    rows = Rows(X, y, np.array([str(i) for i in range(90)]), np.array([""] * 90))
+    train, val = rows.take(np.arange(60)), rows.take(np.arange(60, 90))
+    grid = dataclasses.replace(SWEEPS["quick"], train=dataclasses.replace(SWEEPS["quick"].train, epochs=3))
+    fit = FitSettings(grid=grid, class_weight=None, n_classes=2, device="cpu")
+    picked = []
+
+    def stop_split(r):
+        picked.append(len(r.y))
+        return np.arange(10)
+
+    (cand,) = fit_sweep("linear", train, val, fit=fit, seed=0, params=[{"lr": 1e-2, "weight_decay": 0.0}],
+                        stop_split=stop_split)
+    assert picked == [60]  # asked once, about the train rows
+    assert np.allclose(cand.val_proba, full_proba(cand.estimator, val.X, 2), atol=1e-6)
+    plain = fit_sweep("logreg", train, val, fit=fit, seed=0, params=[{"C": 1.0}])
+    split = fit_sweep("logreg", train, val, fit=fit, seed=0, params=[{"C": 1.0}], stop_split=stop_split)
+    assert picked == [60] and np.array_equal(plain[0].val_proba, split[0].val_proba)  # logreg never stops early
