@@ -45,7 +45,6 @@ from headstart.finetune.distributed import Replica
 from headstart.finetune.epoch import (NonFiniteLoss, StepContext, TrainState, evaluate_split, make_optimization,
                                       train_one_epoch, training_dtype)
 from headstart.finetune.freeze import apply_freeze
-from headstart.tasks.factory import task_for_classes
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +298,7 @@ def finish(run: FinetuneRun, state: TrainState, *, runs_dir: str) -> RunRecord:
                 "train_seconds_includes": "per-epoch train pass + val pass, all epochs (incl. before a resume)"},
     )
     final = FinalEvaluation(threshold_rule=config.threshold_rule, n_boot=config.n_boot, device=run.ctx.device,
-                            write=replica.is_main, task=task_for_classes(run.dataset.classes))
+                            write=replica.is_main)
     return finish_run(predict, outline=outline, final=final, runs_dir=runs_dir)
 
 

@@ -12,7 +12,7 @@ TASK_KINDS = ("binary", "multiclass", "multilabel")  # import-free, so the CLI c
 
 _EXPORTS = {
     "Task": "headstart.tasks.core",
-    "apply_policy": "headstart.tasks.core",
+    "multilabel_task": "headstart.tasks.factory",
     "make_task": "headstart.tasks.factory",
     "task_for_classes": "headstart.tasks.factory",
     "task_for_proba": "headstart.tasks.factory",

@@ -3,8 +3,8 @@
 A `Task` holds the label names, the label array and its mask (True = the label is known and may be trained on
 or scored), and says how many outputs a head has, which link maps logits to probabilities and which loss trains
 them. The metric suite and the threshold rule live in the kind's own module (tasks.single, tasks.multilabel),
-above evaluation; this module imports nothing from evaluation, so data/ may call `stratify_key` and the raw-label
-codes without reaching it (tests/test_layers.py).
+above evaluation; this module imports nothing from evaluation, so stage one may use it (tests/test_layers.py).
+Raw multi-label codes and the uncertainty / blank policies are data's (data.labelcodes, data.label_policy).
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import numpy as np
 from headstart.errors import DataError
 from headstart.tasks import TASK_KINDS  # noqa: F401 - re-exported for stage one
 
-# Raw multi-label codes as a cache stores them (int8): a policy turns them into (y, mask) when a head trains.
-POSITIVE, NEGATIVE, UNCERTAIN, BLANK = 1, 0, -1, -2
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,7 +55,8 @@ class Task:
         return np.ones(np.shape(self.y), dtype=bool) if self.mask is None else np.asarray(self.mask, dtype=bool)
 
     def stratify_key(self) -> np.ndarray:
-        """(N,) integer key a stratified sampler balances across folds and splits; single-label: the class."""
+        """The key data.sampling balances across folds and splits: (N,) class indices for a single-label task,
+        an (N, L) 0/1 matrix of known positives for a multi-label one."""
         return np.asarray(self.y, dtype=np.int64)
 
     def link(self, logits: np.ndarray) -> np.ndarray:
@@ -82,49 +81,3 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def sigmoid(logits: np.ndarray) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64)
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # the overflow-free form of 1 / (1 + exp(-z))
-
-
-def multilabel_key(y: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """(N, L) -> (N,) key for a single-key stratifier: each row's rarest known positive label (L = none).
-
-    A stand-in until iterative stratification balances every label at once: it keeps the rare findings spread
-    over the splits, which is what a plain random split loses first.
-    """
-    y = np.asarray(y)
-    pos = (y == POSITIVE) & (np.ones(y.shape, bool) if mask is None else np.asarray(mask, bool))
-    count = pos.sum(axis=0)
-    rarity = np.where(pos, count[None, :], np.iinfo(np.int64).max)
-    return np.where(pos.any(axis=1), rarity.argmin(axis=1), y.shape[1]).astype(np.int64)
-
-
-def apply_policy(raw: np.ndarray, names: tuple[str, ...] | list[str], *, uncertain: str | dict = "ignore",
-                 blank: str = "negative") -> tuple[np.ndarray, np.ndarray]:
-    """Raw (N, L) codes (1 / 0 / -1 uncertain / -2 blank) -> (y, mask) under an uncertainty and a blank policy.
-
-    `uncertain` is "ignore" (masked), "zeros" or "ones", or a dict finding -> one of those (others: "ignore").
-    `blank` is "negative" (a scored 0, the CheXpert paper's reading) or "unknown" (masked, torchxrayvision's).
-    """
-    raw = np.asarray(raw)
-    if raw.ndim != 2 or raw.shape[1] != len(names):
-        raise DataError(f"raw labels have shape {raw.shape}; expected (N, {len(names)}) for {len(names)} findings")
-    bad = ~np.isin(raw, (POSITIVE, NEGATIVE, UNCERTAIN, BLANK))
-    if bad.any():
-        raise DataError(f"raw labels hold {sorted(set(np.unique(raw[bad]).tolist()))}; expected 1, 0, -1 "
-                        f"(uncertain) or -2 (blank)")
-    per = uncertain if isinstance(uncertain, dict) else {n: uncertain for n in names}
-    unknown = sorted(set(per) - set(names))
-    if unknown:
-        raise DataError(f"uncertainty policy names {', '.join(unknown)}; expected findings of {', '.join(names)}")
-    if blank not in ("negative", "unknown"):
-        raise DataError(f"blank policy {blank!r}; expected negative or unknown")
-    y = (raw == POSITIVE).astype(np.int8)
-    mask = (raw == POSITIVE) | (raw == NEGATIVE) | ((raw == BLANK) & (blank == "negative"))
-    for j, name in enumerate(names):
-        rule = per.get(name, "ignore")
-        if rule not in ("ignore", "zeros", "ones"):
-            raise DataError(f"uncertainty policy {rule!r} for {name}; expected ignore, zeros or ones")
-        if rule != "ignore":
-            u = raw[:, j] == UNCERTAIN
-            y[u, j] = 1 if rule == "ones" else 0
-            mask[u, j] = True
-    return y, mask

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from headstart.data.label_policy import parse_policy, training_targets
 from headstart.errors import DataError
 from headstart.tasks import TASK_KINDS
 from headstart.tasks.core import Task
@@ -36,3 +37,12 @@ def task_for_proba(proba: np.ndarray) -> Task:
     """The single-label task a (N, C) probability array answers, for callers that pass no Task (the protocol)."""
     n = np.shape(proba)[1] if np.ndim(proba) == 2 else 2
     return task_for_classes([str(k) for k in range(n)])
+
+
+def multilabel_task(raw: np.ndarray, names, *, uncertain: str | list[str] = "ignore",
+                    blank: str = "negative") -> Task:
+    """The multi-label Task of a cache's raw (N, L) codes under an uncertainty and a blank policy
+    (data.label_policy): the targets it trains on and the mask of the labels it may use."""
+    names = [str(n) for n in names]
+    y, mask = training_targets(raw, parse_policy(uncertain, blank, names), names)
+    return make_task("multilabel", names, y, mask)

@@ -15,7 +15,7 @@ from headstart.errors import ConfigError
 from headstart.evaluation.bootstrap import bootstrap_ci
 from headstart.evaluation.metrics import batch_auroc_auprc, compute_metrics
 from headstart.evaluation.thresholds import choose_threshold
-from headstart.tasks.core import Task, multilabel_key, sigmoid
+from headstart.tasks.core import Task, sigmoid
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class MultilabelTask(Task):
     link_name = "sigmoid"
 
     def stratify_key(self) -> np.ndarray:
-        return multilabel_key(self.y, self.mask)
+        return ((np.asarray(self.y) == 1) & self.known()).astype(np.int8)
 
     def link(self, logits: np.ndarray) -> np.ndarray:
         return sigmoid(logits)

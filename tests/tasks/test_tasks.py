@@ -14,8 +14,9 @@ from sklearn.metrics import roc_auc_score
 from headstart.errors import ConfigError, DataError
 from headstart.evaluation.bootstrap import evaluate
 from headstart.evaluation.thresholds import choose_threshold
-from headstart.tasks import apply_policy, make_task, task_for_classes
-from headstart.tasks.core import BLANK, UNCERTAIN
+from headstart.data.label_policy import parse_policy, training_targets
+from headstart.data.labelcodes import BLANK, UNCERTAIN
+from headstart.tasks import make_task, multilabel_task, task_for_classes
 
 
 def _single(n_classes: int, n: int = 120, seed: int = 0):
@@ -77,27 +78,12 @@ def test_a_mask_drops_rows_from_single_label_scores():
         pytest.approx(roc_auc_score(y[keep], p[keep, 1]))
 
 
-@pytest.mark.parametrize("uncertain, blank, y_u, m_u, m_b", [
-    ("ignore", "negative", 0, False, True),
-    ("zeros", "negative", 0, True, True),
-    ("ones", "unknown", 1, True, False),
-])
-def test_policies_decide_uncertain_and_blank(uncertain, blank, y_u, m_u, m_b):
-    raw = np.array([[1, UNCERTAIN], [0, BLANK]], dtype=np.int8)
-    y, mask = apply_policy(raw, ("A", "B"), uncertain=uncertain, blank=blank)
-    assert y[0, 1] == y_u and mask[0, 1] == m_u  # the uncertain label
-    assert y[1, 1] == 0 and mask[1, 1] == m_b  # the blank one
-    assert mask[:, 0].all() and y[:, 0].tolist() == [1, 0]
-
-
-def test_per_finding_policy_and_bad_codes():
-    raw = np.array([[UNCERTAIN, UNCERTAIN]], dtype=np.int8)
-    y, mask = apply_policy(raw, ("A", "B"), uncertain={"B": "ones"})
-    assert mask.tolist() == [[False, True]] and y[0, 1] == 1
-    with pytest.raises(DataError, match=r"raw labels hold \[3\]"):
-        apply_policy(np.array([[3, 0]]), ("A", "B"))
-    with pytest.raises(DataError, match="names C"):
-        apply_policy(raw, ("A", "B"), uncertain={"C": "ones"})
+def test_a_multilabel_task_from_raw_codes_uses_data_label_policy():
+    raw = np.array([[1, UNCERTAIN], [0, BLANK], [1, 1]], dtype=np.int8)
+    task = multilabel_task(raw, ["A", "B"], uncertain="ones", blank="unknown")
+    y, mask = training_targets(raw, parse_policy("ones", "unknown", ["A", "B"]), ["A", "B"])
+    assert task.kind == "multilabel" and np.array_equal(task.y, y) and np.array_equal(task.mask, mask)
+    assert task.mask[0, 1] and task.y[0, 1] == 1 and not task.mask[1, 1]  # U-Ones; a blank is unknown
 
 
 def _multilabel(n: int = 200, seed: int = 0):
@@ -144,10 +130,7 @@ def test_multilabel_left_out_findings_and_stratification_key(caplog):
     task = make_task("multilabel", ["A", "B", "C"], y, mask)
     assert task.trainable(y, mask).tolist() == [True, True, False]
     assert "finding C has no positive" in caplog.text
-    key = task.stratify_key()
-    pos = (y == 1) & mask
-    assert key.shape == (len(y),) and np.all(key[~pos.any(axis=1)] == 3)
-    rarest = np.where(pos[:, 0], 0, 1)  # A (30 %) is rarer than B (50 %)
-    assert np.array_equal(key[pos.any(axis=1)], rarest[pos.any(axis=1)])
+    key = task.stratify_key()  # what data.sampling takes from a multi-label Task: known positives, (N, L)
+    assert key.shape == y.shape and np.array_equal(key, (y == 1) & mask)
     sub = task.take(np.arange(10))
     assert sub.y.shape == (10, 3) and sub.mask.shape == (10, 3) and sub.names == task.names
