@@ -108,8 +108,7 @@ class HeadKind:
 
     def fit_one(self, params: dict, train: Rows, *, fit: FitSettings, seed: int,
                 epochs: int | None = None) -> object:
-        """One config fitted on all of `train`; `epochs` is the cross-validated epoch count where it trains in
-        epochs (the refit after cross-validation)."""
+        """One config fitted on all of `train` (for `epochs` where it trains in epochs; None: the grid's)."""
         raise NotImplementedError
 
     def fit_sweeps(self, train: Rows, val: Rows, *, fit: FitSettings, seeds: Sequence[int],
@@ -127,10 +126,6 @@ class HeadKind:
         if not self.seeded:
             return [one(seeds[0])] * len(seeds)
         return [one(seed) for seed in seeds]
-
-    def refit(self, cand: Candidate, train: Rows, *, fit: FitSettings, seed: int) -> object:
-        """The config cross-validation selected, fitted on all of train."""
-        return self.fit_one(cand.params, train, fit=fit, seed=seed, epochs=cand.best_epoch)
 
     def record_hyper(self, cand: Candidate, fit: FitSettings) -> dict:
         """Training settings the record shows beside the selected config (epochs, batch size, ...)."""
