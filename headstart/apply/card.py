@@ -14,6 +14,8 @@ from pathlib import Path
 
 from headstart.backbones.types import Preprocessing
 from headstart.errors import ConfigError, DataError, one_line
+from headstart.tasks.core import Task
+from headstart.tasks.factory import task_for_classes
 
 CARD_FORMAT = "headstart-model"
 CARD_FORMAT_VERSION = 1  # bump when a field changes meaning; readers refuse newer versions
@@ -39,6 +41,11 @@ class RunCard:
     metrics: dict = field(default_factory=dict)  # the record's {"val": {...}, "test": {...}}, intervals included
     dataset: dict = field(default_factory=dict)  # manifest_hash, classes, data or cache
     feature_set: dict = field(default_factory=dict)  # cached heads: the spec of the features the head was fitted on
+
+    @property
+    def task(self) -> Task:
+        """What the run answers: it decides the prediction column and scores labelled rows (tasks)."""
+        return task_for_classes(self.classes)
 
     def to_dict(self) -> dict:
         out = asdict(self)

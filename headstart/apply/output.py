@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from headstart.evaluation.metrics import predict as decide
 from headstart.evaluation.records import jsonable
 from headstart.io import write_bytes_atomic
+from headstart.tasks.factory import task_for_classes
 
 
 def columns(classes: list[str], *, labelled: bool, reasons: bool) -> list[str]:
@@ -29,7 +29,7 @@ def table(ids: list[str], proba: np.ndarray, *, classes: list[str], threshold: f
     """One dict per row; probabilities are None for a skipped row (its `reason` says why)."""
     ok = np.isfinite(proba).all(axis=1)
     decided = np.full(len(ids), -1, dtype=np.int64)
-    decided[ok] = decide(proba[ok], threshold)
+    decided[ok] = task_for_classes(classes).predict(proba[ok], threshold)
     rows = []
     for i, sample_id in enumerate(ids):
         row: dict = {"id": sample_id}

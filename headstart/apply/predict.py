@@ -3,9 +3,9 @@
 Images go through extract's own decode (`DecodedImages`, workers that never raise), its bad-image rule and, for
 a cached head, its feature code (`extract.features`: the set's backbone and layer/pool tap, on the engine
 `--engine` picks, onnxruntime checked against torch on DATA's first real rows as extraction checks it); the
-run's scorer turns each batch into probabilities. When DATA has labels the
-metrics are computed by the records' evaluation code (`evaluation.bootstrap.evaluate`, at the frozen
-threshold) and written next to OUT. Under torchrun each rank scores a contiguous block and rank 0 writes.
+run's scorer turns each batch into probabilities. When DATA has labels the metrics are computed by the
+records' evaluation code (the run's Task, at the frozen threshold) and written next to OUT. Under torchrun
+each rank scores a contiguous block and rank 0 writes.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from headstart.device import autocast_dtype, cudnn_benchmark, resolve_device
 from headstart.distributed import all_gather_object, barrier, init_distributed, same_outcome
 from headstart.engines import choose_engine, onnx_installed
 from headstart.errors import ConfigError, DataError
-from headstart.evaluation.bootstrap import evaluate
 from headstart.extract.device_decode import DeviceJpegDecoder
 from headstart.extract.features import probe_batch, probe_images
 from headstart.extract.loader import DecodedImages, decode_plan, geometry_key, make_loader
@@ -198,7 +197,7 @@ def _metrics(card: RunCard, ids: list[str], proba: np.ndarray, labels: np.ndarra
     use = np.isfinite(proba).all(axis=1) & (labels >= 0)
     if not use.any():
         return None, None
-    metrics = evaluate(labels[use], proba[use], threshold=card.threshold, n_boot=config.n_boot, seed=0)
+    metrics = card.task.evaluate(labels[use], proba[use], threshold=card.threshold, n_boot=config.n_boot, seed=0)
     summary = {"run_id": card.run_id, "data": str(data) if data is not None else None, "cache": config.cache,
                "split": config.split, "engine": engine or None, "n": int(use.sum()),
                "n_skipped": int((~np.isfinite(proba).all(axis=1)).sum()),

@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from headstart.evaluation.bootstrap import evaluate
 from headstart.evaluation.records import RunRecord, write_record
-from headstart.evaluation.thresholds import choose_threshold, rule_outcome
+from headstart.evaluation.thresholds import rule_outcome
 from headstart.evaluation.timing import Timer, describe_device, peak_memory_mb
+from headstart.tasks.core import Task
+from headstart.tasks.factory import task_for_proba
 
 FINAL_SPLITS = ("val", "test")  # the threshold is chosen on the first and frozen for the second
 
@@ -65,6 +66,7 @@ class FinalEvaluation:
     n_boot: int  # bootstrap resamples behind each 95% interval
     device: Any = "cpu"  # where `predict` computes: the timer synchronises it; peak memory and the label come from it
     write: bool = True  # False on torchrun ranks other than 0: every rank builds the record, one writes it
+    task: Task | None = None  # what is asked: thresholds and metrics; None = the single-label task of the probas
 
 
 def finish_run(predict: Callable[[], dict[str, SplitPredictions]], *, outline: RunOutline,
@@ -78,12 +80,13 @@ def finish_run(predict: Callable[[], dict[str, SplitPredictions]], *, outline: R
     with Timer(device=final.device) as timer:
         outputs = predict()  # the one and only look at test
         val = outputs["val"]
-        binary = np.asarray(val.proba).shape[1] == 2
-        threshold = choose_threshold(val.y_true, np.asarray(val.proba)[:, 1], rule=final.threshold_rule) if binary else None
-        metrics = {split: evaluate(outputs[split].y_true, outputs[split].proba, threshold=threshold,
-                                   n_boot=final.n_boot, seed=outline.seed, groups=outputs[split].groups)
+        task = final.task or task_for_proba(val.proba)
+        threshold = task.choose_threshold(val.y_true, np.asarray(val.proba), rule=final.threshold_rule)
+        metrics = {split: task.evaluate(outputs[split].y_true, outputs[split].proba, threshold=threshold,
+                                        n_boot=final.n_boot, seed=outline.seed,
+                                        groups=outputs[split].groups)
                    for split in FINAL_SPLITS}
-        outcome = rule_outcome(final.threshold_rule, metrics["val"]) if binary else None
+        outcome = rule_outcome(final.threshold_rule, metrics["val"]) if task.kind == "binary" else None
         if outcome is not None:  # what a sensitivity/specificity target achieved on val, where it was chosen
             metrics["val"]["threshold_rule"] = outcome
     record = RunRecord(

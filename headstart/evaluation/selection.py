@@ -12,19 +12,20 @@ import numpy as np
 
 from headstart.errors import ConfigError
 from headstart.evaluation import SELECT_METRICS
-from headstart.evaluation.metrics import compute_metrics
-from headstart.evaluation.thresholds import choose_threshold
+from headstart.tasks.core import Task
+from headstart.tasks.factory import task_for_proba
 
 log = logging.getLogger(__name__)
 
 
-def val_score(y_true: np.ndarray, proba: np.ndarray, *, metric: str, threshold_rule: str) -> float:
-    """`metric` of one candidate's val probabilities; binary cut-dependent metrics use its own val threshold."""
+def val_score(y_true: np.ndarray, proba: np.ndarray, *, metric: str, threshold_rule: str,
+              task: Task | None = None) -> float:
+    """`metric` of one candidate's val probabilities, as the task scores it (cut-dependent metrics at the
+    candidate's own val thresholds); without a task, the single-label task of proba's columns."""
     if metric not in SELECT_METRICS:
         raise ConfigError(f"unknown select metric {metric!r}; expected one of {', '.join(SELECT_METRICS)}")
-    binary = np.asarray(proba).shape[1] == 2
-    threshold = choose_threshold(y_true, np.asarray(proba)[:, 1], rule=threshold_rule) if binary else None
-    return float(compute_metrics(y_true, proba, threshold=threshold)[metric])
+    task = task or task_for_proba(proba)
+    return task.score(y_true, proba, metric=metric, threshold_rule=threshold_rule)
 
 
 def larger_is_better(value: float, metric: str) -> float:

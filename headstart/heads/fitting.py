@@ -14,22 +14,17 @@ neighbour search per head). With an empty val split (`cv_sweep`, `applied_model`
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
 from headstart.data.sampling import carve, kfold, units_per_stratum
 from headstart.errors import DataError
 from headstart.evaluation.timing import Timer
-from headstart.heads.batched import train_batched_seeds
-from headstart.heads.knn import knn_sweep
-from headstart.heads.logreg import fit_logreg_path
-from headstart.heads.sweep import SweepGrid, torch_configs
-from headstart.heads.torch_heads import LinearHead, MLPHead
+from headstart.heads.protocol import Candidate, FitSettings, Rows, expand, full_proba  # noqa: F401 - re-exported
+from headstart.heads.registry import get_head
 
 log = logging.getLogger(__name__)
 
@@ -37,50 +32,6 @@ CV_FOLDS = 5  # folds of the cross-validation that replaces an empty val split
 HELD_OUT = 0.2  # share of rows held out after an empty val: to stop a torch head early, or for the threshold
 # Salts of the sampler's random streams, so folds, inner stopping splits and the final hold-out never coincide
 _FOLD_STREAM, _STOP_STREAM, _HOLD_STREAM = 31, 32, 33
-
-
-@dataclass
-class Rows:
-    """One split of one feature set: features, label indices, sample ids and patient groups."""
-
-    X: np.ndarray
-    y: np.ndarray
-    ids: np.ndarray
-    groups: np.ndarray
-
-    def take(self, index: np.ndarray) -> Rows:
-        return Rows(self.X[index], self.y[index], self.ids[index], self.groups[index])
-
-
-@dataclass
-class FitSettings:
-    """What every fit of a sweep shares, passed as one object."""
-
-    grid: SweepGrid  # the configs and the torch heads' epochs, batch size and patience
-    class_weight: str | None  # "balanced" or None (see data.balance.class_weight_mode)
-    n_classes: int  # classes of the cache; probabilities always have this many columns
-    device: Any  # where the torch heads train
-    precision: str = "fp32"  # the torch heads' training steps, "fp32" or "bf16" (device.head_precision)
-
-
-@dataclass
-class Candidate:
-    """One config of a sweep after fitting: its val (or out-of-fold) probabilities and, unless it must be
-    refitted after cross-validation, the fitted estimator."""
-
-    params: dict
-    val_proba: np.ndarray
-    estimator: object | None
-    best_epoch: int | None = None
-    history: list = field(default_factory=list)
-    _scored: tuple | None = field(default=None, repr=False)  # (X, proba) of the last `proba` call
-
-    def proba(self, X: np.ndarray, n_classes: int) -> np.ndarray:
-        """The fitted estimator's probabilities on X, remembered for the same X: every seed of a shared
-        (logreg, kNN) sweep scores the same test rows with the same estimator, and kNN's search is not free."""
-        if self._scored is None or self._scored[0] is not X:
-            self._scored = (X, full_proba(self.estimator, X, n_classes))
-        return self._scored[1]
 
 
 @dataclass
@@ -126,38 +77,15 @@ def fit_sweep(head: str, train: Rows, val: Rows, *, fit: FitSettings, seed: int,
 def fit_sweeps(head: str, train: Rows, val: Rows, *, fit: FitSettings, seeds: Sequence[int],
                params: list[dict] | None = None,
                stop_split: Callable[[Rows], np.ndarray] | None = None) -> list[list[Candidate]]:
-    """`fit_sweep` for several seeds. logreg and kNN ignore the seed, so they fit once and every seed gets the
-    same candidates; the torch heads train every seed's configs in one batched loop (`train_batched_seeds`).
+    """`fit_sweep` for several seeds, as the head's kind fits them (`HeadKind.fit_sweeps`): logreg and kNN
+    ignore the seed, so they fit once and every seed gets the same candidates; the torch heads train every
+    seed's configs in one batched loop (`train_batched_seeds`).
 
     `params`: the configs to fit (default: the grid's). `stop_split`: for heads that stop early, the positions
     of the train rows to stop on instead of val; such a head then fits on the other train rows and predicts val
     with the weights it kept. Heads that do not stop early fit on all of train and never call it.
     """
-    params = fit.grid.configs(head) if params is None else params
-    if head == "logreg":
-        fitted = fit_logreg_path(train.X, train.y, [p["C"] for p in params], class_weight=fit.class_weight)
-        return [[Candidate(p, full_proba(h, val.X, fit.n_classes), h) for p, h in zip(params, fitted)]] * len(seeds)
-    if head == "knn":
-        fitted = knn_sweep(train.X, train.y, val.X, [p["k"] for p in params], class_weight=fit.class_weight)
-        return [[Candidate(p, expand(proba, h.classes_, fit.n_classes), h)
-                 for p, (h, proba) in zip(params, fitted)]] * len(seeds)
-    settings = dataclasses.replace(fit.grid.train, class_weight=fit.class_weight, precision=fit.precision,
-                                   halving=fit.grid.mlp_halving if head == "mlp" else fit.grid.train.halving)
-    fit_rows, stop_rows = train, val
-    if stop_split is not None:
-        stop = np.zeros(len(train.y), dtype=bool)
-        stop[stop_split(train)] = True
-        fit_rows, stop_rows = train.take(np.flatnonzero(~stop)), train.take(np.flatnonzero(stop))
-    per_seed = train_batched_seeds(fit_rows.X, fit_rows.y, stop_rows.X, stop_rows.y, configs=torch_configs(params),
-                                   settings=settings, n_classes=fit.n_classes, device=fit.device, seeds=seeds)
-    cls = MLPHead if head == "mlp" else LinearHead
-    out = []
-    for seed, results in zip(seeds, per_seed):
-        heads = [cls._from_batched(r, np.arange(fit.n_classes), settings=settings, seed=seed, device=str(fit.device))
-                 for r in results]
-        out.append([Candidate(p, r.val_proba if stop_rows is val else full_proba(h, val.X, fit.n_classes), h,
-                              r.best_epoch, r.history) for p, r, h in zip(params, results, heads)])
-    return out
+    return get_head(head).fit_sweeps(train, val, fit=fit, seeds=seeds, params=params, stop_split=stop_split)
 
 
 def cv_sweep(head: str, train: Rows, *, fit: FitSettings, seed: int) -> tuple[list[Candidate], int]:
@@ -212,18 +140,3 @@ def applied_model(head: str, sweep: Sweep, cand: Candidate, train: Rows, *, fit:
 def _held_out(rows: Rows, *, seed: tuple[int, ...]) -> np.ndarray:
     """Positions of about HELD_OUT of `rows`: whole patients, stratified by class (empty when impossible)."""
     return carve(rows.ids, rows.groups, rows.y, n=round(HELD_OUT * len(rows.y)), seed=seed)
-
-
-def full_proba(estimator, X: np.ndarray, n_classes: int) -> np.ndarray:
-    """An estimator's probabilities on X over all cache classes."""
-    return expand(estimator.predict_proba(X), estimator.classes_, n_classes)
-
-
-def expand(proba: np.ndarray, classes: np.ndarray, n_classes: int) -> np.ndarray:
-    """Probabilities over the estimator's classes -> over all cache classes (absent ones get 0)."""
-    classes = np.asarray(classes)
-    if proba.shape[1] == n_classes and np.array_equal(classes, np.arange(n_classes)):
-        return proba
-    out = np.zeros((proba.shape[0], n_classes), dtype=proba.dtype)
-    out[:, classes.astype(np.int64)] = proba[:, : len(classes)]
-    return out

@@ -11,21 +11,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from headstart.heads.persist import head_kind
+from headstart.heads.registry import kind_of
 
 
 def head_module(estimator: object) -> nn.Module:
-    """The eval-mode module mapping (B, D) float32 features to (B, n_classes) probabilities."""
-    kind = head_kind(estimator)
-    if kind == "logreg":
-        scaler, model = estimator.pipeline_[0], estimator.pipeline_[-1]
-        module: nn.Module = LogRegGraph(scaler.mean_, scaler.scale_, model.coef_, model.intercept_)
-    elif kind in ("linear", "mlp"):
-        module = TorchHeadGraph(estimator.params_, estimator.mean_, estimator.scale_, len(estimator.classes_))
-    else:
-        module = KNNGraph(estimator.train_, estimator.y_, estimator.vote_weight_, k=estimator.k,
-                          distance=estimator.weights == "distance")
-    return module.eval()
+    """The eval-mode module mapping (B, D) float32 features to (B, n_classes) probabilities: the graph the
+    estimator's kind builds (`HeadKind.graph`; the built-in kinds use the modules below)."""
+    return kind_of(estimator).graph(estimator).eval()
 
 
 def _const(array) -> torch.Tensor:

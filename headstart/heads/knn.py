@@ -1,4 +1,7 @@
-"""k-nearest neighbours under cosine similarity: a training-free check of how well the features cluster."""
+"""k-nearest neighbours under cosine similarity: a training-free check of how well the features cluster.
+
+`KNNKind` is its head kind (heads.protocol): the k grid, one search for the whole sweep, tensors, graph.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ from sklearn.preprocessing import normalize
 
 from headstart.data.balance import class_weights
 from headstart.errors import ConfigError
+from headstart.heads.protocol import Candidate, HeadKind, expand, require
+from headstart.heads.tensor_file import Stored
 
 # Bytes of one (query rows, n_train) similarity block. 1,024 query rows against 70,000 train rows were 287 MB,
 # most of a third copy of a 100,000 x 1,024 cache (benchmarks/memory.py); 32 MiB keeps blocks wide enough for
@@ -99,3 +104,43 @@ def knn_sweep(X_train, y_train, X_val, ks, *, weights: str = "distance",
     sims, idx = neighbours(base.train_, np.asarray(X_val, dtype=np.float32), k=max(ks))
     return [(base._with_k(k), vote(sims, idx, base.y_, k=int(k), n_classes=len(base.classes_), weights=weights,
                                    vote_weight=base.vote_weight_)) for k in ks]
+
+
+class KNNKind(HeadKind):
+    """The kNN head kind: one neighbour search at the largest k serves the whole sweep and every seed."""
+
+    name = "knn"
+    estimator = KNNHead
+    tensors = ("train", "y", "vote_weight")
+
+    def configs(self, grid) -> list[dict]:
+        return [{"k": int(k)} for k in grid.knn_k]
+
+    def fit_one(self, params, train, *, fit, seed, epochs=None) -> KNNHead:
+        return KNNHead(k=params["k"], class_weight=fit.class_weight).fit(train.X, train.y)
+
+    def fit_sweeps(self, train, val, *, fit, seeds, params=None, stop_split=None) -> list[list[Candidate]]:
+        params = self.configs(fit.grid) if params is None else params
+        fitted = knn_sweep(train.X, train.y, val.X, [p["k"] for p in params], class_weight=fit.class_weight)
+        return [[Candidate(p, expand(proba, h.classes_, fit.n_classes), h)
+                 for p, (h, proba) in zip(params, fitted)]] * len(seeds)
+
+    def state(self, head: KNNHead, dtype: str) -> tuple[dict, dict]:
+        # float32, whatever the set's dtype: these are the normalised rows the record was evaluated with; narrowing
+        # them to float16 moved predictions by up to 1e-2 from the record (and could flip decisions near the cut)
+        return {"train": Stored.of(head.train_, "float32"), "y": head.y_, "vote_weight": head.vote_weight_}, {}
+
+    def build(self, params: dict, t: dict, state: dict, classes: np.ndarray) -> KNNHead:
+        head = KNNHead(**params)
+        head.classes_, head.train_ = classes, np.ascontiguousarray(t["train"], dtype=np.float32)
+        head.y_, head.vote_weight_ = t["y"].astype(np.int64), t["vote_weight"]
+        head.n_features_in_ = head.train_.shape[1]
+        require(len(head.y_) == len(head.train_) and len(head.vote_weight_) == len(classes)
+                and (len(head.y_) == 0 or head.y_.max() < len(classes)),
+                f"{len(head.train_)} reference rows, {len(head.y_)} labels and {len(classes)} classes do not agree")
+        return head
+
+    def graph(self, head: KNNHead):
+        from headstart.heads.graph import KNNGraph
+
+        return KNNGraph(head.train_, head.y_, head.vote_weight_, k=head.k, distance=head.weights == "distance")

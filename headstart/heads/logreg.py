@@ -1,4 +1,7 @@
-"""Logistic regression on features standardised on train: the strong, boring baseline every sweep needs."""
+"""Logistic regression on features standardised on train: the strong, boring baseline every sweep needs.
+
+`LogRegKind` is its head kind (heads.protocol): the C grid, the warm-started path, tensors, graph.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +13,12 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_sample_weight
 
 from headstart.data.balance import class_weight_mode
 from headstart.heads.logreg_path import solve_logistic_path
+from headstart.heads.protocol import Candidate, HeadKind, full_proba, require
 from headstart.heads.scaling import fit_scaler, scaled_copy
 
 
@@ -97,3 +102,48 @@ class _QuietLogistic(LogisticRegression):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             return super().fit(X, y, sample_weight=sample_weight)
+
+
+class LogRegKind(HeadKind):
+    """The logreg head kind: a sweep over C is one warm-started path (`fit_logreg_path`), shared by every seed."""
+
+    name = "logreg"
+    estimator = LogRegHead
+    tensors = ("scaler_mean", "scaler_scale", "scaler_var", "coef", "intercept")
+
+    def configs(self, grid) -> list[dict]:
+        return [{"C": float(c)} for c in grid.logreg_C]
+
+    def fit_one(self, params, train, *, fit, seed, epochs=None) -> LogRegHead:
+        return LogRegHead(C=params["C"], class_weight=fit.class_weight).fit(train.X, train.y)
+
+    def fit_sweeps(self, train, val, *, fit, seeds, params=None, stop_split=None) -> list[list[Candidate]]:
+        params = self.configs(fit.grid) if params is None else params
+        fitted = fit_logreg_path(train.X, train.y, [p["C"] for p in params], class_weight=fit.class_weight)
+        return [[Candidate(p, full_proba(h, val.X, fit.n_classes), h) for p, h in zip(params, fitted)]] * len(seeds)
+
+    def state(self, head: LogRegHead, dtype: str) -> tuple[dict, dict]:
+        scaler, model = head.pipeline_[0], head.pipeline_[-1]
+        tensors = {"scaler_mean": scaler.mean_, "scaler_scale": scaler.scale_, "scaler_var": scaler.var_,
+                   "coef": model.coef_, "intercept": model.intercept_}
+        return tensors, {"n_samples_seen": int(np.max(scaler.n_samples_seen_)),
+                         "n_iter": np.ravel(model.n_iter_).tolist()}
+
+    def build(self, params: dict, t: dict, state: dict, classes: np.ndarray) -> LogRegHead:
+        scaler = StandardScaler()
+        scaler.mean_, scaler.scale_, scaler.var_ = t["scaler_mean"], t["scaler_scale"], t["scaler_var"]
+        scaler.n_features_in_, scaler.n_samples_seen_ = len(t["scaler_mean"]), state.get("n_samples_seen", 0)
+        model: LogisticRegression = _QuietLogistic(C=params["C"], max_iter=params["max_iter"])
+        model.coef_, model.intercept_, model.classes_ = t["coef"], t["intercept"], classes
+        model.n_features_in_ = t["coef"].shape[1]
+        model.n_iter_ = np.asarray(state.get("n_iter", [0]), dtype=np.int32)
+        require(t["coef"].shape[0] == (1 if len(classes) == 2 else len(classes)) and
+                len(t["intercept"]) == t["coef"].shape[0] and len(t["scaler_scale"]) == t["coef"].shape[1],
+                f"coef {t['coef'].shape} does not fit {len(classes)} classes and {len(t['scaler_mean'])} features")
+        return LogRegHead._from_fitted(make_pipeline(scaler, model), **params)
+
+    def graph(self, head: LogRegHead):
+        from headstart.heads.graph import LogRegGraph
+
+        scaler, model = head.pipeline_[0], head.pipeline_[-1]
+        return LogRegGraph(scaler.mean_, scaler.scale_, model.coef_, model.intercept_)

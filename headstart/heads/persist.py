@@ -1,4 +1,4 @@
-"""Saved heads: each head kind writes its own tensors to `head.safetensors` and its description to `head.json`.
+"""Saved heads: each head kind (heads.registry) writes its own tensors to `head.safetensors` and its description to `head.json`.
 
 No pickle, ever: a head someone sent you loads without running any of their code. The tensors go through
 safetensors (a header plus raw buffers), or a plain `.npz` read with `allow_pickle=False`; everything else
@@ -21,15 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from headstart.errors import DataError, one_line
-from headstart.heads.knn import KNNHead
-from headstart.heads.logreg import LogRegHead, _QuietLogistic
+from headstart.heads.registry import get_head, kind_of, names
 from headstart.heads.tensor_file import Stored, write_safetensors
-from headstart.heads.torch_heads import LinearHead, MLPHead
 from headstart.io import write_bytes_atomic
 from headstart.versions import collect_versions
 
@@ -46,96 +41,17 @@ _ADVICE = "rerun `headstart heads` to write it again"
 class SavedHead:
     """A head read back from disk: the fitted estimator and what head.json says about it."""
 
-    estimator: object  # LogRegHead | LinearHead | MLPHead | KNNHead, fitted
-    kind: str  # logreg | linear | mlp | knn
+    estimator: object  # the fitted estimator of a registered head kind (heads.registry)
+    kind: str  # its kind's name: logreg | linear | mlp | knn | one registered
     classes: list[str]  # class names; the estimator's label i is classes[i]
     threshold: float | None  # frozen on val; None for multi-class (argmax)
     feature_set: dict = field(default_factory=dict)  # the spec of the features it was trained on
     info: dict = field(default_factory=dict)  # the whole head.json
 
 
-# --- each kind's tensors -----------------------------------------------------------------------------------
-
-
-def _logreg_state(head: LogRegHead, _dtype: str) -> tuple[dict, dict]:
-    scaler, model = head.pipeline_[0], head.pipeline_[-1]
-    tensors = {"scaler_mean": scaler.mean_, "scaler_scale": scaler.scale_, "scaler_var": scaler.var_,
-               "coef": model.coef_, "intercept": model.intercept_}
-    return tensors, {"n_samples_seen": int(np.max(scaler.n_samples_seen_)), "n_iter": np.ravel(model.n_iter_).tolist()}
-
-
-def _logreg_build(params: dict, t: dict, state: dict, classes: np.ndarray) -> LogRegHead:
-    scaler = StandardScaler()
-    scaler.mean_, scaler.scale_, scaler.var_ = t["scaler_mean"], t["scaler_scale"], t["scaler_var"]
-    scaler.n_features_in_, scaler.n_samples_seen_ = len(t["scaler_mean"]), state.get("n_samples_seen", 0)
-    model: LogisticRegression = _QuietLogistic(C=params["C"], max_iter=params["max_iter"])
-    model.coef_, model.intercept_, model.classes_ = t["coef"], t["intercept"], classes
-    model.n_features_in_, model.n_iter_ = t["coef"].shape[1], np.asarray(state.get("n_iter", [0]), dtype=np.int32)
-    _require(t["coef"].shape[0] == (1 if len(classes) == 2 else len(classes)) and
-             len(t["intercept"]) == t["coef"].shape[0] and len(t["scaler_scale"]) == t["coef"].shape[1],
-             f"coef {t['coef'].shape} does not fit {len(classes)} classes and {len(t['scaler_mean'])} features")
-    return LogRegHead._from_fitted(make_pipeline(scaler, model), **params)
-
-
-def _torch_state(head: LinearHead, _dtype: str) -> tuple[dict, dict]:
-    tensors = {name: p.detach().cpu().numpy() for name, p in head.params_.items()}
-    return {**tensors, "mean": head.mean_, "scale": head.scale_}, {"best_epoch": int(head.best_epoch_)}
-
-
-def _torch_build(cls: type, names: tuple[str, ...]):
-    def build(params: dict, t: dict, state: dict, classes: np.ndarray) -> LinearHead:
-        import torch
-
-        head = cls(**params)
-        head.classes_ = classes
-        head.params_ = {name: torch.from_numpy(np.ascontiguousarray(t[name])) for name in names}
-        head.mean_, head.scale_ = t["mean"], t["scale"]
-        head.history_, head.best_epoch_ = [], state.get("best_epoch", 0)
-        head.n_features_in_ = len(t["mean"])
-        first, last = t[names[0]], t[names[-1]]
-        _require(first.shape[0] == len(t["mean"]) == len(t["scale"]) and last.shape[-1] >= len(classes),
-                 f"weights {first.shape} .. {last.shape} do not fit {len(t['mean'])} features and "
-                 f"{len(classes)} classes")
-        return head
-
-    return build
-
-
-def _knn_state(head: KNNHead, _dtype: str) -> tuple[dict, dict]:
-    # float32, whatever the set's dtype: these are the normalised rows the record was evaluated with; narrowing
-    # them to float16 moved predictions by up to 1e-2 from the record (and could flip decisions near the cut)
-    return {"train": Stored.of(head.train_, "float32"), "y": head.y_, "vote_weight": head.vote_weight_}, {}
-
-
-def _knn_build(params: dict, t: dict, state: dict, classes: np.ndarray) -> KNNHead:
-    head = KNNHead(**params)
-    head.classes_, head.train_ = classes, np.ascontiguousarray(t["train"], dtype=np.float32)
-    head.y_, head.vote_weight_ = t["y"].astype(np.int64), t["vote_weight"]
-    head.n_features_in_ = head.train_.shape[1]
-    _require(len(head.y_) == len(head.train_) and len(head.vote_weight_) == len(classes)
-             and (len(head.y_) == 0 or head.y_.max() < len(classes)),
-             f"{len(head.train_)} reference rows, {len(head.y_)} labels and {len(classes)} classes do not agree")
-    return head
-
-
-# kind -> (estimator class, its tensors and JSON state, the estimator from them, the tensor names it needs)
-_KINDS = {
-    "logreg": (LogRegHead, _logreg_state, _logreg_build,
-               ("scaler_mean", "scaler_scale", "scaler_var", "coef", "intercept")),
-    "linear": (LinearHead, _torch_state, _torch_build(LinearHead, ("W", "b")), ("W", "b", "mean", "scale")),
-    "mlp": (MLPHead, _torch_state, _torch_build(MLPHead, ("W1", "b1", "W2", "b2")),
-            ("W1", "b1", "W2", "b2", "mean", "scale")),
-    "knn": (KNNHead, _knn_state, _knn_build, ("train", "y", "vote_weight")),
-}
-
-
 def head_kind(estimator: object) -> str:
-    """logreg | linear | mlp | knn for a fitted head (MLPHead is checked before LinearHead, its base class)."""
-    for kind in ("mlp", "linear", "logreg", "knn"):
-        if type(estimator) is _KINDS[kind][0]:
-            return kind
-    raise TypeError(f"{type(estimator).__name__} is not a headstart head; expected one of "
-                    f"{', '.join(c.__name__ for c, *_ in _KINDS.values())}")
+    """The registered kind name of a fitted head (heads.registry.kind_of)."""
+    return kind_of(estimator).name
 
 
 # --- save ----------------------------------------------------------------------------------------------------
@@ -163,9 +79,9 @@ def save_head(folder: str | Path, estimator: object, *, classes: list[str], thre
     (its `dtype` also sets how kNN's reference rows are stored; float32 without one). `extra` (e.g. run_id)
     is added to head.json as is.
     """
-    kind = head_kind(estimator)
+    kind = kind_of(estimator).name
     feature_set = dict(feature_set or {})
-    arrays, state = _KINDS[kind][1](estimator, feature_set.get("dtype") or "float32")
+    arrays, state = get_head(kind).state(estimator, feature_set.get("dtype") or "float32")
     tensors = {name: a if isinstance(a, Stored) else Stored.of(a)
                for name, a in {**arrays, "classes": estimator.classes_}.items()}
     folder = Path(folder)
@@ -208,21 +124,22 @@ def read_head(path: str | Path) -> SavedHead:
                         f"`headstart heads` (runs from before saved heads have none: {_ADVICE})")
     info = _read_json(json_path)
     kind = info.get("head")
-    if info.get("format") != HEAD_FORMAT or kind not in _KINDS:
+    if info.get("format") != HEAD_FORMAT or not isinstance(kind, str) or kind not in names():
         raise DataError(f"{json_path} is not a headstart head (format {info.get('format')!r}, head {kind!r}); "
-                        f"expected format {HEAD_FORMAT!r} and a head of {', '.join(_KINDS)}")
+                        f"expected format {HEAD_FORMAT!r} and a head of {', '.join(names())}")
     if int(info.get("format_version", 0)) > HEAD_FORMAT_VERSION:
         raise DataError(f"{json_path} has format_version {info['format_version']}, newer than this headstart reads "
                         f"({HEAD_FORMAT_VERSION}); upgrade headstart")
     tensors = _read_tensors(json_path.parent, info)
-    missing = [n for n in (*_KINDS[kind][3], "classes") if n not in tensors]
+    head = get_head(kind)
+    missing = [n for n in (*head.tensors, "classes") if n not in tensors]
     _require(not missing, f"{kind} head lacks tensor(s) {', '.join(missing)}", json_path)
     classes = [str(c) for c in info.get("classes", [])]
     _require(len(classes) >= 2 and len(tensors["classes"]) <= len(classes),
              f"{len(classes)} class names for {len(tensors['classes'])} fitted classes", json_path)
     try:
-        estimator = _KINDS[kind][2](dict(info.get("params", {})), tensors, dict(info.get("state", {})),
-                                    tensors["classes"].astype(np.int64))
+        estimator = head.build(dict(info.get("params", {})), tensors, dict(info.get("state", {})),
+                               tensors["classes"].astype(np.int64))
     except DataError as exc:
         raise DataError(f"{json_path.parent / HEAD_TENSORS}: {exc}; {_ADVICE}") from None
     except (TypeError, KeyError, ValueError, IndexError) as exc:

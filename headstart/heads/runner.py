@@ -30,19 +30,20 @@ from headstart.errors import CacheError, ConfigError, DataError
 from headstart.evaluation import SELECT_METRICS
 from headstart.evaluation.finish import FinalEvaluation, RunOutline, SplitPredictions, finish_run
 from headstart.evaluation.records import RunRecord, make_run_id
-from headstart.evaluation.selection import best_index, val_score
+from headstart.evaluation.selection import best_index
 from headstart.evaluation.thresholds import parse_threshold_rule
 from headstart.evaluation.timing import reset_peak_memory
 from headstart.heads import HEADS, SWEEP_NAMES
 from headstart.heads.fitting import Candidate, FitSettings, Rows, Sweep, applied_model, run_sweeps
 from headstart.heads.persist import feature_set_spec, save_head
+from headstart.heads.registry import get_head
+from headstart.heads.registry import names as head_names
 from headstart.heads.sweep import get_sweep
 from headstart.precision import HEAD_PRECISIONS
+from headstart.tasks.factory import task_for_classes
 
 log = logging.getLogger(__name__)
 
-_DETERMINISTIC = ("logreg", "knn")  # heads whose fit ignores the seed: one sweep serves every seed
-_TORCH_HEADS = ("linear", "mlp")  # heads that train on `device`; the others fit on the CPU
 COMPACT_ROWS = 4096  # rows moved per block when train is compacted in place (_split_rows)
 
 
@@ -51,7 +52,7 @@ class HeadsConfig:
     """What `headstart heads` runs; the CLI options map one to one onto these fields."""
 
     feature_sets: list[str] | None = None  # names under /features; None = every complete set in the cache
-    heads: list[str] = field(default_factory=lambda: list(HEADS))  # any of logreg, linear, mlp, knn
+    heads: list[str] = field(default_factory=lambda: list(HEADS))  # any of logreg, linear, mlp, knn (registry)
     sweep: str = "default"  # named grid, see headstart.heads.sweep.SWEEPS
     seeds: int = 1  # seeds 0..N-1; the console summary reports mean ± std over them
     select_metric: str = "auroc"  # val metric that picks the config (see SELECT_METRICS)
@@ -65,9 +66,10 @@ class HeadsConfig:
 
     def validate(self) -> None:
         """Fail before any training on a value that would fail later."""
-        unknown = [h for h in self.heads if h not in HEADS]
+        unknown = [h for h in self.heads if h not in head_names()]
         if unknown or not self.heads:
-            raise ConfigError(f"unknown head {', '.join(unknown) or '(none given)'}; expected one or more of {', '.join(HEADS)}")
+            raise ConfigError(f"unknown head {', '.join(unknown) or '(none given)'}; expected one or more of "
+                              f"{', '.join(head_names())}")
         if self.select_metric not in SELECT_METRICS:
             raise ConfigError(f"unknown select metric {self.select_metric!r}; expected one of {', '.join(SELECT_METRICS)}")
         if self.sweep not in SWEEP_NAMES:
@@ -106,7 +108,7 @@ def run_heads(*, cache_path: str | Path, runs_dir: str | Path, config: HeadsConf
         cache.require_single_label("heads")
         names = _feature_set_names(cache, config.feature_sets)
         fit = FitSettings(grid=grid, class_weight=class_weight_mode(config.class_weight),
-                          n_classes=len(cache.classes), device=device,
+                          task=task_for_classes(cache.classes), device=device,
                           precision=head_precision(config.precision, device))
         total = len(names) * config.seeds * sum(grid.size(h) for h in config.heads)
         with tqdm(total=total, desc="heads", unit="config", disable=None if progress else True) as bar:
@@ -118,7 +120,7 @@ def run_heads(*, cache_path: str | Path, runs_dir: str | Path, config: HeadsConf
                     # every seed in one call: torch heads batch their seeds, logreg and kNN fit once for all
                     sweeps = run_sweeps(head, job.splits, fit=fit, seeds=range(config.seeds))
                     for seed, sweep in enumerate(sweeps):
-                        reused = seed > 0 and head in _DETERMINISTIC and sweep.selection == "val"
+                        reused = seed > 0 and not get_head(head).seeded and sweep.selection == "val"
                         records.append(_select_and_test(job, sweep, head=head, seed=seed, reused=reused))
                         bar.update(grid.size(head))
     return records
@@ -180,8 +182,8 @@ def _select_and_test(job: _Job, sweep: Sweep, *, head: str, seed: int, reused: b
     """Select the config on val (or out of fold), take the model to apply, then finish the run as every strategy
     does: the threshold is chosen on the applied model's own val (or held-out) predictions."""
     config, fit, test = job.config, job.fit, job.splits["test"]
-    scores = [val_score(sweep.select_rows.y, c.val_proba, metric=config.select_metric,
-                        threshold_rule=config.threshold_rule) for c in sweep.candidates]
+    scores = [fit.task.score(sweep.select_rows.y, c.val_proba, metric=config.select_metric,
+                             threshold_rule=config.threshold_rule) for c in sweep.candidates]
     best = best_index(scores, metric=config.select_metric)
     applied = applied_model(head, sweep, sweep.candidates[best], job.splits["train"], fit=fit, seed=seed)
     cand, val = applied.candidate, applied.rows
@@ -200,7 +202,7 @@ def _select_and_test(job: _Job, sweep: Sweep, *, head: str, seed: int, reused: b
                 "images_per_second": job.meta.get("images_per_second")},
     )
     final = FinalEvaluation(threshold_rule=config.threshold_rule, n_boot=config.n_boot,
-                            device=fit.device if head in _TORCH_HEADS else "cpu")
+                            device=fit.device if get_head(head).on_device else "cpu", task=fit.task)
     record = finish_run(predict, outline=outline, final=final, runs_dir=job.runs_dir)
     spec = feature_set_spec(job.feature_set, job.meta, manifest_hash=job.dataset["manifest_hash"],
                             cache=job.dataset["cache"])
@@ -215,11 +217,8 @@ def _select_and_test(job: _Job, sweep: Sweep, *, head: str, seed: int, reused: b
 def _record_config(job: _Job, sweep: Sweep, cand: Candidate, scores: list[float], *, head: str,
                    reused: bool) -> dict:
     """The record's `config`: the selected hyperparameters, the options, and every config's val score."""
-    config, train = job.config, job.fit.grid.train
-    hyper = dict(cand.params)
-    if head in _TORCH_HEADS:
-        hyper.update(epochs=train.epochs, batch_size=train.batch_size, patience=train.patience,
-                     best_epoch=cand.best_epoch, precision=job.fit.precision)
+    config, kind = job.config, get_head(head)
+    hyper = {**cand.params, **kind.record_hyper(cand, job.fit)}
     return {
         **hyper,
         "feature_set": job.feature_set,
@@ -229,9 +228,9 @@ def _record_config(job: _Job, sweep: Sweep, cand: Candidate, scores: list[float]
         "sweep": job.fit.grid.name,
         "grid_size": len(sweep.candidates),
         "select_metric": config.select_metric,
-        "threshold_rule": config.threshold_rule if job.fit.n_classes == 2 else None,
+        "threshold_rule": job.fit.task.record_rule(config.threshold_rule),
         "class_weight": config.class_weight,
         "selection": sweep.selection,
-        "fit_shared_across_seeds": reused or (head in _DETERMINISTIC and sweep.selection == "val"),
+        "fit_shared_across_seeds": reused or (not kind.seeded and sweep.selection == "val"),
         "sweep_scores": [{**c.params, config.select_metric: s} for c, s in zip(sweep.candidates, scores)],
     }

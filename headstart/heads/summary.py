@@ -45,7 +45,9 @@ def summary_table(records: list[RunRecord]) -> str:
 
 
 def _short_config(record: RunRecord) -> str:
-    keys = {"logreg": ("C",), "linear": ("lr", "weight_decay"), "mlp": ("lr", "weight_decay", "hidden", "dropout"),
-            "knn": ("k",)}.get(record.head or "", ())
+    """The swept hyperparameters of the selected config, read from the record's sweep scores (any head kind)."""
+    scores = record.config.get("sweep_scores") or [{}]
+    keys = [k for k in scores[0] if k != record.config.get("select_metric")]
     short = {"weight_decay": "wd"}
-    return " ".join(f"{short.get(k, k)}={record.config[k]:g}" for k in keys if k in record.config)
+    return " ".join(f"{short.get(k, k)}={record.config[k]:g}" for k in keys
+                    if isinstance(record.config.get(k), (int, float)))

@@ -1,20 +1,19 @@
 """Named hyperparameter grids (`--sweep quick|default`) and the hyperparameter dicts each head sweeps.
 
-A grid is data, not code: the runner turns it into one `LogRegHead` per C (warm-started path), one batched
-torch model per head kind, and one neighbour search per kNN sweep.
+A grid is data, not code: each head kind (heads.registry) reads its values from it and turns them into its
+sweep: one `LogRegHead` per C (warm-started path), one batched torch model per torch kind, one neighbour search
+per kNN sweep.
 """
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from headstart.errors import ConfigError
-from headstart.heads import HEADS
-from headstart.heads.batched import TorchHeadConfig, TrainSettings
-
+from headstart.heads.batched import TrainSettings
+from headstart.heads.registry import get_head
 
 
 @dataclass(frozen=True)
@@ -37,26 +36,12 @@ class SweepGrid:
     mlp_halving: tuple[int, ...] = ()
 
     def configs(self, head: str) -> list[dict]:
-        """The hyperparameter dicts of one head's sweep, in a fixed order (ties in selection go to the first)."""
-        if head == "logreg":
-            return [{"C": float(c)} for c in self.logreg_C]
-        if head == "linear":
-            return [{"lr": lr, "weight_decay": wd} for lr, wd in itertools.product(self.linear_lr, self.linear_weight_decay)]
-        if head == "mlp":
-            return [{"lr": lr, "weight_decay": wd, "hidden": h, "dropout": d} for lr, wd, h, d in
-                    itertools.product(self.mlp_lr, self.mlp_weight_decay, self.mlp_hidden, self.mlp_dropout)]
-        if head == "knn":
-            return [{"k": int(k)} for k in self.knn_k]
-        raise ConfigError(f"unknown head {head!r}; expected one of {', '.join(HEADS)}")
+        """The hyperparameter dicts of one head's sweep, in a fixed order (ties in selection go to the first);
+        the head's kind reads the values it sweeps from this grid (heads.registry)."""
+        return get_head(head).configs(self)
 
     def size(self, head: str) -> int:
         return len(self.configs(head))
-
-
-def torch_configs(configs: list[dict]) -> list[TorchHeadConfig]:
-    """Hyperparameter dicts of a linear or MLP sweep -> the configs `train_batched` takes."""
-    return [TorchHeadConfig(lr=c["lr"], weight_decay=c["weight_decay"], hidden=c.get("hidden", 0),
-                            dropout=c.get("dropout", 0.0)) for c in configs]
 
 
 _GRIDS = (

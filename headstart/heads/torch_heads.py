@@ -1,16 +1,22 @@
 """PyTorch linear and MLP heads as scikit-learn estimators.
 
 `fit` is the K = 1 case of `headstart.heads.batched.train_batched`, the same code a sweep runs for all its
-configs at once, so a head fitted alone equals the same config fitted inside a sweep.
+configs at once, so a head fitted alone equals the same config fitted inside a sweep. `LinearKind` and
+`MLPKind` are their head kinds (heads.protocol): the grid, the batched sweep, the saved tensors, the graph.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+
 import numpy as np
+import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from headstart.device import resolve_device
-from headstart.heads.batched import HeadResult, TorchHeadConfig, TrainSettings, train_batched
+from headstart.heads.batched import HeadResult, TorchHeadConfig, TrainSettings, train_batched, train_batched_seeds
+from headstart.heads.protocol import Candidate, HeadKind, full_proba, require
 from headstart.heads.stacked import predict_proba
 
 
@@ -104,3 +110,98 @@ class MLPHead(LinearHead):
 
     def _config(self) -> TorchHeadConfig:
         return TorchHeadConfig(lr=self.lr, weight_decay=self.weight_decay, hidden=self.hidden, dropout=self.dropout)
+
+
+class LinearKind(HeadKind):
+    """The linear head kind: every config of every seed trains in one batched model (`train_batched_seeds`)."""
+
+    name = "linear"
+    estimator = LinearHead
+    tensors = ("W", "b", "mean", "scale")
+    seeded = True
+    on_device = True
+
+    def configs(self, grid) -> list[dict]:
+        return [{"lr": lr, "weight_decay": wd}
+                for lr, wd in itertools.product(grid.linear_lr, grid.linear_weight_decay)]
+
+    def _halving(self, grid) -> tuple[int, ...]:
+        return grid.train.halving  # a linear sweep's cost is per-step overhead, which halving does not reduce
+
+    def fit_one(self, params, train, *, fit, seed, epochs=None) -> LinearHead:
+        settings = fit.grid.train
+        est = self.estimator(**params, epochs=max(1, epochs or settings.epochs), batch_size=settings.batch_size,
+                             patience=settings.patience, class_weight=fit.class_weight, seed=seed,
+                             device=str(fit.device), precision=fit.precision)
+        return est.fit(train.X, train.y)
+
+    def fit_sweeps(self, train, val, *, fit, seeds, params=None, stop_split=None) -> list[list[Candidate]]:
+        """Every config of every seed in one batched loop, stopping early on val, or on the train rows
+        `stop_split` picks (then fitted on the others, and val predicted with the weights each head kept)."""
+        params = self.configs(fit.grid) if params is None else params
+        settings = dataclasses.replace(fit.grid.train, class_weight=fit.class_weight, precision=fit.precision,
+                                       halving=self._halving(fit.grid))
+        fit_rows, stop_rows = train, val
+        if stop_split is not None:
+            stop = np.zeros(len(train.y), dtype=bool)
+            stop[stop_split(train)] = True
+            fit_rows, stop_rows = train.take(np.flatnonzero(~stop)), train.take(np.flatnonzero(stop))
+        per_seed = train_batched_seeds(fit_rows.X, fit_rows.y, stop_rows.X, stop_rows.y,
+                                       configs=torch_configs(params), settings=settings, n_classes=fit.n_classes,
+                                       device=fit.device, seeds=seeds)
+        classes, out = np.arange(fit.n_classes), []
+        for seed, results in zip(seeds, per_seed):
+            heads = [self.estimator._from_batched(r, classes, settings=settings, seed=seed, device=str(fit.device))
+                     for r in results]
+            out.append([Candidate(p, r.val_proba if stop_rows is val else full_proba(h, val.X, fit.n_classes), h,
+                                  r.best_epoch, r.history) for p, r, h in zip(params, results, heads)])
+        return out
+
+    def record_hyper(self, cand, fit) -> dict:
+        train = fit.grid.train
+        return {"epochs": train.epochs, "batch_size": train.batch_size, "patience": train.patience,
+                "best_epoch": cand.best_epoch, "precision": fit.precision}
+
+    def state(self, head: LinearHead, dtype: str) -> tuple[dict, dict]:
+        tensors = {name: p.detach().cpu().numpy() for name, p in head.params_.items()}
+        return {**tensors, "mean": head.mean_, "scale": head.scale_}, {"best_epoch": int(head.best_epoch_)}
+
+    def build(self, params: dict, t: dict, state: dict, classes: np.ndarray) -> LinearHead:
+        names = self.tensors[:-2]  # the weights; mean and scale are the standardisation
+        head = self.estimator(**params)
+        head.classes_ = classes
+        head.params_ = {name: torch.from_numpy(np.ascontiguousarray(t[name])) for name in names}
+        head.mean_, head.scale_ = t["mean"], t["scale"]
+        head.history_, head.best_epoch_ = [], state.get("best_epoch", 0)
+        head.n_features_in_ = len(t["mean"])
+        first, last = t[names[0]], t[names[-1]]
+        require(first.shape[0] == len(t["mean"]) == len(t["scale"]) and last.shape[-1] >= len(classes),
+                f"weights {first.shape} .. {last.shape} do not fit {len(t['mean'])} features and "
+                f"{len(classes)} classes")
+        return head
+
+    def graph(self, head: LinearHead):
+        from headstart.heads.graph import TorchHeadGraph
+
+        return TorchHeadGraph(head.params_, head.mean_, head.scale_, len(head.classes_))
+
+
+class MLPKind(LinearKind):
+    """The MLP head kind: trained like linear, with successive halving across its sweep (SweepGrid.mlp_halving)."""
+
+    name = "mlp"
+    estimator = MLPHead
+    tensors = ("W1", "b1", "W2", "b2", "mean", "scale")
+
+    def configs(self, grid) -> list[dict]:
+        return [{"lr": lr, "weight_decay": wd, "hidden": h, "dropout": d} for lr, wd, h, d in
+                itertools.product(grid.mlp_lr, grid.mlp_weight_decay, grid.mlp_hidden, grid.mlp_dropout)]
+
+    def _halving(self, grid) -> tuple[int, ...]:
+        return grid.mlp_halving
+
+
+def torch_configs(configs: list[dict]) -> list[TorchHeadConfig]:
+    """Hyperparameter dicts of a linear or MLP sweep -> the configs `train_batched` takes."""
+    return [TorchHeadConfig(lr=c["lr"], weight_decay=c["weight_decay"], hidden=c.get("hidden", 0),
+                            dropout=c.get("dropout", 0.0)) for c in configs]

@@ -32,9 +32,12 @@ from headstart.evaluation.records import jsonable, make_run_id
 from headstart.evaluation.selection import best_index, val_score
 from headstart.evaluation.thresholds import parse_threshold_rule
 from headstart.evaluation.timing import Timer
-from headstart.heads import HEADS, SWEEP_NAMES
+from headstart.heads import SWEEP_NAMES
 from headstart.heads.fitting import FitSettings, Rows, applied_model, full_proba, run_sweep
+from headstart.heads.registry import get_head
+from headstart.heads.registry import names as head_names
 from headstart.heads.sweep import get_sweep
+from headstart.tasks.factory import task_for_classes
 from headstart.io import write_bytes_atomic
 from headstart.evaluation.curve_doc import CURVE_FORMAT, CURVE_FORMAT_VERSION, CURVE_NAME
 from headstart.evaluation.curve_fit import FIT_METRICS, fit_power_law, mean_ci, standard_error
@@ -43,7 +46,6 @@ from headstart.versions import collect_versions
 log = logging.getLogger(__name__)
 
 SUMMARY_METRICS = ("auroc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1", "auprc")
-_TORCH_HEADS = ("linear", "mlp")
 
 
 @dataclass
@@ -66,10 +68,10 @@ class CurveConfig:
     n_boot: int = 1000  # bootstrap resamples behind each point's 95% intervals
 
     def validate(self) -> None:
-        unknown = [h for h in self.heads if h not in HEADS]
+        unknown = [h for h in self.heads if h not in head_names()]
         if unknown or not self.heads:
             raise ConfigError(f"unknown head {', '.join(unknown) or '(none given)'}; expected one or more of "
-                              f"{', '.join(HEADS)}")
+                              f"{', '.join(head_names())}")
         checks = [
             (self.repeats >= 1, f"--repeats {self.repeats} is invalid; expected at least 1"),
             (self.sweep in SWEEP_NAMES, f"unknown sweep {self.sweep!r}; expected one of {', '.join(SWEEP_NAMES)}"),
@@ -126,7 +128,7 @@ def run_curve(*, cache_path: str | Path, runs_dir: str | Path, config: CurveConf
         if not names:
             raise DataError(f"{cache.path} has no complete feature set; run or finish `headstart extract` first")
         fit = FitSettings(grid=grid, class_weight=class_weight_mode(config.class_weight),
-                          n_classes=len(cache.classes), device=device)
+                          task=task_for_classes(cache.classes), device=device)
         for name in names:
             pools = _pools(cache, name)
             sizes = curve_sizes(config.sizes, n_train=len(pools.train.y), n_classes=pools.n_classes)
@@ -220,7 +222,7 @@ def _point(pools: _Pools, head: str, draw: Draw, *, repeat: int, fit: FitSetting
     select = pools.val.take(np.zeros(0, dtype=np.int64)) if config.val_from_train else pools.val
     sweep = run_sweep(head, {"train": train, "val": select}, fit=fit, seed=draw.seed)
     scores = [val_score(sweep.select_rows.y, c.val_proba, metric=config.select_metric,
-                        threshold_rule=config.threshold_rule) for c in sweep.candidates]
+                        threshold_rule=config.threshold_rule, task=fit.task) for c in sweep.candidates]
     # after cross-validation inside the draw: the chosen config fitted on the draw minus a held-out fifth, whose
     # threshold is chosen on that fifth (heads.fitting.applied_model)
     applied = applied_model(head, sweep, sweep.candidates[best_index(scores, metric=config.select_metric)], train,
@@ -238,7 +240,7 @@ def _point(pools: _Pools, head: str, draw: Draw, *, repeat: int, fit: FitSetting
                          strategy="cached-head", backbone=pools.backbone, head=head, seed=draw.seed,
                          config=dict(cand.params), dataset=pools.dataset, timing={"train_seconds": seconds})
     final = FinalEvaluation(threshold_rule=config.threshold_rule, n_boot=config.n_boot,
-                            device=fit.device if head in _TORCH_HEADS else "cpu", write=False)
+                            device=fit.device if get_head(head).on_device else "cpu", write=False, task=fit.task)
     record = finish_run(predict, outline=outline, final=final, runs_dir=".")
     return {**draw.describe(), "repeat": repeat, "selected": dict(cand.params), "selection": sweep.selection,
             "threshold": record.threshold, "train_seconds": seconds,

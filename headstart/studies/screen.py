@@ -37,9 +37,11 @@ from headstart.engines import choose_engine, onnx_installed
 from headstart.extract.features import FeatureModel, attach_engine, build_feature_models, probe_batch, probe_images
 from headstart.extract.runner import extract_rows, samples_table
 from headstart.extract.sets import feature_spec
-from headstart.heads import HEADS, SWEEP_NAMES
+from headstart.heads import SWEEP_NAMES
 from headstart.heads.fitting import FitSettings, Rows, run_sweep
+from headstart.heads.registry import names as head_names
 from headstart.heads.sweep import get_sweep
+from headstart.tasks.factory import task_for_classes
 from headstart.io import write_bytes_atomic
 from headstart.studies.screen_rounds import Standing, decide, grow_subset, round_sizes
 from headstart.versions import collect_versions
@@ -66,7 +68,7 @@ class ScreenConfig:
         self.extract.validate()
         checks = [
             (self.keep >= 1, f"--keep {self.keep} is invalid; expected at least 1"),
-            (self.head in HEADS, f"--head {self.head!r} is unknown; expected one of {', '.join(HEADS)}"),
+            (self.head in head_names(), f"--head {self.head!r} is unknown; expected one of {', '.join(head_names())}"),
             (self.sweep in SWEEP_NAMES, f"sweep {self.sweep!r} is unknown; expected one of {', '.join(SWEEP_NAMES)}"),
             (0 < self.fraction <= 1, f"fraction {self.fraction} is invalid; expected a share of train+val in (0, 1]"),
             (self.min_images >= 1, f"min_images {self.min_images} is invalid; expected at least 1"),
@@ -230,7 +232,7 @@ def _rank(race: _Race, names: list[str], rows: np.ndarray, spent: dict[str, floa
     split = np.asarray(table.splits)[rows]
     labels, ids, groups = (np.asarray(table.labels)[rows], np.asarray(table.ids, dtype=object)[rows],
                            np.asarray(table.groups, dtype=object)[rows])
-    fit = FitSettings(grid=get_sweep(config.sweep), class_weight="balanced", n_classes=len(table.classes),
+    fit = FitSettings(grid=get_sweep(config.sweep), class_weight="balanced", task=task_for_classes(table.classes),
                       device=race.device)
     standings, results = [], []
     for name in names:
@@ -241,7 +243,7 @@ def _rank(race: _Race, names: list[str], rows: np.ndarray, spent: dict[str, floa
             raise DataError(f"a screening subset of {len(rows)} images lacks a class in its train or val rows; raise "
                             f"--min-images or the val fraction so every round sees every class in both")
         sweep = run_sweep(config.head, parts, fit=fit, seed=config.extract.seed)
-        scores = [val_score(parts["val"].y, c.val_proba, metric="auroc", threshold_rule="youden")
+        scores = [val_score(parts["val"].y, c.val_proba, metric="auroc", threshold_rule="youden", task=fit.task)
                   for c in sweep.candidates]
         best = best_index(scores, metric="auroc")
         ci = bootstrap_ci(parts["val"].y, sweep.candidates[best].val_proba, threshold=None, metrics=("auroc",),

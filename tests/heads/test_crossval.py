@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 from headstart.cache.reader import FeatureCache
 from headstart.evaluation.thresholds import choose_threshold
-from headstart.heads import fitting
+from headstart.heads import torch_heads
 from headstart.heads.fitting import FitSettings, Rows, cv_sweep
 from headstart.heads.logreg import LogRegHead
 from headstart.heads.persist import load_head
@@ -57,13 +57,13 @@ def test_torch_heads_stop_early_on_an_inner_split_of_the_training_fold(monkeypat
     train = _copied_patients(n_patients=40, per=2, n_blank=8)
     train.X[:, 0] = np.arange(len(train.y))  # the row number, to see which rows each call was given
     calls = []
-    real = fitting.train_batched_seeds
+    real = torch_heads.train_batched_seeds  # the torch kinds' batched loop (heads.torch_heads.LinearKind)
 
     def spy(X_fit, y_fit, X_stop, y_stop, **kwargs):
         calls.append((set(X_fit[:, 0].astype(int).tolist()), set(X_stop[:, 0].astype(int).tolist())))
         return real(X_fit, y_fit, X_stop, y_stop, **kwargs)
 
-    monkeypatch.setattr(fitting, "train_batched_seeds", spy)
+    monkeypatch.setattr(torch_heads, "train_batched_seeds", spy)
     cv_sweep("linear", train, fit=QUICK, seed=0)
     assert len(calls) == 5
     predicted = []

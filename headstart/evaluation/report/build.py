@@ -36,6 +36,7 @@ from headstart.evaluation.report.summary import (
 )
 from headstart.evaluation.table import MISSING, fmt_ci, fmt_mean_std, fmt_mean_std_ci, fmt_p, fmt_seconds, fmt_value
 from headstart.evaluation.curve_doc import read_curves
+from headstart.tasks.factory import task_for_proba
 
 logger = logging.getLogger(__name__)
 
@@ -232,9 +233,10 @@ def _figures(group: DatasetGroup, rows: list[Row], *, stem: str, points: list[di
         except (KeyError, TypeError, ValueError, DataError) as error:  # a malformed record loses its curve only
             logger.warning("no ROC curve for %s: %s", row.reference.run_id, one_line(error))
             continue
-        if proba.shape[1] == 2:
+        positive = task_for_proba(proba).positive_scores(proba)
+        if positive is not None:
             auroc = row.reference.metrics.get("test", {}).get("auroc")
-            curves.append((f"{row.backbone} {row.label} (AUROC {fmt_value(auroc)})", y, proba[:, 1]))
+            curves.append((f"{row.backbone} {row.label} (AUROC {fmt_value(auroc)})", y, positive))
     candidates = [
         (f"{stem}cost_accuracy.png", "Test AUROC against measured seconds (extraction + training, log scale), best "
          "configuration per backbone and strategy, GFLOPs in the labels, Pareto front dashed", cost_figure(points)),

@@ -12,12 +12,13 @@ import logging
 import numpy as np
 
 from headstart.errors import DataError, one_line
-from headstart.evaluation.metrics import as_proba, predict
+from headstart.evaluation.metrics import as_proba
 from headstart.evaluation.paired import delong_test, mcnemar_test
 from headstart.evaluation.records import RunRecord
 from headstart.evaluation.report.multilabel_paired import compare_multilabel, is_multilabel
 from headstart.evaluation.report.pairing import id_order, paired_groups
 from headstart.evaluation.report.summary import Row, best_cached_head
+from headstart.tasks.factory import task_for_proba
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +54,11 @@ def compare_runs(a: RunRecord, b: RunRecord) -> dict:
         logger.warning("paired tests %s vs %s skipped: %s", a.run_id, b.run_id, error)
         return result | {"note": one_line(error)}
     result["n"] = int(y.size)
-    result["mcnemar"] = mcnemar_test(y, predict(proba_a, a.threshold), predict(proba_b, b.threshold))
-    if proba_a.shape[1] == 2:  # patients from the records (older records hold none: images are independent)
-        result["delong"] = delong_test(y, proba_a[:, 1], proba_b[:, 1], groups=paired_groups(a, b))
+    task = task_for_proba(proba_a)
+    result["mcnemar"] = mcnemar_test(y, task.predict(proba_a, a.threshold), task.predict(proba_b, b.threshold))
+    if task.positive_scores(proba_a) is not None:
+        result["delong"] = delong_test(y, task.positive_scores(proba_a), task.positive_scores(proba_b),
+                                     groups=paired_groups(a, b))  # patients from the records (older: none)
     else:
         result["note"] = f"DeLong skipped: {proba_a.shape[1]} classes; it compares binary AUROCs"
     return result

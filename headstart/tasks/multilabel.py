@@ -1,0 +1,126 @@
+"""Multi-label tasks: L findings per image, each a sigmoid output with its own mask, threshold and metrics.
+
+Unknown labels (masked) never enter the loss, a threshold or a metric. A finding with one class among its known
+rows of a split is not an error: its AUROC is `null` with the reason, and the macro mean covers the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from headstart.errors import ConfigError
+from headstart.evaluation.bootstrap import bootstrap_ci
+from headstart.evaluation.metrics import batch_auroc_auprc, compute_metrics
+from headstart.evaluation.thresholds import choose_threshold
+from headstart.tasks.core import Task, sigmoid
+
+log = logging.getLogger(__name__)
+
+ONE_CLASS = "one class among the labelled rows"  # the reason a finding's AUROC is null
+
+
+class MultilabelTask(Task):
+    """y is (N, L) 0/1, mask (N, L) bool; probabilities are (N, L), one sigmoid per finding."""
+
+    kind = "multilabel"
+    link_name = "sigmoid"
+
+    def stratify_key(self) -> np.ndarray:
+        return ((np.asarray(self.y) == 1) & self.known()).astype(np.int8)
+
+    def link(self, logits: np.ndarray) -> np.ndarray:
+        return sigmoid(logits)
+
+    def loss(self, logits: Any, target: Any, *, weight: Any = None, mask: Any = None) -> Any:
+        """Masked binary cross-entropy: the mean over known labels; `weight` is a per-finding pos_weight."""
+        import torch.nn.functional as F
+
+        per = F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype), pos_weight=weight,
+                                                 reduction="none")
+        if mask is None:
+            return per.mean()
+        m = mask.to(per.dtype)
+        return (per * m).sum() / m.sum().clamp(min=1.0)
+
+    def trainable(self, y: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """(L,) bool: findings with both classes among their known rows; the others get one warning each."""
+        y, known = np.asarray(y), _mask(y, mask)
+        pos, neg = ((y == 1) & known).any(axis=0), ((y == 0) & known).any(axis=0)
+        for name in np.asarray(self.names)[~(pos & neg)]:
+            log.warning("finding %s has %s among the training rows; it is left out of training and reported "
+                        "as null", name, "no positive" if not pos[self.names.index(name)] else "no negative")
+        return pos & neg
+
+    def choose_threshold(self, y: np.ndarray, proba: np.ndarray, *, rule: str,
+                         mask: np.ndarray | None = None) -> list[float | None]:
+        """One threshold per finding, on its known val rows; None where val has one class there."""
+        known = _mask(y, mask)
+        out: list[float | None] = []
+        for j in range(len(self.names)):
+            yj = np.asarray(y)[known[:, j], j]
+            out.append(float(choose_threshold(yj, np.asarray(proba)[known[:, j], j], rule=rule))
+                       if np.unique(yj).size == 2 else None)
+        return out
+
+    def record_rule(self, rule: str) -> str:
+        return rule
+
+    def predict(self, proba: np.ndarray, threshold: list[float | None] | None) -> np.ndarray:
+        cuts = np.array([0.5 if t is None else t for t in (threshold or [None] * len(self.names))])
+        return (np.asarray(proba) >= cuts).astype(np.int64)
+
+    def evaluate(self, y: np.ndarray, proba: np.ndarray, *, threshold: list[float | None] | None, n_boot: int,
+                 seed: int, mask: np.ndarray | None = None, groups: np.ndarray | None = None) -> dict:
+        """Per-finding metrics (null + reason for a one-class finding), macro and micro AUROC, mean AP."""
+        y, proba, known = np.asarray(y), np.asarray(proba, dtype=np.float64), _mask(y, mask)
+        threshold = threshold or [None] * len(self.names)
+        per_label = {name: self._one(y[known[:, j], j], proba[known[:, j], j], threshold[j], n_boot, seed)
+                     for j, name in enumerate(self.names)}
+        for j, name in enumerate(self.names):
+            per_label[name]["n_masked"] = int((~known[:, j]).sum())
+        aurocs = [v["auroc"] for v in per_label.values() if v["auroc"] is not None]
+        aps = [v["auprc"] for v in per_label.values() if v["auprc"] is not None]
+        micro, _ = batch_auroc_auprc(y[known] == 1, proba[known][None, :])
+        return {"n": int(len(y)), "auroc": _num(np.mean(aurocs)) if aurocs else None,
+                "micro_auroc": _num(micro[0]), "mean_ap": _num(np.mean(aps)) if aps else None,
+                "n_labels_scored": len(aurocs), "per_label": per_label}
+
+    @staticmethod
+    def _one(y: np.ndarray, p: np.ndarray, threshold: float | None, n_boot: int, seed: int) -> dict:
+        n, n_pos = int(len(y)), int((y == 1).sum())
+        if n_pos == 0 or n_pos == n:
+            return {"auroc": None, "auroc_ci": None, "auprc": None, "sensitivity": None, "specificity": None,
+                    "threshold": threshold, "n": n, "n_pos": n_pos, "reason": ONE_CLASS}
+        two = np.stack([1.0 - p, p], axis=1)
+        m = compute_metrics(y, two, threshold=threshold)
+        ci = bootstrap_ci(y, two, threshold=threshold, metrics=("auroc",), n_boot=n_boot, seed=seed)["auroc"]
+        return {"auroc": _num(m["auroc"]), "auroc_ci": [_num(c) for c in ci], "auprc": _num(m["auprc"]),
+                "sensitivity": _num(m["sensitivity"]), "specificity": _num(m["specificity"]),
+                "threshold": threshold, "n": n, "n_pos": n_pos}
+
+    def score(self, y: np.ndarray, proba: np.ndarray, *, metric: str, threshold_rule: str,
+              mask: np.ndarray | None = None) -> float:
+        """Val macro AUROC (or AUPRC) over the findings with both classes; NaN when none has both."""
+        if metric not in ("auroc", "auprc"):
+            raise ConfigError(f"select metric {metric!r} is not defined for a multi-label task; expected auroc "
+                              f"or auprc (macro over the findings)")
+        key = 0 if metric == "auroc" else 1
+        known = _mask(y, mask)
+        values = [batch_auroc_auprc(np.asarray(y)[known[:, j], j] == 1,
+                                    np.asarray(proba, dtype=np.float64)[known[:, j], j][None, :])[key][0]
+                  for j in range(len(self.names))]
+        finite = [v for v in values if np.isfinite(v)]
+        return float(np.mean(finite)) if finite else float("nan")
+
+
+def _mask(y: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    return np.ones(np.shape(y), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+
+
+def _num(value: float) -> float | None:
+    """A JSON-safe float: NaN becomes None."""
+    value = float(value)
+    return value if np.isfinite(value) else None
