@@ -121,8 +121,8 @@ def _start_engine(scorer, images: Images, *, config: PredictConfig, device: torc
             log.info("--engine %s applies to a cached head's backbone; %s runs on %s", config.engine,
                      scorer.card.run_id, scorer.engine_name)
         return scorer.engine_name, {}
-    return scorer.engine_name, start_engines([scorer.model], images, spec=config.engine, device=device,
-                                             amp_dtype=amp_dtype)
+    probed = start_engines([scorer.model], images, spec=config.engine, device=device, amp_dtype=amp_dtype)
+    return scorer.engine_name, probed
 
 
 def _score_images(scorer, images: Images, rows: np.ndarray, *, config: PredictConfig, device: torch.device,
