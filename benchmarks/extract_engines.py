@@ -13,12 +13,18 @@ weights (speed does not depend on their values), batch 64 and headstart's other 
 Targets (issue 16): b default / b torch >= 1.3 for resnet18 and >= 2 for densenet121; b default / a onnxruntime
 >= 0.9.
 
+`--end-to-end` prints, instead, whole commands against the forward-only ratio measured in the same run (issue 22):
+per interleaved repeat, (a) as above, then one `headstart extract` of the n images with the default engine and
+one with `--engine torch` (warm graph cache); the end-to-end ratio is torch's wall time / the default's, and its
+share of the forward-only ratio is the target (>= 0.85 for densenet121 on 320 images). Each command's seconds
+outside its loop (wall - loop) are printed beside it: that is the one-time cost the default engine adds.
+
 `--providers` prints, instead, the default engine's end-to-end rate for one model per provider (the README's
 providers table): timm:resnet18, xrv:densenet121-res224-all (one channel, 224 px) and a ViT-Tiny-sized Hugging
 Face encoder built from a config (`hf:headstart-bench/vit-tiny`: 12 blocks, width 192, 224 px; no weights file).
 
     .venv/bin/python benchmarks/extract_engines.py [--backbone resnet18 --backbone densenet121] [--n 640]
-                                                   [--repeats 3] [--providers]
+                                                   [--repeats 3] [--providers | --end-to-end]
 """
 
 from __future__ import annotations
@@ -127,6 +133,41 @@ def compare(name: str, manifests: tuple[Path, Path], n: int, args, tmp: Path, en
           f"check on {CHECK_ROWS} rows); {pays}")
 
 
+def end_to_end(name: str, large: Path, args, tmp: Path, env: dict) -> None:
+    """Whole default-engine and torch commands on the large manifest, beside the forward-only ratio (medians).
+
+    Wall-time ratios are the target; CPU-time ratios (the command's process CPU seconds, the forward's CPU ms per
+    image) are printed beside them because on a shared machine they move much less with the other jobs' load.
+    """
+    folder = tmp / f"graphs-{name.replace(':', '_').replace('/', '_')}"
+    env = {**env, "HEADSTART_ONNX_CACHE": str(folder)}
+    bench.cli_run(large, tmp / "warm.h5", backbone=name, device="cpu", decode="cpu", env=env)  # exports the graph
+    runs: dict[str, list[float]] = {}
+    for _ in range(args.repeats):  # interleaved, so machine noise hits every method alike
+        for engine in ("onnxruntime", "torch"):
+            model, x, _ = bench.engine_forward(name, engine, CPU, batch_size=args.batch_size, folder=folder)
+            rate, cpu_ms = bench.forward_only(model, x, n=args.nfwd, device=CPU)
+            runs.setdefault(f"forward {engine}", []).append(rate)
+            runs.setdefault(f"forward cpu {engine}", []).append(cpu_ms * 320 / 1000)  # CPU s per 320 images
+        for engine in ("auto", "torch"):
+            wall, cpu, loop = bench.cli_run(large, tmp / "e2e.h5", backbone=name, device="cpu", decode="cpu",
+                                            engine=engine, env=env)
+            runs.setdefault(f"wall {engine}", []).append(wall)
+            runs.setdefault(f"cpu {engine}", []).append(cpu)
+            runs.setdefault(f"outside {engine}", []).append(wall - loop)
+        runs.setdefault("load", []).append(os.getloadavg()[0])
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    for k, v in runs.items():
+        unit = "img/s" if k.startswith("forward ") and "cpu" not in k else ("" if k == "load" else "s")
+        print(f"  {name:28s} {k:23s} {med[k]:7.2f} {unit:5s} (runs: {', '.join(f'{x:.2f}' for x in v)})")
+    for what, whole, forward in [
+        ("wall", med["wall torch"] / med["wall auto"], med["forward onnxruntime"] / med["forward torch"]),
+        ("cpu ", med["cpu torch"] / med["cpu auto"], med["forward cpu torch"] / med["forward cpu onnxruntime"]),
+    ]:
+        print(f"  {name:28s} {what} end-to-end default/torch = {whole:.2f}   forward-only onnxruntime/torch = "
+              f"{forward:.2f}   share = {whole / forward:.2f} (target >= 0.85)")
+
+
 def providers(manifests: tuple[Path, Path], n: int, args, tmp: Path, env: dict) -> None:
     hf_home = tmp / "hf_home"
     tiny_hf_repo(hf_home)
@@ -148,6 +189,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64, help="(a); (b) uses headstart's default, 64")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--providers", action="store_true", help="the default engine's rate for one model per provider")
+    ap.add_argument("--end-to-end", action="store_true",
+                    help="whole commands (default engine / torch) against the forward-only ratio, same run")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     if not bench.DATA.is_dir():
@@ -164,6 +207,9 @@ def main() -> None:
                      bench.make_manifest(paths, tmp / "large"))
         if args.providers:
             providers(manifests, args.n, args, tmp, {})
+        elif args.end_to_end:
+            for name in args.backbone or ["densenet121"]:
+                end_to_end(name, manifests[1], args, tmp, {})
         else:
             for name in args.backbone or ["resnet18", "densenet121"]:
                 compare(name, manifests, args.n, args, tmp, {})

@@ -1,7 +1,8 @@
 """`headstart predict RUN DATA -o OUT.csv`: apply a run (or an exported model) to images, or to cached features.
 
-Images go through extract's own decode (`DecodedImages`, workers that never raise), its bad-image rule and, for
-a cached head, its feature code (`extract.features`: the set's backbone and layer/pool tap, on the engine
+Images go through extract's own decode loop and bad-image rule (`extract.pipeline.image_batches`) and, for a
+cached head, its engine path (`extract.pipeline.start_engines`) and feature code (`extract.features`: the set's
+backbone and layer/pool tap, on the engine
 `--engine` picks, onnxruntime checked against torch on DATA's first real rows as extraction checks it); the
 run's scorer turns each batch into probabilities. When DATA has labels the metrics are computed by the
 records' evaluation code (the run's Task, at the frozen threshold) and written next to OUT. Under torchrun
@@ -17,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from headstart.apply.card import RunCard
 from headstart.apply.config import PredictConfig
@@ -28,11 +28,9 @@ from headstart.apply.scorers import CachedHeadScorer
 from headstart.cache.reader import FeatureCache
 from headstart.device import autocast_dtype, cudnn_benchmark, resolve_device
 from headstart.distributed import all_gather_object, barrier, init_distributed, same_outcome
-from headstart.engines import choose_engine, onnx_installed
 from headstart.errors import ConfigError, DataError
-from headstart.extract.device_decode import DeviceJpegDecoder
-from headstart.extract.features import probe_batch, probe_images
-from headstart.extract.loader import DecodedImages, decode_plan, geometry_key, make_loader
+from headstart.extract.loader import decode_plan, geometry_key
+from headstart.extract.pipeline import image_batches, start_engines
 from headstart.heads.fitting import full_proba
 
 log = logging.getLogger(__name__)
@@ -84,10 +82,10 @@ def run_predict(*, run: str | Path, data: str | Path | None, output: str | Path,
             workers, threads = decode_plan(config.workers, device, decode=card.decode)
             images = read_images(data, card.classes)
             shard = np.array_split(np.arange(len(images.samples)), job.world_size)[job.rank]
-            engine = _start_engine(scorer, images, config=config, device=device, amp_dtype=amp_dtype)
+            engine, probed = _start_engine(scorer, images, config=config, device=device, amp_dtype=amp_dtype)
             start = time.perf_counter()
             mine = _score_images(scorer, images, shard, config=config, device=device, workers=workers,
-                                 threads=threads, progress=progress and job_main)
+                                 threads=threads, progress=progress and job_main, decoded=probed)
             seconds = time.perf_counter() - start
         parts = all_gather_object((shard, *mine, seconds))
         proba = np.concatenate([p[1] for p in parts])
@@ -113,53 +111,40 @@ def run_predict(*, run: str | Path, data: str | Path | None, output: str | Path,
 
 
 def _start_engine(scorer, images: Images, *, config: PredictConfig, device: torch.device,
-                  amp_dtype: torch.dtype | None) -> str:
-    """Give a cached head's feature model its engine, as extraction does: onnxruntime is checked against torch on
-    DATA's first real rows before any row is scored (one warning line when it falls back). Logs the engine line;
-    returns the engine's name. Fine-tunes run on torch, exported models on their own runtime."""
+                  amp_dtype: torch.dtype | None) -> tuple[str, dict[int, dict]]:
+    """Give a cached head's feature model its engine through extraction's own path (`extract.pipeline`):
+    onnxruntime is checked against torch on DATA's first real rows before any row is scored (one warning line
+    when it falls back). Logs the engine line; returns the engine's name and the rows decoded for the check.
+    Fine-tunes run on torch, exported models on their own runtime."""
     if not isinstance(scorer, CachedHeadScorer):
         if config.engine != "auto":
             log.info("--engine %s applies to a cached head's backbone; %s runs on %s", config.engine,
                      scorer.card.run_id, scorer.engine_name)
-        return scorer.engine_name
-    choice = choose_engine(config.engine, device, amp_dtype=amp_dtype, onnx_available=onnx_installed())
-    probe = None
-    if choice.name == "onnxruntime":
-        probe = probe_batch(probe_images(images, [scorer.model]), [scorer.model])
-    scorer.attach(config.engine, probe=probe)
-    log.info("%s", scorer.model.engine_line(choice.reason))
-    return scorer.engine_name
+        return scorer.engine_name, {}
+    probed = start_engines([scorer.model], images, spec=config.engine, device=device, amp_dtype=amp_dtype)
+    return scorer.engine_name, probed
 
 
 def _score_images(scorer, images: Images, rows: np.ndarray, *, config: PredictConfig, device: torch.device,
-                  workers: int, progress: bool, threads: int = 0) -> tuple[np.ndarray, list[str]]:
-    """(probabilities (n, C) with NaN rows for skipped images, one error string per row ('' when fine))."""
+                  workers: int, progress: bool, threads: int = 0,
+                  decoded: dict[int, dict] | None = None) -> tuple[np.ndarray, list[str]]:
+    """(probabilities (n, C) with NaN rows for skipped images, one error string per row ('' when fine));
+    `decoded` holds rows the engine check already decoded."""
     card: RunCard = scorer.card
-    prep = card.preprocessing
     proba = np.full((len(rows), len(card.classes)), np.nan)
     errors = [""] * len(rows)
-    if len(rows) == 0:
-        return proba, errors
-    decoded = DecodedImages(images.source, images.samples, rows, [prep], decode=card.decode)
-    loader = make_loader(decoded, batch_size=config.batch_size, pin_memory=device.type == "cuda",
-                         workers=workers if len(rows) > config.batch_size else 0, threads=threads)
-    decoder = DeviceJpegDecoder(decoded, device=device) if card.decode == "device" else None
     position = {int(r): i for i, r in enumerate(rows)}
-    with torch.inference_mode(), cudnn_benchmark(device), \
-            tqdm(total=len(rows), unit="img", desc=f"predict {card.run_id}", disable=None if progress else True) as bar:
-        for batch in loader:
-            if decoder is not None:
-                batch = decoder.complete(batch)
-            ok = batch["ok"].numpy().astype(bool)
+    batches = image_batches(images.source, images.samples, rows, [card.preprocessing], decode=card.decode,
+                            batch_size=config.batch_size, workers=workers, threads=threads, device=device,
+                            on_bad_image=config.on_bad_image, decoded=decoded, desc=f"predict {card.run_id}",
+                            progress=progress)
+    with torch.inference_mode(), cudnn_benchmark(device):
+        for batch, ok in batches:
             at = np.array([position[int(r)] for r in batch["row"]])
             for j in np.flatnonzero(~ok):
-                if config.on_bad_image == "fail":
-                    raise DataError(f"{batch['error'][j]}; fix or remove the file, or pass --on-bad-image skip")
                 errors[at[j]] = batch["error"][j]
-                log.warning("skipping bad image: %s", batch["error"][j])
-            p = scorer.score(batch[geometry_key(prep)])
+            p = scorer.score(batch[geometry_key(card.preprocessing)])
             proba[at[ok]] = p[ok]
-            bar.update(len(ok))
     return proba, errors
 
 

@@ -10,6 +10,7 @@ The other ranks of a torchrun job use only `plan_for` and `Stager.joined`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from headstart.cache.schema import lock_path, staging_dir
 from headstart.cache.stager import Stager
 from headstart.cache.undo import journal_path, roll_back
 from headstart.cache.staging import StagingArea
+from headstart.data.imagemeta import ImageMeta
 from headstart.errors import CacheError
 
 logger = logging.getLogger(__name__)
@@ -97,8 +99,9 @@ class CacheWriter:
     def done_mask(self) -> np.ndarray:
         return self._entered().done_mask()
 
-    def write_batch(self, rows: np.ndarray, features: dict[str, np.ndarray], valid: np.ndarray) -> None:
-        self._entered().write_batch(rows, features, valid)
+    def write_batch(self, rows: np.ndarray, features: dict[str, np.ndarray], valid: np.ndarray,
+                    meta: Sequence[ImageMeta | None] | None = None) -> None:
+        self._entered().write_batch(rows, features, valid, meta=meta)
 
     def rescan(self) -> None:
         self._entered().rescan()

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from headstart.backbones.sanity import EmbeddingStats
 from headstart.backbones.weights import rebuild_attrs, torchvision_gflops
@@ -40,13 +39,13 @@ from headstart.distributed import (
     require_same_request,
     same_outcome,
 )
-from headstart.engines import choose_engine, onnx_installed
+from headstart.engines import EngineChoice, choose_engine, onnx_installed
 from headstart.errors import CacheError, ConfigError, DataError, DependencyError
 from headstart.extract.config import ExtractConfig
-from headstart.extract.device_decode import DeviceJpegDecoder, check_device_resizable
-from headstart.extract.features import (FeatureModel, attach_engine, build_feature_models, compute_features,
-                                       probe_batch, probe_images)
-from headstart.extract.loader import DecodedImages, decode_plan, make_loader
+from headstart.extract.device_decode import check_device_resizable
+from headstart.extract.features import FeatureModel, build_feature_models, compute_features
+from headstart.extract.loader import decode_plan
+from headstart.extract.pipeline import image_batches, start_engines
 from headstart.extract.sets import ENGINE_NAMES, feature_spec, settle_engine, stored_engines
 from headstart.versions import collect_versions
 
@@ -187,30 +186,28 @@ def _settle_engines(models: list[FeatureModel], out: Path, table: SamplesTable, 
                     amp_dtype: torch.dtype | None) -> tuple[list[FeatureSetSpec], dict[int, dict]]:
     """Give each backbone with sets left to compute its engine (see `sets`); return every set's spec, named after
     the engine that computes (or computed) it, and the rows decoded to check an onnxruntime engine on."""
-    choice = choose_engine(config.engine, device, amp_dtype=amp_dtype, onnx_available=onnx_installed())
-    usable = {choice.name} | {e for e in ENGINE_NAMES if _usable(e, device, amp_dtype)}
     state = {m.name: rebuild_attrs(m.backbone, seed=config.seed) for m in models}  # hashed: seed and weights
     by_engine = {e: {o.name: feature_spec(m.backbone, o, e, table=table, dtype=config.feature_dtype,
                                           decode=config.decode, precision=precision_name(amp_dtype),
                                           random_state=state[m.name]) for m in models for o in m.outputs}
                  for e in ENGINE_NAMES}
-    stored = stored_engines(out, table, by_engine)
-    settled = {m.name: settle_engine(config.engine, choice.name, {n: stored[n] for n in m.set_names}, usable=usable,
-                                     overwrite=config.overwrite, where=str(out)) for m in models}
-    tentative = [by_engine[s.reused.get(o.name) or s.engine][o.name] for m in models for o in m.outputs
-                 for s in [settled[m.name]]]
-    plan_for(CacheRequest.of(out, table, tentative, overwrite=config.overwrite))  # refusals come before any export
-    probed, probe = {}, None
-    if any(s.engine == "onnxruntime" for s in settled.values()):
-        probed = probe_images(dataset, models)
-        probe = probe_batch(probed, models)
-    specs = []
-    for m in models:
-        s = settled[m.name]
-        if s.engine is not None:
-            attach_engine(m, s.engine, device, amp_dtype=amp_dtype, probe=probe)
-            log.info("%s", m.engine_line(s.reason or choice.reason))
-        specs += [by_engine[s.reused.get(o.name) or m.engine.name][o.name] for o in m.outputs]
+    settled = {}
+
+    def settle(choice: EngineChoice) -> dict[str, tuple[str | None, str]]:
+        """Each backbone's engine: a stored set keeps its own (`sets.settle_engine`); the plan may refuse."""
+        stored = stored_engines(out, table, by_engine)
+        usable = {choice.name} | {e for e in ENGINE_NAMES if _usable(e, device, amp_dtype)}
+        settled.update({m.name: settle_engine(config.engine, choice.name, {n: stored[n] for n in m.set_names},
+                                              usable=usable, overwrite=config.overwrite, where=str(out))
+                        for m in models})
+        tentative = [by_engine[s.reused.get(o.name) or s.engine][o.name] for m in models for o in m.outputs
+                     for s in [settled[m.name]]]
+        plan_for(CacheRequest.of(out, table, tentative, overwrite=config.overwrite))  # refusals before any export
+        return {name: (s.engine, s.reason) for name, s in settled.items()}
+
+    probed = start_engines(models, dataset, spec=config.engine, device=device, amp_dtype=amp_dtype, settle=settle)
+    specs = [by_engine[settled[m.name].reused.get(o.name) or m.engine.name][o.name] for m in models
+             for o in m.outputs]
     return specs, probed
 
 
@@ -233,47 +230,29 @@ class ShardResult:
     stats: dict[str, EmbeddingStats] = field(default_factory=dict)  # per set: the sanity tallies of its rows
 
 
-def _extract_rows(rows: np.ndarray, *, stager: Stager, dataset: Dataset, todo: list[FeatureModel],
+def _extract_rows(rows: np.ndarray, *, stager: Stager | CacheWriter, dataset: Dataset, todo: list[FeatureModel],
                   device: torch.device, workers: int, config: ExtractConfig, job: DistInfo,
                   decoded: dict[int, dict], threads: int = 0) -> ShardResult:
     """Decode `rows` once, compute every wanted set of `todo` on them and stage the features batch by batch;
-    `decoded` holds rows the engine check already decoded."""
-    mine = set(rows.tolist()) if decoded else set()
-    images = DecodedImages(dataset.source, dataset.samples, rows, [m.backbone.preprocessing for m in todo],
-                           decode=config.decode, decoded={row: item for row, item in decoded.items() if row in mine})
-    loader = make_loader(images, batch_size=config.batch_size, workers=workers if len(rows) > config.batch_size else 0,
-                         pin_memory=device.type == "cuda", threads=threads)
-    decoder = DeviceJpegDecoder(images, device=device) if config.decode == "device" else None
-    if decoder is not None and device.type != "cuda" and job.is_main:
-        log.warning("--decode device on %s decodes JPEGs with torchvision's libjpeg-turbo in the main process; "
-                    "it is meant for CUDA (nvJPEG), where CPU decode limits throughput", device)
+    `decoded` holds rows the engine check already decoded. `stager` is anything with the stager's `write_batch`
+    (a `Stager`, or a `CacheWriter` for a single-process caller)."""
     skipped: list[str] = []
     desc = f"extract {'+'.join(m.name for m in todo)}"
     if job.distributed:
         desc += f" (rank 0 of {job.world_size})"
-    bar = tqdm(total=len(rows), unit="img", desc=desc, disable=None if job.is_main else True)
+    batches = image_batches(dataset.source, dataset.samples, rows, [m.backbone.preprocessing for m in todo],
+                            decode=config.decode, batch_size=config.batch_size, workers=workers, threads=threads,
+                            device=device, on_bad_image=config.on_bad_image, decoded=decoded, desc=desc,
+                            progress=job.is_main)
     start = time.perf_counter()
     # every batch has one shape: cuDNN may pick kernels; batches are staged while the next one is computed
     with torch.inference_mode(), cudnn_benchmark(device), WriteBehind(stager) as staged:
-        for batch in loader:
-            if decoder is not None:
-                batch = decoder.complete(batch)
-            ok = batch["ok"].numpy().astype(bool)
-            for j in np.flatnonzero(~ok):
-                if config.on_bad_image == "fail":
-                    raise DataError(f"{batch['error'][j]}; fix or remove the file, or pass --on-bad-image skip")
-                skipped.append(dataset.samples[int(batch["row"][j])].id)
-                log.warning("skipping bad image: %s", batch["error"][j])
+        for batch, ok in batches:
+            skipped += [dataset.samples[int(row)].id for row in batch["row"][~ok]]
             feats = compute_features(todo, batch, device=device, valid=ok)
             staged.write_batch(batch["row"].numpy(), feats, ok, meta=[from_text(t) for t in batch["meta"]])
-            bar.update(len(ok))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    bar.close()
-    if decoder is not None:
-        log.info("--decode device: %d images decoded on %s, %d refused by decode_jpeg and decoded by PIL, "
-                 "%d others (not plain JPEGs) decoded by PIL in the workers", decoder.n_device, device,
-                 decoder.n_fallback, len(rows) - decoder.n_device - decoder.n_fallback)
     return ShardResult(n_rows=len(rows), forward_seconds={m.name: m.forward_seconds for m in todo},
                        seconds=time.perf_counter() - start, skipped=skipped,
                        input_range={m.name: m.input_range for m in todo},
@@ -336,13 +315,12 @@ def _stats(todo: list[FeatureModel], shards: list[ShardResult], *, device: torch
     return out
 
 
-def extract_rows(rows: np.ndarray, *, stager: Stager, dataset: Dataset, models: list[FeatureModel],
+def extract_rows(rows: np.ndarray, *, writer: CacheWriter, dataset: Dataset, models: list[FeatureModel],
                  device: torch.device, config: ExtractConfig) -> ShardResult:
-    """Decode `rows` once and stage every model's wanted sets for them, in this one process: the loop of
-    `run_extract`, for a caller that chooses the rows itself (`headstart screen`'s rounds). The models carry
-    their engines (`attach_engine`)."""
+    """Decode `rows` once and stage every model's wanted sets for them through `writer` (entered), in this one
+    process: the loop of `run_extract`, for a caller that chooses the rows itself (`headstart screen`'s rounds).
+    The models carry their engines (`extract.pipeline.start_engines`)."""
     workers, threads = decode_plan(config.workers, device, decode=config.decode)
-    return _extract_rows(np.asarray(rows, dtype=np.int64), stager=stager, dataset=dataset, todo=models,
+    return _extract_rows(np.asarray(rows, dtype=np.int64), stager=writer, dataset=dataset, todo=models,
                          device=device, workers=workers, threads=threads, config=config, job=DistInfo(),
                          decoded={})
-

@@ -33,8 +33,8 @@ from headstart.evaluation.records import jsonable
 from headstart.evaluation.selection import best_index, val_score
 from headstart.evaluation.timing import Timer
 from headstart.extract.config import ExtractConfig
-from headstart.engines import choose_engine, onnx_installed
-from headstart.extract.features import FeatureModel, attach_engine, build_feature_models, probe_batch, probe_images
+from headstart.extract.features import build_feature_models
+from headstart.extract.pipeline import start_engines
 from headstart.extract.runner import extract_rows, samples_table
 from headstart.extract.sets import feature_spec
 from headstart.heads import SWEEP_NAMES
@@ -125,7 +125,9 @@ def run_screen(*, data: str, output: str | Path, config: ScreenConfig) -> Screen
     dataset = build_dataset(data, split_config=ex.split, find_duplicates=True, source_options=ex.source)
     dataset.require_single_label("screen")
     table = samples_table(dataset, data=data, config=ex)
-    _attach_engines(built, dataset, ex, device)
+    # each candidate's engine, as `extract` picks it: onnxruntime is checked on the data set's first real images
+    # before any set is named after it, and falls back to torch (one warning line) when it disagrees
+    start_engines(built, dataset, spec=ex.engine, device=device, amp_dtype=autocast_dtype(ex.precision, device))
     specs = {m.name: feature_spec(m.backbone, m.outputs[0], m.engine.name, table=table, dtype=ex.feature_dtype,
                                   decode=ex.decode, precision=m.engine.describe()["precision"],
                                   random_state=rebuild_attrs(m.backbone, seed=ex.seed)) for m in built}
@@ -147,17 +149,6 @@ def run_screen(*, data: str, output: str | Path, config: ScreenConfig) -> Screen
                        .encode("utf-8"))
     log.info("screen: %s survive of %s; wrote %s and %s", ", ".join(survivors), ", ".join(ex.backbones), out, target)
     return ScreenResult(out, target, survivors, document)
-
-
-def _attach_engines(models: list[FeatureModel], dataset: Dataset, ex: ExtractConfig, device) -> None:
-    """Each candidate's engine, as `extract` picks it: onnxruntime is checked on the data set's first real images
-    before any set is named after it, and falls back to torch (one warning line) when it disagrees."""
-    amp_dtype = autocast_dtype(ex.precision, device)
-    choice = choose_engine(ex.engine, device, amp_dtype=amp_dtype, onnx_available=onnx_installed())
-    probe = probe_batch(probe_images(dataset, models), models) if choice.name == "onnxruntime" else None
-    for m in models:
-        attach_engine(m, choice.name, device, amp_dtype=amp_dtype, probe=probe)
-        log.info("%s", m.engine_line(choice.reason))
 
 
 def _rounds(race: _Race) -> tuple[list[dict], list[str]]:
@@ -195,13 +186,12 @@ def _extract(race: _Race, names: list[str], *, rows: np.ndarray | None) -> tuple
     spent = {name: 0.0 for name in names}
     with CacheWriter(race.out, race.table, [race.specs[n] for n in names], overwrite=ex.overwrite) as writer:
         todo = [name for name in names if name in writer.todo]  # a set already complete in CACHE is read from it
-        stager = writer.stager
         wanted = np.zeros(len(race.table), dtype=bool)
         wanted[slice(None) if rows is None else rows] = True
-        needed = np.flatnonzero(wanted & ~stager.done_mask()) if todo else np.zeros(0, dtype=np.int64)
+        needed = np.flatnonzero(wanted & ~writer.done_mask()) if todo else np.zeros(0, dtype=np.int64)
         skipped: list[str] = []
         if len(needed):
-            shard = extract_rows(needed, stager=stager, dataset=race.dataset,
+            shard = extract_rows(needed, writer=writer, dataset=race.dataset,
                                  models=[race.backbones[n] for n in todo], device=race.device, config=ex)
             shared = max(0.0, shard.seconds - sum(shard.forward_seconds.values())) / len(todo)
             for name in todo:  # its own forward time plus an equal share of decoding and staging

@@ -150,7 +150,7 @@ def test_device_decode_features_match_the_pil_path(both_caches, caplog):
 
 
 def test_every_phantom_goes_through_the_device_decoder(small_phantoms, tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="headstart.extract.runner"):
+    with caplog.at_level(logging.INFO, logger="headstart.extract"):
         result = run_extract(data=str(small_phantoms), output=str(tmp_path / "c.h5"),
                              config=config("device", batch_size=32))
     assert f"{result.n_images} images decoded on cpu, 0 refused" in decode_counts(caplog)
@@ -185,7 +185,7 @@ def test_png_and_exif_rotated_jpeg_fall_back_to_pil(small_phantoms, tmp_path, ca
     rotated.save(jpegs[1], "JPEG", exif=exif, quality=95)
     assert rotated.size[0] == rotated.size[1]  # square phantoms: rotation keeps the shape, so only PIL can see it
     caches = {}
-    with caplog.at_level(logging.INFO, logger="headstart.extract.runner"):
+    with caplog.at_level(logging.INFO, logger="headstart.extract"):
         for mode in ("cpu", "device"):
             caches[mode] = tmp_path / f"{mode}.h5"
             run_extract(data=str(data), output=str(caches[mode]), config=config(mode))
@@ -212,7 +212,7 @@ def test_corrupt_jpeg_fails_naming_the_file_or_is_skipped(small_phantoms, tmp_pa
     assert failed.exit_code == 1, failed.output
     [error] = error_lines(failed.output)
     assert str(jpegs[2]) in error and "--on-bad-image skip" in error
-    with caplog.at_level(logging.INFO, logger="headstart.extract.runner"):
+    with caplog.at_level(logging.INFO, logger="headstart.extract"):
         skipped = invoke("extract", str(data), "-o", str(tmp_path / "s.h5"), "--decode", "device",
                          "--on-bad-image", "skip", *BASE)
     assert skipped.exit_code == 0, skipped.output
