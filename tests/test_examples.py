@@ -1,6 +1,6 @@
 """The examples run end to end, as a user runs them: a fresh interpreter in an empty working folder.
 
-Both use tiny sizes and random weights; their wall time is measured in the README, not asserted here.
+Both use tiny sizes and random weights; their wall time is measured in docs/guide/python.md, not asserted here.
 """
 
 from __future__ import annotations
