@@ -51,6 +51,7 @@ def run_extract(data: str | Path, output: str | Path, *, backbones: Sequence[str
                 overwrite: bool = False, labels: Sequence[str] = (), label_column: str | None = None,
                 label_sep: str | None = None, path_column: str | None = None, group_column: str | None = None,
                 split_column: str | None = None, projection: str = "all", allow_missing: bool = False,
+                views: int = 0, augment: str = "light", tta: int = 0,
                 config: ExtractConfig | None = None) -> ExtractResult:
     """`headstart extract`: run frozen backbones once over DATA and cache their features in OUTPUT (HDF5).
 
@@ -59,7 +60,9 @@ def run_extract(data: str | Path, output: str | Path, *, backbones: Sequence[str
     `overwrite`. The split options (val/test fractions, group pattern, seed) carve missing splits. Each
     (backbone, layer, pool) of `backbones` x `layers` x `pools` becomes one feature set, all from one forward
     pass per backbone; `engine` is auto (onnxruntime on the CPU, torch on CUDA), torch or onnxruntime. `crop`
-    is the plain view (center, full or pad; see `extract.preprocess.crop_geometry`).
+    is the plain view (center, full or pad; see `extract.preprocess.crop_geometry`). `views` K augmented views
+    per training image (drawn with preset `augment`) and `tta` M test-time views per val/test image are cached
+    beside the plain features (`extract.views`).
     The reader options (`labels`, `label_column`, `label_sep`, the other `*_column`s, `projection`,
     `allow_missing`) read multi-label CSVs and the NIH / CheXpert layouts (`headstart.data.options`).
     """

@@ -42,7 +42,9 @@ class FeatureCache:
         self.groups: np.ndarray = header.groups
         self.task: str = header.task  # binary | multiclass | multilabel
         self.label_matrix: np.ndarray | None = header.label_matrix  # multilabel: (N, L) int8 raw codes
-        self.feature_sets: dict[str, dict] = header.feature_sets
+        # plain feature sets; their cached views (extract --views/--tta: attribute view_of) are kept apart
+        self.feature_sets: dict[str, dict] = {n: m for n, m in header.feature_sets.items() if not m.get("view_of")}
+        self.view_sets: dict[str, dict] = {n: m for n, m in header.feature_sets.items() if m.get("view_of")}
 
     @property
     def n_samples(self) -> int:
@@ -55,9 +57,26 @@ class FeatureCache:
                              f"{what}: not yet supported (the cache is fine: keep it, `headstart cache info` shows it)")
 
     # ------------------------------------------------------------------------------------------------------
+    def views_of(self, name: str, kind: str) -> dict | None:
+        """The attributes of set `name`'s complete view set of `kind` ("views" or "tta"), or None."""
+        meta = self.view_sets.get(f"{name}.{kind}")
+        return meta if meta is not None and meta.get("view_of") == name and meta["complete"] else None
+
+    def load_views(self, name: str, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        """(V float32 (N, K, D), has bool (N,)): the cached views of set `name` (see `extract.views`); `has`
+        marks the rows that have them. CacheError naming the extract options when there are none."""
+        meta = self.views_of(name, kind)
+        if meta is None:
+            option = "--views K" if kind == "views" else "--tta M"
+            raise CacheError(f"feature set '{name}' in {self.path} has no cached {kind}; extract them with "
+                             f"`headstart extract DATA -o {self.path} -b {meta_backbone(self.feature_sets, name)} "
+                             f"{option}` (the plain features are kept)")
+        x, has = self.load(meta["name"])
+        return x.reshape(len(x), int(meta["views"]), int(meta["view_dim"])), has
+
     def load(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(X float32 (N, D), valid bool (N,)) of one complete, checksum-clean, finite feature set."""
-        meta = self.feature_sets.get(name)
+        meta = self.feature_sets.get(name) or self.view_sets.get(name)
         if meta is None:
             have = ", ".join(sorted(self.feature_sets)) or "none"
             raise CacheError(f"feature set '{name}' is not in {self.path} (available: {have}); "
@@ -113,6 +132,10 @@ class FeatureCache:
                 "precision": meta.get("precision"), "seconds": meta.get("seconds"),
                 "images_per_second": meta.get("images_per_second"), "n_skipped": meta.get("n_skipped", 0),
             })
+        for entry in sets:  # extract --views/--tta: K, M and the preset of each set's cached views
+            views, tta = self.views_of(entry["name"], "views"), self.views_of(entry["name"], "tta")
+            entry.update(views=int(views["views"]) if views else 0, tta=int(tta["views"]) if tta else 0,
+                         augment=views.get("augment") if views else None)
         return {
             "path": str(self.path),
             "format_version": self.format_version,
@@ -124,6 +147,11 @@ class FeatureCache:
             "splits": {s: per_split[s] for s in [*SPLITS, *sorted(set(per_split) - set(SPLITS))] if per_split[s]},
             "splits_by_class": per_class,
             "feature_sets": sets,
+            "view_sets": [{"name": n, "of": m["view_of"], "kind": m.get("view_kind"), "views": m.get("views"),
+                           "augment": m.get("augment"), "seed": m.get("view_seed"), "dim": m.get("view_dim"),
+                           "dtype": m["dtype"], "complete": m["complete"], "rows": int(m["shape"][0]) - int(
+                               m.get("n_skipped", 0)), "fingerprint": m.get("fingerprint"),
+                           "seconds": m.get("seconds")} for n, m in self.view_sets.items()],
             "staged": staged_info(self.path, n_rows=self.n_samples,
                                   manifest_hash=str(self.root_attrs.get("manifest_hash"))),
         }
@@ -199,7 +227,7 @@ def verify_cache(path: str | Path) -> list[str]:
     with cache:
         try:
             _verify_samples(cache, problems)
-            for name in cache.feature_sets:
+            for name in [*cache.feature_sets, *cache.view_sets]:
                 _verify_set(cache, name, problems)
         except Exception as exc:  # noqa: BLE001 - damage we did not foresee is still a finding, not a crash
             problems.append(f"{cache.path}: unexpected read failure ({one_line(exc)})")
@@ -235,7 +263,7 @@ def _verify_samples(cache: FeatureCache, problems: list[str]) -> None:
 
 
 def _verify_set(cache: FeatureCache, name: str, problems: list[str]) -> None:
-    meta, n = cache.feature_sets[name], cache.n_samples
+    meta, n = cache.feature_sets.get(name) or cache.view_sets[name], cache.n_samples
     where = f"feature set '{name}'"
     ds = cache._file[FEATURES][name]
     if ds.ndim != 2 or ds.shape[0] != n:
@@ -288,6 +316,11 @@ def _verify_set(cache: FeatureCache, name: str, problems: list[str]) -> None:
         problems.append(f"{where} was fingerprinted by an older headstart (fingerprint version {stored_version(meta)}, "
                         f"now {FINGERPRINT_VERSION}, which also hashes {added}); extract will not reuse it: re-extract "
                         f"it with --overwrite")
+
+
+def meta_backbone(sets: dict[str, dict], name: str) -> str:
+    """The backbone a set was extracted from (its name when unknown), for an error message's command."""
+    return str(sets.get(name, {}).get("backbone") or name)
 
 
 def _crop(preprocessing) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -165,14 +165,18 @@ class Stager:
                     meta: Sequence[ImageMeta | None] | None = None) -> None:
         """Write one batch into the set files, then journal it. Rows of skipped images (valid False) are zeros.
 
-        `meta` is each row's image metadata (None for a skipped image), journaled with the rows so that a resumed
-        extraction publishes every row's metadata; None when the caller records none."""
+        `valid` is one mask for every set, or one per set name where sets differ (the view sets of
+        `extract.views` are valid only for the rows that have views; a set missing from the dict uses
+        `valid[""]`). `meta` is each row's image metadata (None for a skipped image), journaled with the rows so
+        that a resumed extraction publishes every row's metadata; None when the caller records none."""
         table = self.request.table
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        valid = np.asarray(valid, dtype=bool).reshape(-1)
         n = len(rows)
-        if valid.shape != (n,):
-            raise ValueError(f"valid has {valid.shape[0]} entries for {n} rows")
+        per_set = valid if isinstance(valid, Mapping) else {"": valid}
+        masks = {name: np.asarray(per_set.get(name, per_set[""]), dtype=bool).reshape(-1) for name in self.todo}
+        for mask in masks.values():
+            if mask.shape != (n,):
+                raise ValueError(f"valid has {mask.shape[0]} entries for {n} rows")
         if n and (rows.min() < 0 or rows.max() >= len(table) or len(np.unique(rows)) != n):
             raise ValueError("rows must be distinct indices into the samples table")
         if meta is not None and len(meta) != n:
@@ -187,6 +191,7 @@ class Stager:
                 raise ValueError(f"features[{name!r}] has shape {arr.shape}, expected ({n}, {spec.dim})")
             with np.errstate(over="ignore", invalid="ignore"):  # overflow to Inf is reported just below
                 arr = arr.astype(spec.dtype, copy=True)
+            valid = masks[name]
             arr[~valid] = 0
             bad = int((~np.isfinite(arr[valid])).sum())
             if bad:
@@ -200,7 +205,7 @@ class Stager:
             for name, arr in staged.items():
                 f = self._files[name]
                 write_rows(f[SET_FEATURES], rows[order], arr[order])
-                write_rows(f[SET_VALID], rows[order], valid[order])
+                write_rows(f[SET_VALID], rows[order], masks[name][order])
                 f.flush()
                 os.fsync(f.id.get_vfd_handle())
             self.staging.append(rows, {k: str(f.attrs[TOKEN]) for k, f in self._files.items()},

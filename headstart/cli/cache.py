@@ -49,6 +49,10 @@ def info(cache_path: str, as_json: bool) -> None:
     else:
         for line in format_table(rows, _SET_COLUMNS).splitlines():
             click.echo(f"  {line}")
+    for v in summary.get("view_sets", []):  # extract --views/--tta
+        what = f"{v['views']} views ({v['augment']})" if v["kind"] == "views" else f"{v['views']} test-time views"
+        click.echo(f"  views of {v['of']}: {what}, seed {v['seed']}, {v['rows']} images, {v['dtype']}"
+                   + ("" if v["complete"] else " (incomplete)"))
     staged = summary.get("staged")
     if staged:
         done = staged["rows_staged"]

@@ -7,6 +7,7 @@ import click
 from headstart.backbones.names import POOLS
 from headstart.cli import Command
 from headstart.cli.options import extract_options, source_options
+from headstart.data.augment import MAX_TTA, PRESETS
 
 
 @click.command(cls=Command)
@@ -20,6 +21,15 @@ from headstart.cli.options import extract_options, source_options
                    "layer, pool) is its own feature set, all from one forward pass.")
 @click.option("--layer", "layers", multiple=True,
               help="Intermediate block to read, e.g. layer3 or blocks.8 (repeat for several; default: final).")
+@click.option("--views", type=click.IntRange(min=0), default=0, show_default=True,
+              help="K augmented views per training image, cached beside the plain features (one decode per image); "
+                   "`heads --views on` trains on them.")
+@click.option("--augment", type=click.Choice(list(PRESETS)), default="light", show_default=True,
+              help="Preset the --views are drawn with (light: crop 0.8-1, rotation +-10 deg, brightness/contrast "
+                   "+-10 %; no flip unless the name says so).")
+@click.option("--tta", type=click.IntRange(min=0, max=MAX_TTA), default=0, show_default=True,
+              help="M deterministic test-time views (zoom and corner crops) per val/test image; `heads --tta on` "
+                   "averages their probabilities with the plain view's.")
 @extract_options
 @source_options
 def extract(data: str, output: str, backbones: tuple[str, ...], pools: tuple[str, ...], layers: tuple[str, ...],
@@ -28,7 +38,7 @@ def extract(data: str, output: str, backbones: tuple[str, ...], pools: tuple[str
             val_fraction: float, test_fraction: float, group_pattern: str | None, seed: int,
             on_bad_image: str, overwrite: bool, labels: list[str], label_column: str | None,
             label_sep: str | None, path_column: str | None, group_column: str | None, split_column: str | None,
-            projection: str, allow_missing: bool) -> None:
+            projection: str, allow_missing: bool, views: int, augment: str, tta: int) -> None:
     """Run frozen backbones once over DATA and cache their pooled features in OUTPUT (HDF5).
 
     DATA is a folder with train/val/test class folders (the Kaggle layout), a folder of class folders, a CSV
@@ -46,7 +56,7 @@ def extract(data: str, output: str, backbones: tuple[str, ...], pools: tuple[str
         val_fraction=val_fraction, test_fraction=test_fraction, group_pattern=group_pattern, seed=seed,
         on_bad_image=on_bad_image, overwrite=overwrite, labels=labels, label_column=label_column,
         label_sep=label_sep, path_column=path_column, group_column=group_column, split_column=split_column,
-        projection=projection, allow_missing=allow_missing,
+        projection=projection, allow_missing=allow_missing, views=views, augment=augment, tta=tta,
     )
     if not is_main():
         return  # under torchrun, rank 0 speaks for the whole job

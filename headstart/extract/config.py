@@ -9,6 +9,7 @@ from headstart.cache.schema import FEATURE_DTYPES
 from headstart.data.options import SourceOptions
 from headstart.data.types import SplitConfig
 from headstart.errors import ConfigError
+from headstart.extract.views import ViewPlan
 from headstart.precision import ENGINES, PRECISIONS
 
 BAD_IMAGE_POLICIES = ("fail", "skip")
@@ -40,6 +41,13 @@ class ExtractConfig:
     seed: int = 0  # seeds random-weight backbones so a resumed run rebuilds the same network
     split: SplitConfig = field(default_factory=SplitConfig)  # how missing val/test splits are carved
     source: SourceOptions = field(default_factory=SourceOptions)  # how DATA is read (CSV columns, projection...)
+    views: int = 0  # K augmented views per training image, stored beside the plain features (extract.views)
+    augment: str = "light"  # the preset K views are drawn with (data.augment.PRESETS)
+    tta: int = 0  # M deterministic test-time views per val/test image (data.augment.TTA_CROPS)
+
+    def view_plan(self) -> ViewPlan:
+        """--views/--augment/--tta with the extraction seed: what `extract.views` stores."""
+        return ViewPlan(k=self.views, m=self.tta, preset=self.augment, seed=self.seed)
 
     def validate(self) -> None:
         """Refuse invalid values with one line naming the option, before a backbone is built or a file is read."""
@@ -63,11 +71,14 @@ class ExtractConfig:
             (self.engine in ENGINES, f"--engine {self.engine!r} is invalid; expected one of {', '.join(ENGINES)}"),
             (len(set(self.pools)) == len(self.pools), f"--pool values repeat in {self.pools}; give each once"),
             (len(set(self.layers)) == len(self.layers), f"--layer values repeat in {self.layers}; give each once"),
+            (self.decode == "cpu" or not (self.views or self.tta),
+             "--views/--tta draw views from PIL-decoded images; use them with --decode cpu"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
         self.source.validate()
+        self.view_plan().validate()
         for pool in self.pools:
             check_pool(pool)
         for layer in self.layers:

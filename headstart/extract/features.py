@@ -31,6 +31,7 @@ from headstart.engines import Engine, FirstBatchCheck, resolve_engine
 from headstart.engines.resolve import CHECK_ROWS
 from headstart.extract.loader import DecodedImages, collate_crops, geometry_key
 from headstart.extract.preprocess import normalize_batch
+from headstart.extract.views import ViewPlan, view_features, view_set_name
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,9 @@ class FeatureModel:
     forward_seconds: float = 0.0  # normalise + forward + copy back, summed over batches
     input_range: tuple[float, float] = (math.inf, -math.inf)  # (min, max) of the normalised inputs, valid rows
     stats: dict[str, EmbeddingStats] = field(default_factory=dict)  # per set, valid rows only
+    views: dict[str, tuple[str, str]] = field(default_factory=dict)  # view set -> (plain set, kind): extract.views
+    view_counts: dict[str, int] = field(default_factory=dict)  # views per row of each kind (K, M)
+    view_chunk: int = 64  # views per forward (the extraction batch size)
 
     @property
     def name(self) -> str:
@@ -59,7 +63,15 @@ class FeatureModel:
 
     @property
     def set_names(self) -> list[str]:
-        return [o.name for o in self.outputs]
+        """The plain sets, then their view sets (`with_views`)."""
+        return [o.name for o in self.outputs] + list(self.views)
+
+    def with_views(self, plan: ViewPlan | None, *, chunk: int) -> None:
+        """Add the view sets of every plain set under `plan` (extract --views/--tta)."""
+        self.views = {view_set_name(o.name, kind): (o.name, kind) for o in self.outputs
+                      for kind in (plan.kinds if plan is not None else ())}
+        self.view_counts = {kind: plan.count(kind) for kind in (plan.kinds if plan is not None else ())}
+        self.view_chunk = chunk
 
     def wanted(self) -> list[str]:
         return list(self.keep) or self.set_names
@@ -90,9 +102,11 @@ class FeatureModel:
 
 def build_feature_models(names: Sequence[str], *, weights: str, image_size: int | None, seed: int,
                          pools: Sequence[str] = (), layers: Sequence[str] = (),
-                         trust_remote_code: bool = False, crop: str = "center") -> list[FeatureModel]:
+                         trust_remote_code: bool = False, crop: str = "center", views: ViewPlan | None = None,
+                         view_chunk: int = 64) -> list[FeatureModel]:
     """Each backbone (frozen, seeded) with the taps for every (layer, pool) pair; ConfigError on a bad name/pair.
-    `crop` (extract --crop) goes into each backbone's preprocessing, hence into its sets' fingerprints."""
+    `crop` (extract --crop) goes into each backbone's preprocessing, hence into its sets' fingerprints; `views`
+    (extract --views/--tta) adds each set's view sets, computed `view_chunk` views per forward."""
     models = []
     for name in names:
         backbone = create_backbone(name, weights=weights, image_size=image_size, seed=seed,
@@ -100,6 +114,7 @@ def build_feature_models(names: Sequence[str], *, weights: str, image_size: int 
         backbone.preprocessing = backbone.preprocessing.with_crop(crop)
         taps, outputs = build_extractor(backbone, layers=list(layers), pools=list(pools))
         models.append(FeatureModel(backbone=backbone, taps=taps, outputs=outputs))
+        models[-1].with_views(views, chunk=view_chunk)
     return models
 
 
@@ -109,7 +124,7 @@ def attach_engine(model: FeatureModel, engine: str, device: torch.device, *, amp
     images), so the engine named in a fingerprint is the one that computes every batch; without a probe the
     first batch decides."""
     model.engine = resolve_engine(engine, device, backbone=model.backbone, amp_dtype=amp_dtype,
-                                  module=model.taps, taps=tuple(model.set_names))
+                                  module=model.taps, taps=tuple(o.name for o in model.outputs))
     if isinstance(model.engine, FirstBatchCheck) and probe is not None:
         model.engine.check(_inputs(model, probe, device))
 
@@ -121,25 +136,48 @@ def compute_features(models: Sequence[FeatureModel], batch: dict, *, device: tor
     `valid` (B,) marks the rows holding a real image: the others (placeholders for bad images) come back as
     zeros and are left out of the tallies.
     """
+    out, _ = compute_all(models, batch, device=device, valid=valid)
+    return out
+
+
+def compute_all(models: Sequence[FeatureModel], batch: dict, *, device: torch.device,
+                valid: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """`compute_features` plus the view sets (`FeatureModel.views`), and each view set's valid rows: the rows
+    that got views (train rows for `.views`, val/test rows for `.tta`) among the valid ones."""
     out: dict[str, np.ndarray] = {}
+    masks: dict[str, np.ndarray] = {}
     rows = slice(None) if valid is None or valid.all() else torch.from_numpy(np.asarray(valid, dtype=bool))
     for model in models:
         t0 = time.perf_counter()
-        x = _inputs(model, batch, device)
-        if valid is None or valid.any():
-            lo, hi = torch.aminmax(x[rows])
-            model.input_range = (min(model.input_range[0], float(lo)), max(model.input_range[1], float(hi)))
-        features = model.engine(x)
-        for name in model.wanted():
-            y = features[name]
-            if valid is not None and not valid.all():
-                y[~valid] = 0.0
-                model.stats.setdefault(name, EmbeddingStats()).update(y[valid])
-            else:
-                model.stats.setdefault(name, EmbeddingStats()).update(y)
-            out[name] = y
+        wanted = model.wanted()
+        plain = [name for name in wanted if name not in model.views]
+        if plain:
+            x = _inputs(model, batch, device)
+            if valid is None or valid.any():
+                lo, hi = torch.aminmax(x[rows])
+                model.input_range = (min(model.input_range[0], float(lo)), max(model.input_range[1], float(hi)))
+            features = model.engine(x)
+            for name in plain:
+                y = features[name]
+                if valid is not None and not valid.all():
+                    y[~valid] = 0.0
+                    model.stats.setdefault(name, EmbeddingStats()).update(y[valid])
+                else:
+                    model.stats.setdefault(name, EmbeddingStats()).update(y)
+                out[name] = y
+        for kind in dict.fromkeys(model.views[n][1] for n in wanted if n in model.views):
+            bases = [model.views[n][0] for n in wanted if n in model.views and model.views[n][1] == kind]
+            views, has = view_features(
+                lambda x: model.engine(_normalise(model, x, device)), batch, geometry=model.geometry, kind=kind,
+                bases=bases, count=model.view_counts[kind], chunk=model.view_chunk,
+                dims={o.name: o.dim for o in model.outputs})
+            ok = has if valid is None else has & np.asarray(valid, dtype=bool)
+            for name, y in views.items():
+                y[~ok] = 0.0
+                model.stats.setdefault(name, EmbeddingStats()).update(y[ok])
+                out[name], masks[name] = y, ok
         model.forward_seconds += time.perf_counter() - t0  # the engines copy to numpy: device synchronised
-    return out
+    return out, masks
 
 
 def probe_images(dataset: Dataset, models: Sequence[FeatureModel], *, rows: int = CHECK_ROWS) -> dict[int, dict]:
@@ -170,6 +208,10 @@ def probe_batch(items: dict[int, dict], models: Sequence[FeatureModel], *, rows:
 
 def _inputs(model: FeatureModel, batch: dict, device: torch.device) -> torch.Tensor:
     """The model's normalised input, in the layout its engine runs fastest (NCHW for onnxruntime)."""
+    return _normalise(model, batch[model.geometry], device)
+
+
+def _normalise(model: FeatureModel, x: torch.Tensor, device: torch.device) -> torch.Tensor:
     channels_last = model.engine is None or model.engine.name == "torch"
-    return normalize_batch(batch[model.geometry], model.backbone.preprocessing, device=device,
-                           channels_last=channels_last)
+    return normalize_batch(x, model.backbone.preprocessing, device=device, channels_last=channels_last)
+

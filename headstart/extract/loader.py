@@ -22,7 +22,8 @@ from headstart.data import imagemeta, loading
 from headstart.data.types import ImageSource, Sample
 from headstart.device import decode_threads, default_workers
 from headstart.extract.device_decode import collate_mixed, jpeg_item
-from headstart.extract.preprocess import stack_channels_last, to_uint8_tensor
+from headstart.extract.preprocess import grey_band, stack_channels_last, to_uint8_tensor
+from headstart.extract.views import ViewPlan, stack_views, view_key
 
 
 def geometry_key(prep: Preprocessing) -> str:
@@ -36,10 +37,13 @@ class DecodedImages(Dataset):
     """Rows of a data set, decoded once and cropped for each distinct backbone geometry."""
 
     def __init__(self, source: ImageSource, samples: list[Sample], rows: np.ndarray, preps: list[Preprocessing], *,
-                 decode: str = "cpu", decoded: dict[int, dict] | None = None):
+                 decode: str = "cpu", decoded: dict[int, dict] | None = None, views: ViewPlan | None = None):
         self.source = source
-        # Rows already decoded (the engine check's probe, see extract.features.probe_images): never decoded twice.
-        self.decoded = decoded or {}
+        # extract --views/--tta: each row's augmented or test-time views, derived from the same decode
+        self.views = views if views is not None and views.kinds else None
+        # Rows already decoded (the engine check's probe, see extract.features.probe_images): never decoded twice,
+        # unless views are wanted (the probe decoded no views)
+        self.decoded = (decoded or {}) if self.views is None else {}
         self.decode = decode  # cpu: PIL decodes everything here; device: plain JPEGs leave as bytes
         self.samples = samples
         self.rows = np.asarray(rows, dtype=np.int64)
@@ -70,19 +74,47 @@ class DecodedImages(Dataset):
         if decoded is None:  # placeholders keep the batch stackable; the row is marked not ok
             decoded = ({key: torch.zeros(p.channels, p.input_size, p.input_size, dtype=torch.uint8)
                         for key, p in self.geometries.items()}, "")
+            if self.views is not None:  # no views for a bad image: its view rows stay invalid
+                decoded[0].update({view_key(key, kind): [] for key in self.geometries for kind in self.views.kinds})
         crops, meta = decoded
         return {"row": row, "ok": not error, "error": error, "meta": meta, **crops}
 
-    def _crops(self, sample: Sample) -> tuple[dict[str, torch.Tensor], str]:
+    def _crops(self, sample: Sample) -> tuple[dict, str]:
         img, meta = self.source.load_with_meta(sample, min_size=self.min_size)
-        return {key: to_uint8_tensor(img, prep) for key, prep in self.geometries.items()}, imagemeta.to_text(meta)
+        crops = {key: to_uint8_tensor(img, prep) for key, prep in self.geometries.items()}
+        if self.views is not None:
+            crops.update(self._views(img, sample))
+        return crops, imagemeta.to_text(meta)
+
+    def _views(self, img, sample: Sample) -> dict[str, list[torch.Tensor]]:
+        """Every geometry's crops of this row's views (an empty list for kinds the row's split does not get).
+        Views are drawn on the decoded image (its grey band when grey: a third of the work), then cropped as the
+        plain view is."""
+        from headstart.data.augment import tta_views, views
+
+        plan = self.views
+        kind = plan.kind_for(sample.split)
+        out = {view_key(key, k): [] for key in self.geometries for k in plan.kinds}
+        if kind is None:
+            return out
+        band = grey_band(img)
+        base = band if band is not None else img
+        extra = (views(base, sample.id, plan.k, plan.seed, plan.preset) if kind == "views"
+                 else tta_views(base, plan.m))
+        for key, prep in self.geometries.items():
+            out[view_key(key, kind)] = [to_uint8_tensor(v, prep) for v in extra]
+        return out
 
 
 def collate_crops(items: list[dict], *, geometries: dict[str, Preprocessing]) -> dict:
-    """The PIL path's batch: row, ok and error as usual, each geometry's crops stacked channels-last."""
-    batch = default_collate([{k: v for k, v in item.items() if k not in geometries} for item in items])
+    """The PIL path's batch: row, ok and error as usual, each geometry's crops stacked channels-last; views
+    (keys `geometry|kind`, see `extract.views`) flattened into one tensor per key with each row's count."""
+    view_keys = [k for k in items[0] if "|" in k]
+    batch = default_collate([{k: v for k, v in item.items() if k not in geometries and k not in view_keys}
+                             for item in items])
     for key in geometries:
         batch[key] = stack_channels_last([item[key] for item in items])
+    batch.update(stack_views(items, view_keys))
     return batch
 
 

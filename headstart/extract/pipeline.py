@@ -23,6 +23,7 @@ from headstart.errors import DataError
 from headstart.extract.device_decode import DeviceJpegDecoder
 from headstart.extract.features import FeatureModel, attach_engine, probe_batch, probe_images
 from headstart.extract.loader import DecodedImages, make_loader
+from headstart.extract.views import ViewPlan
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +58,19 @@ def start_engines(models: Sequence[FeatureModel], images, *, spec: str, device: 
 def image_batches(source: ImageSource, samples: list[Sample], rows: np.ndarray, preps: list[Preprocessing], *,
                   decode: str, batch_size: int, workers: int, threads: int, device: torch.device,
                   on_bad_image: str, decoded: Mapping[int, dict] | None = None, desc: str = "",
-                  progress: bool = True) -> Iterator[tuple[dict, np.ndarray]]:
+                  progress: bool = True, views: ViewPlan | None = None) -> Iterator[tuple[dict, np.ndarray]]:
     """(batch, ok) for `rows`, decoded once and cropped for every preprocessing, in row order.
 
     A bad image stops the run with one line under `on_bad_image == "fail"`; under "skip" it logs one warning and
     comes back with ok False (placeholder pixels, its message in `batch["error"]`). `decoded` holds rows already
     decoded (the engine check's probe). `progress` False hides the bar and the device-decode notes (other ranks).
+    `views` adds each row's augmented or test-time views from the same decode (`extract.views`).
     """
     rows = np.asarray(rows, dtype=np.int64)
     if len(rows) == 0:
         return
     mine = set(rows.tolist())
-    images = DecodedImages(source, samples, rows, preps, decode=decode,
+    images = DecodedImages(source, samples, rows, preps, decode=decode, views=views,
                            decoded={row: item for row, item in (decoded or {}).items() if row in mine})
     loader = make_loader(images, batch_size=batch_size, workers=workers if len(rows) > batch_size else 0,
                          pin_memory=device.type == "cuda", threads=threads)

@@ -43,14 +43,14 @@ from headstart.engines import EngineChoice, choose_engine, onnx_installed
 from headstart.errors import CacheError, ConfigError, DataError, DependencyError
 from headstart.extract.config import ExtractConfig
 from headstart.extract.device_decode import check_device_resizable
-from headstart.extract.features import FeatureModel, build_feature_models, compute_features
+from headstart.extract.features import FeatureModel, build_feature_models, compute_all
 from headstart.extract.loader import decode_plan
 from headstart.extract.pipeline import image_batches, start_engines
 from headstart.extract.sets import ENGINE_NAMES, feature_spec, settle_engine, stored_engines
+from headstart.extract.views import view_specs
 from headstart.versions import collect_versions
 
 log = logging.getLogger(__name__)
-
 
 @dataclass
 class ExtractResult:
@@ -110,7 +110,8 @@ def run_extract(*, data: str, output: str, config: ExtractConfig) -> ExtractResu
         log.warning("--trust-remote-code: Hugging Face models may run code from their repository in this process")
     models = build_feature_models(config.backbones, weights=config.weights, image_size=config.image_size,
                                   seed=config.seed, pools=config.pools, layers=config.layers,
-                                  trust_remote_code=config.trust_remote_code, crop=config.crop)
+                                  trust_remote_code=config.trust_remote_code, crop=config.crop,
+                                  views=config.view_plan(), view_chunk=config.batch_size)
     dataset = build_dataset(data, split_config=config.split, find_duplicates=job.is_main,  # rank 0 records it
                             source_options=config.source)
     table = samples_table(dataset, data=data, config=config)
@@ -187,9 +188,11 @@ def _settle_engines(models: list[FeatureModel], out: Path, table: SamplesTable, 
     """Give each backbone with sets left to compute its engine (see `sets`); return every set's spec, named after
     the engine that computes (or computed) it, and the rows decoded to check an onnxruntime engine on."""
     state = {m.name: rebuild_attrs(m.backbone, seed=config.seed) for m in models}  # hashed: seed and weights
-    by_engine = {e: {o.name: feature_spec(m.backbone, o, e, table=table, dtype=config.feature_dtype,
-                                          decode=config.decode, precision=precision_name(amp_dtype),
-                                          random_state=state[m.name]) for m in models for o in m.outputs}
+    by_engine = {e: {spec.name: spec for m in models for o in m.outputs
+                     for base in [feature_spec(m.backbone, o, e, table=table, dtype=config.feature_dtype,
+                                               decode=config.decode, precision=precision_name(amp_dtype),
+                                               random_state=state[m.name])]
+                     for spec in [base, *view_specs(base, config.view_plan(), table)]}
                  for e in ENGINE_NAMES}
     settled = {}
 
@@ -200,14 +203,14 @@ def _settle_engines(models: list[FeatureModel], out: Path, table: SamplesTable, 
         settled.update({m.name: settle_engine(config.engine, choice.name, {n: stored[n] for n in m.set_names},
                                               usable=usable, overwrite=config.overwrite, where=str(out))
                         for m in models})
-        tentative = [by_engine[s.reused.get(o.name) or s.engine][o.name] for m in models for o in m.outputs
+        tentative = [by_engine[s.reused.get(name) or s.engine][name] for m in models for name in m.set_names
                      for s in [settled[m.name]]]
         plan_for(CacheRequest.of(out, table, tentative, overwrite=config.overwrite))  # refusals before any export
         return {name: (s.engine, s.reason) for name, s in settled.items()}
 
     probed = start_engines(models, dataset, spec=config.engine, device=device, amp_dtype=amp_dtype, settle=settle)
-    specs = [by_engine[settled[m.name].reused.get(o.name) or m.engine.name][o.name] for m in models
-             for o in m.outputs]
+    specs = [by_engine[settled[m.name].reused.get(name) or m.engine.name][name] for m in models
+             for name in m.set_names]
     return specs, probed
 
 
@@ -243,14 +246,16 @@ def _extract_rows(rows: np.ndarray, *, stager: Stager | CacheWriter, dataset: Da
     batches = image_batches(dataset.source, dataset.samples, rows, [m.backbone.preprocessing for m in todo],
                             decode=config.decode, batch_size=config.batch_size, workers=workers, threads=threads,
                             device=device, on_bad_image=config.on_bad_image, decoded=decoded, desc=desc,
-                            progress=job.is_main)
+                            progress=job.is_main,
+                            views=config.view_plan() if any(m.views.keys() & set(m.wanted()) for m in todo) else None)
     start = time.perf_counter()
     # every batch has one shape: cuDNN may pick kernels; batches are staged while the next one is computed
     with torch.inference_mode(), cudnn_benchmark(device), WriteBehind(stager) as staged:
         for batch, ok in batches:
             skipped += [dataset.samples[int(row)].id for row in batch["row"][~ok]]
-            feats = compute_features(todo, batch, device=device, valid=ok)
-            staged.write_batch(batch["row"].numpy(), feats, ok, meta=[from_text(t) for t in batch["meta"]])
+            feats, masks = compute_all(todo, batch, device=device, valid=ok)  # masks: the view sets' rows
+            staged.write_batch(batch["row"].numpy(), feats, {"": ok, **masks},
+                               meta=[from_text(t) for t in batch["meta"]])
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return ShardResult(n_rows=len(rows), forward_seconds={m.name: m.forward_seconds for m in todo},
