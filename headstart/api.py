@@ -79,8 +79,8 @@ def run_extract(data: str | Path, output: str | Path, *, backbones: Sequence[str
 def run_heads(cache: str | Path, output: str | Path, *, feature_sets: Sequence[str] | None = None,
               heads: Sequence[str] = HEADS, sweep: str = "default", seeds: int = 1, select_metric: str = "auroc",
               threshold_rule: str = "youden", class_weight: str = "balanced", device: str = "auto",
-              precision: str = "auto", n_boot: int = 1000, config: HeadsConfig | None = None,
-              progress: bool = True) -> Runs:
+              precision: str = "auto", n_boot: int = 1000, views: str = "off", tta: str = "off",
+              config: HeadsConfig | None = None, progress: bool = True) -> Runs:
     """`headstart heads`: sweep heads on the cached features in CACHE; one run record per set x head x seed.
 
     Each configuration is fitted on train and scored on val; the best by `select_metric` is kept, its threshold

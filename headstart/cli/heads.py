@@ -37,9 +37,15 @@ from headstart.precision import HEAD_PRECISIONS
                    "prediction run in fp32; each record says which was used.")
 @click.option("--n-boot", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Bootstrap resamples behind each 95% interval.")
+@click.option("--views", type=click.Choice(["off", "on"]), default="off", show_default=True,
+              help="on: train on the views cached by `extract --views K` (linear/MLP: one view per row per epoch, "
+                   "the plain one included; logreg/kNN: each image's view mean).")
+@click.option("--tta", type=click.Choice(["off", "on"]), default="off", show_default=True,
+              help="on: val and test probabilities are the mean over the plain and the M test-time views cached by "
+                   "`extract --tta M`; the threshold is chosen on val the same way.")
 def heads(cache_path: str, runs_dir: str, feature_sets: tuple[str, ...], heads: tuple[str, ...], sweep: str,
           seeds: int, select_metric: str, threshold_rule: str, class_weight: str, device: str, precision: str,
-          n_boot: int) -> None:
+          n_boot: int, views: str, tta: str) -> None:
     """Train and select heads on the cached features in CACHE; write one run record per head and seed.
 
     Every configuration of the grid is fitted on train and scored on val; the best by --select-metric is
@@ -52,7 +58,7 @@ def heads(cache_path: str, runs_dir: str, feature_sets: tuple[str, ...], heads: 
     config = HeadsConfig(
         feature_sets=list(feature_sets) or None, heads=list(heads) or list(HEADS), sweep=sweep, seeds=seeds,
         select_metric=select_metric, threshold_rule=threshold_rule, class_weight=class_weight, device=device,
-        precision=precision, n_boot=n_boot,
+        precision=precision, n_boot=n_boot, views=views, tta=tta,
     )
     records = run_heads(cache_path, runs_dir, config=config)
     click.echo(summary_table(records))

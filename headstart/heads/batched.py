@@ -29,15 +29,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from headstart.data.balance import class_weights
 from headstart.device import autocast
 from headstart.errors import ConfigError
 from headstart.heads.batched_adamw import BatchedAdamW
+from headstart.heads.batched_data import TrainData
 from headstart.heads.halving import halving_survivors
-from headstart.heads.scaling import standardise, torch_moments
 from headstart.heads.stacked import EVAL_CHUNK, StackedHeads
 
 log = logging.getLogger(__name__)
+_VIEW_STREAM = 104_729  # salt of the per-seed view draws: the minibatch order stays the one without views
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,7 @@ def train_batched_seeds(
     n_classes: int | None = None,
     device: torch.device | str = "cpu",
     seeds: Sequence[int] = (0,),
+    views: np.ndarray | None = None,
 ) -> list[list[HeadResult]]:
     """`train_batched` for several seeds in one loop: the features are standardised and made resident once and
     shared by every head and seed; one `HeadResult` list per seed, each equal to `train_batched` at that seed.
@@ -126,6 +127,10 @@ def train_batched_seeds(
     seed's heads as extra heads, each seed's block walking that seed's own minibatch order; one step serves
     every seed, which is what a linear sweep (cheap FLOPs, per-step overhead) needs. Every width draws the same
     minibatch order from a seed, so results do not depend on the grouping.
+
+    `views` (N, K, D), cached augmented views of the train rows (`heads --views on`): each epoch every row is
+    one of its K + 1 views (the plain one included), drawn per seed and epoch; standardised with the plain
+    rows' moments, so prediction is unchanged.
     """
     if not configs:
         return [[] for _ in seeds]
@@ -134,8 +139,8 @@ def train_batched_seeds(
     seeds = [int(s) for s in seeds]
     if len(set(seeds)) < len(seeds):
         raise ConfigError(f"seeds {seeds} repeat a seed; expected distinct seeds (a repeat would be the same run)")
-    data = _Data.prepare(X_train, y_train, X_val, y_val, n_classes=n_classes, class_weight=settings.class_weight,
-                         device=torch.device(device))
+    data = TrainData.prepare(X_train, y_train, X_val, y_val, n_classes=n_classes, class_weight=settings.class_weight,
+                         device=torch.device(device), views=views)
     groups = [_Group(data, [i for i, c in enumerate(configs) if c.hidden == width], configs, settings=settings,
                      seeds=seeds)
               for width in sorted({c.hidden for c in configs})]
@@ -157,42 +162,12 @@ def train_batched_seeds(
     return [[by_head[seed, i] for i in range(len(configs))] for seed in seeds]
 
 
-@dataclass
-class _Data:
-    """Standardised features and labels on the device, made once and shared by every group of a sweep."""
-
-    xt: torch.Tensor
-    yt: torch.Tensor
-    xv: torch.Tensor | None
-    yv: torch.Tensor | None
-    cw: torch.Tensor  # per-class loss weights
-    mean: np.ndarray  # float32 train mean and std, kept by every head for prediction
-    scale: np.ndarray
-    n_classes: int
-
-    @property
-    def has_val(self) -> bool:
-        return self.xv is not None
-
-    @classmethod
-    def prepare(cls, X_train, y_train, X_val, y_val, *, n_classes, class_weight, device) -> _Data:
-        y_train = np.asarray(y_train, dtype=np.int64)
-        C = max(int(n_classes if n_classes is not None else y_train.max() + 1), 2)
-        has_val = X_val is not None and y_val is not None and len(y_val) > 0
-        mean32, scale32 = torch_moments(X_train)  # blocked: no whole-matrix temporary (heads.scaling)
-        return cls(xt=standardise(X_train, mean32, scale32, device), yt=torch.as_tensor(y_train, device=device),
-                   xv=standardise(X_val, mean32, scale32, device) if has_val else None,
-                   yv=torch.as_tensor(np.asarray(y_val, dtype=np.int64), device=device) if has_val else None,
-                   cw=torch.as_tensor(class_weights(y_train, C, class_weight), device=device),
-                   mean=mean32, scale=scale32, n_classes=C)
-
-
 class _Group:
     """The heads of one hidden width, every seed's in turn: a stacked model, its optimiser, each seed's minibatch
     order and each head's early-stopping state. Heads that stop leave the stacked model (`compact`), so they
     cost nothing."""
 
-    def __init__(self, data: _Data, index: list[int], configs: list[TorchHeadConfig], *, settings: TrainSettings,
+    def __init__(self, data: TrainData, index: list[int], configs: list[TorchHeadConfig], *, settings: TrainSettings,
                  seeds: list[int]) -> None:
         self.data, self.settings = data, settings
         self.head_config = np.array([i for _ in seeds for i in index])  # each head's position in `configs`
@@ -206,6 +181,7 @@ class _Group:
         self.batch = settings.batch_rows(data.xt.shape[0])
         self.total_steps = settings.epochs * math.ceil(data.xt.shape[0] / self.batch)
         self.perm_gens = {seed: torch.Generator().manual_seed(seed) for seed in seeds}
+        self.view_gens = {seed: torch.Generator().manual_seed(seed + _VIEW_STREAM) for seed in seeds}
         K = len(self.configs)
         # per-head state, on the CPU: one sync per epoch reads the losses
         self.active = np.ones(K, dtype=bool)
@@ -224,13 +200,14 @@ class _Group:
         N, K_live = data.xt.shape[0], len(model.live)
         blocks = model.seed_blocks()
         perms = [torch.randperm(N, generator=self.perm_gens[seed]).to(device) for seed, _, _ in blocks]
+        rows = [data.epoch_rows(self.view_gens[seed]) for seed, _, _ in blocks]  # plain, or one view per row
         block_sizes = torch.tensor([end - start for _, start, end in blocks], device=device)
         everyone = torch.ones(K_live, dtype=torch.bool, device=device)
         loss_sum = torch.zeros(K_live, device=device)
         correct = torch.zeros(K_live, device=device)
         for start in range(0, N, self.batch):
             idx = [perm[start : start + self.batch] for perm in perms]
-            xb = torch.stack([data.xt[i] for i in idx])  # (S, B, D): each seed's own minibatch
+            xb = torch.stack([x[i] for x, i in zip(rows, idx)])  # (S, B, D): each seed's own minibatch
             yb = torch.stack([data.yt[i] for i in idx]).repeat_interleave(block_sizes, dim=0)  # (K, B)
             with autocast(device, torch.bfloat16 if self.settings.precision == "bf16" else None):
                 logits = model(xb, noise_key=self.step, blocks=blocks).float()  # (K, B, C)

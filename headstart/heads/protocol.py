@@ -27,9 +27,12 @@ class Rows:
     y: np.ndarray
     ids: np.ndarray
     groups: np.ndarray
+    views: np.ndarray | None = None  # (n, K, D) cached augmented views (heads --views on; heads.views)
+    tta: np.ndarray | None = None  # (n, M, D) cached test-time views (heads --tta on)
 
     def take(self, index: np.ndarray) -> Rows:
-        return Rows(self.X[index], self.y[index], self.ids[index], self.groups[index])
+        return Rows(self.X[index], self.y[index], self.ids[index], self.groups[index],
+                    None if self.views is None else self.views[index], None if self.tta is None else self.tta[index])
 
 
 @dataclass

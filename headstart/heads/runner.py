@@ -16,6 +16,7 @@ saved next to its record (heads.persist: head.json + head.safetensors), for `hea
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ from headstart.heads.persist import feature_set_spec, save_head
 from headstart.heads.registry import get_head
 from headstart.heads.registry import names as head_names
 from headstart.heads.sweep import get_sweep
+from headstart.heads.views import SWITCH, attach_views, for_head, tta_proba, variant
 from headstart.precision import HEAD_PRECISIONS
 from headstart.tasks.factory import task_for_classes
 
@@ -63,6 +65,8 @@ class HeadsConfig:
     # the MLP sweep 9.5 s -> 6.6 s on the real cache, same selections within 0.0003 val AUROC), else fp32
     precision: str = "auto"
     n_boot: int = 1000  # bootstrap resamples behind each 95% interval
+    views: str = "off"  # on: train on the cached augmented views (extract --views K; heads.views)
+    tta: str = "off"  # on: average probabilities over the plain and the cached test-time views (extract --tta M)
 
     def validate(self) -> None:
         """Fail before any training on a value that would fail later."""
@@ -82,6 +86,9 @@ class HeadsConfig:
         if self.n_boot < 1:
             raise ConfigError(f"n_boot is {self.n_boot}; expected at least 1")
         parse_threshold_rule(self.threshold_rule)
+        for option in ("views", "tta"):
+            if getattr(self, option) not in SWITCH:
+                raise ConfigError(f"--{option} {getattr(self, option)!r} is invalid; expected on or off")
 
 
 @dataclass
@@ -118,10 +125,11 @@ def run_heads(*, cache_path: str | Path, runs_dir: str | Path, config: HeadsConf
                     bar.set_postfix_str(f"{name}/{head} x {config.seeds} seeds")
                     reset_peak_memory(device)
                     # every seed in one call: torch heads batch their seeds, logreg and kNN fit once for all
-                    sweeps = run_sweeps(head, job.splits, fit=fit, seeds=range(config.seeds))
+                    head_job = dataclasses.replace(job, splits=for_head(head, job.splits))  # views: heads.views
+                    sweeps = run_sweeps(head, head_job.splits, fit=fit, seeds=range(config.seeds))
                     for seed, sweep in enumerate(sweeps):
                         reused = seed > 0 and not get_head(head).seeded and sweep.selection == "val"
-                        records.append(_select_and_test(job, sweep, head=head, seed=seed, reused=reused))
+                        records.append(_select_and_test(head_job, sweep, head=head, seed=seed, reused=reused))
                         bar.update(grid.size(head))
     return records
 
@@ -145,6 +153,7 @@ def _load_job(cache: FeatureCache, name: str, *, config: HeadsConfig, fit: FitSe
     X, valid = cache.load(name)
     splits = _split_rows(cache, X, valid)
     _check_splits(splits, name, cache.path)
+    splits = attach_views(cache, name, splits, valid, views=config.views == "on", tta=config.tta == "on")
     dataset = {"manifest_hash": cache.root_attrs.get("manifest_hash"), "classes": list(cache.classes),
                "cache": str(cache.path)}
     return _Job(config=config, fit=fit, runs_dir=runs_dir, feature_set=name, meta=cache.feature_sets[name],
@@ -188,13 +197,19 @@ def _select_and_test(job: _Job, sweep: Sweep, *, head: str, seed: int, reused: b
     applied = applied_model(head, sweep, sweep.candidates[best], job.splits["train"], fit=fit, seed=seed)
     cand, val = applied.candidate, applied.rows
     train_seconds, estimator = sweep.seconds + applied.seconds, cand.estimator
+    if config.tta == "on" and val.tta is None:
+        raise ConfigError("--tta on chooses the threshold on val's test-time views, and val is empty here (the "
+                          "threshold rows are carved from train); extract with a val split, or use --tta off")
 
     def predict() -> dict[str, SplitPredictions]:  # the candidate remembers its test scores across seeds
-        return {"val": SplitPredictions(val.ids, val.y, cand.val_proba, val.groups),
-                "test": SplitPredictions(test.ids, test.y, cand.proba(test.X, fit.n_classes), test.groups)}
+        val_p = tta_proba(estimator, val, fit.n_classes, cand.val_proba)  # --tta on: plain + M views averaged
+        test_p = tta_proba(estimator, test, fit.n_classes, cand.proba(test.X, fit.n_classes))
+        return {"val": SplitPredictions(val.ids, val.y, val_p, val.groups),
+                "test": SplitPredictions(test.ids, test.y, test_p, test.groups)}
 
     outline = RunOutline(
-        run_id=make_run_id("cached-head", job.feature_set, head, seed), strategy="cached-head",
+        run_id=make_run_id("cached-head", job.feature_set, head, seed, variant=variant(config.views, config.tta)),
+        strategy="cached-head",
         backbone=str(job.meta.get("backbone") or job.feature_set), head=head, seed=seed,
         config=_record_config(job, sweep, cand, scores, head=head, reused=reused), dataset=job.dataset,
         history=cand.history,
@@ -207,7 +222,9 @@ def _select_and_test(job: _Job, sweep: Sweep, *, head: str, seed: int, reused: b
     spec = feature_set_spec(job.feature_set, job.meta, manifest_hash=job.dataset["manifest_hash"],
                             cache=job.dataset["cache"])
     save_head(Path(job.runs_dir) / record.run_id, estimator, classes=job.dataset["classes"],
-              threshold=record.threshold, feature_set=spec, extra={"run_id": record.run_id})
+              threshold=record.threshold, feature_set=spec,
+              extra={"run_id": record.run_id, "views": config.views, "tta": config.tta,
+                     **({"tta_views": int(test.tta.shape[1])} if test.tta is not None else {})})
     log.info("%s/%s seed %d: %s on %s %.4f, test AUROC %.4f (%d configs, %.2f s)", job.feature_set, head, seed,
              config.select_metric, sweep.selection, scores[best], record.metrics["test"]["auroc"], len(scores),
              train_seconds)
@@ -233,4 +250,6 @@ def _record_config(job: _Job, sweep: Sweep, cand: Candidate, scores: list[float]
         "selection": sweep.selection,
         "fit_shared_across_seeds": reused or (not kind.seeded and sweep.selection == "val"),
         "sweep_scores": [{**c.params, config.select_metric: s} for c, s in zip(sweep.candidates, scores)],
+        "views": config.views,  # heads --views: torch heads sample a view per row and epoch, the others the mean
+        "tta": config.tta,  # heads --tta: val and test probabilities averaged over the plain + M test-time views
     }

@@ -148,7 +148,7 @@ class LinearKind(HeadKind):
             fit_rows, stop_rows = train.take(np.flatnonzero(~stop)), train.take(np.flatnonzero(stop))
         per_seed = train_batched_seeds(fit_rows.X, fit_rows.y, stop_rows.X, stop_rows.y,
                                        configs=torch_configs(params), settings=settings, n_classes=fit.n_classes,
-                                       device=fit.device, seeds=seeds)
+                                       device=fit.device, seeds=seeds, views=fit_rows.views)
         classes, out = np.arange(fit.n_classes), []
         for seed, results in zip(seeds, per_seed):
             heads = [self.estimator._from_batched(r, classes, settings=settings, seed=seed, device=str(fit.device))

@@ -46,9 +46,12 @@ class Row:
         or `fine-tune (freeze none, 64 px)`."""
         policy = label_policy(self.runs[0].config)
         if self.strategy == "cached-head":
-            feature_set = str(self.runs[0].config.get("feature_set") or "")
+            config = self.runs[0].config
+            feature_set = str(config.get("feature_set") or "")
             prefix = self.backbone.replace("/", "--") + ":"  # set names: backbones.names.feature_set_name
             name = f"{self.head} ({feature_set[len(prefix):]})" if feature_set.startswith(prefix) else str(self.head)
+            name += "".join(f" + {label}" for key, label in (("views", "views"), ("tta", "TTA"))
+                            if config.get(key) == "on")  # heads --views/--tta
             return name + (f" [{policy}]" if policy else "")
         config = self.runs[0].config
         details = [f"freeze {config['freeze']}"] if config.get("freeze") else []

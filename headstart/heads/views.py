@@ -1,0 +1,81 @@
+"""`heads --views on|off` and `--tta on|off`: heads on the cached views of `extract --views K --tta M`.
+
+- torch heads (linear, MLP) see each train row as one of its K + 1 views (the plain one counts), drawn per seed
+  and epoch inside the batched sweep (`heads.batched_data.TrainData.epoch_rows`): augmentation at cache speed;
+- logreg and kNN train on each image's view mean (plain + K views, averaged): one row per image, so every
+  grouping (cross-validation folds, carved hold-outs) stays by image and patient as it is without views;
+- TTA: a head's probabilities on val and test are the mean over the plain view and the M test-time views, and
+  the threshold is chosen on val with the same averaging (`tta_proba`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+
+from headstart.errors import CacheError
+from headstart.heads.protocol import Rows, full_proba
+
+log = logging.getLogger(__name__)
+
+SWITCH = ("off", "on")
+TORCH_KINDS = ("linear", "mlp")  # heads that sample one view per row per epoch; the others take the view mean
+
+
+def attach_views(cache, name: str, splits: dict[str, Rows], valid: np.ndarray, *, views: bool,
+                 tta: bool) -> dict[str, Rows]:
+    """`splits` with train's cached views (`Rows.views`) and val's and test's test-time views (`Rows.tta`).
+
+    Rows are matched as `heads.runner` made them (each split's valid rows in cache order). A train row without
+    views (its split changed after extraction) keeps its plain view in their place; a val or test row without
+    test-time views is refused, as its averaged probability would be a different quantity.
+    """
+    index = {s: np.flatnonzero((cache.splits == s) & valid) for s in ("train", "val", "test")}
+    out = dict(splits)
+    if views:
+        V, has = cache.load_views(name, "views")
+        train = out["train"]
+        v = V[index["train"]]
+        missing = ~has[index["train"]]
+        if missing.any():
+            v[missing] = train.X[missing, None, :]
+            log.warning("%d train images of '%s' have no cached views (splits changed after extraction); their "
+                        "plain view stands in", int(missing.sum()), name)
+        out["train"] = dataclasses.replace(train, views=v)
+    if tta:
+        T, has = cache.load_views(name, "tta")
+        for split in ("val", "test"):
+            lacking = int((~has[index[split]]).sum())
+            if lacking:
+                raise CacheError(f"{lacking} {split} images of '{name}' in {cache.path} have no cached test-time "
+                                 f"views (the splits changed after extraction); re-extract with --tta M --overwrite, "
+                                 f"or run heads with --tta off")
+            out[split] = dataclasses.replace(out[split], tta=T[index[split]])
+    return out
+
+
+def for_head(head: str, splits: dict[str, Rows]) -> dict[str, Rows]:
+    """The rows a head trains on: torch heads keep the views (sampled per epoch), the others the view mean."""
+    train = splits["train"]
+    if train.views is None or head in TORCH_KINDS:
+        return splits
+    k = train.views.shape[1]
+    mean = (train.X + train.views.sum(axis=1)) / (k + 1)
+    return {**splits, "train": dataclasses.replace(train, X=mean.astype(train.X.dtype), views=None)}
+
+
+def tta_proba(estimator, rows: Rows, n_classes: int, plain: np.ndarray) -> np.ndarray:
+    """Mean probabilities over the plain view (`plain`, already computed) and each of the rows' M TTA views."""
+    if rows.tta is None:
+        return plain
+    total = np.asarray(plain, dtype=np.float64).copy()
+    for m in range(rows.tta.shape[1]):
+        total += full_proba(estimator, np.ascontiguousarray(rows.tta[:, m]), n_classes)
+    return (total / (rows.tta.shape[1] + 1)).astype(np.asarray(plain).dtype)
+
+
+def variant(views: str, tta: str) -> str | None:
+    """The run-id part that keeps view and TTA runs apart from plain ones (None: a plain run)."""
+    return "-".join(part for part, on in (("views", views == "on"), ("tta", tta == "on")) if on) or None
