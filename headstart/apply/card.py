@@ -41,6 +41,7 @@ class RunCard:
     metrics: dict = field(default_factory=dict)  # the record's {"val": {...}, "test": {...}}, intervals included
     dataset: dict = field(default_factory=dict)  # manifest_hash, classes, data or cache
     feature_set: dict = field(default_factory=dict)  # cached heads: the spec of the features the head was fitted on
+    tta: int = 0  # test-time views averaged with the plain one (heads --tta on with extract --tta M); 0: none
 
     @property
     def task(self) -> Task:
@@ -74,6 +75,8 @@ def model_card(card: RunCard, *, exports: dict, versions: dict) -> dict:
                   "layout": "RGB" if prep.channels == 3 else "grayscale",
                   "note": _CROP_NOTES[prep.crop] + "; the graph normalises"},
         "output": {"name": "probabilities", "shape": ["batch", len(card.classes)], "classes": card.classes},
+        "test_time_augmentation": "none: the graph scores the plain view only (export refuses runs made with "
+                                  "heads --tta on, whose views are cut from the decoded image before the crop)",
         "exports": exports, "versions": versions,  # per format (onnx, pt2): file, sha256, exporter, check
     }
 

@@ -31,7 +31,7 @@ from headstart.apply.pt2 import export_pt2
 from headstart.apply.runs import open_run
 from headstart.backbones.weights import file_sha256
 from headstart.engines.export import export_onnx
-from headstart.errors import ConfigError, DataError
+from headstart.errors import ConfigError, DataError, ExportError
 from headstart.evaluation.records import jsonable
 from headstart.io import write_bytes_atomic
 from headstart.versions import collect_versions
@@ -66,6 +66,10 @@ def run_export(*, run: str | Path, output: str | Path, config: ExportConfig) -> 
     if isinstance(scorer, ExportedScorer):  # a folder named like a model file
         raise ConfigError(f"{run} is already an exported model; export takes a run folder RUNS/<run_id>")
     card = scorer.card
+    if card.tta:
+        raise ExportError(f"{run} averages {card.tta} test-time views (heads --tta on), cut from the decoded image "
+                          "before the crop: a graph on the plain crop cannot bake them; score it with `headstart "
+                          "predict`, or export the same head's --tta off run")
     graph = scorer.graph()
     prep = card.preprocessing
     shape = (2, prep.channels, prep.input_size, prep.input_size)

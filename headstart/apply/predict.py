@@ -31,7 +31,9 @@ from headstart.distributed import all_gather_object, barrier, init_distributed, 
 from headstart.errors import ConfigError, DataError
 from headstart.extract.loader import decode_plan, geometry_key
 from headstart.extract.pipeline import image_batches, start_engines
+from headstart.extract.views import ViewPlan, view_key
 from headstart.heads.fitting import full_proba
+from headstart.heads.views import average_views
 
 log = logging.getLogger(__name__)
 
@@ -137,15 +139,27 @@ def _score_images(scorer, images: Images, rows: np.ndarray, *, config: PredictCo
     batches = image_batches(images.source, images.samples, rows, [card.preprocessing], decode=card.decode,
                             batch_size=config.batch_size, workers=workers, threads=threads, device=device,
                             on_bad_image=config.on_bad_image, decoded=decoded, desc=f"predict {card.run_id}",
-                            progress=progress)
+                            progress=progress, views=ViewPlan(m=card.tta, tta_everywhere=True) if card.tta else None)
     with torch.inference_mode(), cudnn_benchmark(device):
         for batch, ok in batches:
             at = np.array([position[int(r)] for r in batch["row"]])
             for j in np.flatnonzero(~ok):
                 errors[at[j]] = batch["error"][j]
             p = scorer.score(batch[geometry_key(card.preprocessing)])
+            if card.tta:  # heads --tta on: averaged with the same M test-time views
+                p = _tta(scorer, batch, p, ok)
             proba[at[ok]] = p[ok]
     return proba, errors
+
+
+def _tta(scorer, batch: dict, plain: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """A --tta on head's probabilities: the plain ones averaged with those of the batch's M test-time views."""
+    m, key = scorer.card.tta, view_key(scorer.model.geometry, "tta")
+    out = np.array(plain, copy=True)
+    if ok.any():
+        views = scorer.features(batch[key]).reshape(int(ok.sum()), m, -1)
+        out[ok] = average_views(scorer.head, plain[ok], views, len(scorer.card.classes))
+    return out
 
 
 def _from_cache(run: str | Path, config: PredictConfig):
@@ -166,14 +180,27 @@ def _from_cache(run: str | Path, config: PredictConfig):
         mapping = label_map(list(cache.classes), card.classes)
         ids, X, valid = [str(i) for i in cache.ids[keep]], X[keep], valid[keep]
         labels = mapping[cache.labels[keep]] if mapping is not None else None
+        views = _cached_tta(cache, name, keep, valid) if card.tta else None
     proba = np.full((len(ids), len(card.classes)), np.nan)
     proba[valid] = full_proba(folder.head.estimator, X[valid], len(card.classes))
+    if views is not None:
+        proba[valid] = average_views(folder.head.estimator, proba[valid], views[valid], len(card.classes))
     errors = ["" if v else "no features: the image was skipped at extraction" for v in valid]
     if (~valid).any() and config.on_bad_image == "fail":
         first = ids[int(np.flatnonzero(~valid)[0])]
         raise DataError(f"{int((~valid).sum())} row(s) of {config.cache} have no features (images skipped at "
                         f"extraction, e.g. {first}); pass --on-bad-image skip to list them as rows with a reason")
     return card, ids, proba, labels, errors, time.perf_counter() - start
+
+
+def _cached_tta(cache: FeatureCache, name: str, keep: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The kept rows' cached test-time views (n, M, D) for a --tta on head; DataError when a scored row lacks them."""
+    views, has = cache.load_views(name, "tta")
+    lacking = valid & ~has[keep]
+    if lacking.any():
+        raise DataError(f"{int(lacking.sum())} row(s) of {cache.path} have no cached test-time views (only val and "
+                        f"test rows get them); this run averages them: pass --split test or --split val")
+    return views[keep]
 
 
 def _metrics(card: RunCard, ids: list[str], proba: np.ndarray, labels: np.ndarray, *, config: PredictConfig,

@@ -78,7 +78,7 @@ def head_card(run: RunFolder) -> RunCard:
         decode=str(spec["preprocessing"].get("decode", "cpu")),
         metrics=record.metrics if record else {},
         dataset=record.dataset if record else {"manifest_hash": spec.get("manifest_hash"), "classes": head.classes},
-        feature_set=spec)
+        feature_set=spec, tta=int(head.info.get("tta_views", 0)) if head.info.get("tta") == "on" else 0)
 
 
 def open_run(path: str | Path, *, device: torch.device, amp_dtype: torch.dtype | None,

@@ -37,6 +37,7 @@ class ViewPlan:
     m: int = 0
     preset: str = "light"
     seed: int = 0
+    tta_everywhere: bool = False  # predict: every row gets the M test-time views, whatever its split
 
     def validate(self) -> None:
         if self.k < 0:
@@ -54,6 +55,8 @@ class ViewPlan:
 
     def kind_for(self, split: str) -> str | None:
         """Which views a row of `split` gets (None: only its plain view)."""
+        if self.tta_everywhere and self.m:
+            return "tta"
         return next((kind for kind in self.kinds if split in _SPLITS_OF[kind]), None)
 
 

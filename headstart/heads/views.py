@@ -68,12 +68,16 @@ def for_head(head: str, splits: dict[str, Rows]) -> dict[str, Rows]:
 
 def tta_proba(estimator, rows: Rows, n_classes: int, plain: np.ndarray) -> np.ndarray:
     """Mean probabilities over the plain view (`plain`, already computed) and each of the rows' M TTA views."""
-    if rows.tta is None:
-        return plain
+    return plain if rows.tta is None else average_views(estimator, plain, rows.tta, n_classes)
+
+
+def average_views(estimator, plain: np.ndarray, views: np.ndarray, n_classes: int) -> np.ndarray:
+    """(plain + the estimator's probabilities on each of `views` (n, M, D)) / (M + 1): what heads records with
+    --tta on, and what `predict` computes for such a run (from cached or freshly extracted views)."""
     total = np.asarray(plain, dtype=np.float64).copy()
-    for m in range(rows.tta.shape[1]):
-        total += full_proba(estimator, np.ascontiguousarray(rows.tta[:, m]), n_classes)
-    return (total / (rows.tta.shape[1] + 1)).astype(np.asarray(plain).dtype)
+    for m in range(views.shape[1]):
+        total += full_proba(estimator, np.ascontiguousarray(views[:, m], dtype=np.float32), n_classes)
+    return (total / (views.shape[1] + 1)).astype(np.asarray(plain).dtype)
 
 
 def variant(views: str, tta: str) -> str | None:

@@ -1,0 +1,116 @@
+"""Cached augmented views (`extract --views K --tta M`, `heads --views on --tta on`) measured on real chest X-rays.
+
+On a stratified subset of ../shared/data/kaggle_cxr_224 (default 600 images, written as a manifest by
+`crop.kaggle_manifest`; the subset's val and test are carved by headstart, grouped by patient where the file
+names give one), with resnet18:
+1. extraction cost: the whole `run_extract` with K views and M test-time views as a ratio to a plain extract of
+   the same images (target for K = 4, M = 2: at most 0.8 x (K + 1));
+2. head sweep time with views as a ratio to without (sum of the records' train seconds per head);
+3. test AUROC of the head best on val without views, with views, with views + TTA, all on the same splits,
+   with paired DeLong tests (patient-clustered where groups are known).
+
+With --weights random (the default: no pretrained weights here) the features carry little signal and an
+effect of the views may be nil; the script prints what it measures.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/views.py [--images 600] [--views 4] [--tta 2] [--also-k 8]
+        [--weights random] [--sweep default] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from crop import DATA, kaggle_manifest  # noqa: E402  (the benchmarks' shared subset manifest)
+
+from headstart.api import run_extract, run_heads  # noqa: E402
+from headstart.evaluation.paired import delong_test  # noqa: E402
+
+
+def extract(manifest: Path, cache: Path, args, k: int, m: int) -> float:
+    t0 = time.perf_counter()
+    run_extract(manifest, cache, backbones=["resnet18"], weights=args.weights, device="cpu", seed=args.seed,
+                views=k, tta=m, augment=args.augment)
+    return time.perf_counter() - t0
+
+
+def best(records) -> dict:
+    """The run with the best val AUROC (ties: the first), and its test predictions."""
+    run = max(records, key=lambda r: r.metrics["val"]["auroc"])
+    test = run.predictions["test"]
+    return {"run": run, "ids": list(test["ids"]), "y": np.asarray(test["y_true"]),
+            "p": np.asarray(test["proba"])[:, 1], "groups": test.get("groups")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=600)
+    ap.add_argument("--views", type=int, default=4)
+    ap.add_argument("--tta", type=int, default=2)
+    ap.add_argument("--also-k", type=int, nargs="*", default=[])
+    ap.add_argument("--augment", default="light")
+    ap.add_argument("--weights", default="random")
+    ap.add_argument("--sweep", default="default")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    out: dict = {"images": args.images, "weights": args.weights, "threads": torch.get_num_threads()}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        manifest = kaggle_manifest(DATA / "kaggle_cxr_224", args.images, args.seed, folder)
+        plain_s = extract(manifest, folder / "plain.h5", args, 0, 0)
+        views_s = extract(manifest, folder / "views.h5", args, args.views, args.tta)
+        k1 = args.views + 1
+        out["extract"] = {"plain_s": plain_s, f"views{args.views}_tta{args.tta}_s": views_s,
+                          "ratio": views_s / plain_s, "target": 0.8 * k1}
+        print(f"extract, {args.images} images: plain {plain_s:.1f} s; --views {args.views} --tta {args.tta} "
+              f"{views_s:.1f} s = {views_s / plain_s:.2f} x plain (target <= {0.8 * k1:.1f} = 0.8 x (K + 1))",
+              flush=True)
+        for k in args.also_k:
+            s = extract(manifest, folder / f"v{k}.h5", args, k, 0)
+            out["extract"][f"views{k}_s"] = s
+            print(f"extract --views {k}: {s:.1f} s = {s / plain_s:.2f} x plain (K + 1 = {k + 1})", flush=True)
+        sweeps = {}
+        for views, tta in (("off", "off"), ("on", "off"), ("on", "on")):
+            records = run_heads(folder / "views.h5", folder / "runs", device="cpu", sweep=args.sweep, views=views,
+                                tta=tta, progress=False)
+            secs = {r.head: r.timing["train_seconds"] for r in records}
+            sweeps[views, tta] = (records, secs)
+            print(f"heads --views {views} --tta {tta}: train s {({h: round(s, 1) for h, s in secs.items()})}; "
+                  f"test AUROC {({r.head: round(r.metrics['test']['auroc'], 3) for r in records})}", flush=True)
+        base = sweeps["off", "off"][1]
+        out["heads_seconds"] = {f"{v}/{t}": s for (v, t), (_, s) in sweeps.items()}
+        out["heads_ratio_views"] = {h: sweeps["on", "off"][1][h] / base[h] for h in base}
+        print("head sweep time with views / without:", {h: round(r, 2) for h, r in out["heads_ratio_views"].items()})
+        picks = {key: best(records) for key, (records, _) in sweeps.items()}
+        names = {("off", "off"): "plain", ("on", "off"): "views", ("on", "on"): "views+TTA"}
+        print("| setting | best head on val | test AUROC [95% CI] |")
+        print("|---|---|---|")
+        for key, pick in picks.items():
+            m = pick["run"].metrics["test"]
+            print(f"| {names[key]} | {pick['run'].head} | {m['auroc']:.3f} [{m['auroc_ci'][0]:.3f}, "
+                  f"{m['auroc_ci'][1]:.3f}] |")
+        out["best"] = {names[k]: {"head": p["run"].head, "test_auroc": p["run"].metrics["test"]["auroc"]}
+                       for k, p in picks.items()}
+        out["delong"] = {}
+        for a, b in ((("on", "off"), ("off", "off")), (("on", "on"), ("off", "off")), (("on", "on"), ("on", "off"))):
+            pa, pb = picks[a], picks[b]
+            assert pa["ids"] == pb["ids"], "the settings' test splits differ"
+            d = delong_test(pa["y"], pa["p"], pb["p"], groups=pa["groups"])
+            out["delong"][f"{names[a]} vs {names[b]}"] = d
+            print(f"{names[a]} vs {names[b]}: diff {d['diff']:+.3f} [{d['ci_diff'][0]:+.3f}, {d['ci_diff'][1]:+.3f}]"
+                  f", p = {d['p_value']:.2f} ({d['method']})", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()
