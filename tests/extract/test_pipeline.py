@@ -50,7 +50,8 @@ def test_every_row_comes_once_in_order_and_a_bad_image_is_flagged(bad_data, capl
     assert np.array_equal(np.concatenate([b["row"].numpy() for b, _ in got]), rows)
     ok = np.concatenate([ok for _, ok in got])
     assert np.flatnonzero(~ok).tolist() == [bad]
-    assert [m for m in caplog.messages if m.startswith("skipping bad image")] and len(caplog.messages) == 1
+    # exactly one warning for the one bad image (other loggers' records may reach caplog, depending on test order)
+    assert len([m for m in caplog.messages if m.startswith("skipping bad image")]) == 1
     with pytest.raises(DataError, match="fix or remove the file, or pass --on-bad-image skip"):
         batches(dataset, rows, on_bad_image="fail")
     assert batches(dataset, np.zeros(0, dtype=np.int64)) == []
