@@ -56,12 +56,14 @@ EXTRACT_ALL = [*EXTRACT_SHARED, "--pool", "mean", "--pool", "gem", "--layer", "f
 
 
 def _expect_extract(bound, tmp):
-    assert bound.arguments == {**_extract_call(tmp), **SOURCE_DEFAULTS, "pools": ["mean", "gem"],
+    assert bound.arguments == {**_extract_call(tmp), **SOURCE_DEFAULTS, **VIEW_DEFAULTS, "pools": ["mean", "gem"],
                                "layers": ["final", "layer3"]}
     assert set(bound.signature.parameters) - set(bound.arguments) == {"config"}  # the CLI reaches every option
 
 
 # extract's reader options (multi-label CSVs, NIH / CheXpert layouts) at their defaults
+# extract's cached-view options at their defaults
+VIEW_DEFAULTS = {"views": 0, "augment": "light", "tta": 0}
 SOURCE_DEFAULTS = {"labels": [], "label_column": None, "label_sep": None, "path_column": None,
                    "group_column": None, "split_column": None, "projection": "all", "allow_missing": False}
 
