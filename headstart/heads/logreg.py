@@ -1,6 +1,7 @@
 """Logistic regression on features standardised on train: the strong, boring baseline every sweep needs.
 
-`LogRegKind` is its head kind (heads.protocol): the C grid, the warm-started path, tensors, graph.
+`LogRegKind` is its head kind (heads.protocol): the C grid, every C solved at once (binary and multinomial),
+tensors, graph.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ class _QuietLogistic(LogisticRegression):
 
 
 class LogRegKind(HeadKind):
-    """The logreg head kind: a sweep over C is one warm-started path (`fit_logreg_path`), shared by every seed."""
+    """The logreg head kind: a sweep over C is one batched path (`fit_logreg_path`), shared by every seed."""
 
     name = "logreg"
     estimator = LogRegHead
