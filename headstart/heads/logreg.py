@@ -1,11 +1,11 @@
 """Logistic regression on features standardised on train: the strong, boring baseline every sweep needs.
 
-`LogRegKind` is its head kind (heads.protocol): the C grid, the warm-started path, tensors, graph.
+`LogRegKind` is its head kind (heads.protocol): the C grid, every C solved at once (binary and multinomial),
+tensors, graph.
 """
 
 from __future__ import annotations
 
-import copy
 import warnings
 
 import numpy as np
@@ -18,6 +18,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 
 from headstart.data.balance import class_weight_mode
 from headstart.heads.logreg_path import solve_logistic_path
+from headstart.heads.logreg_softmax import solve_multinomial_path
 from headstart.heads.protocol import Candidate, HeadKind, full_proba, require
 from headstart.heads.scaling import fit_scaler, scaled_copy
 
@@ -60,29 +61,30 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
 def fit_logreg_path(X, y, Cs, *, class_weight: str | None = None, max_iter: int = 1000) -> list[LogRegHead]:
     """Fit one `LogRegHead` per C; every head shares the one scaler fitted on X. Returns heads in the order of Cs.
 
-    Binary: every C is solved at once by `heads.logreg_path` (one pass over the rows serves every C), and
-    each solution is handed to sklearn's lbfgs as its warm start, which confirms it or finishes the job.
-    Multi-class: one sklearn fit per C, warm-started from the previous C in ascending order. Either way the
-    L2 objective is strictly convex, so the heads are the optimum a cold fit reaches, to sklearn's tolerance.
+    Every C is solved at once (one pass over the rows serves every C): binary by `heads.logreg_path`,
+    multi-class (multinomial) by `heads.logreg_softmax`. Each solution is handed to sklearn's lbfgs as its warm
+    start, which confirms it or finishes the job, so each head is a plain sklearn fit. The L2 objective is
+    strictly convex, so the heads are the optimum a cold fit reaches, to sklearn's tolerance.
     """
     X = np.asarray(X, dtype=np.float32)
     scaler = fit_scaler(X)
     Xs = scaled_copy(X, scaler)
     classes = np.unique(y)
     Cs = [float(c) for c in Cs]
-    start = {}
+    weights = compute_sample_weight(class_weight_mode(class_weight), y)
+    tol = _logistic(1.0, None, 1).tol
     if len(classes) == 2:
-        weights = compute_sample_weight(class_weight_mode(class_weight), y)
-        solved = solve_logistic_path(Xs, np.asarray(y) == classes[1], weights, Cs, tol=_logistic(1.0, None, 1).tol,
-                                     max_iter=max_iter)
-        start = {C: solved[:, k] for k, C in enumerate(Cs)}
+        solved = solve_logistic_path(Xs, np.asarray(y) == classes[1], weights, Cs, tol=tol, max_iter=max_iter)
+        start = {C: (solved[None, :-1, k], solved[-1:, k]) for k, C in enumerate(Cs)}
+    else:
+        codes = np.searchsorted(classes, y)
+        solved = solve_multinomial_path(Xs, codes, weights, Cs, n_classes=len(classes), tol=tol, max_iter=max_iter)
+        start = {C: (solved[k, :, :-1], solved[k, :, -1]) for k, C in enumerate(Cs)}
     fitted: dict[float, LogRegHead] = {}
-    model = None
-    for C in sorted(set(Cs)):
-        model = copy.deepcopy(model) if model is not None else _logistic(C, class_weight, max_iter)
-        model.C, model.warm_start = C, True
-        if C in start:
-            model.coef_, model.intercept_ = start[C][None, :-1].copy(), start[C][-1:].copy()
+    for C in set(Cs):
+        model = _logistic(C, class_weight, max_iter)
+        model.warm_start = True
+        model.coef_, model.intercept_ = start[C][0].copy(), start[C][1].copy()
         model.fit(Xs, y)
         model.warm_start = False
         fitted[C] = LogRegHead._from_fitted(make_pipeline(scaler, model), C=C, class_weight=class_weight,
@@ -105,7 +107,7 @@ class _QuietLogistic(LogisticRegression):
 
 
 class LogRegKind(HeadKind):
-    """The logreg head kind: a sweep over C is one warm-started path (`fit_logreg_path`), shared by every seed."""
+    """The logreg head kind: a sweep over C is one batched path (`fit_logreg_path`), shared by every seed."""
 
     name = "logreg"
     estimator = LogRegHead

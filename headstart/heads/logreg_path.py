@@ -9,7 +9,9 @@ the logistic curvature 1/4, so L-BFGS starts out well conditioned. The same cach
 The objective and the stopping rule are sklearn's binary lbfgs ones: the weighted mean log-loss plus
 ||w||^2 / (2 C sum(weights)), with an unpenalised intercept, stopped at max |gradient| <= tol.
 `heads.logreg.fit_logreg_path` hands every solution to sklearn's own lbfgs, which confirms it (0 iterations)
-or finishes the job, so each head is still a plain sklearn fit.
+or finishes the job, so each head is still a plain sklearn fit. `lbfgs_columns` is the solver itself, for any
+problem that gives a loss, gradient and preconditioner per column; `heads.logreg_softmax` runs it on the
+multinomial objective.
 """
 
 from __future__ import annotations
@@ -33,7 +35,14 @@ def solve_logistic_path(X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray,
     y = np.asarray(y, dtype=np.float64)
     sw = np.asarray(sample_weight, dtype=np.float64)
     problem = _Problem(X, y, sw, 1.0 / (np.asarray(Cs, dtype=np.float64) * sw.sum()))
-    K, p = len(problem.lam), X.shape[1] + 1
+    return lbfgs_columns(problem, X.shape[1] + 1, tol=tol, max_iter=max_iter, history=history)
+
+
+def lbfgs_columns(problem, n_params: int, *, tol: float, max_iter: int, history: int = 10) -> np.ndarray:
+    """Minimise the K problems of `problem` (one per entry of `problem.lam`) from 0, each a column of
+    (n_params, K); `problem` gives `loss_grad(W, cols)` and `precondition(q, cols)` (an approximate inverse
+    Hessian). Each column stops on its own at max |gradient| <= tol, or when its line search finds no decrease."""
+    K, p = len(problem.lam), n_params
     W = np.zeros((p, K))
     f, g = problem.loss_grad(W, np.arange(K))
     S, Y = np.zeros((history, p, K)), np.zeros((history, p, K))  # circular buffers of steps and gradient changes
@@ -43,7 +52,7 @@ def solve_logistic_path(X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray,
         cols = np.flatnonzero(running)
         if len(cols) == 0:
             break
-        direction = -problem.two_loop(g[:, cols], S[:, :, cols], Y[:, :, cols], rho[:, cols], it, cols)
+        direction = -_two_loop(problem, g[:, cols], S[:, :, cols], Y[:, :, cols], rho[:, cols], it, cols)
         slope = (g[:, cols] * direction).sum(axis=0)
         uphill = slope >= 0  # a stale curvature pair: fall back to the preconditioned gradient
         if uphill.any():
@@ -60,18 +69,25 @@ def solve_logistic_path(X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray,
     return W
 
 
+def gram_eigen(X: np.ndarray, sw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (clipped at 0) and eigenvectors of the weighted Gram matrix X' diag(sw / sum(sw)) X, the
+    logistic Hessian at w = 0 up to its curvature; built in row blocks, never a weighted copy of X."""
+    gram = np.zeros((X.shape[1], X.shape[1]))
+    for start in range(0, len(X), GRAM_ROWS):
+        block, w = X[start:start + GRAM_ROWS], (sw[start:start + GRAM_ROWS] / sw.sum()).astype(X.dtype)
+        gram += (block * w[:, None]).T @ block
+    eigenvalues, V = np.linalg.eigh(gram)
+    return np.maximum(eigenvalues, 0.0), V
+
+
 class _Problem:
     """Loss, gradient and preconditioner of K weighted L2 logistic regressions that differ only in strength."""
 
     def __init__(self, X: np.ndarray, y: np.ndarray, sw: np.ndarray, lam: np.ndarray) -> None:
         self.X, self.y, self.sw, self.lam = X, y, sw, lam
         self.sw_sum = sw.sum()
-        gram = np.zeros((X.shape[1], X.shape[1]))
-        for start in range(0, len(X), GRAM_ROWS):  # in blocks: no weighted copy of the whole matrix
-            block, w = X[start:start + GRAM_ROWS], (sw[start:start + GRAM_ROWS] / self.sw_sum).astype(X.dtype)
-            gram += (block * w[:, None]).T @ block
-        eigenvalues, self.V = np.linalg.eigh(gram)
-        self.curvature = CURVATURE_AT_ZERO * np.maximum(eigenvalues, 0.0)[:, None]  # (d, 1)
+        eigenvalues, self.V = gram_eigen(X, sw)
+        self.curvature = CURVATURE_AT_ZERO * eigenvalues[:, None]  # (d, 1)
         self.intercept_curvature = CURVATURE_AT_ZERO
 
     def loss_grad(self, W: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -93,24 +109,25 @@ class _Problem:
         out[-1] = q[-1] / self.intercept_curvature
         return out
 
-    def two_loop(self, g, S, Y, rho, it: int, cols: np.ndarray) -> np.ndarray:
-        """L-BFGS's two-loop recursion, column by column in one pass, preconditioned in the middle."""
-        history = S.shape[0]
-        q = g.copy()
-        alpha = np.zeros((history, g.shape[1]))
-        for back in range(history):  # newest pair first
-            slot = (it - 1 - back) % history
-            alpha[back] = rho[slot] * (S[slot] * q).sum(axis=0)
-            q -= alpha[back] * Y[slot]
-        r = self.precondition(q, cols)
-        for back in reversed(range(history)):
-            slot = (it - 1 - back) % history
-            beta = rho[slot] * (Y[slot] * r).sum(axis=0)
-            r += (alpha[back] - beta) * S[slot]
-        return r
+
+def _two_loop(problem, g, S, Y, rho, it: int, cols: np.ndarray) -> np.ndarray:
+    """L-BFGS's two-loop recursion, column by column in one pass, preconditioned in the middle."""
+    history = S.shape[0]
+    q = g.copy()
+    alpha = np.zeros((history, g.shape[1]))
+    for back in range(history):  # newest pair first
+        slot = (it - 1 - back) % history
+        alpha[back] = rho[slot] * (S[slot] * q).sum(axis=0)
+        q -= alpha[back] * Y[slot]
+    r = problem.precondition(q, cols)
+    for back in reversed(range(history)):
+        slot = (it - 1 - back) % history
+        beta = rho[slot] * (Y[slot] * r).sum(axis=0)
+        r += (alpha[back] - beta) * S[slot]
+    return r
 
 
-def _line_search(problem: _Problem, W, f, g, direction, slope, cols):
+def _line_search(problem, W, f, g, direction, slope, cols):
     """Backtracking Armijo search from step 1, each column on its own; a column that finds no decrease stays
     where it is (sklearn's polish takes it from there) and reports `moved` False."""
     W_new, f_new, g_new = W.copy(), f.copy(), g.copy()
