@@ -3,10 +3,8 @@
 `run_finetune` runs the phases of torchvision's classification reference, each a function here: `setup` (data,
 model, loaders, optimizer), `resume_state` (from the last checkpoint; else `fresh_state`), `train_epochs`
 (`train_one_epoch`, then the val pass of `evaluate_split`, then a checkpoint, per epoch) and `finish` (the best
-epoch's weights, then `evaluation.finish.finish_run`, which finishes a cached head too). One checkpoint dict per
-file; resume continues at `epoch + 1`. Distributed training plugs in at one seam,
-`headstart.finetune.distributed.Replica` (sampler shards, DDP wrapper, evaluation gathered across ranks, which
-process writes). The caller's random number generators are left as they were.
+epoch's weights, then `evaluation.finish.finish_run`). One checkpoint dict per file; resume continues at
+`epoch + 1`. Distributed training plugs in at one seam, `finetune.distributed.Replica`. The caller's RNGs are kept.
 """
 
 from __future__ import annotations
