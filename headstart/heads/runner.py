@@ -281,7 +281,8 @@ def _record_config(job: _Job, sweep: Sweep, cand: Candidate, scores: list[float]
         "sweep_scores": [{**c.params, config.select_metric: s} for c, s in zip(sweep.candidates, scores)],
         "views": config.views,  # heads --views: torch heads sample a view per row and epoch, the others the mean
         "tta": config.tta,  # heads --tta: val and test probabilities averaged over the plain + M test-time views
-        **(job.policy or {}),  # multi-label: uncertain, blank, uncertain_per_label (compare names the policy)
+        # multi-label: uncertain, blank, uncertain_per_label (compare names the policy; docs/guide/multilabel.md)
+        **({"label_policy": job.policy} if job.policy else {}),
     }
 
 

@@ -55,7 +55,7 @@ def test_logreg_record_contract(cache, tmp_path):
         assert [per[n]["n_masked"] for n in FINDINGS] == (~mask).sum(axis=0).tolist()
     assert set(doc["threshold"]) == set(FINDINGS) and doc["threshold"]["Rare"] is None
     assert doc["metrics"]["test"]["per_label"]["Edema"]["threshold"] == doc["threshold"]["Edema"]
-    assert doc["config"]["uncertain"] == "ignore" and doc["config"]["blank"] == "negative"
+    assert doc["config"]["label_policy"] == {"uncertain": "ignore", "blank": "negative", "uncertain_per_label": {}}
     assert doc["metrics"]["val"]["auroc"] == pytest.approx(max(s["auroc"] for s in doc["config"]["sweep_scores"]))
 
 
@@ -80,9 +80,10 @@ def test_uncertain_policy_changes_training_not_scoring(cache, tmp_path):
     (ones,) = headstart.run_heads(cache, runs, heads=["logreg"], uncertain="ones", **FAST)
     (edema,) = headstart.run_heads(cache, runs, heads=["logreg"], uncertain=["zeros", "ones:edema"],
                                    blank="unknown", **FAST)
-    assert ones.run_id == "cached-head_feat_logreg_u-ones_s0" and ones.config["uncertain"] == "ones"
+    assert ones.run_id == "cached-head_feat_logreg_u-ones_s0" and ones.config["label_policy"]["uncertain"] == "ones"
     assert edema.run_id == "cached-head_feat_logreg_u-zeros-ones-Edema-blank-unknown_s0"
-    assert edema.config["uncertain_per_label"] == {"Edema": "ones"} and edema.config["blank"] == "unknown"
+    policy = edema.config["label_policy"]
+    assert policy["uncertain_per_label"] == {"Edema": "ones"} and policy["blank"] == "unknown"
     assert len(list(runs.glob("*/record.json"))) == 3  # side by side, no overwrite
     # the same scored labels under U-Ignore and U-Ones (evaluation never scores an uncertain label) ...
     assert ignore.predictions["test"]["mask"] == ones.predictions["test"]["mask"]
@@ -101,7 +102,7 @@ def test_cli_options_and_bad_policy(cache, tmp_path):
     result = CliRunner().invoke(cli, [*args, "--uncertain", "zeros", "--uncertain", "ones:Atelectasis,Edema"])
     assert result.exit_code == 0, result.output
     (path,) = (tmp_path / "runs").glob("*/record.json")
-    config = json.loads(path.read_text())["config"]
+    config = json.loads(path.read_text())["config"]["label_policy"]
     rules = {name: config["uncertain_per_label"].get(name, config["uncertain"]) for name in FINDINGS}
     assert rules == {"Atelectasis": "ones", "Edema": "ones", "Effusion": "zeros", "Rare": "zeros"}
     bad = CliRunner().invoke(cli, [*args, "--uncertain", "ones:Pneumothorax"])
