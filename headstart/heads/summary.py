@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import numpy as np
+
 from headstart.evaluation.records import RunRecord
 from headstart.evaluation.table import aggregate_seeds, fmt_ci, fmt_mean_std, format_table
 
@@ -22,7 +24,7 @@ def summary_rows(records: list[RunRecord]) -> list[dict]:
     rows = []
     for (feature_set, head), runs in groups.items():
         def stat(split: str, name: str) -> str:
-            mean, std = aggregate_seeds([r.metrics[split].get(name) for r in runs])
+            mean, std = aggregate_seeds([_metric(r.metrics[split], name) for r in runs])
             return fmt_mean_std(mean, std)
 
         test = runs[0].metrics["test"]
@@ -38,6 +40,16 @@ def summary_rows(records: list[RunRecord]) -> list[dict]:
             "train_seconds": fmt_mean_std(*aggregate_seeds([r.timing.get("train_seconds") for r in runs]), digits=2),
         })
     return rows
+
+
+def _metric(split: dict, name: str) -> float | None:
+    """A split's metric; for a multi-label record without it, the mean over its findings (sensitivity and
+    specificity at each finding's frozen threshold) that have it."""
+    if name in split or not isinstance(split.get("per_label"), dict):
+        return split.get(name)
+    values = [v.get(name) for v in split["per_label"].values() if isinstance(v.get(name), (int, float))]
+    values = [v for v in values if np.isfinite(v)]
+    return float(np.mean(values)) if values else None
 
 
 def summary_table(records: list[RunRecord]) -> str:
