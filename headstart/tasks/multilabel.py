@@ -21,7 +21,8 @@ from headstart.tasks.core import Task, sigmoid
 log = logging.getLogger(__name__)
 
 ONE_CLASS = "one class among the labelled rows"  # the reason a finding's AUROC is null
-NOT_TRAINED = "not trained: one class among its training rows"  # a finding `trainable` left out (NaN probabilities)
+# the reason for a finding `trainable` left out (its probabilities are NaN)
+NOT_TRAINED = "not trained: its training labels are all positive or all negative"
 
 
 class MultilabelTask(Task):
