@@ -138,3 +138,14 @@ def test_every_head_kind_answers_per_finding(cache, tmp_path, head):
     np.testing.assert_allclose(again, proba, rtol=1e-4, atol=1e-6)
     graph = head_module(saved.estimator)(torch.from_numpy(X)).numpy()  # sigmoid per finding, not a softmax
     np.testing.assert_allclose(graph, again, rtol=1e-4, atol=1e-5, equal_nan=True)
+
+
+def test_empty_val_selects_by_cross_validation(tmp_path):
+    X, raw, splits, groups = multilabel_arrays(rare_in_train=True)
+    splits = np.where(splits == "val", "train", splits)
+    headstart.cache.write_features(tmp_path / "c.h5", features={"feat": X}, labels=raw,
+                                   ids=[f"i{i}" for i in range(len(X))], splits=list(splits),
+                                   classes=list(FINDINGS), groups=list(groups))
+    (record,) = headstart.run_heads(tmp_path / "c.h5", tmp_path / "runs", heads=["logreg"], **FAST)
+    assert record.config["selection"].startswith("cv-") and record.metrics["test"]["auroc"] > 0.7
+    assert all(v is not None for v in record.threshold.values())
