@@ -19,7 +19,6 @@ from headstart.data.types import Sample
 from headstart.tasks.factory import make_task
 from headstart.tasks.multilabel import MultilabelTask
 
-UNTRAINED = "one class among the training rows; left out of training"  # the reason an untrained finding is null
 
 
 @dataclass

@@ -25,6 +25,7 @@ from headstart.evaluation.metrics import compute_metrics
 from headstart.evaluation.selection import larger_is_better, val_score
 from headstart.finetune.config import FinetuneConfig
 from headstart.finetune.labels import LabelPlan, decode, label_plan
+from headstart.heads.labels import policy_variant
 
 MULTILABEL_SELECT = ("auroc", "auprc", "loss")  # macro over the findings, or the masked val loss
 
@@ -69,6 +70,9 @@ class SingleLabelObjective:
 
     def describe(self) -> dict:
         return {}
+
+    def variant(self) -> str:
+        return ""
 
 
 class MultilabelObjective:
@@ -127,6 +131,11 @@ class MultilabelObjective:
 
     def describe(self) -> dict:
         return {"label_policy": self.plan.describe()}
+
+    def variant(self) -> str:
+        """The run-id part of a label policy other than the default (as the heads' ids): `-u-ones`, `-blank-unknown`."""
+        part = policy_variant(self.plan.policy.describe(self.plan.names))
+        return f"-{part}" if part else ""
 
 
 Objective = SingleLabelObjective | MultilabelObjective

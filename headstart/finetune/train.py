@@ -121,6 +121,7 @@ def setup(*, data: str, runs_dir: str, config: FinetuneConfig, split_config: Spl
     replica.require_same({**config.to_dict(), "runs_dir": str(runs_dir), "resume": resume, "splits_from": splits_from,
                           "split": vars(split_config).copy(), "data (manifest hash)": data_hash})
     torch.manual_seed(config.seed)  # dropout and the rest of the global stream (run_finetune restores it)
+    criterion = make_objective(dataset, by_split, config, device)  # `balanced`: weighted as the heads' loss
     net, prep, info = create_model(config.backbone, num_classes=len(dataset.classes), weights=config.weights,
                                    image_size=config.image_size, seed=config.seed)
     prep = prep.with_crop(config.crop)  # the plain view of a cache extracted with the same --crop
@@ -130,12 +131,11 @@ def setup(*, data: str, runs_dir: str, config: FinetuneConfig, split_config: Spl
     model = replica.wrap(net, device=device)  # what the train loop steps; `net` is what checkpoints hold
     variant = (f"freeze-{config.freeze}" + (f"-{config.image_size}px" if config.image_size else "")
                + ("" if config.crop == "center" else f"-crop-{config.crop}")
-               + (f"-train-{parse_size(config.train_size).slug}" if config.train_size else ""))
+               + (f"-train-{parse_size(config.train_size).slug}" if config.train_size else "") + criterion.variant())
     run_id = make_run_id("finetune", config.backbone, None, config.seed, variant=variant)
 
     workers = loader_workers(config.workers, device)
     pin = device.type == "cuda"
-    criterion = make_objective(dataset, by_split, config, device)  # `balanced`: weighted as the heads' loss
     train_images = SplitImages(dataset.source, by_split["train"], prep, augment=config.augment,
                                targets=criterion.targets("train"))
     train_sampler = replica.train_sampler(len(train_images), seed=config.seed)

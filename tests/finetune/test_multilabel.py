@@ -124,6 +124,7 @@ def nih_run(tmp_path_factory):
 
 def test_multilabel_record_contract(nih_run):
     tmp, _, source, _, record = nih_run
+    assert record.run_id == "finetune_resnet18_freeze-none-32px_s0"  # the default policy adds nothing
     data = json.loads((tmp / "runs" / record.run_id / "record.json").read_text())
     assert data["dataset"]["task"] == "multilabel" and data["dataset"]["labels"] == list(NIH_FINDINGS)
     assert data["config"]["label_policy"]["uncertain"] == "ignore"
@@ -175,14 +176,14 @@ def test_chexpert_policies_on_the_real_label_rows(tmp_path, caplog):
                               split_config=SplitConfig(val_fraction=0.3, test_fraction=0.3))
     policy = record.config["label_policy"]
     assert policy["blank"] == "unknown" and policy["uncertain_per_label"] == {"Edema": "ones"}
+    assert record.run_id.endswith("u-ignore-ones-Edema-blank-unknown_s0")  # apart from a default-policy run
     train_ids = set(record.predictions["val"]["ids"]) | set(record.predictions["test"]["ids"])
     train_rows = [r for r in rows if r["Path"].split("/", 1)[1] not in train_ids]
+    assert not {"Edema", "Cardiomegaly"} & set(policy["untrained"])
     for name in ("Edema", "Cardiomegaly"):  # masked in train: blanks (not cleared by No Finding) + uncertain
-        cleared = [r for r in train_rows if r["No Finding"] == "1.0"]
-        expected = sum(1 for r in train_rows if r[name] == "" and r not in cleared)
+        expected = sum(1 for r in train_rows if r[name] == "" and r["No Finding"] != "1.0")
         expected += 0 if name == "Edema" else sum(1 for r in train_rows if r[name] == "-1.0")
-        if name not in policy["untrained"]:
-            assert policy["n_masked_train"][name] == expected
+        assert policy["n_masked_train"][name] == expected
     test = record.predictions["test"]
     y_raw = {r["Path"].split("/", 1)[1]: r for r in rows}
     edema = record.dataset["labels"].index("Edema")
@@ -199,4 +200,46 @@ def test_chexpert_generated_rows_finetune_under_u_ones(tmp_path):
     record = run_finetune(data=str(root), runs_dir=str(tmp_path / "runs"), config=tiny_config(epochs=1, uncertain="ones"),
                           split_config=SplitConfig(val_fraction=0.3, test_fraction=0.3))
     assert record.dataset["labels"] == list(CHEXPERT_FINDINGS) and record.config["label_policy"]["uncertain"] == "ones"
+    assert record.run_id == "finetune_resnet18_freeze-none-32px-u-ones_s0"
     assert record.config["label_policy"]["n_masked_train"] == {name: 0 for name in CHEXPERT_FINDINGS}
+
+
+def test_cli_on_a_csv_with_labels_and_a_policy(tmp_path):
+    """`finetune CSV --labels A,B,C --uncertain ones:B --blank unknown`: the reader and policy options reach the run."""
+    from click.testing import CliRunner
+
+    from headstart.cli import cli
+    from tests.data.multilabel_files import image
+
+    rng = np.random.default_rng(2)
+    lines = []
+    for i in range(48):
+        image(tmp_path / "img" / f"{i:03d}.png", value=i * 5)
+        cells = [str(rng.choice(["1", "0", "-1", ""], p=[0.35, 0.45, 0.1, 0.1])) for _ in range(3)]
+        lines.append(f"img/{i:03d}.png,p{i // 2},{','.join(cells)}")
+    (tmp_path / "labels.csv").write_text("file,pid,A,B,C\n" + "\n".join(lines) + "\n")
+    result = CliRunner().invoke(cli, ["finetune", str(tmp_path / "labels.csv"), "-o", str(tmp_path / "runs"),
+                                      "-b", "resnet18", "--weights", "random", "--image-size", "32", "--batch-size",
+                                      "16", "--workers", "0", "--epochs", "1", "--labels", "A,B,C", "--path-column",
+                                      "file", "--group-column", "pid", "--uncertain", "ones:B", "--blank", "unknown",
+                                      "--val-fraction", "0.3", "--test-fraction", "0.3"])
+    assert result.exit_code == 0, result.output
+    assert "test macro AUROC" in result.output
+    run = tmp_path / "runs" / "finetune_resnet18_freeze-none-32px-u-ignore-ones-B-blank-unknown_s0"
+    data = json.loads((run / "record.json").read_text())
+    assert data["dataset"]["labels"] == ["A", "B", "C"] and data["config"]["source"]["labels"] == ["A", "B", "C"]
+    assert data["config"]["label_policy"]["uncertain_per_label"] == {"B": "ones"}
+
+
+def test_npz_label_matrix_finetunes(tmp_path):
+    """A ChestMNIST-style .npz with (N, L) labels is a multi-label fine-tune with one output per column."""
+    rng = np.random.default_rng(0)
+    arrays = {f"{s}_images": rng.integers(0, 255, (n, 16, 16), dtype=np.uint8)
+              for s, n in (("train", 40), ("val", 16), ("test", 16))}
+    labels = {f"{s}_labels": rng.integers(0, 2, (n, 3)) for s, n in (("train", 40), ("val", 16), ("test", 16))}
+    np.savez(tmp_path / "chest.npz", **arrays, **labels)
+    record = run_finetune(data=str(tmp_path / "chest.npz"), runs_dir=str(tmp_path / "runs"),
+                          config=tiny_config(epochs=1), split_config=SplitConfig())
+    assert record.dataset["task"] == "multilabel" and record.dataset["labels"] == ["0", "1", "2"]
+    assert np.shape(record.predictions["test"]["proba"]) == (16, 3)
+    assert record.predictions["test"]["y_true"] == labels["test_labels"].tolist()
