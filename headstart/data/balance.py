@@ -40,18 +40,17 @@ def class_weights(y, n_classes: int, mode: str | None):
 
 
 def pos_weights(y, mask, mode: str | None):
-    """Per-finding `pos_weight` of a masked BCE (multi-label): n_neg / n_pos over each finding's known rows.
+    """Multi-label `--class-weight balanced`: per finding, BCE's `pos_weight` = known negatives / known positives
+    (1 where a finding lacks either, or for uniform weights). One definition for cached heads and fine-tunes.
 
-    The multi-label form of "balanced": it is the ratio of sklearn's two balanced class weights, so a finding's
-    positives cost as much in total as its negatives. A finding without positives or negatives gets 1 (it is
-    masked out of training anyway). `mode` None / "none": all ones. Returns a float32 array of length L.
+    `y` (N, L) 0/1, `mask` (N, L) True where the label is known (None: all known). Returns float32 (L,).
     """
     import numpy as np
 
-    y, known = np.asarray(y), np.asarray(mask, dtype=bool)
+    y = np.asarray(y)
+    known = np.ones(y.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     if class_weight_mode(mode) is None:
         return np.ones(y.shape[1], dtype=np.float32)
-    n_pos = ((y == 1) & known).sum(axis=0).astype(np.float64)
-    n_neg = ((y != 1) & known).sum(axis=0).astype(np.float64)
-    both = (n_pos > 0) & (n_neg > 0)
-    return np.where(both, n_neg / np.maximum(n_pos, 1.0), 1.0).astype(np.float32)
+    pos = ((y == 1) & known).sum(axis=0).astype(np.float64)
+    neg = known.sum(axis=0) - pos
+    return np.where((pos > 0) & (neg > 0), neg / np.maximum(pos, 1), 1.0).astype(np.float32)
