@@ -107,28 +107,38 @@ def run_finetune(data: str | Path, output: str | Path, *, backbone: str = "resne
                  deterministic: bool = False,
                  n_boot: int = 1000, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2,
                  group_pattern: str | None = None, train_size: str | None = None,
-                 splits_from: str | Path | None = None, resume: bool = False,
+                 uncertain: str | Sequence[str] = "ignore", blank: str = "negative", labels: Sequence[str] = (),
+                 label_column: str | None = None, label_sep: str | None = None, path_column: str | None = None,
+                 group_column: str | None = None, split_column: str | None = None, projection: str = "all",
+                 allow_missing: bool = False, splits_from: str | Path | None = None, resume: bool = False,
                  config: FinetuneConfig | None = None, split_config: SplitConfig | None = None) -> RunRecord:
     """`headstart finetune`: fine-tune BACKBONE on DATA; the best val epoch is tested once and recorded.
 
     With the same split options as the extraction, or `splits_from=CACHE`, the images land in the same splits
     as the cache, so `run_compare` compares like with like. `train_size` ("k=4", "200", "10%") trains on the
     patient-grouped, stratified draw `run_curve` makes at that size for repeat `seed`. `resume` continues from
-    OUTPUT/<run_id>/checkpoints/last.pt. `config` (a FinetuneConfig) and `split_config` (a SplitConfig) replace
-    the keyword options they cover.
+    OUTPUT/<run_id>/checkpoints/last.pt. On multi-label DATA, `uncertain` and `blank` are the label policy
+    (`headstart.data.label_policy`), and the reader options (`labels`, `label_column`, ...) read it as
+    `run_extract` does. `config` (a FinetuneConfig) and `split_config` (a SplitConfig) replace the keyword
+    options they cover.
     """
+    from headstart.data.options import SOURCE_OPTIONS, SourceOptions
     from headstart.data.types import SplitConfig
     from headstart.finetune.config import AugmentConfig, FinetuneConfig
     from headstart.finetune.train import run_finetune as finetune
 
     options = _options(run_finetune, locals(), skip=("data", "output", "splits_from", "resume", "config",
                                                      "split_config"))
-    training = [k for k in options if k not in SPLIT_OPTIONS]  # FinetuneConfig's fields, seed included
+    training = [k for k in options if k not in SPLIT_OPTIONS]  # FinetuneConfig's fields, seed and reader included
     if config is not None:
         _refuse_mixed(run_finetune, "config", options, training)
     else:
         augment = AugmentConfig(enabled=options["augment"], preset=options["augment_preset"])
-        config = FinetuneConfig(**{k: options[k] for k in training if not k.startswith("augment")}, augment=augment)
+        source = SourceOptions(**{**{k: options[k] for k in SOURCE_OPTIONS}, "labels": list(options["labels"])})
+        uncertain = options["uncertain"] if isinstance(options["uncertain"], str) else list(options["uncertain"])
+        config = FinetuneConfig(**{k: options[k] for k in training if not k.startswith("augment")
+                                   and k not in SOURCE_OPTIONS and k != "uncertain"},
+                                augment=augment, source=source, uncertain=uncertain)
     if split_config is not None:
         _refuse_mixed(run_finetune, "split_config", options, SPLIT_OPTIONS)  # `seed` then seeds training only
     else:  # one seed for splits and training, as at the command line

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from headstart.cli import Command
-from headstart.cli.options import (crop_option, device_option, image_size_option, precision_option, split_options,
-                                   weights_option)
+from headstart.cli.options import (crop_option, device_option, image_size_option, label_policy_options,
+                                   precision_option, source_options, split_options, weights_option)
 from headstart.data.augment import PRESETS
 from headstart.finetune.config import FREEZE_MODES
 
@@ -48,18 +48,24 @@ from headstart.finetune.config import FREEZE_MODES
 @click.option("--train-fraction", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Train on this fraction of train, drawn as --train-size P% is.")
 @split_options
+@source_options
+@label_policy_options
 def finetune(data: str, runs_dir: str, backbone: str, weights: str, epochs: int, lr: float, batch_size: int,
              freeze: str, image_size: int | None, crop: str, precision: str, device: str, workers: int | None,
              augment: bool, augment_preset: str,
              splits_from: str | None, resume: bool, patience: int, deterministic: bool, train_size: str | None,
              train_fraction: float | None, val_fraction: float, test_fraction: float, group_pattern: str | None,
-             seed: int) -> None:
+             seed: int, labels: list[str], label_column: str | None, label_sep: str | None, path_column: str | None,
+             group_column: str | None, split_column: str | None, projection: str, allow_missing: bool,
+             uncertain: tuple[str, ...], blank: str) -> None:
     """Fine-tune BACKBONE on DATA; the best val epoch is evaluated once on test and written as a run record.
 
     DATA is anything `headstart extract` accepts; with the same split options (or --splits-from CACHE) the
-    images land in the same splits as the cache, so `headstart compare` compares like with like.
+    images land in the same splits as the cache, so `headstart compare` compares like with like. Multi-label
+    DATA (NIH or CheXpert layout, --labels A,B,C, an (N, L) .npz) trains one sigmoid output per finding.
     `torchrun --nproc_per_node=N -m headstart finetune ...` trains with DDP, one GPU per rank; rank 0 writes.
     """
+    from headstart.data.options import SourceOptions
     from headstart.data.types import SplitConfig
     from headstart.distributed import env_info
     from headstart.evaluation.table import fmt_ci
@@ -74,7 +80,10 @@ def finetune(data: str, runs_dir: str, backbone: str, weights: str, epochs: int,
         backbone=backbone, weights=weights, epochs=epochs, lr=lr, batch_size=batch_size, freeze=freeze,
         image_size=image_size, crop=crop, precision=precision, device=device, workers=workers, patience=patience,
         augment=AugmentConfig(enabled=augment, preset=augment_preset), seed=seed, deterministic=deterministic,
-        train_size=train_size,
+        train_size=train_size, uncertain=list(uncertain) or "ignore", blank=blank,
+        source=SourceOptions(labels=labels, label_column=label_column, label_sep=label_sep, path_column=path_column,
+                             group_column=group_column, split_column=split_column, projection=projection,
+                             allow_missing=allow_missing),
     )
     split_config = SplitConfig(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
                                group_pattern=group_pattern)
@@ -87,9 +96,11 @@ def finetune(data: str, runs_dir: str, backbone: str, weights: str, epochs: int,
         return  # every rank holds the same record; one summary line per job
     test = record.metrics["test"]
     timing = record.timing
+    scores = (f"macro AUROC {fmt_ci(test.get('auroc'), test.get('auroc_ci'))} over {test.get('n_labels_scored')} "
+              f"findings" if "per_label" in test else f"AUROC {fmt_ci(test.get('auroc'), test.get('auroc_ci'))}, "
+              f"accuracy {fmt_ci(test.get('accuracy'), test.get('accuracy_ci'))}")
     click.echo(
-        f"{record.run_id}: test AUROC {fmt_ci(test.get('auroc'), test.get('auroc_ci'))}, "
-        f"accuracy {fmt_ci(test.get('accuracy'), test.get('accuracy_ci'))} | {len(record.history)} epoch(s), "
+        f"{record.run_id}: test {scores} | {len(record.history)} epoch(s), "
         f"train {timing['train_seconds']:.1f} s ({timing['images_per_second']:.1f} images/s) on {timing['device']} "
         f"-> {runs_dir}/{record.run_id}/record.json"
     )

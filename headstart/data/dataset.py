@@ -20,17 +20,18 @@ log = logging.getLogger(__name__)
 
 
 def build_dataset(data: str | os.PathLike, *, split_config: SplitConfig, find_duplicates: bool = True,
-                  source_options: SourceOptions | None = None) -> Dataset:
+                  source_options: SourceOptions | None = None, warn_rare: bool = True) -> Dataset:
     """Detect and list the source, assign splits, and look for exact duplicates across splits.
 
     The duplicate check reads and hashes every file; callers that do not record it (fine-tuning, torchrun ranks
-    other than 0) pass `find_duplicates=False` rather than read the whole data set again.
+    other than 0) pass `find_duplicates=False` rather than read the whole data set again. `warn_rare=False` leaves
+    the rare-finding warning to a caller that warns under its own label policy (fine-tuning).
     """
     source = load_source(data, group_pattern=split_config.group_pattern, options=source_options)
     samples = assign_splits(source.samples, split_config, classes=source.classes)
     duplicates = find_cross_split_duplicates(samples, source) if find_duplicates else {}
     log.info("%s (%s): %s", source.root, source.kind, split_summary(samples, source.classes))
-    if getattr(source, "multilabel", False):
+    if warn_rare and getattr(source, "multilabel", False):
         warn_rare_findings(samples, source.classes)
     return Dataset(source=source, samples=samples, classes=source.classes, duplicates=duplicates)
 

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from headstart.backbones.names import CROPS
 from headstart.data.augment import PRESETS
 from headstart.data.balance import CLASS_WEIGHTS
+from headstart.data.options import SourceOptions
 from headstart.errors import ConfigError
 from headstart.evaluation import SELECT_METRICS as EVALUATION_SELECT_METRICS
 from headstart.precision import PRECISIONS
@@ -66,6 +67,9 @@ class FinetuneConfig:
     deterministic: bool = False  # deterministic kernels: a resumed run reproduces the uninterrupted one exactly
     n_boot: int = 1000  # bootstrap resamples for the test-set confidence intervals
     train_size: str | None = None  # train on a patient-grouped, stratified draw ("k=4", "200", "10%"; data.draws)
+    uncertain: str | list[str] = "ignore"  # multi-label: ignore | zeros | ones, or POLICY:A,B specs (data.label_policy)
+    blank: str = "negative"  # multi-label: an unmentioned finding is a negative, or unknown (masked)
+    source: SourceOptions = field(default_factory=SourceOptions)  # how DATA is read (CSV columns, projection...)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,6 +98,11 @@ class FinetuneConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        self.source.validate()
+        from headstart.data.label_policy import BLANK_RULES  # here: numpy stays out of the CLI's --help
+
+        if self.blank not in BLANK_RULES:
+            raise ConfigError(f"--blank {self.blank!r} is invalid; expected one of {', '.join(BLANK_RULES)}")
         if self.train_size is not None:
             from headstart.data.draws import parse_size  # here: the CLI imports this config for --help
 

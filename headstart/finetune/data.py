@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as TorchDataset
@@ -27,14 +28,18 @@ from headstart.finetune.config import AugmentConfig
 class SplitImages(TorchDataset):
     """Samples of one split -> (uint8 image, label, position, error).
 
+    The label is the sample's class index, or its row of `targets` where given: a multi-label run's (L,)
+    float targets, NaN where masked (`finetune.labels`).
+
     Items are fetched with `(position, augment_seed)` keys from `EpochSampler`; a seed of -1 means "no
     augmentation". Workers never raise (see `headstart.data.loading`): a bad image comes back as a zero image
     plus its one-line error, and the main process stops with it.
     """
 
     def __init__(self, source: ImageSource, samples: list[Sample], prep: Preprocessing,
-                 *, augment: AugmentConfig | None = None):
+                 *, augment: AugmentConfig | None = None, targets: np.ndarray | None = None):
         self.source = source
+        self.targets = targets
         self.samples = samples
         self.prep = prep
         self.preset = get_preset(augment.preset) if augment is not None and augment.enabled else None
@@ -42,7 +47,7 @@ class SplitImages(TorchDataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, int, str]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int | torch.Tensor, int, str]:
         position, seed = key
         sample = self.samples[position]
 
@@ -55,7 +60,8 @@ class SplitImages(TorchDataset):
         image, error = loading.decode_or_error(sample, decode)
         if image is None:  # a placeholder keeps the batch stackable; the error stops the run in the main process
             image = torch.zeros(self.prep.channels, self.prep.input_size, self.prep.input_size, dtype=torch.uint8)
-        return image, sample.label, position, error
+        label = sample.label if self.targets is None else torch.from_numpy(self.targets[position])
+        return image, label, position, error
 
 
 class EpochSampler(Sampler):

@@ -25,6 +25,7 @@ from headstart.finetune.config import FinetuneConfig
 from headstart.finetune.data import raise_bad_images
 from headstart.finetune.distributed import Replica
 from headstart.finetune.freeze import param_groups, set_train_mode
+from headstart.finetune.objective import as_objective
 
 NONFINITE_CHECK_EVERY = 20  # steps between host syncs that check the loss; per-step syncs stall a GPU queue
 
@@ -91,18 +92,21 @@ class TrainState:
                 f"(select_metric='loss')")
 
 
-def train_one_epoch(model: nn.Module, loader, *, criterion: nn.Module, optimizer: torch.optim.Optimizer,
+def train_one_epoch(model: nn.Module, loader, *, criterion, optimizer: torch.optim.Optimizer,
                     scheduler, scaler: torch.amp.GradScaler, ctx: StepContext, frozen: list[nn.Module],
                     epoch: int, epochs: int, replica: Replica = Replica()) -> dict:
     """One pass over this rank's share of the train loader; returns mean loss, accuracy, images and seconds
-    (device-synchronised).
+    (device-synchronised). `criterion` is a `finetune.objective` Objective (or a plain nn.CrossEntropyLoss); a
+    multi-label accuracy counts the known labels right at 0.5.
 
     The loss is checked for NaN/Inf without a host sync per step: a device flag records the first bad step
     and is read every NONFINITE_CHECK_EVERY steps and at the end, OR-ed over ranks so that all stop together.
     """
+    objective = as_objective(criterion)
     set_train_mode(model, frozen)
     loss_sum = torch.zeros((), device=ctx.device)
     correct = torch.zeros((), device=ctx.device, dtype=torch.long)
+    scored = torch.zeros((), device=ctx.device, dtype=torch.long)
     first_bad = torch.full((), -1, device=ctx.device, dtype=torch.long)
     n_seen = 0
     with Timer(device=ctx.device) as timer, ctx.bar(loader, desc=f"epoch {epoch + 1}/{epochs} train") as bar:
@@ -111,7 +115,7 @@ def train_one_epoch(model: nn.Module, loader, *, criterion: nn.Module, optimizer
             x, y = ctx.inputs(images, labels)
             with ctx.autocast():
                 logits = model(x)
-            loss = criterion(logits.float(), y)
+            loss = objective.loss(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -121,37 +125,40 @@ def train_one_epoch(model: nn.Module, loader, *, criterion: nn.Module, optimizer
                 finite = torch.isfinite(loss)
                 first_bad = torch.where((first_bad < 0) & ~finite, torch.tensor(step, device=ctx.device), first_bad)
                 loss_sum += loss.detach() * len(y)
-                correct += (logits.argmax(dim=1) == y).sum()
+                right, labels = objective.hits(logits, y)
+                correct += right
+                scored += labels
             n_seen += len(y)
             if (step + 1) % NONFINITE_CHECK_EVERY == 0 or step + 1 == len(loader):
                 if replica.any_rank((first_bad >= 0).long()):
                     raise NonFiniteLoss(epoch, int(first_bad) if int(first_bad) >= 0 else step)
                 bar.set_postfix(loss=f"{float(loss_sum) / max(n_seen, 1):.4f}", refresh=False)
-    return {"loss": float(loss_sum) / max(n_seen, 1), "accuracy": float(correct) / max(n_seen, 1),
+    return {"loss": float(loss_sum) / max(n_seen, 1), "accuracy": float(correct) / max(int(scored), 1),
             "images": n_seen, "seconds": timer.seconds}
 
 
 @torch.inference_mode()
-def evaluate_split(model: nn.Module, loader, *, criterion: nn.CrossEntropyLoss, ctx: StepContext,
+def evaluate_split(model: nn.Module, loader, *, criterion, ctx: StepContext,
                    desc: str = "eval", replica: Replica = Replica()) -> dict:
-    """Loss, accuracy and softmax probabilities of one whole split, in the split's sample order.
+    """Loss, accuracy and probabilities (the objective's link) of one whole split, in the split's sample order.
 
     Outputs are kept per sample and merged across ranks (by sample position, padding dropped) before anything
     is computed from them, so under torchrun every rank gets the numbers a one-process evaluation gives. The
-    loss is the class-weighted mean over the split, which is what `criterion` computes on one full batch.
+    loss is the weighted mean over the split, which is what `criterion` computes on one full batch.
     """
+    objective = as_objective(criterion)
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {"position": [], "proba": [], "y_true": [], "loss": [], "weight": []}
-    class_weight = criterion.weight
     for images, labels, positions, errors in ctx.bar(loader, desc=desc):
         raise_bad_images(list(errors))
         x, y = ctx.inputs(images, labels)
         with ctx.autocast():
             logits = model(x)
         logits = logits.float()
-        parts["loss"].append(nn.functional.cross_entropy(logits, y, weight=class_weight, reduction="none").cpu())
-        parts["weight"].append((class_weight[y] if class_weight is not None else torch.ones_like(y, dtype=torch.float)).cpu())
-        parts["proba"].append(torch.softmax(logits, dim=1).cpu())
+        loss, weight = objective.terms(logits, y)
+        parts["loss"].append(loss.cpu())
+        parts["weight"].append(weight.cpu())
+        parts["proba"].append(objective.proba(logits).cpu())
         parts["y_true"].append(labels)
         parts["position"].append(positions)
     split = replica.gather_split({key: torch.cat(values).numpy() for key, values in parts.items()},
@@ -159,7 +166,7 @@ def evaluate_split(model: nn.Module, loader, *, criterion: nn.CrossEntropyLoss, 
     proba = split["proba"].astype(np.float64)
     y_true = split["y_true"]
     loss = float(split["loss"].astype(np.float64).sum() / max(split["weight"].astype(np.float64).sum(), 1e-12))
-    accuracy = float((proba.argmax(axis=1) == y_true).mean())
+    accuracy = objective.accuracy(y_true, proba)
     return {"loss": loss, "accuracy": accuracy, "proba": proba, "y_true": y_true}
 
 

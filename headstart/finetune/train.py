@@ -23,16 +23,13 @@ from torch import nn
 from headstart.backbones.registry import check_name, create_model
 from headstart.backbones.weights import torchvision_gflops
 from headstart.cache.dataset import dataset_with_cache_splits
-from headstart.data.balance import class_weights
 from headstart.data.dataset import build_dataset, manifest_hash
 from headstart.data.draws import draw_samples, parse_size
 from headstart.data.types import Dataset, Sample, SplitConfig
 from headstart.device import default_workers, precision_name, resolve_device
 from headstart.errors import DataError, TrainingError
 from headstart.evaluation.finish import FinalEvaluation, RunOutline, SplitPredictions, finish_run
-from headstart.evaluation.metrics import compute_metrics
 from headstart.evaluation.records import RunRecord, make_run_id
-from headstart.evaluation.selection import larger_is_better, val_score
 from headstart.evaluation.thresholds import parse_threshold_rule
 from headstart.evaluation.timing import Timer, reset_peak_memory
 from headstart.finetune.checkpoint import (capture_rng_state, load_checkpoint, make_fingerprint,
@@ -43,6 +40,7 @@ from headstart.finetune.distributed import Replica
 from headstart.finetune.epoch import (NonFiniteLoss, StepContext, TrainState, evaluate_split, make_optimization,
                                       train_one_epoch, training_dtype)
 from headstart.finetune.freeze import apply_freeze
+from headstart.finetune.objective import Objective, make_objective, selection_value
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +67,7 @@ class FinetuneRun:
     train_sampler: EpochSampler
     train_loader: torch.utils.data.DataLoader
     eval_loaders: dict[str, torch.utils.data.DataLoader]  # val, test
-    criterion: nn.CrossEntropyLoss  # class-weighted as the heads' loss
+    criterion: Objective  # loss, link and val score of the task (finetune.objective), weighted as the heads'
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
@@ -107,10 +105,11 @@ def setup(*, data: str, runs_dir: str, config: FinetuneConfig, split_config: Spl
     replica = Replica.from_env()
     device = replica.device(resolve_device(config.device))
     if splits_from is None:
-        dataset = build_dataset(data, split_config=split_config, find_duplicates=False)  # extract records them
+        dataset = build_dataset(data, split_config=split_config, find_duplicates=False,  # extract records them
+                                source_options=config.source, warn_rare=False)  # the objective warns per policy
     else:
-        dataset = dataset_with_cache_splits(data, splits_from, group_pattern=split_config.group_pattern)
-    dataset.require_single_label("finetune")
+        dataset = dataset_with_cache_splits(data, splits_from, group_pattern=split_config.group_pattern,
+                                            options=config.source)
     by_split = _samples_by_split(dataset)
     data_hash = manifest_hash(dataset.samples, dataset.classes)
     train_draw = {"n_train": len(by_split["train"]), "draw_seed": None}
@@ -122,6 +121,7 @@ def setup(*, data: str, runs_dir: str, config: FinetuneConfig, split_config: Spl
     replica.require_same({**config.to_dict(), "runs_dir": str(runs_dir), "resume": resume, "splits_from": splits_from,
                           "split": vars(split_config).copy(), "data (manifest hash)": data_hash})
     torch.manual_seed(config.seed)  # dropout and the rest of the global stream (run_finetune restores it)
+    criterion = make_objective(dataset, by_split, config, device)  # `balanced`: weighted as the heads' loss
     net, prep, info = create_model(config.backbone, num_classes=len(dataset.classes), weights=config.weights,
                                    image_size=config.image_size, seed=config.seed)
     prep = prep.with_crop(config.crop)  # the plain view of a cache extracted with the same --crop
@@ -131,25 +131,23 @@ def setup(*, data: str, runs_dir: str, config: FinetuneConfig, split_config: Spl
     model = replica.wrap(net, device=device)  # what the train loop steps; `net` is what checkpoints hold
     variant = (f"freeze-{config.freeze}" + (f"-{config.image_size}px" if config.image_size else "")
                + ("" if config.crop == "center" else f"-crop-{config.crop}")
-               + (f"-train-{parse_size(config.train_size).slug}" if config.train_size else ""))
+               + (f"-train-{parse_size(config.train_size).slug}" if config.train_size else "") + criterion.variant())
     run_id = make_run_id("finetune", config.backbone, None, config.seed, variant=variant)
 
     workers = loader_workers(config.workers, device)
     pin = device.type == "cuda"
-    train_images = SplitImages(dataset.source, by_split["train"], prep, augment=config.augment)
+    train_images = SplitImages(dataset.source, by_split["train"], prep, augment=config.augment,
+                               targets=criterion.targets("train"))
     train_sampler = replica.train_sampler(len(train_images), seed=config.seed)
     # A final batch of one image would make BatchNorm's batch statistics undefined in train mode.
     train_loader = make_loader(train_images, train_sampler, batch_size=config.batch_size, workers=workers,
                                pin_memory=pin, drop_last=len(train_sampler) % config.batch_size == 1)
     eval_loaders = {
-        split: make_loader(SplitImages(dataset.source, by_split[split], prep),
+        split: make_loader(SplitImages(dataset.source, by_split[split], prep, targets=criterion.targets(split)),
                            replica.eval_sampler(len(by_split[split]), seed=config.seed),
                            batch_size=config.batch_size, workers=workers, pin_memory=pin)
         for split in ("val", "test")
     }
-    # `balanced`: the scikit-learn formula, so minority errors cost as much in total (the heads' rule too)
-    weight = class_weights([s.label for s in by_split["train"]], len(dataset.classes), config.class_weight)
-    criterion = nn.CrossEntropyLoss(weight=torch.from_numpy(weight).to(device))
     optimizer, scheduler, scaler = make_optimization(net, config=config, steps_per_epoch=len(train_loader), ctx=ctx)
     return FinetuneRun(
         config=config, replica=replica, ctx=ctx, dataset=dataset, by_split=by_split, data_hash=data_hash,
@@ -221,13 +219,13 @@ def _train_and_validate(run: FinetuneRun, state: TrainState, epoch: int) -> bool
         "epoch": epoch + 1,
         "train_loss": train["loss"], "val_loss": val["loss"],
         "train_accuracy": train["accuracy"], "val_accuracy": val["accuracy"],
-        "val_auroc": float(compute_metrics(val["y_true"], val["proba"])["auroc"]),  # NaN with one class
+        "val_auroc": run.criterion.auroc(val["y_true"], val["proba"]),  # NaN with one class; multi-label: macro
         "seconds": train["seconds"] + val_timer.seconds,
         "images_per_second": train["images"] / train["seconds"] if train["seconds"] > 0 else float("nan"),
         "lr": run.optimizer.param_groups[0]["lr"],
     }
     # rank 0's numbers (equal anyway), so every rank stops at the same epoch
-    entry, value = replica.broadcast((entry, _selection_value(entry, val, config)))
+    entry, value = replica.broadcast((entry, selection_value(run.criterion, entry, val, config)))
     state.history.append(entry)
     improved = state.update(epoch, value)
     log.info("epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f acc %.3f auroc %.3f | %.1fs, %.0f img/s%s",
@@ -235,15 +233,6 @@ def _train_and_validate(run: FinetuneRun, state: TrainState, epoch: int) -> bool
              entry["val_accuracy"], entry["val_auroc"], entry["seconds"], entry["images_per_second"],
              " (best)" if improved else "")
     return improved
-
-
-def _selection_value(entry: dict, val: dict, config: FinetuneConfig) -> float:
-    """The epoch's val score, larger is better: the class-weighted val loss negated, or a metric scored on the
-    epoch's val predictions exactly as the heads score a config (evaluation.selection)."""
-    if config.select_metric == "loss":
-        return -entry["val_loss"]
-    score = val_score(val["y_true"], val["proba"], metric=config.select_metric, threshold_rule=config.threshold_rule)
-    return larger_is_better(score, config.select_metric)
 
 
 def _save_checkpoint(run: FinetuneRun, state: TrainState, epoch: int, *, improved: bool) -> None:
@@ -277,8 +266,7 @@ def finish(run: FinetuneRun, state: TrainState, *, runs_dir: str) -> RunRecord:
         for split, loader in run.eval_loaders.items():
             out = evaluate_split(run.net, loader, criterion=run.criterion, ctx=run.ctx, desc=f"final {split}",
                                  replica=replica)
-            rows = run.by_split[split]
-            outputs[split] = SplitPredictions([s.id for s in rows], out["y_true"], out["proba"], [s.group for s in rows])
+            outputs[split] = run.criterion.predictions(run.by_split[split], out["y_true"], out["proba"])
         return outputs
 
     # Every epoch trains on the same images, so the overall rate is the harmonic mean of the epoch rates.
@@ -289,15 +277,17 @@ def finish(run: FinetuneRun, state: TrainState, *, runs_dir: str) -> RunRecord:
                 "world_size": replica.world_size, "global_batch_size": config.batch_size * replica.world_size,
                 "weights_tag": run.info.get("weights_tag", ""), "best_epoch": state.best_epoch + 1,
                 "epochs_run": len(history), **{k: v for k, v in run.origin.items() if k != "data"},
-                "preprocessing": run.ctx.prep.to_dict(), "gflops": torchvision_gflops(config.backbone)},
-        dataset={"manifest_hash": run.data_hash, "classes": run.dataset.classes, "data": run.origin["data"]},
+                "preprocessing": run.ctx.prep.to_dict(), "gflops": torchvision_gflops(config.backbone),
+                **run.criterion.describe()},
+        dataset={"manifest_hash": run.data_hash, "classes": run.dataset.classes, "data": run.origin["data"],
+                 "task": run.dataset.task, **({"labels": run.dataset.classes} if run.dataset.task == "multilabel" else {})},
         history=history,
         timing={"extract_seconds": 0.0, "train_seconds": sum(h["seconds"] for h in history),
                 "images_per_second": len(rates) / sum(1.0 / r for r in rates) if rates else float("nan"),
                 "train_seconds_includes": "per-epoch train pass + val pass, all epochs (incl. before a resume)"},
     )
     final = FinalEvaluation(threshold_rule=config.threshold_rule, n_boot=config.n_boot, device=run.ctx.device,
-                            write=replica.is_main)
+                            write=replica.is_main, task=run.criterion.task)
     return finish_run(predict, outline=outline, final=final, runs_dir=runs_dir)
 
 

@@ -148,6 +148,7 @@ def test_keywords_and_a_config_together_are_refused(call, needle):
                                         **dataclasses.asdict(SourceOptions())}),
     (api.run_heads, HeadsConfig(), {}),
     (api.run_finetune, FinetuneConfig(), {**{f.name: f.default for f in dataclasses.fields(SplitConfig)},
+                                          **dataclasses.asdict(SourceOptions()),
                                           "augment": AugmentConfig().enabled,
                                           "augment_preset": AugmentConfig().preset}),
 ])

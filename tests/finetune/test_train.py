@@ -211,7 +211,7 @@ def test_checkpoint_digest_covers_tensor_bytes():
 def test_select_metrics_are_the_evaluation_ones_plus_the_val_loss():
     from headstart.evaluation import SELECT_METRICS as EVALUATION
     from headstart.finetune.config import SELECT_METRICS
-    from headstart.finetune.train import _selection_value
+    from headstart.finetune.objective import SingleLabelObjective, selection_value
 
     assert SELECT_METRICS == (*EVALUATION, "loss")
     tiny_config(select_metric="balanced_accuracy").validate()
@@ -219,6 +219,7 @@ def test_select_metrics_are_the_evaluation_ones_plus_the_val_loss():
         tiny_config(select_metric="precision").validate()
     y, proba = np.array([0, 0, 1, 1]), np.array([[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.2, 0.8]])
     entry, val = {"val_loss": 0.4}, {"y_true": y, "proba": proba}
-    assert _selection_value(entry, val, tiny_config(select_metric="loss")) == -0.4
-    assert _selection_value(entry, val, tiny_config(select_metric="auroc")) == 1.0
-    assert _selection_value(entry, val, tiny_config(select_metric="brier")) < 0  # lower is better: negated
+    objective = SingleLabelObjective()
+    assert selection_value(objective, entry, val, tiny_config(select_metric="loss")) == -0.4
+    assert selection_value(objective, entry, val, tiny_config(select_metric="auroc")) == 1.0
+    assert selection_value(objective, entry, val, tiny_config(select_metric="brier")) < 0  # lower is better: negated
