@@ -3,6 +3,10 @@
 Columns, in order (the contract): `id`, `proba_<class>` for each class, `prediction` (the class at the run's
 frozen threshold; argmax for multi-class), `label` when DATA has labels, and `reason` with `--on-bad-image
 skip` (why a row has no probabilities; empty otherwise). A skipped image is a row, never a gap.
+
+A multi-label run writes, per finding in the run's order, `proba_<finding>` and `<finding>` (1 when the
+probability reaches the finding's frozen threshold, else 0; empty where the finding has no frozen threshold or was
+left out of training), then `label_<finding>` (1 / 0, empty when not known) when DATA has labels, and `reason`.
 """
 
 from __future__ import annotations
@@ -19,9 +23,34 @@ from headstart.io import write_bytes_atomic
 from headstart.tasks.factory import task_for_classes
 
 
-def columns(classes: list[str], *, labelled: bool, reasons: bool) -> list[str]:
+def columns(classes: list[str], *, labelled: bool, reasons: bool, multilabel: bool = False) -> list[str]:
+    if multilabel:
+        return ["id", *(c for f in classes for c in (f"proba_{f}", f)), *(f"label_{f}" for f in classes if labelled),
+                *(["reason"] if reasons else [])]
     return ["id", *(f"proba_{c}" for c in classes), "prediction", *(["label"] if labelled else []),
             *(["reason"] if reasons else [])]
+
+
+def multilabel_table(ids: list[str], proba: np.ndarray, *, findings: list[str], thresholds: list[float | None],
+                     labels: np.ndarray | None, known: np.ndarray | None, errors: list[str] | None) -> list[dict]:
+    """One dict per row of a multi-label run: NaN probabilities (a skipped row, an untrained finding) and findings
+    without a frozen threshold give None decisions."""
+    proba = np.asarray(proba, dtype=np.float64)
+    cuts = np.array([np.nan if t is None else t for t in thresholds], dtype=np.float64)
+    decided = np.isfinite(proba) & np.isfinite(cuts)[None, :]
+    rows = []
+    for i, sample_id in enumerate(ids):
+        row: dict = {"id": sample_id}
+        for j, f in enumerate(findings):
+            row[f"proba_{f}"] = float(proba[i, j]) if np.isfinite(proba[i, j]) else None
+            row[f] = int(proba[i, j] >= cuts[j]) if decided[i, j] else None
+        if labels is not None:
+            row.update({f"label_{f}": int(labels[i, j]) if known is None or known[i, j] else None
+                        for j, f in enumerate(findings)})
+        if errors is not None:
+            row["reason"] = errors[i] or None
+        rows.append(row)
+    return rows
 
 
 def table(ids: list[str], proba: np.ndarray, *, classes: list[str], threshold: float | None,
