@@ -80,6 +80,7 @@ def run_heads(cache: str | Path, output: str | Path, *, feature_sets: Sequence[s
               heads: Sequence[str] = HEADS, sweep: str = "default", seeds: int = 1, select_metric: str = "auroc",
               threshold_rule: str = "youden", class_weight: str = "balanced", device: str = "auto",
               precision: str = "auto", n_boot: int = 1000, views: str = "off", tta: str = "off",
+              uncertain: str | Sequence[str] = "ignore", blank: str = "negative",
               config: HeadsConfig | None = None, progress: bool = True) -> Runs:
     """`headstart heads`: sweep heads on the cached features in CACHE; one run record per set x head x seed.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from headstart.cli import Command
-from headstart.cli.options import device_option, feature_sets_option
+from headstart.cli.options import device_option, feature_sets_option, label_policy_options
 from headstart.data.balance import CLASS_WEIGHTS
 from headstart.evaluation import SELECT_METRICS
 from headstart.heads import HEADS, SWEEP_NAMES
@@ -43,9 +43,10 @@ from headstart.precision import HEAD_PRECISIONS
 @click.option("--tta", type=click.Choice(["off", "on"]), default="off", show_default=True,
               help="on: val and test probabilities are the mean over the plain and the M test-time views cached by "
                    "`extract --tta M`; the threshold is chosen on val the same way.")
+@label_policy_options
 def heads(cache_path: str, runs_dir: str, feature_sets: tuple[str, ...], heads: tuple[str, ...], sweep: str,
           seeds: int, select_metric: str, threshold_rule: str, class_weight: str, device: str, precision: str,
-          n_boot: int, views: str, tta: str) -> None:
+          n_boot: int, views: str, tta: str, uncertain: tuple[str, ...], blank: str) -> None:
     """Train and select heads on the cached features in CACHE; write one run record per head and seed.
 
     Every configuration of the grid is fitted on train and scored on val; the best by --select-metric is
@@ -58,7 +59,8 @@ def heads(cache_path: str, runs_dir: str, feature_sets: tuple[str, ...], heads: 
     config = HeadsConfig(
         feature_sets=list(feature_sets) or None, heads=list(heads) or list(HEADS), sweep=sweep, seeds=seeds,
         select_metric=select_metric, threshold_rule=threshold_rule, class_weight=class_weight, device=device,
-        precision=precision, n_boot=n_boot, views=views, tta=tta,
+        precision=precision, n_boot=n_boot, views=views, tta=tta, uncertain=list(uncertain) or "ignore",
+        blank=blank,
     )
     records = run_heads(cache_path, runs_dir, config=config)
     click.echo(summary_table(records))

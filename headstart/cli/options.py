@@ -105,6 +105,19 @@ def source_options(f: F) -> F:
     return f
 
 
+def label_policy_options(f: F) -> F:
+    """`--uncertain` (repeatable) and `--blank`, for the commands that train on a multi-label cache or data set
+    (heads, finetune). The command receives `uncertain` (a tuple of specs, empty = ignore) and `blank`."""
+    f = click.option("--blank", type=click.Choice(["negative", "unknown"]), default="negative", show_default=True,
+                     help="Multi-label: a finding the report does not mention is a negative (the CheXpert paper's "
+                          "reading) or unknown, masked (torchxrayvision's; 'No Finding' = 1 still clears the "
+                          "others). Evaluation applies the same rule.")(f)
+    return click.option("--uncertain", multiple=True, metavar="POLICY[:A,B]",
+                        help="Multi-label: uncertain (-1) labels in training: ignore (masked, the default), zeros "
+                             "or ones; POLICY:A,B for the named findings only (repeat; applied in order). "
+                             "Evaluation never scores an uncertain label.")(f)
+
+
 def crop_option(f: F) -> F:
     return click.option(
         "--crop", type=click.Choice(["center", "full", "pad"]), default="center", show_default=True,

@@ -30,15 +30,18 @@ class SplitPredictions:
     """One split's final outputs: the metrics are computed from them and the record stores them."""
 
     ids: list[str]  # sample ids, in the split's order
-    y_true: np.ndarray  # (n,) label indices
-    proba: np.ndarray  # (n, n_classes) probabilities over every class of the data set
+    y_true: np.ndarray  # (n,) label indices; multi-label: (n, L) 0/1 truth
+    proba: np.ndarray  # (n, n_classes) probabilities over every class of the data set; multi-label (n, L)
     groups: list[str] | None = None  # patient per sample ("" unknown): intervals and paired tests resample patients
+    mask: np.ndarray | None = None  # multi-label (n, L): True where the label is scored (never an uncertain one)
 
     def to_dict(self) -> dict:
         out = {"ids": [str(i) for i in self.ids], "y_true": np.asarray(self.y_true).tolist(),
                "proba": np.asarray(self.proba, dtype=np.float64).tolist()}
         if self.groups is not None:
             out["groups"] = [str(g) for g in self.groups]
+        if self.mask is not None:
+            out["mask"] = np.asarray(self.mask, dtype=bool).tolist()
         return out
 
 
@@ -81,9 +84,10 @@ def finish_run(predict: Callable[[], dict[str, SplitPredictions]], *, outline: R
         outputs = predict()  # the one and only look at test
         val = outputs["val"]
         task = final.task or task_for_proba(val.proba)
-        threshold = task.choose_threshold(val.y_true, np.asarray(val.proba), rule=final.threshold_rule)
+        threshold = task.choose_threshold(val.y_true, np.asarray(val.proba), rule=final.threshold_rule,
+                                          mask=val.mask)
         metrics = {split: task.evaluate(outputs[split].y_true, outputs[split].proba, threshold=threshold,
-                                        n_boot=final.n_boot, seed=outline.seed,
+                                        n_boot=final.n_boot, seed=outline.seed, mask=outputs[split].mask,
                                         groups=outputs[split].groups)
                    for split in FINAL_SPLITS}
         outcome = rule_outcome(final.threshold_rule, metrics["val"]) if task.kind == "binary" else None
@@ -95,7 +99,7 @@ def finish_run(predict: Callable[[], dict[str, SplitPredictions]], *, outline: R
         timing={**outline.timing, "eval_seconds": timer.seconds, "peak_memory_mb": peak_memory_mb(final.device),
                 "device": describe_device(final.device)},
         predictions={split: outputs[split].to_dict() for split in FINAL_SPLITS},
-        threshold=threshold, seed=outline.seed, dataset=outline.dataset,
+        threshold=task.record_threshold(threshold), seed=outline.seed, dataset=outline.dataset,
     )
     if final.write:
         write_record(runs_dir, record)

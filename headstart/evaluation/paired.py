@@ -9,6 +9,7 @@ the structural components are summed per patient, so correlated images of one pa
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 from scipy import sparse, stats
@@ -171,15 +172,7 @@ def paired_bootstrap_macro(y: np.ndarray, mask: np.ndarray | None, p_a: np.ndarr
     tables = [[_group_table(positive[known[:, j], j], p[known[:, j], j], cluster[known[:, j]], k)
                for p in (p_a, p_b)] for j in scored]
     out["diff"] = float(np.mean(_macro_diffs(tables, np.ones((1, k)))))
-    rng = np.random.default_rng(seed)
-    chunk = max(1, 2_000_000 // y.shape[0])  # resamples x images per chunk bounds memory
-    draws = []
-    for start in range(0, n_boot, chunk):
-        size = min(chunk, n_boot - start)
-        picks = rng.integers(0, k, size=(size, k)) + (np.arange(size) * k)[:, None]
-        counts = np.bincount(picks.ravel(), minlength=size * k).reshape(size, k).astype(np.float64)
-        draws.append(_macro_diffs(tables, counts))
-    values = np.concatenate(draws)
+    values = _cluster_draws(lambda counts: _macro_diffs(tables, counts), k, n=y.shape[0], n_boot=n_boot, seed=seed)
     values = values[np.isfinite(values)]
     if values.size:
         tail = (1.0 - ci) / 2.0 * 100.0
@@ -187,6 +180,47 @@ def paired_bootstrap_macro(y: np.ndarray, mask: np.ndarray | None, p_a: np.ndarr
         share = min(float(np.mean(values <= 0.0)), float(np.mean(values >= 0.0)))
         out["p_value"] = float(min(1.0, max(2.0 * share, 1.0 / values.size)))
     return out
+
+
+def macro_auroc_ci(y: np.ndarray, mask: np.ndarray, proba: np.ndarray, *, groups=None, n_boot: int = 1000,
+                   seed: int = 0, ci: float = 0.95) -> list[float]:
+    """95% percentile interval of one run's macro AUROC (the mean over the findings with both classes among
+    their scored rows), resampling whole patients where `groups` names them, as `paired_bootstrap_macro` does."""
+    y, proba = np.asarray(y), np.asarray(proba, dtype=np.float64)
+    known = np.asarray(mask, dtype=bool) & np.isin(y, (0, 1)) & np.isfinite(proba)
+    positive = (y == 1) & known
+    scored = [j for j in range(y.shape[1]) if positive[:, j].any() and (known[:, j] & ~positive[:, j]).any()]
+    cluster = cluster_index(groups, y.shape[0])
+    k = n_clusters(cluster, y.shape[0])
+    cluster = np.arange(y.shape[0]) if cluster is None else cluster
+    if not scored:
+        return [float("nan"), float("nan")]
+    tables = [_group_table(positive[known[:, j], j], proba[known[:, j], j], cluster[known[:, j]], k) for j in scored]
+
+    def macro(counts: np.ndarray) -> np.ndarray:
+        return np.nanmean(np.stack([_auroc(table, counts) for table in tables], axis=1), axis=1)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample where no finding has both classes: NaN
+        values = _cluster_draws(macro, k, n=y.shape[0], n_boot=n_boot, seed=seed)
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return [float("nan"), float("nan")]
+    tail = (1.0 - ci) / 2.0 * 100.0
+    return [float(v) for v in np.percentile(values, [tail, 100.0 - tail])]
+
+
+def _cluster_draws(statistic, k: int, *, n: int, n_boot: int, seed: int) -> np.ndarray:
+    """`statistic` (B, k) cluster counts -> (B,) over `n_boot` resamples of the k clusters, in memory-bounded chunks."""
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 2_000_000 // n)  # resamples x images per chunk bounds memory
+    draws = []
+    for start in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - start)
+        picks = rng.integers(0, k, size=(size, k)) + (np.arange(size) * k)[:, None]
+        counts = np.bincount(picks.ravel(), minlength=size * k).reshape(size, k).astype(np.float64)
+        draws.append(statistic(counts))
+    return np.concatenate(draws)
 
 
 def _group_table(positive: np.ndarray, scores: np.ndarray, cluster: np.ndarray, k: int):

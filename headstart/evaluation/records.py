@@ -44,7 +44,7 @@ class RunRecord:
     history: list = field(default_factory=list)  # per-epoch dicts: epoch, train_loss, val_loss, ...
     timing: dict = field(default_factory=dict)  # extract/train/eval_seconds, images_per_second, peak_memory_mb, device
     predictions: dict = field(default_factory=dict)  # {"test": {"ids", "y_true", "proba"}, "val": ...}
-    threshold: float | None = None  # chosen on val and frozen for test; None for multi-class
+    threshold: float | dict | None = None  # chosen on val, frozen for test; None: multi-class; by finding: multi-label
     seed: int = 0  # the run's seed
     dataset: dict = field(default_factory=dict)  # manifest_hash, classes, cache or data path
     created: str = ""  # ISO-8601 UTC time of writing; filled by write_record when empty

@@ -25,15 +25,19 @@ def _const(array) -> torch.Tensor:
 
 
 class LogRegGraph(nn.Module):
-    """StandardScaler then logistic regression: sigmoid of one logit for two classes, softmax for more."""
+    """StandardScaler then logistic regression: sigmoid of one logit for two classes, softmax for more; with
+    `sigmoid` (multi-label, one-vs-rest) one sigmoid per finding, (B, L)."""
 
-    def __init__(self, mean, scale, coef, intercept):
+    def __init__(self, mean, scale, coef, intercept, *, sigmoid: bool = False):
         super().__init__()
         for name, value in (("mean", mean), ("scale", scale), ("coef", coef), ("intercept", intercept)):
             self.register_buffer(name, _const(value))
+        self.sigmoid = sigmoid
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = ((x - self.mean) / self.scale) @ self.coef.T + self.intercept
+        if self.sigmoid:
+            return torch.sigmoid(z)
         if self.coef.shape[0] == 1:  # scikit-learn's binary case: one logit for the second class
             p = torch.sigmoid(z)
             return torch.cat([1.0 - p, p], dim=1)

@@ -44,7 +44,7 @@ class SavedHead:
     estimator: object  # the fitted estimator of a registered head kind (heads.registry)
     kind: str  # its kind's name: logreg | linear | mlp | knn | one registered
     classes: list[str]  # class names; the estimator's label i is classes[i]
-    threshold: float | None  # frozen on val; None for multi-class (argmax)
+    threshold: float | dict | None  # frozen on val; None for multi-class (argmax); by finding for multi-label
     feature_set: dict = field(default_factory=dict)  # the spec of the features it was trained on
     info: dict = field(default_factory=dict)  # the whole head.json
 
@@ -71,7 +71,7 @@ def feature_set_spec(name: str, attrs: dict, *, manifest_hash: str | None = None
 
 
 
-def save_head(folder: str | Path, estimator: object, *, classes: list[str], threshold: float | None,
+def save_head(folder: str | Path, estimator: object, *, classes: list[str], threshold: float | dict | None,
               feature_set: dict | None = None, extra: dict | None = None) -> Path:
     """Write `folder/head.safetensors`, then `folder/head.json` (both atomically); returns head.json's path.
 
@@ -90,7 +90,7 @@ def save_head(folder: str | Path, estimator: object, *, classes: list[str], thre
     info = {
         "format": HEAD_FORMAT, "format_version": HEAD_FORMAT_VERSION, "head": kind,
         "estimator": type(estimator).__name__, "params": _jsonable_params(estimator.get_params()), "state": state,
-        "classes": [str(c) for c in classes], "threshold": None if threshold is None else float(threshold),
+        "classes": [str(c) for c in classes], "threshold": _threshold(threshold),
         "n_features": int(estimator.n_features_in_), "feature_set": feature_set,
         "tensors": {"file": HEAD_TENSORS, "sha256": sha256, "bytes": size,
                     "shapes": {name: list(t.array.shape) for name, t in tensors.items()},
@@ -101,6 +101,28 @@ def save_head(folder: str | Path, estimator: object, *, classes: list[str], thre
     write_bytes_atomic(target, (json.dumps(info, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
     log.debug("saved %s head (%d bytes of tensors) to %s", kind, size, folder)
     return target
+
+
+def task_head_info(task, estimator: object, policy: dict | None = None) -> dict:
+    """What head.json says about the task: `task`, `labels`, `link` (sigmoid for multi-label: one probability
+    per finding, never a softmax), and for multi-label the findings left out of training (`untrained`: finding
+    -> reason; their probabilities are NaN) and the label policy it was trained under."""
+    info = task.describe()
+    if task.kind != "multilabel":
+        return info
+    from headstart.tasks.multilabel import NOT_TRAINED
+
+    probe = np.asarray(estimator.predict_proba(np.zeros((1, int(estimator.n_features_in_)), dtype=np.float32)))
+    info["untrained"] = {name: NOT_TRAINED for name, bad in zip(task.names, np.isnan(probe[0])) if bad}
+    info["label_policy"] = policy
+    return info
+
+
+def _threshold(value):
+    """A frozen threshold as JSON: a number, None, or (multi-label) an object of numbers or None by finding."""
+    if isinstance(value, dict):
+        return {str(k): None if v is None else float(v) for k, v in value.items()}
+    return None if value is None else float(value)
 
 
 def _jsonable_params(params: dict) -> dict:
@@ -145,9 +167,7 @@ def read_head(path: str | Path) -> SavedHead:
     except (TypeError, KeyError, ValueError, IndexError) as exc:
         raise DataError(f"{json_path} describes a {kind} head its tensors do not fit ({one_line(exc)}); "
                         f"{_ADVICE}") from None
-    threshold = info.get("threshold")
-    return SavedHead(estimator=estimator, kind=kind, classes=classes,
-                     threshold=None if threshold is None else float(threshold),
+    return SavedHead(estimator=estimator, kind=kind, classes=classes, threshold=_threshold(info.get("threshold")),
                      feature_set=dict(info.get("feature_set") or {}), info=info)
 
 

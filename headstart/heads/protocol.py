@@ -21,7 +21,11 @@ from headstart.tasks.core import Task
 
 @dataclass
 class Rows:
-    """One split of one feature set: features, label indices, sample ids and patient groups."""
+    """One split of one feature set: features, labels, sample ids and patient groups.
+
+    Single-label: `y` (n,) class indices. Multi-label: `y` (n, L) 0/1 targets and `mask` (n, L), True where a
+    label may be used: the training policy's targets on train, the scored (never uncertain) labels on val/test.
+    """
 
     X: np.ndarray
     y: np.ndarray
@@ -29,10 +33,12 @@ class Rows:
     groups: np.ndarray
     views: np.ndarray | None = None  # (n, K, D) cached augmented views (heads --views on; heads.views)
     tta: np.ndarray | None = None  # (n, M, D) cached test-time views (heads --tta on)
+    mask: np.ndarray | None = None  # multi-label (n, L) known labels; None: every label known
 
     def take(self, index: np.ndarray) -> Rows:
         return Rows(self.X[index], self.y[index], self.ids[index], self.groups[index],
-                    None if self.views is None else self.views[index], None if self.tta is None else self.tta[index])
+                    None if self.views is None else self.views[index], None if self.tta is None else self.tta[index],
+                    None if self.mask is None else self.mask[index])
 
 
 @dataclass

@@ -36,12 +36,15 @@ from headstart.evaluation.thresholds import parse_threshold_rule
 from headstart.evaluation.timing import reset_peak_memory
 from headstart.heads import HEADS, SWEEP_NAMES
 from headstart.heads.fitting import Candidate, FitSettings, Rows, Sweep, applied_model, run_sweeps
-from headstart.heads.persist import feature_set_spec, save_head
+from headstart.heads.persist import feature_set_spec, save_head, task_head_info
 from headstart.heads.registry import get_head
 from headstart.heads.registry import names as head_names
 from headstart.heads.sweep import get_sweep
 from headstart.heads.views import SWITCH, attach_views, for_head, tta_proba, variant
 from headstart.precision import HEAD_PRECISIONS
+from headstart.data.label_policy import BLANK_RULES
+from headstart.heads.labels import TaskLabels, policy_variant, task_labels
+from headstart.tasks.core import Task
 from headstart.tasks.factory import task_for_classes
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,10 @@ class HeadsConfig:
     n_boot: int = 1000  # bootstrap resamples behind each 95% interval
     views: str = "off"  # on: train on the cached augmented views (extract --views K; heads.views)
     tta: str = "off"  # on: average probabilities over the plain and the cached test-time views (extract --tta M)
+    # multi-label caches only (data.label_policy): how uncertain labels train (ignore | zeros | ones, or
+    # POLICY:A,B per finding; several specs apply in order) and whether a blank is a negative or unknown
+    uncertain: str | list[str] = "ignore"
+    blank: str = "negative"
 
     def validate(self) -> None:
         """Fail before any training on a value that would fail later."""
@@ -89,6 +96,8 @@ class HeadsConfig:
         for option in ("views", "tta"):
             if getattr(self, option) not in SWITCH:
                 raise ConfigError(f"--{option} {getattr(self, option)!r} is invalid; expected on or off")
+        if self.blank not in BLANK_RULES:
+            raise ConfigError(f"--blank {self.blank!r} is invalid; expected {' or '.join(BLANK_RULES)}")
 
 
 @dataclass
@@ -101,7 +110,8 @@ class _Job:
     feature_set: str  # name under /features
     meta: dict  # the feature set's attributes: backbone, weights, extraction seconds and rate
     splits: dict[str, Rows]
-    dataset: dict  # the records' dataset block: manifest hash, classes, cache path
+    dataset: dict  # the records' dataset block: manifest hash, classes, task (+ labels), cache path
+    policy: dict | None = None  # multi-label: the uncertainty / blank policy, as the record's config names it
 
 
 def run_heads(*, cache_path: str | Path, runs_dir: str | Path, config: HeadsConfig,
@@ -112,15 +122,14 @@ def run_heads(*, cache_path: str | Path, runs_dir: str | Path, config: HeadsConf
     device = resolve_device(config.device)
     records: list[RunRecord] = []
     with FeatureCache(cache_path) as cache:
-        cache.require_single_label("heads")
         names = _feature_set_names(cache, config.feature_sets)
-        fit = FitSettings(grid=grid, class_weight=class_weight_mode(config.class_weight),
-                          task=task_for_classes(cache.classes), device=device,
-                          precision=head_precision(config.precision, device))
+        labels = task_labels(cache, config)
+        fit = FitSettings(grid=grid, class_weight=class_weight_mode(config.class_weight), task=labels.task,
+                          device=device, precision=head_precision(config.precision, device))
         total = len(names) * config.seeds * sum(grid.size(h) for h in config.heads)
         with tqdm(total=total, desc="heads", unit="config", disable=None if progress else True) as bar:
             for name in names:
-                job = _load_job(cache, name, config=config, fit=fit, runs_dir=runs_dir)
+                job = _load_job(cache, name, config=config, fit=fit, runs_dir=runs_dir, labels=labels)
                 for head in config.heads:
                     bar.set_postfix_str(f"{name}/{head} x {config.seeds} seeds")
                     reset_peak_memory(device)
@@ -149,18 +158,22 @@ def _feature_set_names(cache: FeatureCache, requested: list[str] | None) -> list
 
 
 def _load_job(cache: FeatureCache, name: str, *, config: HeadsConfig, fit: FitSettings,
-              runs_dir: str | Path) -> _Job:
+              runs_dir: str | Path, labels: TaskLabels | None = None) -> _Job:
+    labels = labels or task_labels(cache, config)
     X, valid = cache.load(name)
-    splits = _split_rows(cache, X, valid)
-    _check_splits(splits, name, cache.path)
+    splits = _split_rows(cache, X, valid, labels)
+    _check_splits(splits, name, cache.path, labels.task)
     splits = attach_views(cache, name, splits, valid, views=config.views == "on", tta=config.tta == "on")
     dataset = {"manifest_hash": cache.root_attrs.get("manifest_hash"), "classes": list(cache.classes),
-               "cache": str(cache.path)}
+               "task": labels.task.kind, "cache": str(cache.path)}
+    if labels.policy is not None:
+        dataset["labels"] = list(labels.task.names)
     return _Job(config=config, fit=fit, runs_dir=runs_dir, feature_set=name, meta=cache.feature_sets[name],
-                splits=splits, dataset=dataset)
+                splits=splits, dataset=dataset, policy=labels.policy)
 
 
-def _split_rows(cache: FeatureCache, X: np.ndarray, valid: np.ndarray) -> dict[str, Rows]:
+def _split_rows(cache: FeatureCache, X: np.ndarray, valid: np.ndarray,
+                labels: TaskLabels | None = None) -> dict[str, Rows]:
     """Each split's usable rows. val and test are copied out, and train is compacted into the front of X (which
     `load` made for this call alone) in place, block by block, so the feature matrix is never held twice: the
     peak is about 1.3 copies, not 2, and afterwards one (issue 13's memory target; benchmarks/memory.py)."""
@@ -172,16 +185,28 @@ def _split_rows(cache: FeatureCache, X: np.ndarray, valid: np.ndarray) -> dict[s
         X[start:stop] = X[train[start:stop]]
     X.resize((len(train), X.shape[1]), refcheck=False)  # hands the tail back: the matrix is held once, not 1.3x
     rows["train"] = X
-    return {s: Rows(rows[s], cache.labels[index[s]], cache.ids[index[s]], cache.groups[index[s]])
-            for s in ("train", "val", "test")}
+    out = {}
+    for s in ("train", "val", "test"):
+        if labels is None:  # single-label: the cache's class indices, all known
+            y, mask = cache.labels, None
+        else:
+            y, mask = (labels.y, labels.mask) if s == "train" else (labels.eval_y, labels.eval_mask)
+        out[s] = Rows(rows[s], y[index[s]], cache.ids[index[s]], cache.groups[index[s]],
+                      mask=None if mask is None else mask[index[s]])
+    return out
 
 
-def _check_splits(splits: dict[str, Rows], name: str, path: Path) -> None:
+def _check_splits(splits: dict[str, Rows], name: str, path: Path, task: Task | None = None) -> None:
     train, test = splits["train"], splits["test"]
     if len(train.y) == 0 or len(test.y) == 0:
         empty = "train" if len(train.y) == 0 else "test"
         raise DataError(f"feature set '{name}' in {path} has no usable {empty} rows; expected train and test rows, "
                         f"re-extract with a {empty} split")
+    if task is not None and task.kind == "multilabel":
+        if not task.trainable(train.y, train.mask).any():  # warns once per finding it leaves out
+            raise DataError(f"no finding of {path} has both a positive and a negative label among the train rows; "
+                            f"a head needs at least one such finding, check the labels and --uncertain/--blank")
+        return
     if len(np.unique(train.y)) < 2:
         raise DataError(f"the train split of {path} has only class {int(train.y[0])}; a head needs at least two "
                         f"classes to learn, check the labels")
@@ -192,7 +217,8 @@ def _select_and_test(job: _Job, sweep: Sweep, *, head: str, seed: int, reused: b
     does: the threshold is chosen on the applied model's own val (or held-out) predictions."""
     config, fit, test = job.config, job.fit, job.splits["test"]
     scores = [fit.task.score(sweep.select_rows.y, c.val_proba, metric=config.select_metric,
-                             threshold_rule=config.threshold_rule) for c in sweep.candidates]
+                             threshold_rule=config.threshold_rule, mask=sweep.select_rows.mask)
+              for c in sweep.candidates]
     best = best_index(scores, metric=config.select_metric)
     applied = applied_model(head, sweep, sweep.candidates[best], job.splits["train"], fit=fit, seed=seed)
     cand, val = applied.candidate, applied.rows
@@ -204,11 +230,13 @@ def _select_and_test(job: _Job, sweep: Sweep, *, head: str, seed: int, reused: b
     def predict() -> dict[str, SplitPredictions]:  # the candidate remembers its test scores across seeds
         val_p = tta_proba(estimator, val, fit.n_classes, cand.val_proba)  # --tta on: plain + M views averaged
         test_p = tta_proba(estimator, test, fit.n_classes, cand.proba(test.X, fit.n_classes))
-        return {"val": SplitPredictions(val.ids, val.y, val_p, val.groups),
-                "test": SplitPredictions(test.ids, test.y, test_p, test.groups)}
+        return {"val": SplitPredictions(val.ids, val.y, val_p, val.groups, val.mask),
+                "test": SplitPredictions(test.ids, test.y, test_p, test.groups, test.mask)}
 
     outline = RunOutline(
-        run_id=make_run_id("cached-head", job.feature_set, head, seed, variant=variant(config.views, config.tta)),
+        run_id=make_run_id("cached-head", job.feature_set, head, seed,
+                           variant="-".join(filter(None, (variant(config.views, config.tta),
+                                                          policy_variant(job.policy)))) or None),
         strategy="cached-head",
         backbone=str(job.meta.get("backbone") or job.feature_set), head=head, seed=seed,
         config=_record_config(job, sweep, cand, scores, head=head, reused=reused), dataset=job.dataset,
@@ -224,10 +252,11 @@ def _select_and_test(job: _Job, sweep: Sweep, *, head: str, seed: int, reused: b
     save_head(Path(job.runs_dir) / record.run_id, estimator, classes=job.dataset["classes"],
               threshold=record.threshold, feature_set=spec,
               extra={"run_id": record.run_id, "views": config.views, "tta": config.tta,
-                     **({"tta_views": int(test.tta.shape[1])} if test.tta is not None else {})})
-    log.info("%s/%s seed %d: %s on %s %.4f, test AUROC %.4f (%d configs, %.2f s)", job.feature_set, head, seed,
-             config.select_metric, sweep.selection, scores[best], record.metrics["test"]["auroc"], len(scores),
-             train_seconds)
+                     **({"tta_views": int(test.tta.shape[1])} if test.tta is not None else {}),
+                     **task_head_info(fit.task, estimator, job.policy)})
+    log.info("%s/%s seed %d: %s on %s %.4f, test %sAUROC %s (%d configs, %.2f s)", job.feature_set, head, seed,
+             config.select_metric, sweep.selection, scores[best], "macro " if job.policy else "",
+             _fmt(record.metrics["test"]["auroc"]), len(scores), train_seconds)
     return record
 
 
@@ -252,4 +281,9 @@ def _record_config(job: _Job, sweep: Sweep, cand: Candidate, scores: list[float]
         "sweep_scores": [{**c.params, config.select_metric: s} for c, s in zip(sweep.candidates, scores)],
         "views": config.views,  # heads --views: torch heads sample a view per row and epoch, the others the mean
         "tta": config.tta,  # heads --tta: val and test probabilities averaged over the plain + M test-time views
+        **(job.policy or {}),  # multi-label: uncertain, blank, uncertain_per_label (compare names the policy)
     }
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.4f}"

@@ -67,6 +67,11 @@ class Task:
         """The training loss on torch tensors, mean over the known labels."""
         raise NotImplementedError
 
+    def record_threshold(self, threshold: Any) -> Any:
+        """The threshold as a record and head.json hold it: a number or None here, an object by finding for a
+        multi-label task."""
+        return threshold
+
     def describe(self) -> dict:
         """What a record, head.json or model card says about the task."""
         return {"task": self.kind, "labels": list(self.names), "link": self.link_name}

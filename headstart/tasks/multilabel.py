@@ -13,13 +13,16 @@ import numpy as np
 
 from headstart.errors import ConfigError
 from headstart.evaluation.bootstrap import bootstrap_ci
+from headstart.evaluation.clusters import cluster_index, n_clusters
 from headstart.evaluation.metrics import batch_auroc_auprc, compute_metrics
+from headstart.evaluation.paired import macro_auroc_ci
 from headstart.evaluation.thresholds import choose_threshold
 from headstart.tasks.core import Task, sigmoid
 
 log = logging.getLogger(__name__)
 
 ONE_CLASS = "one class among the labelled rows"  # the reason a finding's AUROC is null
+NOT_TRAINED = "not trained: one class among its training rows"  # a finding `trainable` left out (NaN probabilities)
 
 
 class MultilabelTask(Task):
@@ -47,8 +50,7 @@ class MultilabelTask(Task):
 
     def trainable(self, y: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """(L,) bool: findings with both classes among their known rows; the others get one warning each."""
-        y, known = np.asarray(y), _mask(y, mask)
-        pos, neg = ((y == 1) & known).any(axis=0), ((y == 0) & known).any(axis=0)
+        pos, neg = class_presence(y, mask)
         for name in np.asarray(self.names)[~(pos & neg)]:
             log.warning("finding %s has %s among the training rows; it is left out of training and reported "
                         "as null", name, "no positive" if not pos[self.names.index(name)] else "no negative")
@@ -56,47 +58,71 @@ class MultilabelTask(Task):
 
     def choose_threshold(self, y: np.ndarray, proba: np.ndarray, *, rule: str,
                          mask: np.ndarray | None = None) -> list[float | None]:
-        """One threshold per finding, on its known val rows; None where val has one class there."""
+        """One threshold per finding, on its known val rows; None where val has one class there or the finding
+        was not trained (its probabilities are NaN)."""
         known = _mask(y, mask)
         out: list[float | None] = []
         for j in range(len(self.names)):
-            yj = np.asarray(y)[known[:, j], j]
-            out.append(float(choose_threshold(yj, np.asarray(proba)[known[:, j], j], rule=rule))
-                       if np.unique(yj).size == 2 else None)
+            yj, pj = np.asarray(y)[known[:, j], j], np.asarray(proba, dtype=np.float64)[known[:, j], j]
+            out.append(float(choose_threshold(yj, pj, rule=rule))
+                       if np.unique(yj).size == 2 and np.isfinite(pj).all() else None)
         return out
 
     def record_rule(self, rule: str) -> str:
         return rule
 
-    def predict(self, proba: np.ndarray, threshold: list[float | None] | None) -> np.ndarray:
+    def record_threshold(self, threshold: list[float | None] | None) -> dict[str, float | None]:
+        """The record's and head.json's `threshold`: an object by finding."""
+        threshold = threshold or [None] * len(self.names)
+        return {name: None if t is None else float(t) for name, t in zip(self.names, threshold)}
+
+    def predict(self, proba: np.ndarray, threshold) -> np.ndarray:
+        if isinstance(threshold, dict):
+            threshold = [threshold.get(name) for name in self.names]
         cuts = np.array([0.5 if t is None else t for t in (threshold or [None] * len(self.names))])
         return (np.asarray(proba) >= cuts).astype(np.int64)
 
     def evaluate(self, y: np.ndarray, proba: np.ndarray, *, threshold: list[float | None] | None, n_boot: int,
                  seed: int, mask: np.ndarray | None = None, groups: np.ndarray | None = None) -> dict:
-        """Per-finding metrics (null + reason for a one-class finding), macro and micro AUROC, mean AP."""
+        """Per-finding metrics (null + reason for a one-class or untrained finding), macro and micro AUROC, mean
+        AP. Intervals resample whole patients where `groups` names patients with several images (`ci_method`,
+        `n_clusters`), per finding and for the macro AUROC."""
         y, proba, known = np.asarray(y), np.asarray(proba, dtype=np.float64), _mask(y, mask)
+        if isinstance(threshold, dict):
+            threshold = [threshold.get(name) for name in self.names]
         threshold = threshold or [None] * len(self.names)
-        per_label = {name: self._one(y[known[:, j], j], proba[known[:, j], j], threshold[j], n_boot, seed)
-                     for j, name in enumerate(self.names)}
+        groups = None if groups is None else np.asarray([str(g) for g in groups], dtype=object)
+        per_label = {}
         for j, name in enumerate(self.names):
-            per_label[name]["n_masked"] = int((~known[:, j]).sum())
+            rows = known[:, j]
+            per_label[name] = self._one(y[rows, j], proba[rows, j], threshold[j], n_boot, seed,
+                                        None if groups is None else groups[rows])
+            per_label[name]["n_masked"] = int((~rows).sum())
         aurocs = [v["auroc"] for v in per_label.values() if v["auroc"] is not None]
         aps = [v["auprc"] for v in per_label.values() if v["auprc"] is not None]
-        micro, _ = batch_auroc_auprc(y[known] == 1, proba[known][None, :])
+        usable = known & np.isfinite(proba)
+        micro, _ = batch_auroc_auprc(y[usable] == 1, proba[usable][None, :])
+        cluster = cluster_index(groups, len(y))
         return {"n": int(len(y)), "auroc": _num(np.mean(aurocs)) if aurocs else None,
+                "auroc_ci": [_num(c) for c in macro_auroc_ci(y, known, proba, groups=groups, n_boot=n_boot,
+                                                             seed=seed)],
                 "micro_auroc": _num(micro[0]), "mean_ap": _num(np.mean(aps)) if aps else None,
-                "n_labels_scored": len(aurocs), "per_label": per_label}
+                "n_labels_scored": len(aurocs), "per_label": per_label,
+                "ci_method": "bootstrap" if cluster is None else "cluster-bootstrap",
+                "n_clusters": n_clusters(cluster, len(y))}
 
     @staticmethod
-    def _one(y: np.ndarray, p: np.ndarray, threshold: float | None, n_boot: int, seed: int) -> dict:
+    def _one(y: np.ndarray, p: np.ndarray, threshold: float | None, n_boot: int, seed: int,
+             groups: np.ndarray | None = None) -> dict:
         n, n_pos = int(len(y)), int((y == 1).sum())
-        if n_pos == 0 or n_pos == n:
+        reason = NOT_TRAINED if n and not np.isfinite(p).all() else ONE_CLASS if n_pos in (0, n) else None
+        if reason is not None:
             return {"auroc": None, "auroc_ci": None, "auprc": None, "sensitivity": None, "specificity": None,
-                    "threshold": threshold, "n": n, "n_pos": n_pos, "reason": ONE_CLASS}
+                    "threshold": threshold, "n": n, "n_pos": n_pos, "reason": reason}
         two = np.stack([1.0 - p, p], axis=1)
         m = compute_metrics(y, two, threshold=threshold)
-        ci = bootstrap_ci(y, two, threshold=threshold, metrics=("auroc",), n_boot=n_boot, seed=seed)["auroc"]
+        ci = bootstrap_ci(y, two, threshold=threshold, metrics=("auroc",), n_boot=n_boot, seed=seed,
+                          groups=groups)["auroc"]
         return {"auroc": _num(m["auroc"]), "auroc_ci": [_num(c) for c in ci], "auprc": _num(m["auprc"]),
                 "sensitivity": _num(m["sensitivity"]), "specificity": _num(m["specificity"]),
                 "threshold": threshold, "n": n, "n_pos": n_pos}
@@ -108,12 +134,19 @@ class MultilabelTask(Task):
             raise ConfigError(f"select metric {metric!r} is not defined for a multi-label task; expected auroc "
                               f"or auprc (macro over the findings)")
         key = 0 if metric == "auroc" else 1
-        known = _mask(y, mask)
+        known = _mask(y, mask) & np.isfinite(np.asarray(proba, dtype=np.float64))  # NaN: an untrained finding
         values = [batch_auroc_auprc(np.asarray(y)[known[:, j], j] == 1,
                                     np.asarray(proba, dtype=np.float64)[known[:, j], j][None, :])[key][0]
                   for j in range(len(self.names))]
         finite = [v for v in values if np.isfinite(v)]
         return float(np.mean(finite)) if finite else float("nan")
+
+
+def class_presence(y: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(L,) bool twice: whether each finding has a known positive, and a known negative; heads fit only the
+    findings with both (silently: `MultilabelTask.trainable` gives the one warning per finding)."""
+    y, known = np.asarray(y), _mask(y, mask)
+    return ((y == 1) & known).any(axis=0), ((y == 0) & known).any(axis=0)
 
 
 def _mask(y: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
