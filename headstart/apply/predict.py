@@ -240,8 +240,8 @@ def _truth(card: RunCard, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _log_untrained(card: RunCard) -> None:
     for finding, reason in card.untrained.items():
-        log.warning("finding %s was left out of training (%s): its proba_%s and %s columns are empty", finding,
-                    reason, finding, finding)
+        log.warning("finding %s was left out of training (%s); its proba_%s and %s columns are empty", finding,
+                    reason.removeprefix("not trained: "), finding, finding)
     if card.multilabel:
         none = [f for f, t in zip(card.classes, card.thresholds()) if t is None and f not in card.untrained]
         if none:
@@ -263,7 +263,7 @@ def _metrics(card: RunCard, ids: list[str], proba: np.ndarray, labels: np.ndarra
         for finding, reason in card.untrained.items():
             entry = metrics["per_label"].get(finding)
             if entry is not None and entry.get("reason") == ONE_CLASS:
-                entry["reason"] = f"left out of training: {reason}"
+                entry["reason"] = f"left out of training: {reason.removeprefix('not trained: ')}"
         n_skipped = int((~scored.any(axis=1)).sum())
     else:
         use = np.isfinite(proba).all(axis=1) & (labels >= 0)

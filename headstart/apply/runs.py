@@ -108,9 +108,10 @@ def _untrained(info: dict, findings: list[str]) -> dict:
 
 def _policy(info: dict, record: RunRecord | None) -> dict:
     """The uncertainty and blank policies a multi-label run trained under (evaluation applies the blank rule)."""
+    stored = info.get("label_policy") if isinstance(info.get("label_policy"), dict) else {}
     config = record.config if record else {}
-    return {key: info.get(key, config.get(key)) for key in ("uncertain", "blank")
-            if info.get(key, config.get(key)) is not None}
+    return {key: stored.get(key, config.get(key)) for key in ("uncertain", "blank")
+            if stored.get(key, config.get(key)) is not None}
 
 
 def open_run(path: str | Path, *, device: torch.device, amp_dtype: torch.dtype | None,

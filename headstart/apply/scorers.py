@@ -55,6 +55,18 @@ class ExpandClasses(nn.Module):
         return p @ self.onehot
 
 
+class ZeroColumns(nn.Module):
+    """Multi-label: the columns of findings left out of training set to 0 in the exported graph (their NaN would
+    fail every exporter's check); the card lists them and `predict` on the model blanks them again."""
+
+    def __init__(self, keep: np.ndarray):
+        super().__init__()
+        self.register_buffer("keep", torch.as_tensor(np.asarray(keep, dtype=bool)).view(1, -1))
+
+    def forward(self, p: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.keep, p, torch.zeros_like(p))
+
+
 class Softmax(nn.Module):
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits, dim=1)
@@ -122,11 +134,14 @@ class CachedHeadScorer:
 
     def head_graph(self) -> nn.Module:
         """(B, D) features -> the run's probability columns: the head kind's graph (`HeadKind.graph`), then, for
-        a single-label head fitted on fewer classes than the run has, zero columns for the absent ones."""
+        a single-label head fitted on fewer classes than the run has, zero columns for the absent ones (for a
+        multi-label head, zero columns for the findings left out of training)."""
         steps = [head_module(self.head)]
         fitted, n = np.asarray(getattr(self.head, "classes_", np.arange(len(self.card.classes)))), len(self.card.classes)
         if not self.card.multilabel and (len(fitted) != n or not np.array_equal(fitted, np.arange(n))):
             steps.append(ExpandClasses(fitted, n))
+        if self.card.multilabel and self.card.untrained:
+            steps.append(ZeroColumns(np.array([f not in self.card.untrained for f in self.card.classes])))
         return nn.Sequential(*steps).eval()
 
 
