@@ -178,6 +178,7 @@ def run_curve(cache: str | Path, output: str | Path, *, feature_sets: Sequence[s
               sweep: str = "quick", seed: int = 0, val_from_train: bool = False, metric: str = "auroc",
               target: float | None = None, select_metric: str = "auroc", threshold_rule: str = "youden",
               class_weight: str = "balanced", device: str = "auto", n_boot: int = 1000,
+              uncertain: str | Sequence[str] = "ignore", blank: str = "negative",
               config: CurveConfig | None = None, progress: bool = True) -> list[CurveResult]:
     """`headstart curve`: the test metric against labelled training images, per feature set x head in CACHE.
 
@@ -185,6 +186,8 @@ def run_curve(cache: str | Path, output: str | Path, *, feature_sets: Sequence[s
     `repeats` times, whole patients and stratified (repeat r with seed + r, as `run_finetune(train_size=...)`
     draws). Each draw sweeps the head, selects on val, thresholds on val and scores test once. Writes
     OUTPUT/curve_<set>_<head>/curve.json (points, a summary per size, the power-law fit) and returns them.
+    A multi-label cache is drawn per finding and ranked by macro AUROC, under `uncertain` / `blank` as in
+    `run_heads`.
     """
     from headstart.studies.curve import CurveConfig, run_curve as curve
 
@@ -193,7 +196,9 @@ def run_curve(cache: str | Path, output: str | Path, *, feature_sets: Sequence[s
         _refuse_mixed(run_curve, "config", options, list(options))
     else:
         listed = {k: (None if options[k] is None else list(options[k])) for k in ("feature_sets", "sizes")}
-        config = CurveConfig(**{**options, **listed, "heads": list(options["heads"])})
+        config = CurveConfig(**{**options, **listed, "heads": list(options["heads"]),
+                                "uncertain": options["uncertain"] if isinstance(options["uncertain"], str)
+                                else list(options["uncertain"])})
     return curve(cache_path=cache, runs_dir=output, config=config, progress=progress)
 
 
