@@ -246,7 +246,7 @@ def _log_untrained(card: RunCard) -> None:
         none = [f for f, t in zip(card.classes, card.thresholds()) if t is None and f not in card.untrained]
         if none:
             log.warning("finding(s) %s have no frozen threshold (one class among the val rows): their decision "
-                        "columns are empty", ", ".join(none))
+                        "columns cut at 0.5", ", ".join(none))
 
 
 def _metrics(card: RunCard, ids: list[str], proba: np.ndarray, labels: np.ndarray, *, config: PredictConfig,

@@ -65,7 +65,7 @@ def test_predict_cache_writes_a_column_pair_per_finding_equal_to_the_record(ml_r
                         "-o", str(out), "--n-boot", "20")
     assert result.exit_code == 0, result.output
     rows = read_table(out)
-    assert list(rows[0]) == ["id", "proba_A", "A", "proba_B", "B", "proba_C", "C", "label_A", "label_B", "label_C"]
+    assert list(rows[0]) == ["id", "proba_A", "proba_B", "proba_C", "A", "B", "C", "label_A", "label_B", "label_C"]
     test = ml_run["record"]["predictions"]["test"]
     threshold = ml_run["record"]["threshold"]
     assert [r["id"] for r in rows] == test["ids"]
@@ -98,7 +98,7 @@ def test_onnx_export_ends_in_a_sigmoid_and_equals_predict_per_finding(ml_run, tm
         result = invoke("predict", str(source), str(ml_run["new"]), "-o", str(out), *BASE[-2:])
         assert result.exit_code == 0, result.output
     a, b = read_table(from_run), read_table(from_model)
-    assert list(a[0]) == list(b[0]) == ["id", "proba_A", "A", "proba_B", "B", "proba_C", "C"]
+    assert list(a[0]) == list(b[0]) == ["id", "proba_A", "proba_B", "proba_C", "A", "B", "C"]
     for finding in FINDINGS:
         np.testing.assert_allclose(_columns(b, f"proba_{finding}"), _columns(a, f"proba_{finding}"), atol=1e-4)
     assert all(r["proba_C"] == "" for r in b)

@@ -6,6 +6,7 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 
 from headstart.apply.output import columns, render, table
 from tests.apply.conftest import head_run, read_table
@@ -69,3 +70,31 @@ def test_class_folders_that_are_not_the_runs_classes_predict_without_labels(runs
     assert result.exit_code == 0, result.output
     assert "not among the run's classes" in result.output
     assert "label" not in read_table(out)[0] and len(read_table(out)) == 4
+
+
+def test_multilabel_columns_and_cells():
+    """Per finding: its probability, its decision at its own frozen threshold (0.5 where val had one class),
+    its label as evaluation scores it; an untrained finding and a skipped row are empty cells."""
+    from headstart.apply.output import multilabel_table
+
+    proba = np.array([[0.7, 0.4, np.nan], [np.nan, np.nan, np.nan], [0.2, 0.6, np.nan]])
+    rows = multilabel_table(["a", "b", "c"], proba, findings=["Edema", "Mass", "Hernia"], thresholds=[0.65, None, None],
+                            labels=np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1]]),
+                            known=np.array([[True, False, True], [True, True, True], [True, True, False]]),
+                            errors=["", "b: cannot decode", ""])
+    header = columns(["Edema", "Mass", "Hernia"], labelled=True, reasons=True, multilabel=True)
+    assert header == ["id", "proba_Edema", "proba_Mass", "proba_Hernia", "Edema", "Mass", "Hernia", "label_Edema",
+                      "label_Mass", "label_Hernia", "reason"]
+    text = render(rows, header, "csv").decode().splitlines()
+    assert text[1] == "a,0.7,0.4,,1,0,,1,,0,"  # Edema 0.7 >= 0.65; Mass 0.4 < 0.5; Mass's label not scored
+    assert text[2] == "b,,,,,,,0,1,0,b: cannot decode"
+    assert text[3] == "c,0.2,0.6,,0,1,,0,0,,"
+
+
+def test_a_finding_named_like_a_column_is_refused():
+    from headstart.errors import DataError
+
+    with pytest.raises(DataError, match="finding name"):
+        columns(["id", "Mass"], labelled=False, reasons=False, multilabel=True)
+    with pytest.raises(DataError, match="label_Mass"):
+        columns(["Mass", "label_Mass"], labelled=True, reasons=False, multilabel=True)
