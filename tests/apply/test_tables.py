@@ -98,3 +98,25 @@ def test_a_finding_named_like_a_column_is_refused():
         columns(["id", "Mass"], labelled=False, reasons=False, multilabel=True)
     with pytest.raises(DataError, match="label_Mass"):
         columns(["Mass", "label_Mass"], labelled=True, reasons=False, multilabel=True)
+
+
+def test_multiclass_predict_writes_a_probability_column_per_class_equal_to_the_record(tmp_path):
+    """Three classes: one proba_<class> per class (the record's test probabilities for the same rows), the
+    argmax as `prediction`, and the metrics file's per-class AUROC list."""
+    import headstart
+    from tests.heads.synthetic_cache import make_cache
+
+    cache = make_cache(tmp_path / "mc.h5", n_classes=3)
+    (record,) = headstart.run_heads(cache, tmp_path / "runs", heads=["logreg"], sweep="quick", n_boot=20,
+                                    device="cpu", progress=False)
+    out = tmp_path / "p.csv"
+    headstart.run_predict(tmp_path / "runs" / record.run_id, None, out, cache=cache, split="test", n_boot=20)
+    rows = read_table(out)
+    assert list(rows[0]) == ["id", "proba_class0", "proba_class1", "proba_class2", "prediction", "label"]
+    test = json.loads((tmp_path / "runs" / record.run_id / "record.json").read_text())["predictions"]["test"]
+    assert [r["id"] for r in rows] == test["ids"]
+    got = np.array([[float(r[f"proba_class{k}"]) for k in range(3)] for r in rows])
+    np.testing.assert_allclose(got, np.array(test["proba"]), atol=1e-8)
+    assert [r["prediction"] for r in rows] == [f"class{k}" for k in got.argmax(axis=1)]
+    summary = json.loads((tmp_path / "p.metrics.json").read_text())
+    assert len(summary["metrics"]["auroc_per_class"]) == 3
