@@ -37,3 +37,20 @@ def class_weights(y, n_classes: int, mode: str | None):
     w = np.zeros(n_classes)
     w[present] = counts.sum() / (present.sum() * counts[present])
     return w.astype(np.float32)
+
+
+def pos_weights(y, mask, mode: str | None):
+    """Multi-label `--class-weight balanced`: per finding, BCE's `pos_weight` = known negatives / known positives
+    (1 where a finding lacks either, or for uniform weights). One definition for cached heads and fine-tunes.
+
+    `y` (N, L) 0/1, `mask` (N, L) True where the label is known (None: all known). Returns float32 (L,).
+    """
+    import numpy as np
+
+    y = np.asarray(y)
+    known = np.ones(y.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    if class_weight_mode(mode) is None:
+        return np.ones(y.shape[1], dtype=np.float32)
+    pos = ((y == 1) & known).sum(axis=0).astype(np.float64)
+    neg = known.sum(axis=0) - pos
+    return np.where((pos > 0) & (neg > 0), neg / np.maximum(pos, 1), 1.0).astype(np.float32)

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from headstart.device import autocast
 from headstart.errors import ConfigError
@@ -83,6 +82,7 @@ class HeadResult:
     history: list[dict] = field(default_factory=list)  # per epoch: train/val loss and accuracy
     val_proba: np.ndarray | None = None  # (n_val, C) at the kept weights, when val was given
     halted_at: int | None = None  # the epoch at which successive halving stopped this head (heads.halving)
+    link: str = "softmax"  # "sigmoid" for a multi-label head: one probability per finding
 
 
 def train_batched(
@@ -119,6 +119,8 @@ def train_batched_seeds(
     device: torch.device | str = "cpu",
     seeds: Sequence[int] = (0,),
     views: np.ndarray | None = None,
+    mask_train: np.ndarray | None = None,
+    mask_val: np.ndarray | None = None,
 ) -> list[list[HeadResult]]:
     """`train_batched` for several seeds in one loop: the features are standardised and made resident once and
     shared by every head and seed; one `HeadResult` list per seed, each equal to `train_batched` at that seed.
@@ -131,6 +133,10 @@ def train_batched_seeds(
     `views` (N, K, D), cached augmented views of the train rows (`heads --views on`): each epoch every row is
     one of its K + 1 views (the plain one included), drawn per seed and epoch; standardised with the plain
     rows' moments, so prediction is unchanged.
+
+    Multi-label: `y_*` are (N, L) 0/1 targets and `mask_*` (N, L) the labels to use (None: all); each head has
+    one sigmoid output per finding and trains on masked BCE (`TrainData.loss`). A finding with one class among
+    its train labels is not trained: its output bias is NaN, so its probabilities are NaN.
     """
     if not configs:
         return [[] for _ in seeds]
@@ -140,7 +146,7 @@ def train_batched_seeds(
     if len(set(seeds)) < len(seeds):
         raise ConfigError(f"seeds {seeds} repeat a seed; expected distinct seeds (a repeat would be the same run)")
     data = TrainData.prepare(X_train, y_train, X_val, y_val, n_classes=n_classes, class_weight=settings.class_weight,
-                         device=torch.device(device), views=views)
+                             device=torch.device(device), views=views, mask_train=mask_train, mask_val=mask_val)
     groups = [_Group(data, [i for i, c in enumerate(configs) if c.hidden == width], configs, settings=settings,
                      seeds=seeds)
               for width in sorted({c.hidden for c in configs})]
@@ -208,23 +214,26 @@ class _Group:
         for start in range(0, N, self.batch):
             idx = [perm[start : start + self.batch] for perm in perms]
             xb = torch.stack([x[i] for x, i in zip(rows, idx)])  # (S, B, D): each seed's own minibatch
-            yb = torch.stack([data.yt[i] for i in idx]).repeat_interleave(block_sizes, dim=0)  # (K, B)
+            yb = torch.stack([data.yt[i] for i in idx]).repeat_interleave(block_sizes, dim=0)  # (K, B[, L])
+            mb = None if data.mt is None else torch.stack([data.mt[i] for i in idx]).repeat_interleave(
+                block_sizes, dim=0)
             with autocast(device, torch.bfloat16 if self.settings.precision == "bf16" else None):
                 logits = model(xb, noise_key=self.step, blocks=blocks).float()  # (K, B, C)
-            per_head = _weighted_ce(logits, yb, data.cw)  # (K,)
+            per_head = data.loss(logits, yb, mb)  # (K,)
             model.zero_grad()
             per_head.sum().backward()
             lr_scale = 0.5 * (1.0 + math.cos(math.pi * self.step / self.total_steps))
             self.opt.step(lr_scale=lr_scale, active=everyone)
             with torch.no_grad():
                 loss_sum += per_head.detach() * yb.shape[1]
-                correct += (logits.argmax(-1) == yb).sum(-1)
+                correct += data.hits(logits, yb, mb)
             self.step += 1
         if data.has_val:
-            val_loss, val_acc = _evaluate(model, data.xv, data.yv, data.cw)
+            val_loss, val_acc = _evaluate(model, data)
         else:
             val_loss = val_acc = torch.full((K_live,), float("nan"), device=device)
-        rows = torch.stack([loss_sum / N, correct / N, val_loss, val_acc]).cpu().numpy()  # one sync per epoch
+        rows = torch.stack([loss_sum / N, correct / data.scored(data.mt, N), val_loss,
+                            val_acc]).cpu().numpy()  # one sync per epoch; accuracy over rows, or known labels
         live = model.live.numpy()
         if data.has_val:
             improved = rows[2] < self.best_loss[live] - self.settings.min_delta
@@ -263,11 +272,19 @@ class _Group:
         data, model = self.data, self.model
         if data.has_val:
             model.load(self.best)
-        val_proba = _predict(model, data.xv).cpu().numpy() if data.has_val else None
+        val_proba = _predict(model, data.xv, data.link).cpu().numpy() if data.has_val else None
         params = model.per_head_params()
+        if data.multilabel and data.untrained.any():  # untrained findings answer NaN, here and once saved
+            if val_proba is not None:
+                val_proba[:, :, data.untrained] = np.nan
+            for p in params:
+                last = "b2" if "b2" in p else "b"
+                p["W2" if "W2" in p else "W"][:, torch.from_numpy(data.untrained)] = 0.0
+                p[last][torch.from_numpy(data.untrained)] = float("nan")
         return [HeadResult(config=cfg, params=params[k], mean=data.mean, scale=data.scale, n_classes=data.n_classes,
                            best_epoch=int(self.best_epoch[k]), history=self.histories[k],
-                           val_proba=None if val_proba is None else val_proba[k], halted_at=self.halted_at[k])
+                           val_proba=None if val_proba is None else val_proba[k], halted_at=self.halted_at[k],
+                           link="sigmoid" if data.multilabel else "softmax")
                 for k, cfg in enumerate(self.configs)]
 
 
@@ -289,34 +306,28 @@ def make_optimiser(model: StackedHeads, configs: list[TorchHeadConfig], *, devic
                         weight_decay=[c.weight_decay for c in configs], device=device)
 
 
-def _weighted_ce(logits: torch.Tensor, y: torch.Tensor, class_weight: torch.Tensor) -> torch.Tensor:
-    """Per-head weighted mean cross-entropy: logits (K, B, C), y (B,) shared or (K, B) per head -> (K,)."""
-    K, B, C = logits.shape
-    y = y.expand(K, B)
-    nll = F.cross_entropy(logits.reshape(K * B, C), y.reshape(K * B), reduction="none").view(K, B)
-    w = class_weight[y]
-    return (nll * w).sum(-1) / w.sum(-1)
-
-
 @torch.no_grad()
-def _evaluate(model: StackedHeads, x: torch.Tensor, y: torch.Tensor, cw: torch.Tensor):
+def _evaluate(model: StackedHeads, data: TrainData):
+    """Every head's val loss (as train's, combined exactly over chunks) and accuracy (rows, or known labels)."""
     model.eval()
+    x, y, m = data.xv, data.yv, data.mv
     K = len(model.live)
     loss, correct = torch.zeros(K, device=x.device), torch.zeros(K, device=x.device)
-    w_total = cw[y].sum()
+    w_total = data.loss_weight(y, m)
     for start in range(0, x.shape[0], EVAL_CHUNK):
         logits = model(x[start : start + EVAL_CHUNK])
         yb = y[start : start + EVAL_CHUNK]
-        loss += _weighted_ce(logits, yb, cw) * cw[yb].sum()
-        correct += (logits.argmax(-1) == yb).sum(-1)
+        mb = None if m is None else m[start : start + EVAL_CHUNK]
+        loss += data.loss(logits, yb, mb) * data.loss_weight(yb, mb)
+        correct += data.hits(logits, yb, mb)
     model.train()
-    return loss / w_total, correct / x.shape[0]
+    return loss / w_total.clamp(min=1e-12), correct / data.scored(m, x.shape[0])
 
 
 @torch.no_grad()
-def _predict(model: StackedHeads, x: torch.Tensor) -> torch.Tensor:
+def _predict(model: StackedHeads, x: torch.Tensor, link=lambda z: torch.softmax(z, -1)) -> torch.Tensor:
     model.eval()
-    out = torch.cat([torch.softmax(model(x[s : s + EVAL_CHUNK]), -1) for s in range(0, x.shape[0], EVAL_CHUNK)],
+    out = torch.cat([link(model(x[s : s + EVAL_CHUNK])) for s in range(0, x.shape[0], EVAL_CHUNK)],
                     dim=1)
     model.train()
     return out

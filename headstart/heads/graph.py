@@ -45,9 +45,10 @@ class LogRegGraph(nn.Module):
 
 
 class TorchHeadGraph(nn.Module):
-    """Standardise, then a linear layer or one hidden ReLU layer, then softmax (dropout is off at inference)."""
+    """Standardise, then a linear layer or one hidden ReLU layer, then softmax (dropout is off at inference); with
+    `sigmoid` (multi-label) one sigmoid per finding."""
 
-    def __init__(self, params: dict[str, torch.Tensor], mean, scale, n_classes: int):
+    def __init__(self, params: dict[str, torch.Tensor], mean, scale, n_classes: int, *, sigmoid: bool = False):
         super().__init__()
         self.register_buffer("mean", _const(mean))
         self.register_buffer("scale", _const(scale))
@@ -55,6 +56,7 @@ class TorchHeadGraph(nn.Module):
             self.register_buffer(name, value.detach().float().cpu().clone())
         self.mlp = "W1" in params
         self.n_classes = n_classes
+        self.sigmoid = sigmoid
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / self.scale
@@ -62,6 +64,8 @@ class TorchHeadGraph(nn.Module):
             logits = torch.relu(x @ self.W1 + self.b1) @ self.W2 + self.b2
         else:
             logits = x @ self.W + self.b
+        if self.sigmoid:
+            return torch.sigmoid(logits)
         return torch.softmax(logits, dim=1)[:, : self.n_classes]
 
 
@@ -75,10 +79,16 @@ class KNNGraph(nn.Module):
     def __init__(self, train, y, vote_weight, *, k: int, distance: bool):
         super().__init__()
         n_classes = len(vote_weight)
+        self.multilabel = np.ndim(y) == 2  # (N, L) votes 1 / 0 / -1 unknown: per-finding sigmoid-like shares
         self.register_buffer("reference", _const(train))
-        self.register_buffer("labels", torch.as_tensor(np.asarray(y, dtype=np.int64)))
+        if self.multilabel:
+            y = np.asarray(y)
+            self.register_buffer("positive", _const(y == 1))
+            self.register_buffer("known", _const(y >= 0))
+        else:
+            self.register_buffer("labels", torch.as_tensor(np.asarray(y, dtype=np.int64)))
+            self.register_buffer("eye", torch.eye(n_classes))
         self.register_buffer("vote_weight", _const(vote_weight))
-        self.register_buffer("eye", torch.eye(n_classes))
         self.k = min(int(k), len(y))
         self.distance = distance
 
@@ -87,6 +97,11 @@ class KNNGraph(nn.Module):
         q = x / torch.where(norm > 0, norm, torch.ones_like(norm))  # scikit-learn leaves a zero row at zero
         sims, idx = torch.topk(q @ self.reference.T, self.k, dim=1)
         w = 1.0 / torch.clamp(1.0 - sims, min=1e-6) if self.distance else torch.ones_like(sims)
+        if self.multilabel:  # (B, k, L): the neighbours' votes, weighted per finding and class, unknown ones 0
+            pos, known = self.positive[idx], self.known[idx]
+            vw = pos * self.vote_weight[:, 1] + (1.0 - pos) * self.vote_weight[:, 0]
+            weight = w.unsqueeze(-1) * vw * known
+            return ((weight * pos).sum(dim=1) + 0.5e-12) / (weight.sum(dim=1) + 1e-12)
         labels = self.labels[idx]  # (B, k)
         w = w * self.vote_weight[labels] + 1e-12
         proba = (self.eye[labels] * w.unsqueeze(-1)).sum(dim=1)

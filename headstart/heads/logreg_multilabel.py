@@ -16,7 +16,6 @@ NaN, so its probabilities are NaN (reported as null with a reason), in `predict_
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from headstart.heads.logreg_path import CURVATURE_AT_ZERO, GRAM_ROWS, gram_eigen, lbfgs_columns
@@ -117,14 +116,17 @@ class _Findings:
         coef, b = W[:-1].astype(self.X.dtype), W[-1]
         loss = np.zeros(len(cols))
         grad = np.zeros_like(W)
+        b = b.astype(np.float32)
         for start in range(0, len(self.X), GRAM_ROWS):
             block = self.X[start:start + GRAM_ROWS]
-            z = (block @ coef).astype(np.float64) + b
+            z = block @ coef + b  # float32, like the binary path's product; sums below accumulate in float64
             y, share = self.y[start:start + GRAM_ROWS][:, f], self.share[start:start + GRAM_ROWS][:, f]
-            loss += (share * (np.logaddexp(0.0, z) - y * z)).sum(axis=0)
-            residual = share * (expit(z) - y)
-            grad[:-1] += (block.T @ residual.astype(self.X.dtype)).astype(np.float64)
-            grad[-1] += residual.sum(axis=0)
+            e = np.exp(-np.abs(z))  # one exp serves the softplus and the sigmoid (logaddexp + expit cost 3x)
+            softplus = np.maximum(z, 0.0) + np.log1p(e)
+            loss += (share * (softplus - y * z)).sum(axis=0, dtype=np.float64)
+            residual = share * (np.where(z >= 0, 1.0, e) / (1.0 + e) - y)
+            grad[:-1] += block.T @ residual.astype(self.X.dtype)
+            grad[-1] += residual.sum(axis=0, dtype=np.float64)
         lam = self.lam[cols]
         loss += 0.5 * lam * (W[:-1] ** 2).sum(axis=0)
         grad[:-1] += lam * W[:-1]

@@ -141,15 +141,17 @@ class StackedHeads(torch.nn.Module):
 
 
 def predict_proba(params: dict[str, torch.Tensor], mean: np.ndarray, scale: np.ndarray, X: np.ndarray, *,
-                  device: torch.device | str = "cpu") -> np.ndarray:
-    """Class probabilities of one trained head (its params as returned in `HeadResult.params`)."""
+                  device: torch.device | str = "cpu", link: str = "softmax") -> np.ndarray:
+    """Class probabilities of one trained head (its params as returned in `HeadResult.params`); with
+    `link="sigmoid"` (multi-label) one probability per finding."""
     device = torch.device(device)
     x = standardise(X, mean, scale, device)
     p = {name: t.to(device).unsqueeze(0) for name, t in params.items()}
     out = []
     with torch.no_grad():
         for start in range(0, x.shape[0], EVAL_CHUNK):
-            out.append(torch.softmax(forward(p, x[start : start + EVAL_CHUNK]), -1)[0])
+            logits = forward(p, x[start : start + EVAL_CHUNK])
+            out.append((torch.sigmoid(logits) if link == "sigmoid" else torch.softmax(logits, -1))[0])
     if not out:
         return np.zeros((0, p["b2" if "b2" in p else "b"].shape[-1]), dtype=np.float32)
     return torch.cat(out).cpu().numpy()

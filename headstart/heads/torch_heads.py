@@ -30,9 +30,18 @@ class _TorchHead(ClassifierMixin, BaseEstimator):
         return TrainSettings(epochs=self.epochs, batch_size=self.batch_size, patience=self.patience,
                              class_weight=self.class_weight, precision=self.precision)
 
-    def fit(self, X, y, *, X_val=None, y_val=None):
-        """Fit on (X, y); with (X_val, y_val), stop early on val loss and keep the best epoch's weights."""
+    def fit(self, X, y, *, X_val=None, y_val=None, mask=None, mask_val=None):
+        """Fit on (X, y); with (X_val, y_val), stop early on val loss and keep the best epoch's weights.
+        A multi-label y (N, L) of 0/1 trains one sigmoid per finding on its `mask`ed labels (masked BCE)."""
         X = np.asarray(X, dtype=np.float32)
+        if np.ndim(y) == 2:
+            self.classes_ = np.arange(np.shape(y)[1])
+            (result,) = train_batched_seeds(
+                X, y, None if X_val is None else np.asarray(X_val, dtype=np.float32), y_val,
+                configs=[self._config()], settings=self._settings(), n_classes=len(self.classes_),
+                device=resolve_device(self.device), seeds=(self.seed,), mask_train=mask, mask_val=mask_val)[0]
+            self._adopt(result)
+            return self
         self.classes_, y_idx = np.unique(np.asarray(y), return_inverse=True)
         yv_idx = None
         if X_val is not None and y_val is not None:
@@ -65,6 +74,7 @@ class _TorchHead(ClassifierMixin, BaseEstimator):
         return head
 
     def _adopt(self, result: HeadResult) -> None:
+        self.link_ = result.link  # "sigmoid": multi-label, one probability per finding
         self.params_ = result.params
         self.mean_, self.scale_ = result.mean, result.scale
         self.history_ = result.history
@@ -72,10 +82,13 @@ class _TorchHead(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = result.mean.shape[0]
 
     def predict_proba(self, X) -> np.ndarray:
-        proba = predict_proba(self.params_, self.mean_, self.scale_, np.asarray(X, dtype=np.float32))
+        link = getattr(self, "link_", "softmax")
+        proba = predict_proba(self.params_, self.mean_, self.scale_, np.asarray(X, dtype=np.float32), link=link)
         return proba[:, : len(self.classes_)]  # a one-class fit still trains a 2-logit head
 
     def predict(self, X) -> np.ndarray:
+        if getattr(self, "link_", "softmax") == "sigmoid":
+            return (self.predict_proba(X) >= 0.5).astype(np.int64)
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
 
@@ -133,7 +146,7 @@ class LinearKind(HeadKind):
         est = self.estimator(**params, epochs=max(1, epochs or settings.epochs), batch_size=settings.batch_size,
                              patience=settings.patience, class_weight=fit.class_weight, seed=seed,
                              device=str(fit.device), precision=fit.precision)
-        return est.fit(train.X, train.y)
+        return est.fit(train.X, train.y, mask=train.mask)
 
     def fit_sweeps(self, train, val, *, fit, seeds, params=None, stop_split=None) -> list[list[Candidate]]:
         """Every config of every seed in one batched loop, stopping early on val, or on the train rows
@@ -148,7 +161,8 @@ class LinearKind(HeadKind):
             fit_rows, stop_rows = train.take(np.flatnonzero(~stop)), train.take(np.flatnonzero(stop))
         per_seed = train_batched_seeds(fit_rows.X, fit_rows.y, stop_rows.X, stop_rows.y,
                                        configs=torch_configs(params), settings=settings, n_classes=fit.n_classes,
-                                       device=fit.device, seeds=seeds, views=fit_rows.views)
+                                       device=fit.device, seeds=seeds, views=fit_rows.views,
+                                       mask_train=fit_rows.mask, mask_val=stop_rows.mask)
         classes, out = np.arange(fit.n_classes), []
         for seed, results in zip(seeds, per_seed):
             heads = [self.estimator._from_batched(r, classes, settings=settings, seed=seed, device=str(fit.device))
@@ -164,7 +178,10 @@ class LinearKind(HeadKind):
 
     def state(self, head: LinearHead, dtype: str) -> tuple[dict, dict]:
         tensors = {name: p.detach().cpu().numpy() for name, p in head.params_.items()}
-        return {**tensors, "mean": head.mean_, "scale": head.scale_}, {"best_epoch": int(head.best_epoch_)}
+        state = {"best_epoch": int(head.best_epoch_)}
+        if getattr(head, "link_", "softmax") == "sigmoid":
+            state["link"] = "sigmoid"
+        return {**tensors, "mean": head.mean_, "scale": head.scale_}, state
 
     def build(self, params: dict, t: dict, state: dict, classes: np.ndarray) -> LinearHead:
         names = self.tensors[:-2]  # the weights; mean and scale are the standardisation
@@ -173,6 +190,7 @@ class LinearKind(HeadKind):
         head.params_ = {name: torch.from_numpy(np.ascontiguousarray(t[name])) for name in names}
         head.mean_, head.scale_ = t["mean"], t["scale"]
         head.history_, head.best_epoch_ = [], state.get("best_epoch", 0)
+        head.link_ = state.get("link", "softmax")
         head.n_features_in_ = len(t["mean"])
         first, last = t[names[0]], t[names[-1]]
         require(first.shape[0] == len(t["mean"]) == len(t["scale"]) and last.shape[-1] >= len(classes),
@@ -183,7 +201,8 @@ class LinearKind(HeadKind):
     def graph(self, head: LinearHead):
         from headstart.heads.graph import TorchHeadGraph
 
-        return TorchHeadGraph(head.params_, head.mean_, head.scale_, len(head.classes_))
+        return TorchHeadGraph(head.params_, head.mean_, head.scale_, len(head.classes_),
+                              sigmoid=getattr(head, "link_", "softmax") == "sigmoid")
 
 
 class MLPKind(LinearKind):

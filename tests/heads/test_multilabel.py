@@ -117,3 +117,23 @@ def test_no_trainable_finding_is_one_clear_error(tmp_path):
                                    classes=list(FINDINGS), groups=list(groups))
     with pytest.raises(headstart.errors.DataError, match="no finding .* has both a positive and a negative"):
         headstart.run_heads(tmp_path / "c.h5", tmp_path / "runs", heads=["logreg"], **FAST)
+
+
+@pytest.mark.parametrize("head", ["logreg", "linear", "mlp", "knn"])
+def test_every_head_kind_answers_per_finding(cache, tmp_path, head):
+    (record,) = headstart.run_heads(cache, tmp_path / "runs", heads=[head], **FAST)
+    test = record.metrics["test"]
+    assert record.dataset["task"] == "multilabel" and test["per_label"]["Rare"]["reason"] == NOT_TRAINED
+    assert all(test["per_label"][n]["auroc"] is not None for n in FINDINGS[:3])
+    assert test["auroc"] > 0.7  # each finding follows one feature: every head finds it
+    proba = np.array(record.predictions["test"]["proba"], dtype=float)
+    assert proba.shape[1] == len(FINDINGS) and np.isnan(proba[:, 3]).all()
+    assert ((proba[:, :3] >= 0) & (proba[:, :3] <= 1)).all()
+    saved = read_head(tmp_path / "runs" / record.run_id)
+    assert saved.info["link"] == "sigmoid" and saved.info["untrained"] == {"Rare": NOT_TRAINED}
+    X, _, splits, _ = multilabel_arrays()
+    X = X[splits == "test"].astype(np.float16).astype(np.float32)
+    again = saved.estimator.predict_proba(X)
+    np.testing.assert_allclose(again, proba, rtol=1e-4, atol=1e-6)
+    graph = head_module(saved.estimator)(torch.from_numpy(X)).numpy()  # sigmoid per finding, not a softmax
+    np.testing.assert_allclose(graph, again, rtol=1e-4, atol=1e-5, equal_nan=True)
