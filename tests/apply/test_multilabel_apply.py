@@ -22,6 +22,7 @@ from tests.apply.conftest import read_table
 from tests.reliability.conftest import invoke
 
 FINDINGS = ["A", "B", "C"]
+KINDS = ("logreg", "linear", "mlp", "knn")
 BASE = ["--weights", "random", "--image-size", "32", "--workers", "0"]
 
 
@@ -44,57 +45,63 @@ def ml_run(tmp_path_factory):
     cache = root / "c.h5"
     r = invoke("extract", str(root / "data" / "m.csv"), "-o", str(cache), "-b", "resnet18", "--labels", "A,B,C", *BASE)
     assert r.exit_code == 0, r.output
-    (record,) = headstart.run_heads(cache, root / "runs", heads=["logreg"], sweep="quick", n_boot=20, device="cpu",
-                                    progress=False)
+    records = headstart.run_heads(cache, root / "runs", heads=list(KINDS), sweep="quick", n_boot=20, device="cpu",
+                                  progress=False)
     new = root / "new"  # a plain folder of new images (no labels)
     new.mkdir()
     for path in sorted((root / "data" / "img").glob("*.png"))[:8]:
         shutil.copy(path, new / path.name)
-    return {"root": root, "cache": cache, "run": root / "runs" / record.run_id, "new": new,
-            "record": json.loads((root / "runs" / record.run_id / "record.json").read_text())}
+    runs = {r.head: root / "runs" / r.run_id for r in records}
+    return {"root": root, "cache": cache, "runs": runs, "run": runs["logreg"], "new": new,
+            "records": {k: json.loads((run / "record.json").read_text()) for k, run in runs.items()},
+            "record": json.loads((runs["logreg"] / "record.json").read_text())}
 
 
 def _columns(rows: list[dict], name: str) -> np.ndarray:
     return np.array([float(r[name]) if r[name] != "" else np.nan for r in rows])
 
 
-def test_predict_cache_writes_a_column_pair_per_finding_equal_to_the_record(ml_run, tmp_path, caplog):
+@pytest.mark.parametrize("kind", KINDS)
+def test_predict_cache_writes_columns_per_finding_equal_to_the_record(ml_run, tmp_path, caplog, kind):
     out = tmp_path / "p.csv"
     with caplog.at_level(logging.WARNING):
-        result = invoke("predict", str(ml_run["run"]), "--cache", str(ml_run["cache"]), "--split", "test",
+        result = invoke("predict", str(ml_run["runs"][kind]), "--cache", str(ml_run["cache"]), "--split", "test",
                         "-o", str(out), "--n-boot", "20")
     assert result.exit_code == 0, result.output
     rows = read_table(out)
     assert list(rows[0]) == ["id", "proba_A", "proba_B", "proba_C", "A", "B", "C", "label_A", "label_B", "label_C"]
-    test = ml_run["record"]["predictions"]["test"]
-    threshold = ml_run["record"]["threshold"]
+    record = ml_run["records"][kind]
+    test, threshold = record["predictions"]["test"], record["threshold"]
     assert [r["id"] for r in rows] == test["ids"]
     proba = np.array([[np.nan if v is None else v for v in row] for row in test["proba"]])
     for j, finding in enumerate(("A", "B")):
         got = _columns(rows, f"proba_{finding}")
-        np.testing.assert_allclose(got, proba[:, j], rtol=0, atol=1e-8)
-        assert [int(r[finding]) for r in rows] == [int(p >= threshold[finding]) for p in proba[:, j]]
+        np.testing.assert_allclose(got, proba[:, j], rtol=0, atol=1e-6)
+        cut = 0.5 if threshold[finding] is None else threshold[finding]
+        assert [int(r[finding]) for r in rows] == [int(p >= cut) for p in proba[:, j]]
         assert [int(r[f"label_{finding}"]) for r in rows] == [int(v[j]) for v in test["y_true"]]
     assert threshold["C"] is None and all(r["proba_C"] == "" and r["C"] == "" for r in rows)
     assert "finding C was left out of training" in caplog.text
     summary = json.loads((tmp_path / "p.metrics.json").read_text())
     assert summary["task"] == "multilabel"
-    assert summary["metrics"]["auroc"] == pytest.approx(ml_run["record"]["metrics"]["test"]["auroc"])
+    assert summary["metrics"]["auroc"] == pytest.approx(record["metrics"]["test"]["auroc"])
     assert summary["metrics"]["per_label"]["C"]["auroc"] is None
     assert summary["metrics"]["per_label"]["C"]["reason"].startswith("left out of training")
 
 
-def test_onnx_export_ends_in_a_sigmoid_and_equals_predict_per_finding(ml_run, tmp_path):
+@pytest.mark.parametrize("kind", KINDS)
+def test_onnx_export_ends_in_a_sigmoid_and_equals_predict_per_finding(ml_run, tmp_path, kind):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     model = tmp_path / "m.onnx"
-    assert invoke("export", str(ml_run["run"]), "-o", str(model)).exit_code == 0
+    result = invoke("export", str(ml_run["runs"][kind]), "-o", str(model))
+    assert result.exit_code == 0, result.output
     card = read_card(tmp_path / "m.json")
     assert card["task"] == "multilabel" and card["link"] == "sigmoid" and card["findings"] == FINDINGS
     assert card["output"]["link"] == "sigmoid" and card["output"]["classes"] == FINDINGS
-    assert card["threshold"] == ml_run["record"]["threshold"] and set(card["untrained"]) == {"C"}
+    assert card["threshold"] == ml_run["records"][kind]["threshold"] and set(card["untrained"]) == {"C"}
     from_run, from_model = tmp_path / "run.csv", tmp_path / "model.csv"
-    for source, out in ((ml_run["run"], from_run), (model, from_model)):
+    for source, out in ((ml_run["runs"][kind], from_run), (model, from_model)):
         result = invoke("predict", str(source), str(ml_run["new"]), "-o", str(out), *BASE[-2:])
         assert result.exit_code == 0, result.output
     a, b = read_table(from_run), read_table(from_model)
