@@ -135,3 +135,30 @@ def test_a_multilabel_head_whose_graph_is_a_softmax_is_not_exported(ml_run, tmp_
     with pytest.raises(ExportError, match="must end in its sigmoid"):
         headstart.run_export(ml_run["run"], tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "m.json").exists()
+
+
+def test_predict_on_labelled_nih_images_equals_the_record_and_scores_as_evaluation(tmp_path):
+    """DATA an NIH folder: its findings become label_<finding> columns (empty where a label is not scored), the
+    probabilities of the test images are the record's, and the metrics file holds the per-finding metrics."""
+    from tests.data.multilabel_files import make_nih
+
+    root = make_nih(tmp_path / "nih", n_patients=16)
+    headstart.run_extract(root, tmp_path / "nih.h5", backbones=["resnet18"], weights="random", image_size=32,
+                          workers=0)
+    (record,) = headstart.run_heads(tmp_path / "nih.h5", tmp_path / "runs", heads=["logreg"], sweep="quick",
+                                    n_boot=20, device="cpu", progress=False)
+    out = tmp_path / "n.csv"
+    result = headstart.run_predict(tmp_path / "runs" / record.run_id, root, out, n_boot=20, workers=0)
+    rows = {r["id"]: r for r in read_table(out)}
+    doc = json.loads((tmp_path / "runs" / record.run_id / "record.json").read_text())
+    test, names = doc["predictions"]["test"], doc["dataset"]["labels"]
+    compared = 0
+    for sample, proba, truth, scored in zip(test["ids"], test["proba"], test["y_true"], test["mask"]):
+        for j, name in enumerate(names):
+            cell = rows[sample][f"label_{name}"]
+            assert (cell == "") == (not scored[j]) and (cell == "" or int(cell) == int(truth[j]))
+            if proba[j] is not None:
+                assert float(rows[sample][f"proba_{name}"]) == pytest.approx(proba[j], abs=1e-6)
+                compared += 1
+    assert compared > len(test["ids"])  # several trained findings per row
+    assert set(result.metrics["per_label"]) == set(names) and result.metrics["auroc"] is not None
