@@ -227,7 +227,8 @@ def _finding_columns(raw: np.ndarray | None, have: list[str], findings: list[str
     """Raw (N, L) codes reordered to the run's findings; None (predict without labels) when some finding is absent."""
     missing = [f for f in findings if f not in have]
     if raw is None or missing:
-        log.warning("%s lacks the run's finding(s) %s; predicting without labels", where, ", ".join(missing))
+        log.warning("%s lacks the run's finding(s) %s; predicting without labels", where,
+                    ", ".join(missing) if raw is not None else "(no /samples/labels)")
         return None
     return np.asarray(raw)[:, [have.index(f) for f in findings]]
 
