@@ -182,10 +182,14 @@ def paired_bootstrap_macro(y: np.ndarray, mask: np.ndarray | None, p_a: np.ndarr
     return out
 
 
-def macro_auroc_ci(y: np.ndarray, mask: np.ndarray, proba: np.ndarray, *, groups=None, n_boot: int = 1000,
-                   seed: int = 0, ci: float = 0.95) -> list[float]:
-    """95% percentile interval of one run's macro AUROC (the mean over the findings with both classes among
-    their scored rows), resampling whole patients where `groups` names them, as `paired_bootstrap_macro` does."""
+def finding_auroc_draws(y: np.ndarray, mask: np.ndarray, proba: np.ndarray, *, groups=None, n_boot: int = 1000,
+                        seed: int = 0) -> np.ndarray:
+    """(n_boot, L) AUROC of each finding of one multi-label run in each bootstrap resample, from one set of
+    draws: whole patients are resampled where `groups` names them (images otherwise), the same resample for
+    every finding, so per-finding and macro intervals come from one pass (the per-finding tie tables of
+    `paired_bootstrap_macro`). NaN where a resample (or the split) has one class for a finding, or the finding
+    has no finite probabilities (not trained). Unlike the single-label bootstrap, resamples are not stratified
+    by class: one resample serves every finding, and each finding has its own classes."""
     y, proba = np.asarray(y), np.asarray(proba, dtype=np.float64)
     known = np.asarray(mask, dtype=bool) & np.isin(y, (0, 1)) & np.isfinite(proba)
     positive = (y == 1) & known
@@ -193,21 +197,30 @@ def macro_auroc_ci(y: np.ndarray, mask: np.ndarray, proba: np.ndarray, *, groups
     cluster = cluster_index(groups, y.shape[0])
     k = n_clusters(cluster, y.shape[0])
     cluster = np.arange(y.shape[0]) if cluster is None else cluster
-    if not scored:
-        return [float("nan"), float("nan")]
-    tables = [_group_table(positive[known[:, j], j], proba[known[:, j], j], cluster[known[:, j]], k) for j in scored]
+    draws = np.full((n_boot, y.shape[1]), np.nan)
+    if scored:
+        tables = [_group_table(positive[known[:, j], j], proba[known[:, j], j], cluster[known[:, j]], k)
+                  for j in scored]
+        draws[:, scored] = _cluster_draws(lambda counts: np.stack([_auroc(t, counts) for t in tables], axis=1), k,
+                                          n=y.shape[0], n_boot=n_boot, seed=seed)
+    return draws
 
-    def macro(counts: np.ndarray) -> np.ndarray:
-        return np.nanmean(np.stack([_auroc(table, counts) for table in tables], axis=1), axis=1)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a resample where no finding has both classes: NaN
-        values = _cluster_draws(macro, k, n=y.shape[0], n_boot=n_boot, seed=seed)
+def percentile_interval(draws: np.ndarray, ci: float = 0.95) -> list[float]:
+    """[low, high] percentile interval of the finite draws; [NaN, NaN] when there are none."""
+    values = np.asarray(draws, dtype=np.float64)
     values = values[np.isfinite(values)]
     if not values.size:
         return [float("nan"), float("nan")]
     tail = (1.0 - ci) / 2.0 * 100.0
     return [float(v) for v in np.percentile(values, [tail, 100.0 - tail])]
+
+
+def macro_draws(draws: np.ndarray) -> np.ndarray:
+    """(n_boot,) macro AUROC per resample: the mean over the findings defined in it (NaN: none is)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample where no finding has both classes
+        return np.nanmean(draws, axis=1)
 
 
 def _cluster_draws(statistic, k: int, *, n: int, n_boot: int, seed: int) -> np.ndarray:

@@ -38,12 +38,13 @@ def solve_logistic_path(X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray,
     return lbfgs_columns(problem, X.shape[1] + 1, tol=tol, max_iter=max_iter, history=history)
 
 
-def lbfgs_columns(problem, n_params: int, *, tol: float, max_iter: int, history: int = 10) -> np.ndarray:
-    """Minimise the K problems of `problem` (one per entry of `problem.lam`) from 0, each a column of
-    (n_params, K); `problem` gives `loss_grad(W, cols)` and `precondition(q, cols)` (an approximate inverse
+def lbfgs_columns(problem, n_params: int, *, tol: float, max_iter: int, history: int = 10,
+                  start: np.ndarray | None = None) -> np.ndarray:
+    """Minimise the K problems of `problem` (one per entry of `problem.lam`) from 0 (or `start`), each a column
+    of (n_params, K); `problem` gives `loss_grad(W, cols)` and `precondition(q, cols)` (an approximate inverse
     Hessian). Each column stops on its own at max |gradient| <= tol, or when its line search finds no decrease."""
     K, p = len(problem.lam), n_params
-    W = np.zeros((p, K))
+    W = np.zeros((p, K)) if start is None else np.array(start, dtype=np.float64)
     f, g = problem.loss_grad(W, np.arange(K))
     S, Y = np.zeros((history, p, K)), np.zeros((history, p, K))  # circular buffers of steps and gradient changes
     rho = np.zeros((history, K))  # 1 / (s . y) per stored pair; 0 marks an empty or skipped slot

@@ -12,10 +12,9 @@ from typing import Any
 import numpy as np
 
 from headstart.errors import ConfigError
-from headstart.evaluation.bootstrap import bootstrap_ci
 from headstart.evaluation.clusters import cluster_index, n_clusters
 from headstart.evaluation.metrics import batch_auroc_auprc, compute_metrics
-from headstart.evaluation.paired import macro_auroc_ci
+from headstart.evaluation.paired import finding_auroc_draws, macro_draws, percentile_interval
 from headstart.evaluation.thresholds import choose_threshold
 from headstart.tasks.core import Task, sigmoid
 
@@ -85,18 +84,19 @@ class MultilabelTask(Task):
     def evaluate(self, y: np.ndarray, proba: np.ndarray, *, threshold: list[float | None] | None, n_boot: int,
                  seed: int, mask: np.ndarray | None = None, groups: np.ndarray | None = None) -> dict:
         """Per-finding metrics (null + reason for a one-class or untrained finding), macro and micro AUROC, mean
-        AP. Intervals resample whole patients where `groups` names patients with several images (`ci_method`,
-        `n_clusters`), per finding and for the macro AUROC."""
+        AP. The AUROC intervals, per finding and macro, come from one set of bootstrap resamples
+        (evaluation.paired.finding_auroc_draws): whole patients where `groups` names patients with several
+        images (`ci_method` cluster-bootstrap, `n_clusters` patients), images otherwise."""
         y, proba, known = np.asarray(y), np.asarray(proba, dtype=np.float64), _mask(y, mask)
         if isinstance(threshold, dict):
             threshold = [threshold.get(name) for name in self.names]
         threshold = threshold or [None] * len(self.names)
         groups = None if groups is None else np.asarray([str(g) for g in groups], dtype=object)
+        draws = finding_auroc_draws(y, known, proba, groups=groups, n_boot=n_boot, seed=seed)
         per_label = {}
         for j, name in enumerate(self.names):
             rows = known[:, j]
-            per_label[name] = self._one(y[rows, j], proba[rows, j], threshold[j], n_boot, seed,
-                                        None if groups is None else groups[rows])
+            per_label[name] = self._one(y[rows, j], proba[rows, j], threshold[j], draws[:, j])
             per_label[name]["n_masked"] = int((~rows).sum())
         aurocs = [v["auroc"] for v in per_label.values() if v["auroc"] is not None]
         aps = [v["auprc"] for v in per_label.values() if v["auprc"] is not None]
@@ -104,16 +104,14 @@ class MultilabelTask(Task):
         micro, _ = batch_auroc_auprc(y[usable] == 1, proba[usable][None, :])
         cluster = cluster_index(groups, len(y))
         return {"n": int(len(y)), "auroc": _num(np.mean(aurocs)) if aurocs else None,
-                "auroc_ci": [_num(c) for c in macro_auroc_ci(y, known, proba, groups=groups, n_boot=n_boot,
-                                                             seed=seed)],
+                "auroc_ci": [_num(c) for c in percentile_interval(macro_draws(draws))],
                 "micro_auroc": _num(micro[0]), "mean_ap": _num(np.mean(aps)) if aps else None,
                 "n_labels_scored": len(aurocs), "per_label": per_label,
                 "ci_method": "bootstrap" if cluster is None else "cluster-bootstrap",
                 "n_clusters": n_clusters(cluster, len(y))}
 
     @staticmethod
-    def _one(y: np.ndarray, p: np.ndarray, threshold: float | None, n_boot: int, seed: int,
-             groups: np.ndarray | None = None) -> dict:
+    def _one(y: np.ndarray, p: np.ndarray, threshold: float | None, draws: np.ndarray) -> dict:
         n, n_pos = int(len(y)), int((y == 1).sum())
         reason = NOT_TRAINED if n and not np.isfinite(p).all() else ONE_CLASS if n_pos in (0, n) else None
         if reason is not None:
@@ -121,8 +119,7 @@ class MultilabelTask(Task):
                     "threshold": threshold, "n": n, "n_pos": n_pos, "reason": reason}
         two = np.stack([1.0 - p, p], axis=1)
         m = compute_metrics(y, two, threshold=threshold)
-        ci = bootstrap_ci(y, two, threshold=threshold, metrics=("auroc",), n_boot=n_boot, seed=seed,
-                          groups=groups)["auroc"]
+        ci = percentile_interval(draws)
         return {"auroc": _num(m["auroc"]), "auroc_ci": [_num(c) for c in ci], "auprc": _num(m["auprc"]),
                 "sensitivity": _num(m["sensitivity"]), "specificity": _num(m["specificity"]),
                 "threshold": threshold, "n": n, "n_pos": n_pos}
