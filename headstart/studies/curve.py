@@ -137,6 +137,9 @@ def run_curve(*, cache_path: str | Path, runs_dir: str | Path, config: CurveConf
         if labels.task.kind == "multilabel" and config.select_metric not in ("auroc", "auprc"):
             raise ConfigError(f"--select-metric {config.select_metric} is not defined for a multi-label cache; "
                               "expected auroc or auprc (macro over the findings)")
+        if labels.task.kind == "multilabel" and config.val_from_train:  # heads.fitting.cv_sweep folds by class
+            raise ConfigError("--val-from-train is not available on a multi-label cache yet (its cross-validation "
+                              "stratifies by class); drop it to select each draw on the val split")
         fit = FitSettings(grid=grid, class_weight=class_weight_mode(config.class_weight), task=labels.task,
                           device=device)
         for name in names:

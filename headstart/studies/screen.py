@@ -10,7 +10,7 @@ staged rows are dropped with the staging area. `CACHE.screen.json` records every
 
 Multi-label data races the same way under a label policy (`uncertain`, `blank`, as `heads` takes them): subsets
 are stratified by each finding's known positives and by split, and candidates are ranked by val macro AUROC over
-the findings (with its patient-resampled interval, `evaluation.paired.macro_auroc_ci`).
+the findings (with the patient-resampled interval the task's records give it, `MultilabelTask.evaluate`).
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ from headstart.heads import SWEEP_NAMES
 from headstart.heads.fitting import FitSettings, Rows, run_sweep
 from headstart.heads.registry import names as head_names
 from headstart.heads.sweep import get_sweep
-from headstart.evaluation.paired import macro_auroc_ci
 from headstart.heads.labels import TaskLabels, task_labels
 from headstart.io import write_bytes_atomic
 from headstart.studies.screen_rounds import Standing, decide, grow_subset, round_sizes
@@ -251,8 +250,8 @@ def _rank(race: _Race, names: list[str], rows: np.ndarray, spent: dict[str, floa
         scores = [val_score(parts["val"].y, c.val_proba, metric="auroc", threshold_rule="youden", task=fit.task,
                             mask=parts["val"].mask) for c in sweep.candidates]
         best = best_index(scores, metric="auroc")
-        ci = _val_ci(parts["val"], sweep.candidates[best].val_proba, multilabel=parts["val"].mask is not None,
-                     n_boot=config.n_boot, seed=config.extract.seed)
+        ci = _val_ci(fit.task, parts["val"], sweep.candidates[best].val_proba, n_boot=config.n_boot,
+                     seed=config.extract.seed)
         standings.append(Standing(name, float(scores[best]), (float(ci[0]), float(ci[1]))))
         results.append({"backbone": name, "val_auroc": scores[best], "val_auroc_ci": ci,
                         "seconds": spent.get(name, 0.0) + sweep.seconds, "extract_seconds": spent.get(name, 0.0),
@@ -285,10 +284,12 @@ def _require_both_classes(task, parts: dict[str, Rows], n_rows: int) -> None:
                     f"every round sees every class in both")
 
 
-def _val_ci(val: Rows, proba: np.ndarray, *, multilabel: bool, n_boot: int, seed: int) -> list[float]:
-    """The 95% interval of the selected config's val AUROC (macro over the findings for multi-label)."""
-    if multilabel:
-        return macro_auroc_ci(val.y, val.mask, proba, n_boot=n_boot, seed=seed)
+def _val_ci(task, val: Rows, proba: np.ndarray, *, n_boot: int, seed: int) -> list[float]:
+    """The 95% interval of the selected config's val AUROC (multi-label: of the macro over the findings, as a
+    record's `metrics.val.auroc_ci`, resampling patients)."""
+    if task.kind == "multilabel":
+        return task.evaluate(val.y, proba, threshold=None, n_boot=n_boot, seed=seed, mask=val.mask,
+                             groups=val.groups)["auroc_ci"]
     return bootstrap_ci(val.y, proba, threshold=None, metrics=("auroc",), n_boot=n_boot, seed=seed)["auroc"]
 
 

@@ -187,3 +187,17 @@ def test_multilabel_curve_draws_per_finding_and_ranks_by_macro_auroc(tmp_path):
     assert full["selected"]["C"] == record.config["C"] == best["C"]
     assert full["metrics"]["test"]["auroc"] == pytest.approx(record.metrics["test"]["auroc"])
     assert doc["summary"][-1]["test"]["auroc"]["mean"] == pytest.approx(record.metrics["test"]["auroc"])
+
+
+def test_multilabel_curve_refuses_what_it_cannot_do_in_one_line(tmp_path):
+    from headstart.errors import ConfigError
+    from tests.heads.multilabel_cache import make_multilabel_cache
+
+    cache = make_multilabel_cache(tmp_path / "ml.h5", n=100)
+    with pytest.raises(ConfigError, match="--val-from-train is not available on a multi-label cache"):
+        run_curve(cache_path=cache, runs_dir=tmp_path / "runs", progress=False,
+                  config=CurveConfig(sizes=["50%"], val_from_train=True, device="cpu"))
+    with pytest.raises(ConfigError, match="--select-metric f1 is not defined for a multi-label cache"):
+        run_curve(cache_path=cache, runs_dir=tmp_path / "runs", progress=False,
+                  config=CurveConfig(sizes=["50%"], select_metric="f1", device="cpu"))
+    assert not (tmp_path / "runs").exists()
