@@ -72,9 +72,13 @@ def test_shuffle_and_leakage_run_on_the_multilabel_task(report):
     assert report.check("test_power").skipped and "multi-label" in report.check("test_power").skipped
 
 
-def test_audit_json_of_a_multilabel_cache(ml_cache):
-    r = CliRunner().invoke(cli, ["audit", str(ml_cache), "--json", "--shuffle-repeats", "2"])
+def test_audit_json_and_report_of_a_multilabel_cache(ml_cache, tmp_path):
+    r = CliRunner().invoke(cli, ["audit", str(ml_cache), "--json", "--shuffle-repeats", "2", "-o", str(tmp_path)])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert set(doc["metadata_baseline"]["per_label"]) == {"A", "B", "C"}
     assert doc["metadata_baseline"]["per_label"]["A"]["flagged"] is True
+    report = (tmp_path / "audit.md").read_text()
+    table = report.split("Per finding (multi-label)")[1]
+    rows = [line for line in table.splitlines() if line.startswith(("| A |", "| B |", "| C |"))]
+    assert len(rows) == 3 and "FLAGGED" in rows[0] and "FLAGGED" not in rows[1]
