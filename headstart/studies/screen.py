@@ -313,13 +313,14 @@ def _subset_features(race: _Race, writer: CacheWriter, names: list[str], rows: n
 def screen_table(document: dict) -> str:
     """The printed summary: one line per round and candidate, then the survivors."""
     lines = []
+    metric = "val macro AUROC" if document.get("task") == "multilabel" else "val AUROC"
     for entry in document["rounds"]:
         lines.append(f"round {entry['round']}: {entry['n_images']} images")
         dropped = {d["backbone"]: d["reason"] for d in entry["dropped"]}
         for r in sorted(entry["results"], key=lambda r: -r["val_auroc"] if math.isfinite(r["val_auroc"]) else 0):
             ci = r["val_auroc_ci"]
             fate = f"dropped: {dropped[r['backbone']]}" if r["backbone"] in dropped else "continues"
-            lines.append(f"  {r['backbone']:<24} val AUROC {r['val_auroc']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]  "
+            lines.append(f"  {r['backbone']:<24} {metric} {r['val_auroc']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]  "
                          f"{r['seconds']:7.1f} s  {fate}")
     lines.append(f"survivors: {', '.join(document['survivors'])} (extracted on all rows into {document['cache']})")
     return "\n".join(lines)

@@ -217,6 +217,7 @@ def test_multilabel_data_is_ranked_by_val_macro_auroc(tmp_path, candidates):
     assert result.exit_code == 0, result.output
     doc = json.loads((tmp_path / "c.h5.screen.json").read_text())
     assert doc["task"] == "multilabel" and doc["metric"] == "macro auroc" and doc["survivors"] == ["planted"]
+    assert "planted                  val macro AUROC" in result.output
     for entry in doc["rounds"]:
         scores = {r["backbone"]: r["val_auroc"] for r in entry["results"]}
         # two findings carry labels (the other twelve have no positive and are left out): the macro is the mean
