@@ -188,6 +188,7 @@ def run_curve(cache: str | Path, output: str | Path, *, feature_sets: Sequence[s
               sweep: str = "quick", seed: int = 0, val_from_train: bool = False, metric: str = "auroc",
               target: float | None = None, select_metric: str = "auroc", threshold_rule: str = "youden",
               class_weight: str = "balanced", device: str = "auto", n_boot: int = 1000,
+              uncertain: str | Sequence[str] = "ignore", blank: str = "negative",
               config: CurveConfig | None = None, progress: bool = True) -> list[CurveResult]:
     """`headstart curve`: the test metric against labelled training images, per feature set x head in CACHE.
 
@@ -195,6 +196,8 @@ def run_curve(cache: str | Path, output: str | Path, *, feature_sets: Sequence[s
     `repeats` times, whole patients and stratified (repeat r with seed + r, as `run_finetune(train_size=...)`
     draws). Each draw sweeps the head, selects on val, thresholds on val and scores test once. Writes
     OUTPUT/curve_<set>_<head>/curve.json (points, a summary per size, the power-law fit) and returns them.
+    A multi-label cache is drawn per finding and ranked by macro AUROC, under `uncertain` / `blank` as in
+    `run_heads`.
     """
     from headstart.studies.curve import CurveConfig, run_curve as curve
 
@@ -203,7 +206,9 @@ def run_curve(cache: str | Path, output: str | Path, *, feature_sets: Sequence[s
         _refuse_mixed(run_curve, "config", options, list(options))
     else:
         listed = {k: (None if options[k] is None else list(options[k])) for k in ("feature_sets", "sizes")}
-        config = CurveConfig(**{**options, **listed, "heads": list(options["heads"])})
+        config = CurveConfig(**{**options, **listed, "heads": list(options["heads"]),
+                                "uncertain": options["uncertain"] if isinstance(options["uncertain"], str)
+                                else list(options["uncertain"])})
     return curve(cache_path=cache, runs_dir=output, config=config, progress=progress)
 
 
@@ -213,14 +218,16 @@ def run_screen(data: str | Path, output: str | Path, *, backbones: Sequence[str]
                feature_dtype: str = "float16", val_fraction: float = 0.1, test_fraction: float = 0.2,
                group_pattern: str | None = None, seed: int = 0, on_bad_image: str = "fail", overwrite: bool = False,
                keep: int = 1, head: str = "logreg", sweep: str = "quick", fraction: float = 0.1,
-               min_images: int = 200, n_boot: int = 1000, config: ScreenConfig | None = None) -> ScreenResult:
+               min_images: int = 200, n_boot: int = 1000, uncertain: str | Sequence[str] = "ignore",
+               blank: str = "negative", config: ScreenConfig | None = None) -> ScreenResult:
     """`headstart screen`: successive halving over `backbones`, then the survivors extracted fully into OUTPUT.
 
     Takes every option of `run_extract` with the same meaning. Round 1 extracts every candidate on `fraction` of
     train+val (at least `min_images`; whole patients, stratified), sweeps `head` and ranks by val AUROC with
     bootstrap intervals; the bottom half, and any whose interval lies below the leader's, drop out; the subset
     doubles until `keep` remain. Rows staged in a round are reused, never forwarded twice. Writes
-    OUTPUT.screen.json and returns the rounds and survivors.
+    OUTPUT.screen.json and returns the rounds and survivors. Multi-label data ranks by val macro AUROC under
+    `uncertain` / `blank` as in `run_heads`.
     """
     from headstart.studies.screen import ScreenConfig, run_screen as screen
 
@@ -228,7 +235,9 @@ def run_screen(data: str | Path, output: str | Path, *, backbones: Sequence[str]
     if config is not None:
         _refuse_mixed(run_screen, "config", options, list(options))
     else:
-        race = {k: options.pop(k) for k in ("keep", "head", "sweep", "fraction", "min_images", "n_boot")}
+        race = {k: options.pop(k) for k in ("keep", "head", "sweep", "fraction", "min_images", "n_boot", "blank")}
+        uncertain = options.pop("uncertain")
+        race["uncertain"] = uncertain if isinstance(uncertain, str) else list(uncertain)
         config = ScreenConfig(extract=_extract_config(options), **race)
     return screen(data=str(data), output=str(output), config=config)
 

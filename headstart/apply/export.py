@@ -6,6 +6,10 @@ cached head, normalisation -> network -> softmax for a fine-tune. It takes a flo
 with a dynamic batch axis. kNN heads are exported as graph operations (reference rows as a constant, cosine
 top-k, weighted vote), so every head kind exports.
 
+The graph follows the head's link: before anything is exported, a cached head's graph is run on seeded random
+features against the head's own `predict_proba` (per finding for multi-label, whose graph must end in one sigmoid
+per finding, never a softmax), and a head whose graph computes something else is refused.
+
 The export checks itself before writing: ONNX through the project's one exporter (`engines.export.export_onnx`,
 checked in onnxruntime), .pt2 through `apply.pt2` (the re-loaded program), each against PyTorch on a seeded random
 batch, refused above the tolerance. The sidecar `model.json` is written after the model and holds its
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -29,6 +34,7 @@ from headstart.apply.config import EXPORT_SUFFIXES, ExportConfig
 from headstart.apply.exported import OUTPUT_NAME, ExportedScorer, sidecar_path
 from headstart.apply.pt2 import export_pt2
 from headstart.apply.runs import open_run
+from headstart.apply.scorers import CachedHeadScorer, head_proba
 from headstart.backbones.weights import file_sha256
 from headstart.engines.export import export_onnx
 from headstart.errors import ConfigError, DataError, ExportError
@@ -70,6 +76,8 @@ def run_export(*, run: str | Path, output: str | Path, config: ExportConfig) -> 
         raise ExportError(f"{run} averages {card.tta} test-time views (heads --tta on), cut from the decoded image "
                           "before the crop: a graph on the plain crop cannot bake them; score it with `headstart "
                           "predict`, or export the same head's --tta off run")
+    if isinstance(scorer, CachedHeadScorer):
+        check_head_graph(scorer, tolerance=config.tolerance)
     graph = scorer.graph()
     prep = card.preprocessing
     shape = (2, prep.channels, prep.input_size, prep.input_size)
@@ -79,6 +87,7 @@ def run_export(*, run: str | Path, output: str | Path, config: ExportConfig) -> 
                        generator=torch.Generator().manual_seed(0))
     if out.suffix == ".onnx":
         meta = {"headstart.run_id": card.run_id, "headstart.classes": json.dumps(card.classes),
+                "headstart.task": card.task.kind, "headstart.link": card.task.link_name,
                 "headstart.card": sidecar_path(out).name}
         done = export_onnx(Named(graph), example, out, tolerance=config.tolerance, check_input=check, metadata=meta)
     else:
@@ -94,6 +103,27 @@ def run_export(*, run: str | Path, output: str | Path, config: ExportConfig) -> 
                                                       allow_nan=False) + "\n").encode())
     return ExportResult(model=str(out), card=str(sidecar_path(out)), run_id=card.run_id, exporter=done.exporter,
                         max_abs_diff=done.max_abs_diff, tolerance=config.tolerance, seconds=done.seconds)
+
+
+def check_head_graph(scorer: CachedHeadScorer, *, tolerance: float, rows: int = 16) -> float:
+    """Max |graph - predict_proba| of the head alone on seeded random features; ExportError when the graph is not
+    the head's function (a softmax where the run's task links each finding by a sigmoid, say). Findings left out
+    of training are NaN in `predict` and not compared."""
+    card = scorer.card
+    x = torch.randn((rows, int(scorer.head.n_features_in_)), generator=torch.Generator().manual_seed(2))
+    want = head_proba(scorer.head, x.numpy(), card)
+    with torch.no_grad():
+        got = scorer.head_graph()(x).double().numpy()
+    if got.shape != want.shape:
+        raise ExportError(f"{card.run_id}: the {card.head} head's graph gives {got.shape[1]} output(s), the run "
+                          f"has {want.shape[1]} ({card.task.kind}); it cannot be exported")
+    scored = np.isfinite(want).all(axis=0)
+    diff = float(np.abs(got[:, scored] - want[:, scored]).max()) if scored.any() else 0.0
+    if not diff <= tolerance:
+        raise ExportError(f"{card.run_id}: the {card.head} head's graph differs from its predict_proba by "
+                          f"{diff:.2g} > {tolerance:g} on random features; a {card.task.kind} head's graph must end "
+                          f"in its {card.task.link_name}; it is not exported")
+    return diff
 
 
 class Named(nn.Module):

@@ -67,12 +67,13 @@ class ExportedScorer:
             self._run = self._run_pt2
 
     def score(self, images: torch.Tensor) -> np.ndarray:
-        """(B, C, H, W) uint8 crops -> (B, n_classes) probabilities."""
+        """(B, C, H, W) uint8 crops -> (B, n_classes) probabilities (multi-label: NaN for untrained findings,
+        whose graph outputs are 0, as `predict` on the run writes them)."""
         x = images.float().div_(255.0)
         if tuple(x.shape[1:]) != self.input_shape:
             raise DataError(f"{self.path.name} takes inputs of shape (batch, {', '.join(map(str, self.input_shape))}); "
                             f"got {tuple(x.shape)}; resize and crop images as {sidecar_path(self.path).name} says")
-        return self._run(x)
+        return self.card.blank_untrained(self._run(x)) if self.card.multilabel else self._run(x)
 
     def _check_onnx_input(self) -> None:
         inputs = self.engine.session.get_inputs()

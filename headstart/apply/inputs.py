@@ -27,13 +27,17 @@ class Images:
     source: ImageSource
     samples: list[Sample]
     labelled: bool  # True when DATA named a class for every image, all of them among the run's classes
+    raw: np.ndarray | None = None  # multi-label runs: (N, L) raw label codes in the run's finding order
 
 
-def read_images(data: str | Path, classes: list[str]) -> Images:
-    """List DATA as extract would, but without needing labels: a flat folder of images is unlabelled DATA."""
+def read_images(data: str | Path, classes: list[str], *, multilabel: bool = False) -> Images:
+    """List DATA as extract would, but without needing labels: a flat folder of images is unlabelled DATA.
+    A multi-label run reads multi-label DATA's codes for its findings (by name); other labels are not its own."""
     source = detect_source(data, unlabelled=True)
     if not source.samples:
         raise DataError(f"{source.root}: no images found; {EXPECTED}, or a folder of images")
+    if multilabel or getattr(source, "multilabel", False):
+        return _multilabel_images(source, classes, run_multilabel=multilabel)
     labelled = bool(source.classes) and set(source.classes) <= set(classes)
     if source.classes and not labelled:
         extra = sorted(set(source.classes) - set(classes))
@@ -42,6 +46,25 @@ def read_images(data: str | Path, classes: list[str]) -> Images:
     index = {name: i for i, name in enumerate(classes)}
     samples = [replace(s, label=index[source.classes[s.label]] if labelled else UNKNOWN) for s in source.samples]
     return Images(source=source, samples=samples, labelled=labelled)
+
+
+def _multilabel_images(source: ImageSource, findings: list[str], *, run_multilabel: bool) -> Images:
+    """Images of a multi-label source or for a multi-label run: labelled only when both are multi-label and DATA
+    names every finding of the run."""
+    samples = [replace(s, label=UNKNOWN) for s in source.samples]
+    if not (run_multilabel and getattr(source, "multilabel", False)):
+        if source.classes:
+            log.warning("%s has %s labels and the run is %s; predicting without labels", source.root,
+                        "multi-label" if getattr(source, "multilabel", False) else "single-label",
+                        "multi-label" if run_multilabel else "single-label")
+        return Images(source=source, samples=samples, labelled=False)
+    missing = [f for f in findings if f not in source.classes]
+    if missing:
+        log.warning("%s lacks the run's finding(s) %s; predicting without labels", source.root, ", ".join(missing))
+        return Images(source=source, samples=samples, labelled=False)
+    order = [list(source.classes).index(f) for f in findings]
+    raw = np.array([s.labels for s in source.samples], dtype=np.int8).reshape(len(samples), -1)[:, order]
+    return Images(source=source, samples=samples, labelled=True, raw=raw)
 
 
 # The feature-set attributes that decide what a feature means; equal ones mean features a head can read.

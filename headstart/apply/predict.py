@@ -22,9 +22,9 @@ import torch
 from headstart.apply.card import RunCard
 from headstart.apply.config import PredictConfig
 from headstart.apply.inputs import Images, label_map, matching_set, read_images
-from headstart.apply.output import columns, table, write_metrics, write_table
+from headstart.apply.output import columns, multilabel_table, table, write_metrics, write_table
 from headstart.apply.runs import head_card, open_run, read_run
-from headstart.apply.scorers import CachedHeadScorer
+from headstart.apply.scorers import CachedHeadScorer, head_proba
 from headstart.cache.reader import FeatureCache
 from headstart.device import autocast_dtype, cudnn_benchmark, resolve_device
 from headstart.distributed import all_gather_object, barrier, init_distributed, same_outcome
@@ -32,8 +32,9 @@ from headstart.errors import ConfigError, DataError
 from headstart.extract.loader import decode_plan, geometry_key
 from headstart.extract.pipeline import image_batches, start_engines
 from headstart.extract.views import ViewPlan, view_key
-from headstart.heads.fitting import full_proba
+from headstart.data.label_policy import evaluation_targets
 from headstart.heads.views import average_views
+from headstart.tasks.multilabel import ONE_CLASS
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def run_predict(*, run: str | Path, data: str | Path | None, output: str | Path,
             scorer = open_run(run, device=device, amp_dtype=amp_dtype, weights=config.weights)
             card = scorer.card
             workers, threads = decode_plan(config.workers, device, decode=card.decode)
-            images = read_images(data, card.classes)
+            images = read_images(data, card.classes, multilabel=card.multilabel)
             shard = np.array_split(np.arange(len(images.samples)), job.world_size)[job.rank]
             engine, probed = _start_engine(scorer, images, config=config, device=device, amp_dtype=amp_dtype)
             start = time.perf_counter()
@@ -94,16 +95,23 @@ def run_predict(*, run: str | Path, data: str | Path | None, output: str | Path,
         errors = [e for p in parts for e in p[2]]
         seconds = max(p[3] for p in parts)
         ids = [s.id for s in images.samples]
-        labels = np.array([s.label for s in images.samples]) if images.labelled else None
+        labels = _image_labels(images) if images.labelled else None
     result = PredictResult(output=str(out), run_id=card.run_id, classes=card.classes, threshold=card.threshold,
                            n_rows=len(ids), seconds=seconds, engine="" if config.cache is not None else engine)
     skip_mode = config.on_bad_image == "skip"
     result.skipped = [i for i, e in zip(ids, errors) if e]
     result.n_skipped = len(result.skipped)
     if job_main:
-        rows = table(ids, proba, classes=card.classes, threshold=card.threshold, labels=labels,
-                     errors=errors if skip_mode else None)
-        write_table(out, rows, columns(card.classes, labelled=labels is not None, reasons=skip_mode), config.format)
+        _log_untrained(card)
+        if card.multilabel:
+            truth, known = _truth(card, labels) if labels is not None else (None, None)
+            rows = multilabel_table(ids, proba, findings=card.classes, thresholds=card.thresholds(), labels=truth,
+                                    known=known, errors=errors if skip_mode else None)
+        else:
+            rows = table(ids, proba, classes=card.classes, threshold=card.threshold, labels=labels,
+                         errors=errors if skip_mode else None)
+        header = columns(card.classes, labelled=labels is not None, reasons=skip_mode, multilabel=card.multilabel)
+        write_table(out, rows, header, config.format)
         if labels is not None:
             result.metrics, result.metrics_path = _metrics(card, ids, proba, labels, config=config, out=out, data=data,
                                                            engine=result.engine)
@@ -170,19 +178,24 @@ def _from_cache(run: str | Path, config: PredictConfig):
     card = head_card(folder)
     start = time.perf_counter()
     with FeatureCache(config.cache) as cache:
-        cache.require_single_label("predict --cache")
+        if card.multilabel != (cache.task == "multilabel"):
+            raise DataError(f"{cache.path} is {cache.task} but {card.run_id} is {card.task.kind}; pass a cache of "
+                            "the data set's kind of labels, or DATA images")
         name = matching_set(cache.feature_sets, card.feature_set, cache=cache.path)
         X, valid = cache.load(name)
         keep = np.ones(cache.n_samples, dtype=bool) if config.split is None else cache.splits == config.split
         if not keep.any():
             raise DataError(f"{cache.path} has no {config.split} rows; expected one of "
                             f"{', '.join(sorted(set(cache.splits)))}")
-        mapping = label_map(list(cache.classes), card.classes)
         ids, X, valid = [str(i) for i in cache.ids[keep]], X[keep], valid[keep]
-        labels = mapping[cache.labels[keep]] if mapping is not None else None
+        if card.multilabel:
+            labels = _finding_columns(cache.label_matrix[keep], list(cache.classes), card.classes, where=cache.path)
+        else:
+            mapping = label_map(list(cache.classes), card.classes)
+            labels = mapping[cache.labels[keep]] if mapping is not None else None
         views = _cached_tta(cache, name, keep, valid) if card.tta else None
     proba = np.full((len(ids), len(card.classes)), np.nan)
-    proba[valid] = full_proba(folder.head.estimator, X[valid], len(card.classes))
+    proba[valid] = head_proba(folder.head.estimator, X[valid], card)
     if views is not None:
         proba[valid] = average_views(folder.head.estimator, proba[valid], views[valid], len(card.classes))
     errors = ["" if v else "no features: the image was skipped at extraction" for v in valid]
@@ -203,16 +216,65 @@ def _cached_tta(cache: FeatureCache, name: str, keep: np.ndarray, valid: np.ndar
     return views[keep]
 
 
+def _image_labels(images: Images) -> np.ndarray:
+    """(N,) class indices, or for a multi-label run (N, L) raw codes in the run's finding order."""
+    if images.raw is not None:
+        return images.raw
+    return np.array([s.label for s in images.samples])
+
+
+def _finding_columns(raw: np.ndarray | None, have: list[str], findings: list[str], *, where) -> np.ndarray | None:
+    """Raw (N, L) codes reordered to the run's findings; None (predict without labels) when some finding is absent."""
+    missing = [f for f in findings if f not in have]
+    if raw is None or missing:
+        log.warning("%s lacks the run's finding(s) %s; predicting without labels", where,
+                    ", ".join(missing) if raw is not None else "(no /samples/labels)")
+        return None
+    return np.asarray(raw)[:, [have.index(f) for f in findings]]
+
+
+def _truth(card: RunCard, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(0/1 truth, known mask) of raw codes as evaluation reads them: never an uncertain label, blanks by the
+    run's --blank rule (the default reading, negative, when the run names none)."""
+    return evaluation_targets(raw, card.label_policy.get("blank") or "negative", card.classes)
+
+
+def _log_untrained(card: RunCard) -> None:
+    for finding, reason in card.untrained.items():
+        log.warning("finding %s was left out of training (%s); its proba_%s and %s columns are empty", finding,
+                    reason.removeprefix("not trained: "), finding, finding)
+    if card.multilabel:
+        none = [f for f, t in zip(card.classes, card.thresholds()) if t is None and f not in card.untrained]
+        if none:
+            log.warning("finding(s) %s have no frozen threshold (one class among the val rows): their decision "
+                        "columns cut at 0.5", ", ".join(none))
+
+
 def _metrics(card: RunCard, ids: list[str], proba: np.ndarray, labels: np.ndarray, *, config: PredictConfig,
              out: Path, data, engine: str) -> tuple[dict | None, str | None]:
     """The record's metrics (with intervals) of the labelled, scored rows, written next to OUT."""
-    use = np.isfinite(proba).all(axis=1) & (labels >= 0)
-    if not use.any():
-        return None, None
-    metrics = card.task.evaluate(labels[use], proba[use], threshold=card.threshold, n_boot=config.n_boot, seed=0)
+    if card.multilabel:
+        truth, known = _truth(card, labels)
+        scored = np.isfinite(proba)
+        use = scored.any(axis=1) & known.any(axis=1)
+        if not use.any():
+            return None, None
+        metrics = card.task.evaluate(truth[use], np.nan_to_num(proba[use]), threshold=card.thresholds(),
+                                     n_boot=config.n_boot, seed=0, mask=(known & scored)[use])
+        for finding, reason in card.untrained.items():
+            entry = metrics["per_label"].get(finding)
+            if entry is not None and entry.get("reason") == ONE_CLASS:
+                entry["reason"] = f"left out of training: {reason.removeprefix('not trained: ')}"
+        n_skipped = int((~scored.any(axis=1)).sum())
+    else:
+        use = np.isfinite(proba).all(axis=1) & (labels >= 0)
+        if not use.any():
+            return None, None
+        metrics = card.task.evaluate(labels[use], proba[use], threshold=card.threshold, n_boot=config.n_boot, seed=0)
+        n_skipped = int((~np.isfinite(proba).all(axis=1)).sum())
     summary = {"run_id": card.run_id, "data": str(data) if data is not None else None, "cache": config.cache,
                "split": config.split, "engine": engine or None, "n": int(use.sum()),
-               "n_skipped": int((~np.isfinite(proba).all(axis=1)).sum()),
+               "n_skipped": n_skipped, "task": card.task.kind,
                "classes": card.classes, "threshold": card.threshold, "metrics": metrics,
                "run_metrics": card.metrics.get("test")}
     return metrics, str(write_metrics(out, summary))

@@ -71,14 +71,47 @@ def head_card(run: RunFolder) -> RunCard:
     where = str(run.path / HEAD_JSON)
     if not isinstance(spec.get("preprocessing"), dict):
         raise DataError(f"{where}: the feature set spec has no preprocessing; rerun `headstart heads`")
+    kind, classes, threshold, untrained = head_task(head.info, head.classes, head.threshold, where=where)
     return RunCard(
         run_id=str(head.info.get("run_id") or run.path.name), strategy="cached-head",
-        backbone=str(spec.get("backbone", "")), classes=head.classes, threshold=head.threshold,
+        backbone=str(spec.get("backbone", "")), classes=classes, threshold=threshold,
         preprocessing=preprocessing_from(spec["preprocessing"], where=where), head=head.kind,
         decode=str(spec["preprocessing"].get("decode", "cpu")),
         metrics=record.metrics if record else {},
-        dataset=record.dataset if record else {"manifest_hash": spec.get("manifest_hash"), "classes": head.classes},
-        feature_set=spec, tta=int(head.info.get("tta_views", 0)) if head.info.get("tta") == "on" else 0)
+        dataset=record.dataset if record else {"manifest_hash": spec.get("manifest_hash"), "classes": classes},
+        feature_set=spec, tta=int(head.info.get("tta_views", 0)) if head.info.get("tta") == "on" else 0,
+        task_kind=kind, untrained=untrained, label_policy=_policy(head.info, record))
+
+
+def head_task(info: dict, classes: list[str], threshold, *, where: str) -> tuple[str, list[str], object, dict]:
+    """(task kind, output names, threshold, untrained findings) of a saved head or a record. A multi-label one
+    names its findings (`labels`), a threshold object by finding and the findings left out with their reasons."""
+    kind = str(info.get("task") or "")
+    if kind != "multilabel":
+        return kind, classes, threshold, {}
+    findings = [str(f) for f in info.get("labels") or classes]
+    table = info.get("threshold")
+    if info.get("link", "sigmoid") != "sigmoid" or not isinstance(table, dict) or set(table) != set(findings):
+        raise DataError(f"{where}: a multi-label head needs link 'sigmoid' and a threshold object naming each of "
+                        f"its findings; found link {info.get('link')!r}, threshold {table!r}; it is damaged; rerun "
+                        "`headstart heads`")
+    return kind, findings, {f: table[f] for f in findings}, _untrained(info, findings)
+
+
+def _untrained(info: dict, findings: list[str]) -> dict:
+    """{finding: reason} of the findings left out of training: a dict, or a list of {name/finding, reason}."""
+    raw = info.get("untrained") or {}
+    if isinstance(raw, list):
+        raw = {str(e.get("finding", e.get("name"))): e.get("reason") for e in raw if isinstance(e, dict)}
+    return {str(f): str(r or "left out of training") for f, r in raw.items() if str(f) in findings}
+
+
+def _policy(info: dict, record: RunRecord | None) -> dict:
+    """The uncertainty and blank policies a multi-label run trained under (evaluation applies the blank rule)."""
+    stored = info.get("label_policy") if isinstance(info.get("label_policy"), dict) else {}
+    config = record.config if record else {}
+    return {key: stored.get(key, config.get(key)) for key in ("uncertain", "blank")
+            if stored.get(key, config.get(key)) is not None}
 
 
 def open_run(path: str | Path, *, device: torch.device, amp_dtype: torch.dtype | None,
@@ -117,6 +150,9 @@ def _finetuned(run: RunFolder) -> tuple[RunCard, torch.nn.Module]:
     if stored and preprocessing_from(stored, where=str(run.path / RECORD_NAME)) != prep:
         raise DataError(f"{run.path}: {record.backbone} rebuilt here preprocesses as {prep.to_dict()}, the run was "
                         f"trained with {stored}; this installation builds the backbone differently")
+    kind, classes, threshold, untrained = head_task(
+        {**record.dataset, "threshold": record.threshold}, classes, record.threshold, where=str(run.path / RECORD_NAME))
     card = RunCard(run_id=record.run_id, strategy="finetune", backbone=record.backbone, classes=classes,
-                   threshold=record.threshold, preprocessing=prep, metrics=record.metrics, dataset=record.dataset)
+                   threshold=threshold, preprocessing=prep, metrics=record.metrics, dataset=record.dataset,
+                   task_kind=kind, untrained=untrained, label_policy=_policy({}, record))
     return card, net

@@ -5,7 +5,8 @@ the rebuilt `FeatureModel`: the backbone of any provider, the set's layer/pool t
 picked, onnxruntime checked against torch on real rows as extraction checks it), rounds the features to the
 set's storage dtype as the cache did (the head was fitted and tested on those), and applies the saved head with
 the runner's `full_proba`. A fine-tune scorer runs its network on the torch engine (the one plain forward:
-`engines.TorchEngine` after `normalize_batch`) and takes the softmax, as the fine-tune's evaluation does. Both
+`engines.TorchEngine` after `normalize_batch`) and takes its task's link (softmax, or a sigmoid per finding for
+multi-label), as the fine-tune's evaluation does. Both
 also give their function as ONE torch module on [0, 1] images (`graph()`), which is what `export` writes.
 """
 
@@ -54,9 +55,29 @@ class ExpandClasses(nn.Module):
         return p @ self.onehot
 
 
+class ZeroColumns(nn.Module):
+    """Multi-label: the columns of findings left out of training set to 0 in the exported graph (their NaN would
+    fail every exporter's check); the card lists them and `predict` on the model blanks them again."""
+
+    def __init__(self, keep: np.ndarray):
+        super().__init__()
+        self.register_buffer("keep", torch.as_tensor(np.asarray(keep, dtype=bool)).view(1, -1))
+
+    def forward(self, p: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.keep, p, torch.zeros_like(p))
+
+
 class Softmax(nn.Module):
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits, dim=1)
+
+
+class Sigmoid(nn.Module):
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits)
+
+
+LINKS = {"softmax": Softmax, "sigmoid": Sigmoid}  # a task's link_name -> its graph module
 
 
 class OneSet(nn.Module):
@@ -100,7 +121,7 @@ class CachedHeadScorer:
         return self.score_features(self.features(images))
 
     def score_features(self, X: np.ndarray) -> np.ndarray:
-        return full_proba(self.head, np.asarray(X, dtype=np.float32), len(self.card.classes))
+        return head_proba(self.head, X, self.card)
 
     def graph(self) -> nn.Module:
         """[0, 1] images -> probabilities: normalise, the backbone's tap of this set, storage rounding, head."""
@@ -108,15 +129,32 @@ class CachedHeadScorer:
         steps = [Normalise(self.card.preprocessing), features]
         if self.dtype == np.float16:
             steps.append(StorageRound())
-        steps.append(head_module(self.head))
-        fitted, n = np.asarray(self.head.classes_), len(self.card.classes)
-        if len(fitted) != n or not np.array_equal(fitted, np.arange(n)):
+        steps.append(self.head_graph())
+        return nn.Sequential(*steps).eval()
+
+    def head_graph(self) -> nn.Module:
+        """(B, D) features -> the run's probability columns: the head kind's graph (`HeadKind.graph`), then, for
+        a single-label head fitted on fewer classes than the run has, zero columns for the absent ones (for a
+        multi-label head, zero columns for the findings left out of training)."""
+        steps = [head_module(self.head)]
+        fitted, n = np.asarray(getattr(self.head, "classes_", np.arange(len(self.card.classes)))), len(self.card.classes)
+        if not self.card.multilabel and (len(fitted) != n or not np.array_equal(fitted, np.arange(n))):
             steps.append(ExpandClasses(fitted, n))
+        if self.card.multilabel and self.card.untrained:
+            steps.append(ZeroColumns(np.array([f not in self.card.untrained for f in self.card.classes])))
         return nn.Sequential(*steps).eval()
 
 
+def head_proba(head: object, X: np.ndarray, card: RunCard) -> np.ndarray:
+    """A saved head's probabilities on features X: over every class of the run (`full_proba`), or for a
+    multi-label run one sigmoid column per finding, NaN for the findings left out of training."""
+    proba = full_proba(head, np.asarray(X, dtype=np.float32), len(card.classes))
+    return card.blank_untrained(proba) if card.multilabel else proba
+
+
 class FinetuneScorer:
-    """A fine-tuned network: its softmax, as the fine-tune's final evaluation computes it."""
+    """A fine-tuned network: its task's link (softmax; a sigmoid per finding for multi-label), as the fine-tune's
+    final evaluation computes it."""
 
     engine_name = "torch"  # a trained network, not a frozen backbone: no exported graph is cached for it
 
@@ -126,7 +164,8 @@ class FinetuneScorer:
 
     def score(self, images: torch.Tensor) -> np.ndarray:
         logits = self.runner(normalize_batch(images, self.card.preprocessing, device=self.device))
-        return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+        return LINKS[self.card.task.link_name]()(torch.from_numpy(logits)).numpy()
 
     def graph(self) -> nn.Module:
-        return nn.Sequential(Normalise(self.card.preprocessing), self.runner.module.cpu().float(), Softmax()).eval()
+        link = LINKS[self.card.task.link_name]()
+        return nn.Sequential(Normalise(self.card.preprocessing), self.runner.module.cpu().float(), link).eval()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from headstart.cli import Command
-from headstart.cli.options import device_option, feature_sets_option
+from headstart.cli.options import device_option, feature_sets_option, label_policy_options
 from headstart.data.balance import CLASS_WEIGHTS
 from headstart.evaluation import SELECT_METRICS
 from headstart.heads import HEADS, SWEEP_NAMES
@@ -41,15 +41,17 @@ from headstart.evaluation import FIT_METRICS
 @device_option
 @click.option("--n-boot", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Bootstrap resamples behind each point's 95% intervals.")
+@label_policy_options
 def curve(cache_path: str, runs_dir: str, feature_sets: tuple[str, ...], heads: tuple[str, ...],
           sizes: tuple[str, ...], repeats: int, sweep: str, seed: int, val_from_train: bool, metric: str,
           target: float | None, select_metric: str, threshold_rule: str, class_weight: str, device: str,
-          n_boot: int) -> None:
+          n_boot: int, uncertain: tuple[str, ...], blank: str) -> None:
     """Learning curve: test metric against labelled training images, for each feature set and head in CACHE.
 
     Each size is drawn --repeats times (whole patients, stratified by class); each draw sweeps the head,
     selects on val, chooses the threshold on val and scores test once, as `headstart heads` does. A power
     law a - b*n^(-c) fitted to the means gives the plateau and the labels that reach 95% and 99% of it.
+    On a multi-label cache the draws are stratified per finding and the metric is the macro AUROC.
     """
     from headstart.api import run_curve
     from headstart.evaluation.curve_doc import curve_table
@@ -59,7 +61,7 @@ def curve(cache_path: str, runs_dir: str, feature_sets: tuple[str, ...], heads: 
                         heads=list(heads) or ["logreg"], sizes=listed or None, repeats=repeats, sweep=sweep,
                         seed=seed, val_from_train=val_from_train, metric=metric, target=target,
                         select_metric=select_metric, threshold_rule=threshold_rule, class_weight=class_weight,
-                        device=device, n_boot=n_boot)
+                        device=device, n_boot=n_boot, uncertain=list(uncertain) or "ignore", blank=blank)
     for result in results:
         click.echo(curve_table(result.document))
         click.echo(f"-> {result.path}\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from headstart.cli import Command
-from headstart.cli.options import extract_options
+from headstart.cli.options import extract_options, label_policy_options
 from headstart.heads import HEADS, SWEEP_NAMES
 
 
@@ -27,16 +27,19 @@ from headstart.heads import HEADS, SWEEP_NAMES
               help="Round 1 sees at least this many images.")
 @click.option("--n-boot", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Bootstrap resamples behind each val AUROC interval.")
+@label_policy_options
 def screen(data: str, output: str, backbones: tuple[str, ...], engine: str, trust_remote_code: bool, weights: str,
            image_size: int | None, crop: str, batch_size: int, device: str, precision: str, decode: str, workers: int | None,
            feature_dtype: str, val_fraction: float, test_fraction: float, group_pattern: str | None, seed: int, on_bad_image: str,
-           overwrite: bool, keep: int, head: str, sweep: str, fraction: float, min_images: int, n_boot: int) -> None:
+           overwrite: bool, keep: int, head: str, sweep: str, fraction: float, min_images: int, n_boot: int,
+           uncertain: tuple[str, ...], blank: str) -> None:
     """Race the candidate backbones on growing subsets of DATA; extract only the survivors into OUTPUT.
 
     Round 1 extracts every candidate on a tenth of train+val (one decode per image), sweeps the head and ranks
     by val AUROC with bootstrap intervals. The bottom half, and any candidate whose interval lies below the
     leader's, drop out; the subset doubles; until --keep remain. Rows extracted in a round are reused by the
     next and by the final extraction: no image passes twice through one backbone. Losers leave no feature set.
+    Multi-label data (an NIH or CheXpert folder) is ranked by val macro AUROC over the findings.
     """
     from headstart.api import run_screen
     from headstart.studies.screen import screen_table
@@ -47,7 +50,7 @@ def screen(data: str, output: str, backbones: tuple[str, ...], engine: str, trus
         workers=workers, feature_dtype=feature_dtype,
         val_fraction=val_fraction, test_fraction=test_fraction, group_pattern=group_pattern, seed=seed,
         on_bad_image=on_bad_image, overwrite=overwrite, keep=keep, head=head, sweep=sweep, fraction=fraction,
-        min_images=min_images, n_boot=n_boot,
+        min_images=min_images, n_boot=n_boot, uncertain=list(uncertain) or "ignore", blank=blank,
     )
     click.echo(screen_table(result.document))
     click.echo(f"rounds: {result.screen_path}")

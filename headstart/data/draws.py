@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from headstart.data.sampling import Units, take_short, unit_keys
+from headstart.data.sampling import Units, strata_counts, take_short, unit_keys
 from headstart.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -66,15 +66,17 @@ class SizeSpec:
         """The whole train split: one draw, the same for every seed."""
         return self.kind == "fraction" and self.value >= 1.0
 
-    def targets(self, class_counts: np.ndarray) -> np.ndarray:
-        """Images wanted per class, given the pool's count per class (classes absent from the pool want 0)."""
+    def targets(self, class_counts: np.ndarray, n_rows: int | None = None) -> np.ndarray:
+        """Images wanted per class, given the pool's count per class (classes absent from the pool want 0).
+        `n_rows`: the pool's images where they are fewer than the counts' sum (a multi-label pool, whose
+        images count once per finding they show)."""
         counts = np.asarray(class_counts, dtype=np.float64)
         if self.kind == "per_class":
             wanted = np.full(counts.shape, self.value)
         elif self.kind == "fraction":
             wanted = self.value * counts
         else:
-            wanted = self.value * counts / max(counts.sum(), 1.0)
+            wanted = self.value * counts / max(float(n_rows or counts.sum()), 1.0)
         return np.minimum(np.floor(wanted + 0.5), counts).astype(np.int64)  # round half up, never above the pool
 
 
@@ -134,24 +136,33 @@ def draw_subsample(ids: Sequence[str], labels: Sequence[int], groups: Sequence[s
                    seed: int, n_classes: int | None = None) -> Draw:
     """Draw whole patients from the pool (ids, labels, groups) to about `size` images, stratified by class.
 
-    `n_classes` fixes the length of `per_class` (default: the largest label + 1). A class of the pool that the
-    draw could not include shows in `Draw.missing`; the caller decides what that means.
+    `labels` is (N,) class indices, or a multi-label (N, L) 0/1 matrix of known positives: then each finding's
+    positives are a stratum (rows with none a stratum of their own, column L; data.sampling.strata_counts) and
+    `per_class` counts positives per finding. `n_classes` fixes the length of `per_class` (default: the largest
+    label + 1). A class of the pool that the draw could not include shows in `Draw.missing`; the caller decides
+    what that means.
     """
     ids = np.asarray([str(i) for i in ids], dtype=object)
     labels = np.asarray(labels, dtype=np.int64)
     groups = np.asarray(["" if g is None else str(g) for g in groups], dtype=object)
     if not (len(ids) == len(labels) == len(groups)):
         raise ValueError(f"pool arrays differ in length: {len(ids)} ids, {len(labels)} labels, {len(groups)} groups")
-    n_classes = int(n_classes if n_classes is not None else (labels.max() + 1 if labels.size else 0))
-    pool_counts = np.bincount(labels, minlength=n_classes)
+    if labels.ndim == 2:
+        row_counts = strata_counts(labels)[0]
+        n_classes = row_counts.shape[1]
+        pool_counts = row_counts.sum(axis=0)
+    else:
+        n_classes = int(n_classes if n_classes is not None else (labels.max() + 1 if labels.size else 0))
+        pool_counts = np.bincount(labels, minlength=n_classes)
     if size.full:
         chosen = np.arange(len(ids))
     else:  # each class column's target; the sampler's columns are the classes present in the pool
         units = Units.build(ids, groups, labels)
-        target = size.targets(pool_counts)[units.strata.astype(np.int64)]
+        target = size.targets(pool_counts, len(ids))[units.strata.astype(np.int64)]
         chosen = units.rows(take_short(units, target, seed=(int(seed), _DRAW_STREAM)))
+    drawn = row_counts[chosen].sum(axis=0) if labels.ndim == 2 else np.bincount(labels[chosen], minlength=n_classes)
     return Draw(index=np.sort(chosen).astype(np.int64), seed=int(seed), size=size,
-                per_class=tuple(int(n) for n in np.bincount(labels[chosen], minlength=n_classes)),
+                per_class=tuple(int(n) for n in drawn),
                 n_patients=len(set(unit_keys(ids[chosen], groups[chosen]).tolist())),
                 pool_per_class=tuple(int(n) for n in pool_counts))
 

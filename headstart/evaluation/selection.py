@@ -19,13 +19,14 @@ log = logging.getLogger(__name__)
 
 
 def val_score(y_true: np.ndarray, proba: np.ndarray, *, metric: str, threshold_rule: str,
-              task: Task | None = None) -> float:
+              task: Task | None = None, mask: np.ndarray | None = None) -> float:
     """`metric` of one candidate's val probabilities, as the task scores it (cut-dependent metrics at the
-    candidate's own val thresholds); without a task, the single-label task of proba's columns."""
+    candidate's own val thresholds; multi-label: macro over the findings, on the `mask`ed-in labels); without a
+    task, the single-label task of proba's columns."""
     if metric not in SELECT_METRICS:
         raise ConfigError(f"unknown select metric {metric!r}; expected one of {', '.join(SELECT_METRICS)}")
     task = task or task_for_proba(proba)
-    return task.score(y_true, proba, metric=metric, threshold_rule=threshold_rule)
+    return task.score(y_true, proba, metric=metric, threshold_rule=threshold_rule, mask=mask)
 
 
 def larger_is_better(value: float, metric: str) -> float:

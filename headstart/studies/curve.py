@@ -7,6 +7,10 @@ on the full val split (or, with `val_from_train`, by cross-validation inside the
 threshold on val and scores test once (`evaluation.selection` and `evaluation.finish`, as `heads` does).
 `RUNS/curve_<set>_<head>/curve.json` holds every point, a summary per size (mean, sd and the t-interval over
 repeats) and the power law fitted to the test metric (`studies.curve_fit`).
+
+A multi-label cache gets the same curve under its label policy (`uncertain`, `blank`, as `heads` takes them):
+draws are stratified by each finding's positives, each draw's config is selected on val macro AUROC, and the
+curve's metric is the test macro AUROC over the findings (`tasks.multilabel`).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from headstart.heads.fitting import FitSettings, Rows, applied_model, full_proba
 from headstart.heads.registry import get_head
 from headstart.heads.registry import names as head_names
 from headstart.heads.sweep import get_sweep
-from headstart.tasks.factory import task_for_classes
+from headstart.heads.labels import TaskLabels, task_labels
 from headstart.io import write_bytes_atomic
 from headstart.evaluation.curve_doc import CURVE_FORMAT, CURVE_FORMAT_VERSION, CURVE_NAME
 from headstart.evaluation.curve_fit import FIT_METRICS, fit_power_law, mean_ci, standard_error
@@ -66,6 +70,8 @@ class CurveConfig:
     class_weight: str = "balanced"  # as `heads`: inverse class frequency of the subsample
     device: str = "auto"  # torch heads' device
     n_boot: int = 1000  # bootstrap resamples behind each point's 95% intervals
+    uncertain: str | list[str] = "ignore"  # multi-label caches: how uncertain labels train (as `heads --uncertain`)
+    blank: str = "negative"  # multi-label caches: a blank is a negative or unknown (as `heads --blank`)
 
     def validate(self) -> None:
         unknown = [h for h in self.heads if h not in head_names()]
@@ -112,7 +118,8 @@ class _Pools:
     val: Rows
     test: Rows
     dataset: dict
-    n_classes: int
+    n_classes: int  # strata of the draws: classes, or for multi-label the findings
+    multilabel: bool = False
 
 
 def run_curve(*, cache_path: str | Path, runs_dir: str | Path, config: CurveConfig,
@@ -123,14 +130,20 @@ def run_curve(*, cache_path: str | Path, runs_dir: str | Path, config: CurveConf
     device = resolve_device(config.device)
     results = []
     with FeatureCache(cache_path) as cache:
-        cache.require_single_label("curve")
         names = config.feature_sets or [n for n, meta in cache.feature_sets.items() if meta["complete"]]
         if not names:
             raise DataError(f"{cache.path} has no complete feature set; run or finish `headstart extract` first")
-        fit = FitSettings(grid=grid, class_weight=class_weight_mode(config.class_weight),
-                          task=task_for_classes(cache.classes), device=device)
+        labels = task_labels(cache, config)
+        if labels.task.kind == "multilabel" and config.select_metric not in ("auroc", "auprc"):
+            raise ConfigError(f"--select-metric {config.select_metric} is not defined for a multi-label cache; "
+                              "expected auroc or auprc (macro over the findings)")
+        if labels.task.kind == "multilabel" and config.val_from_train:  # heads.fitting.cv_sweep folds by class
+            raise ConfigError("--val-from-train is not available on a multi-label cache yet (its cross-validation "
+                              "stratifies by class); drop it to select each draw on the val split")
+        fit = FitSettings(grid=grid, class_weight=class_weight_mode(config.class_weight), task=labels.task,
+                          device=device)
         for name in names:
-            pools = _pools(cache, name)
+            pools = _pools(cache, name, labels)
             sizes = curve_sizes(config.sizes, n_train=len(pools.train.y), n_classes=pools.n_classes)
             for head in config.heads:
                 results.append(_curve(pools, head, sizes, fit=fit, config=config, runs_dir=Path(runs_dir),
@@ -145,8 +158,10 @@ def curve_sizes(sizes: list[str] | None, *, n_train: int, n_classes: int) -> lis
 
 
 def curve_draw(train: Rows, size: SizeSpec, *, repeat: int, seed: int, n_classes: int) -> Draw:
-    """The draw of one point: repeat r uses seed + r, as `finetune --train-size SIZE --seed seed+r` does."""
-    return draw_subsample(train.ids, train.y, train.groups, size, seed=seed + repeat, n_classes=n_classes)
+    """The draw of one point: repeat r uses seed + r, as `finetune --train-size SIZE --seed seed+r` does
+    (multi-label: stratified by each finding's known positives)."""
+    key = train.y if train.mask is None else ((np.asarray(train.y) == 1) & train.mask).astype(np.int64)
+    return draw_subsample(train.ids, key, train.groups, size, seed=seed + repeat, n_classes=n_classes)
 
 
 def curve_path(runs_dir: str | Path, feature_set: str, head: str) -> Path:
@@ -155,21 +170,29 @@ def curve_path(runs_dir: str | Path, feature_set: str, head: str) -> Path:
     return Path(runs_dir) / f"curve_{safe}_{head}" / CURVE_NAME
 
 
-def _pools(cache: FeatureCache, name: str) -> _Pools:
+def _pools(cache: FeatureCache, name: str, labels: TaskLabels) -> _Pools:
+    """Each split's usable rows; multi-label train rows carry the training policy's targets and mask, val and
+    test rows the scored ones (never an uncertain label), as `heads` reads them (heads.labels)."""
     X, valid = cache.load(name)
+    multilabel = labels.task.kind == "multilabel"
 
     def rows(split: str) -> Rows:
         keep = (cache.splits == split) & valid
-        return Rows(X[keep], cache.labels[keep], cache.ids[keep], cache.groups[keep])
+        y, mask = (labels.y, labels.mask) if split == "train" else (labels.eval_y, labels.eval_mask)
+        return Rows(X[keep], y[keep], cache.ids[keep], cache.groups[keep], mask=None if mask is None else mask[keep])
 
     train, val, test = rows("train"), rows("val"), rows("test")
-    if len(np.unique(train.y)) < 2 or not len(test.y):
-        raise DataError(f"feature set '{name}' in {cache.path} needs train rows of two classes and test rows for a "
-                        f"curve; found {len(train.y)} train and {len(test.y)} test rows; re-extract with those splits")
+    two = labels.task.trainable(train.y, train.mask).any() if multilabel else len(np.unique(train.y)) >= 2
+    if not two or not len(test.y):
+        what = "a finding with both classes among the train rows" if multilabel else "train rows of two classes"
+        raise DataError(f"feature set '{name}' in {cache.path} needs {what} and test rows for a curve; found "
+                        f"{len(train.y)} train and {len(test.y)} test rows; re-extract with those splits")
     meta = cache.feature_sets[name]
     dataset = {"manifest_hash": cache.root_attrs.get("manifest_hash"), "classes": list(cache.classes),
-               "cache": str(cache.path)}
-    return _Pools(name, str(meta.get("backbone") or name), train, val, test, dataset, len(cache.classes))
+               "task": labels.task.kind, "cache": str(cache.path)}
+    if multilabel:
+        dataset.update(labels=list(labels.task.names), label_policy=labels.policy)
+    return _Pools(name, str(meta.get("backbone") or name), train, val, test, dataset, len(cache.classes), multilabel)
 
 
 def _curve(pools: _Pools, head: str, sizes: list[SizeSpec], *, fit: FitSettings, config: CurveConfig,
@@ -183,7 +206,7 @@ def _curve(pools: _Pools, head: str, sizes: list[SizeSpec], *, fit: FitSettings,
                                 disable=None if progress else True) as bar:
         for size, repeat in draws:
             draw = curve_draw(pools.train, size, repeat=repeat, seed=config.seed, n_classes=pools.n_classes)
-            if draw.missing:
+            if draw.missing and not pools.multilabel:  # multi-label: heads leave such a finding out, with a warning
                 notes.append(f"{size.label} repeat {repeat}: skipped, the draw of {draw.n} images holds no image of "
                              f"class(es) {', '.join(pools.dataset['classes'][i] for i in draw.missing)}")
             else:
@@ -222,7 +245,8 @@ def _point(pools: _Pools, head: str, draw: Draw, *, repeat: int, fit: FitSetting
     select = pools.val.take(np.zeros(0, dtype=np.int64)) if config.val_from_train else pools.val
     sweep = run_sweep(head, {"train": train, "val": select}, fit=fit, seed=draw.seed)
     scores = [val_score(sweep.select_rows.y, c.val_proba, metric=config.select_metric,
-                        threshold_rule=config.threshold_rule, task=fit.task) for c in sweep.candidates]
+                        threshold_rule=config.threshold_rule, task=fit.task, mask=sweep.select_rows.mask)
+              for c in sweep.candidates]
     # after cross-validation inside the draw: the chosen config fitted on the draw minus a held-out fifth, whose
     # threshold is chosen on that fifth (heads.fitting.applied_model)
     applied = applied_model(head, sweep, sweep.candidates[best_index(scores, metric=config.select_metric)], train,
@@ -231,9 +255,9 @@ def _point(pools: _Pools, head: str, draw: Draw, *, repeat: int, fit: FitSetting
     test = pools.test
 
     def predict() -> dict[str, SplitPredictions]:
-        return {"val": SplitPredictions(rows.ids, rows.y, cand.val_proba, rows.groups),
+        return {"val": SplitPredictions(rows.ids, rows.y, cand.val_proba, rows.groups, rows.mask),
                 "test": SplitPredictions(test.ids, test.y, full_proba(cand.estimator, test.X, fit.n_classes),
-                                         test.groups)}
+                                         test.groups, test.mask)}
 
     outline = RunOutline(run_id=make_run_id("cached-head", pools.feature_set, head, draw.seed,
                                             variant=f"train-{draw.size.slug}"),

@@ -7,6 +7,10 @@ through the cache's own staging area (`<CACHE>.parts/`): each round stages only 
 forwarded yet, and the survivors' final extraction on all rows resumes from what the rounds staged, so no image
 passes twice through one backbone with one preprocessing. Publishing writes only the survivors' sets; the losers'
 staged rows are dropped with the staging area. `CACHE.screen.json` records every round.
+
+Multi-label data races the same way under a label policy (`uncertain`, `blank`, as `heads` takes them): subsets
+are stratified by each finding's known positives and by split, and candidates are ranked by val macro AUROC over
+the findings (with the patient-resampled interval the task's records give it, `MultilabelTask.evaluate`).
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from headstart.heads import SWEEP_NAMES
 from headstart.heads.fitting import FitSettings, Rows, run_sweep
 from headstart.heads.registry import names as head_names
 from headstart.heads.sweep import get_sweep
-from headstart.tasks.factory import task_for_classes
+from headstart.heads.labels import TaskLabels, task_labels
 from headstart.io import write_bytes_atomic
 from headstart.studies.screen_rounds import Standing, decide, grow_subset, round_sizes
 from headstart.versions import collect_versions
@@ -63,6 +67,8 @@ class ScreenConfig:
     fraction: float = 0.1  # round 1's share of train+val
     min_images: int = 200  # round 1 sees at least this many images (or all of train+val)
     n_boot: int = 1000  # bootstrap resamples behind each val AUROC interval
+    uncertain: str | list[str] = "ignore"  # multi-label data: how uncertain labels train (as `heads --uncertain`)
+    blank: str = "negative"  # multi-label data: a blank is a negative or unknown (as `heads --blank`)
 
     def validate(self) -> None:
         self.extract.validate()
@@ -99,6 +105,7 @@ class _Race:
     specs: dict  # name -> FeatureSetSpec
     device: object
     pool: np.ndarray  # cache rows of train and val
+    labels: TaskLabels | None = None  # the task and its per-row targets (multi-label: training and scored ones)
     seconds: dict = field(default_factory=dict)  # name -> extraction seconds spent on it so far
 
 
@@ -123,8 +130,8 @@ def run_screen(*, data: str, output: str | Path, config: ScreenConfig) -> Screen
                                  trust_remote_code=ex.trust_remote_code, crop=ex.crop)  # each candidate's own feature, one set
     backbones = {m.name: m for m in built}  # by full name (with provider prefix), as the feature sets are named
     dataset = build_dataset(data, split_config=ex.split, find_duplicates=True, source_options=ex.source)
-    dataset.require_single_label("screen")
     table = samples_table(dataset, data=data, config=ex)
+    labels = task_labels(table, config)  # the table holds what a cache holds: task, classes, labels, label_matrix
     # each candidate's engine, as `extract` picks it: onnxruntime is checked on the data set's first real images
     # before any set is named after it, and falls back to torch (one warning line) when it disagrees
     start_engines(built, dataset, spec=ex.engine, device=device, amp_dtype=autocast_dtype(ex.precision, device))
@@ -132,7 +139,8 @@ def run_screen(*, data: str, output: str | Path, config: ScreenConfig) -> Screen
                                   decode=ex.decode, precision=m.engine.describe()["precision"],
                                   random_state=rebuild_attrs(m.backbone, seed=ex.seed)) for m in built}
     pool = np.flatnonzero(np.isin(np.asarray(table.splits), ["train", "val"]))
-    race = _Race(config, out, dataset, table, backbones, specs, device, pool, {name: 0.0 for name in backbones})
+    race = _Race(config, out, dataset, table, backbones, specs, device, pool, labels=labels,
+                 seconds={name: 0.0 for name in backbones})
 
     with Timer(device=device) as timer:
         rounds, survivors = _rounds(race)
@@ -140,6 +148,7 @@ def run_screen(*, data: str, output: str | Path, config: ScreenConfig) -> Screen
     document = {
         "format": SCREEN_FORMAT, "format_version": 1, "cache": str(out), "candidates": list(backbones),
         "keep": config.keep, "head": config.head, "rounds": rounds, "survivors": survivors,
+        "task": labels.task.kind, "metric": "macro auroc" if labels.task.kind == "multilabel" else "auroc",
         "extract_seconds": race.seconds, "final_extract_seconds": final_seconds,
         "timing": {"seconds": timer.seconds}, "config": asdict(config),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": collect_versions(),
@@ -155,9 +164,8 @@ def _rounds(race: _Race) -> tuple[list[dict], list[str]]:
     config, table = race.config, race.table
     alive = list(race.backbones)
     ids = np.asarray(table.ids, dtype=object)[race.pool]
-    labels = np.asarray(table.labels)[race.pool]
     is_val = (np.asarray(table.splits)[race.pool] == "val").astype(np.int64)
-    strata = labels * 2 + is_val  # class x split: each subset keeps val's share of every class
+    strata = _strata(race.labels, race.pool, is_val)
     groups = np.asarray(table.groups, dtype=object)[race.pool]
     have = np.zeros(0, dtype=np.int64)
     rounds: list[dict] = []
@@ -175,6 +183,16 @@ def _rounds(race: _Race) -> tuple[list[dict], list[str]]:
         log.info("screen round %d on %d images: %s", i + 1, len(rows),
                  "; ".join(f"{r['backbone']} {r['val_auroc']:.3f}" for r in results))
     return rounds, alive
+
+
+def _strata(labels: TaskLabels, pool: np.ndarray, is_val: np.ndarray) -> np.ndarray:
+    """The subsets' stratification key: class x split (N,), or multi-label an (N, 2 (L + 1)) count matrix of
+    each finding's known positives and of rows with none, x split (data.sampling.strata_counts)."""
+    if labels.task.kind != "multilabel":
+        return np.asarray(labels.y)[pool] * 2 + is_val
+    positive = (np.asarray(labels.y)[pool] == 1) & np.asarray(labels.mask)[pool]
+    key = np.column_stack([positive, ~positive.any(axis=1)]).astype(np.int64)
+    return np.column_stack([key * (1 - is_val)[:, None], key * is_val[:, None]])
 
 
 def _extract(race: _Race, names: list[str], *, rows: np.ndarray | None) -> tuple[dict[str, float], dict | None]:
@@ -218,32 +236,61 @@ def _stats(race: _Race, names: list[str]) -> dict[str, dict]:
 def _rank(race: _Race, names: list[str], rows: np.ndarray, spent: dict[str, float],
           features: dict) -> tuple[list[Standing], list]:
     """Sweep the head on each candidate's subset features; val AUROC of the selected config, with its interval."""
-    config, table = race.config, race.table
+    config, table, task_rows = race.config, race.table, race.labels
     split = np.asarray(table.splits)[rows]
-    labels, ids, groups = (np.asarray(table.labels)[rows], np.asarray(table.ids, dtype=object)[rows],
-                           np.asarray(table.groups, dtype=object)[rows])
-    fit = FitSettings(grid=get_sweep(config.sweep), class_weight="balanced", task=task_for_classes(table.classes),
-                      device=race.device)
+    ids, groups = np.asarray(table.ids, dtype=object)[rows], np.asarray(table.groups, dtype=object)[rows]
+    fit = FitSettings(grid=get_sweep(config.sweep), class_weight="balanced", task=task_rows.task, device=race.device)
     standings, results = [], []
     for name in names:
         X, valid = features[name]
-        parts = {s: Rows(X[m], labels[m], ids[m], groups[m]) for s in ("train", "val")
+        parts = {s: _part(task_rows, X, rows, m, ids, groups, s) for s in ("train", "val")
                  for m in [(split == s) & valid]}
-        if len(np.unique(parts["train"].y)) < 2 or len(np.unique(parts["val"].y)) < 2:
-            raise DataError(f"a screening subset of {len(rows)} images lacks a class in its train or val rows; raise "
-                            f"--min-images or the val fraction so every round sees every class in both")
+        _require_both_classes(fit.task, parts, len(rows))
         sweep = run_sweep(config.head, parts, fit=fit, seed=config.extract.seed)
-        scores = [val_score(parts["val"].y, c.val_proba, metric="auroc", threshold_rule="youden", task=fit.task)
-                  for c in sweep.candidates]
+        scores = [val_score(parts["val"].y, c.val_proba, metric="auroc", threshold_rule="youden", task=fit.task,
+                            mask=parts["val"].mask) for c in sweep.candidates]
         best = best_index(scores, metric="auroc")
-        ci = bootstrap_ci(parts["val"].y, sweep.candidates[best].val_proba, threshold=None, metrics=("auroc",),
-                          n_boot=config.n_boot, seed=config.extract.seed)["auroc"]
+        ci = _val_ci(fit.task, parts["val"], sweep.candidates[best].val_proba, n_boot=config.n_boot,
+                     seed=config.extract.seed)
         standings.append(Standing(name, float(scores[best]), (float(ci[0]), float(ci[1]))))
         results.append({"backbone": name, "val_auroc": scores[best], "val_auroc_ci": ci,
                         "seconds": spent.get(name, 0.0) + sweep.seconds, "extract_seconds": spent.get(name, 0.0),
                         "head_seconds": sweep.seconds, "selected": sweep.candidates[best].params,
                         "n_train": len(parts["train"].y), "n_val": len(parts["val"].y)})
     return standings, results
+
+
+def _part(labels: TaskLabels, X: np.ndarray, rows: np.ndarray, m: np.ndarray, ids: np.ndarray, groups: np.ndarray,
+          split: str) -> Rows:
+    """One split of a round's subset: train rows with the training targets (and mask), val rows with the scored
+    ones (multi-label: never an uncertain label), as `heads` reads them."""
+    y, mask = (labels.y, labels.mask) if split == "train" else (labels.eval_y, labels.eval_mask)
+    y = np.asarray(y)[rows]
+    return Rows(X[m], y[m], ids[m], groups[m], mask=None if mask is None else np.asarray(mask)[rows][m])
+
+
+def _require_both_classes(task, parts: dict[str, Rows], n_rows: int) -> None:
+    if task.kind == "multilabel":
+        val = parts["val"]
+        scorable = (((val.y == 1) & val.mask).any(axis=0) & ((val.y == 0) & val.mask).any(axis=0)).any()
+        if task.trainable(parts["train"].y, parts["train"].mask).any() and scorable:
+            return
+        what = "no finding with both classes in its train or val rows"
+    elif len(np.unique(parts["train"].y)) >= 2 and len(np.unique(parts["val"].y)) >= 2:
+        return
+    else:
+        what = "a class missing from its train or val rows"
+    raise DataError(f"a screening subset of {n_rows} images has {what}; raise --min-images or the val fraction so "
+                    f"every round sees every class in both")
+
+
+def _val_ci(task, val: Rows, proba: np.ndarray, *, n_boot: int, seed: int) -> list[float]:
+    """The 95% interval of the selected config's val AUROC (multi-label: of the macro over the findings, as a
+    record's `metrics.val.auroc_ci`, resampling patients)."""
+    if task.kind == "multilabel":
+        return task.evaluate(val.y, proba, threshold=None, n_boot=n_boot, seed=seed, mask=val.mask,
+                             groups=val.groups)["auroc_ci"]
+    return bootstrap_ci(val.y, proba, threshold=None, metrics=("auroc",), n_boot=n_boot, seed=seed)["auroc"]
 
 
 def _subset_features(race: _Race, writer: CacheWriter, names: list[str], rows: np.ndarray) -> dict:
@@ -266,13 +313,14 @@ def _subset_features(race: _Race, writer: CacheWriter, names: list[str], rows: n
 def screen_table(document: dict) -> str:
     """The printed summary: one line per round and candidate, then the survivors."""
     lines = []
+    metric = "val macro AUROC" if document.get("task") == "multilabel" else "val AUROC"
     for entry in document["rounds"]:
         lines.append(f"round {entry['round']}: {entry['n_images']} images")
         dropped = {d["backbone"]: d["reason"] for d in entry["dropped"]}
         for r in sorted(entry["results"], key=lambda r: -r["val_auroc"] if math.isfinite(r["val_auroc"]) else 0):
             ci = r["val_auroc_ci"]
             fate = f"dropped: {dropped[r['backbone']]}" if r["backbone"] in dropped else "continues"
-            lines.append(f"  {r['backbone']:<24} val AUROC {r['val_auroc']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]  "
+            lines.append(f"  {r['backbone']:<24} {metric} {r['val_auroc']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]  "
                          f"{r['seconds']:7.1f} s  {fate}")
     lines.append(f"survivors: {', '.join(document['survivors'])} (extracted on all rows into {document['cache']})")
     return "\n".join(lines)

@@ -98,6 +98,7 @@ def _expect_curve(bound, tmp):
         "heads": ["knn", "logreg"], "sizes": ["k=1", "k=2", "10%"], "repeats": 2, "sweep": "default", "seed": 3,
         "val_from_train": True, "metric": "balanced_accuracy", "target": 0.9, "select_metric": "f1",
         "threshold_rule": "sensitivity:0.9", "class_weight": "none", "device": "cpu", "n_boot": 20,
+        "uncertain": ["ones:Edema", "zeros"], "blank": "unknown",
     }
     assert set(bound.signature.parameters) - set(bound.arguments) == {"config", "progress"}
 
@@ -112,7 +113,8 @@ def _screen_result(tmp):
 
 def _expect_screen(bound, tmp):
     expected = _extract_call(tmp)
-    expected.update(keep=2, head="knn", sweep="default", fraction=0.2, min_images=50, n_boot=30)
+    expected.update(keep=2, head="knn", sweep="default", fraction=0.2, min_images=50, n_boot=30, uncertain="ignore",
+                    blank="negative")
     assert bound.arguments == expected
     assert set(bound.signature.parameters) - set(bound.arguments) == {"config"}
 
@@ -200,7 +202,8 @@ CASES: dict[str, Case] = {
                                "--head", "logreg", "--sizes", "k=1,k=2", "--sizes", "10%", "--repeats", "2",
                                "--sweep", "default", "--seed", "3", "--val-from-train", "--metric",
                                "balanced_accuracy", "--target", "0.9", "--select-metric", "f1", "--threshold-rule",
-                               "sensitivity:0.9", "--class-weight", "none", "--device", "cpu", "--n-boot", "20"],
+                               "sensitivity:0.9", "--class-weight", "none", "--device", "cpu", "--n-boot", "20",
+                               "--uncertain", "ones:Edema", "--uncertain", "zeros", "--blank", "unknown"],
                   result=lambda tmp: [], expect=_expect_curve),
     "screen": Case("headstart.api:run_screen",
                    lambda tmp: ["screen", "DATA", "-o", str(tmp / "c.h5"), *EXTRACT_SHARED, "--keep", "2", "--head", "knn",

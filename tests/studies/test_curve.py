@@ -157,3 +157,47 @@ def point_size(point):
     from headstart.data.draws import parse_size
 
     return parse_size(point["size"])
+
+
+def test_multilabel_curve_draws_per_finding_and_ranks_by_macro_auroc(tmp_path):
+    """A multi-label cache: draws keep each finding's share of positives, every point's metric is the test macro
+    AUROC over the findings, and the whole-train point selects and scores what `heads` selects and scores."""
+    import headstart
+    from tests.heads.multilabel_cache import FINDINGS, make_multilabel_cache
+
+    cache = make_multilabel_cache(tmp_path / "ml.h5", n=300)
+    (result,) = run_curve(cache_path=cache, runs_dir=tmp_path / "runs", progress=False,
+                          config=CurveConfig(sizes=["50%"], repeats=2, n_boot=20, device="cpu"))
+    doc = result.document
+    assert doc["dataset"]["task"] == "multilabel" and doc["dataset"]["labels"] == list(FINDINGS)
+    half = [p for p in doc["points"] if p["size"] == "50%"]
+    full = next(p for p in doc["points"] if p["size"] == "100%")
+    assert len(half) == 2
+    for p in half:  # per_class counts each finding's positives (then the rows with none): about half of each
+        assert np.allclose(p["per_class"], np.array(full["per_class"]) / 2, atol=3)
+    for p in doc["points"]:
+        per = p["metrics"]["test"]["per_label"]
+        scored = [per[f]["auroc"] for f in FINDINGS if per[f]["auroc"] is not None]
+        assert p["metrics"]["test"]["auroc"] == pytest.approx(np.mean(scored))
+        assert set(p["threshold"]) == set(FINDINGS)
+    (record,) = headstart.run_heads(cache, tmp_path / "heads", heads=["logreg"], sweep="quick", n_boot=20,
+                                    device="cpu", progress=False)
+    scores = record.config["sweep_scores"]  # val macro AUROC of each C, as heads ranked them
+    best = max(scores, key=lambda s: s["auroc"])
+    assert full["selected"]["C"] == record.config["C"] == best["C"]
+    assert full["metrics"]["test"]["auroc"] == pytest.approx(record.metrics["test"]["auroc"])
+    assert doc["summary"][-1]["test"]["auroc"]["mean"] == pytest.approx(record.metrics["test"]["auroc"])
+
+
+def test_multilabel_curve_refuses_what_it_cannot_do_in_one_line(tmp_path):
+    from headstart.errors import ConfigError
+    from tests.heads.multilabel_cache import make_multilabel_cache
+
+    cache = make_multilabel_cache(tmp_path / "ml.h5", n=100)
+    with pytest.raises(ConfigError, match="--val-from-train is not available on a multi-label cache"):
+        run_curve(cache_path=cache, runs_dir=tmp_path / "runs", progress=False,
+                  config=CurveConfig(sizes=["50%"], val_from_train=True, device="cpu"))
+    with pytest.raises(ConfigError, match="--select-metric f1 is not defined for a multi-label cache"):
+        run_curve(cache_path=cache, runs_dir=tmp_path / "runs", progress=False,
+                  config=CurveConfig(sizes=["50%"], select_metric="f1", device="cpu"))
+    assert not (tmp_path / "runs").exists()

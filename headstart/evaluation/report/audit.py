@@ -50,6 +50,7 @@ def audit_blocks(doc: dict, *, level: int = 1) -> list[Block]:
         blocks += [Heading(sub, "Patient groups in more than one split"),
                    BulletList([f"{g.get('group')}: " + ", ".join(f"{s} {n}" for s, n in (g.get("splits") or {}).items())
                                for g in leaked])]
+    blocks += _per_finding_blocks(doc, sub)
     features = (doc.get("metadata_baseline") or {}).get("features")
     if features:
         blocks += [Heading(sub, "Metadata features"), Paragraph(", ".join(map(str, features)))]
@@ -62,6 +63,27 @@ def audit_blocks(doc: dict, *, level: int = 1) -> list[Block]:
                                                  for c in classes)] for s, b in balance.items()],
                          [False, True, *([True] * len(classes))])]
     return blocks + _fix_blocks(doc.get("fix"), sub)
+
+
+def _per_finding_blocks(doc: dict, level: int) -> list[Block]:
+    """A multi-label audit: each finding's metadata baseline and shuffled-label floor (their `per_label`)."""
+    meta = (doc.get("metadata_baseline") or {}).get("per_label") or {}
+    shuffle = (doc.get("label_shuffle") or {}).get("per_label") or {}
+    if not meta and not shuffle:
+        return []
+    rows = []
+    for name in list(dict.fromkeys([*meta, *shuffle])):
+        m, f = meta.get(name) or {}, shuffle.get(name) or {}
+        ci = m.get("auroc_ci") or [None, None]
+        status = "skipped" if m.get("skipped") else ("FLAGGED" if m.get("flagged") else "ok")
+        rows.append([name, _num(m.get("auroc"), ".3f"), f"[{_num(ci[0], '.3f')}, {_num(ci[1], '.3f')}]", status,
+                     _num(m.get("n_test"), "d"), _num(f.get("auroc_mean"), ".3f"), _num(f.get("real_auroc"), ".3f")])
+    return [Heading(level, "Per finding (multi-label)"),
+            Paragraph("Each finding audited as its own binary question on the rows where it is scored: the "
+                      "metadata-only test AUROC with its 95% interval, and the mean test AUROC of heads trained on "
+                      "shuffled labels beside the reference head's."),
+            Table(["finding", "metadata AUROC", "95% CI", "metadata", "n test", "shuffled AUROC", "reference AUROC"],
+                  rows, [False, True, True, False, True, True, True])]
 
 
 def _fix_blocks(fix: dict | None, level: int) -> list[Block]:

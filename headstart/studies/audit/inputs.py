@@ -10,6 +10,7 @@ import numpy as np
 
 from headstart.cache.meta import MetaTable, read_cache_meta
 from headstart.cache.reader import FeatureCache
+from headstart.data.label_policy import evaluation_targets
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,9 @@ class AuditInputs:
     features: np.ndarray | None = None  # (N, D) float32
     valid: np.ndarray | None = None  # (N,) bool: False where the image was skipped at extraction
     feature_note: str = ""  # why `features` is None
+    task: str = "binary"  # binary | multiclass | multilabel (then `classes` are the findings, `labels` all 0)
+    truth: np.ndarray | None = None  # multilabel: (N, L) 0/1 as evaluation reads it (blank = negative)
+    known: np.ndarray | None = None  # multilabel: (N, L) bool, False where uncertain (never scored)
 
     @property
     def n(self) -> int:
@@ -47,10 +51,12 @@ def load_inputs(path: str | Path, *, feature_set: str | None = None) -> AuditInp
     """Read a cache for the audit. `feature_set` None picks the first complete set; a named set that is missing or
     incomplete raises CacheError (the user asked for it); a cache with no complete set audits without features."""
     with FeatureCache(path) as cache:
-        cache.require_single_label("audit")
         inputs = AuditInputs(path=str(path), ids=cache.ids, labels=cache.labels, splits=cache.splits,
                              groups=cache.groups, classes=list(cache.classes), root_attrs=dict(cache.root_attrs),
-                             meta=MetaTable())
+                             meta=MetaTable(), task=cache.task)
+        if cache.task == "multilabel":  # scored as evaluation scores: uncertain never, a blank as a negative
+            inputs.truth, inputs.known = evaluation_targets(cache.label_matrix, "negative", inputs.classes)
+            inputs.labels = np.zeros(cache.n_samples, dtype=np.int64)
         complete = [name for name, m in cache.feature_sets.items() if m["complete"]]
         name = feature_set or (complete[0] if complete else None)
         if name is None:

@@ -16,6 +16,9 @@ from headstart.studies.audit.fix import SplitFix, fix_splits
 from headstart.studies.audit.inputs import AuditInputs, load_inputs
 from headstart.studies.audit.leakage import patient_leakage
 from headstart.studies.audit.metadata import metadata_baseline
+from headstart.studies.audit.multilabel import (
+    fit_multilabel_reference, metadata_per_finding, multilabel_power, multilabel_shift, multilabel_shuffle,
+)
 from headstart.studies.audit.near_duplicates import near_duplicates
 from headstart.studies.audit.power import test_power
 from headstart.studies.audit.reference import fit_reference
@@ -85,14 +88,21 @@ def run_audit(cache_path: str | Path, *, config: AuditConfig | None = None, prog
         if on_result is not None:
             on_result(result)
 
-    record(_guarded("metadata_baseline", lambda: metadata_baseline(inputs, config)))
+    multilabel = inputs.task == "multilabel"  # label checks per finding (studies.audit.multilabel)
+    record(_guarded("metadata_baseline", lambda: (metadata_per_finding if multilabel else metadata_baseline)(
+        inputs, config)))
     record(_guarded("near_duplicates", lambda: near_duplicates(inputs, config, progress=progress), all_threads=True))
     record(_guarded("patient_leakage", lambda: patient_leakage(inputs)))
     with _one_blas_thread():
         reference = _reference(inputs, config)
-    record(_guarded("label_shuffle", lambda: label_shuffle(inputs, reference, config)))
-    record(_guarded("split_shift", lambda: split_shift(inputs, reference, config)))
-    record(_guarded("test_power", lambda: test_power(inputs, reference, config)))
+    if multilabel:
+        record(_guarded("label_shuffle", lambda: multilabel_shuffle(reference, config)))
+        record(_guarded("split_shift", lambda: multilabel_shift(inputs, config)))
+        record(_guarded("test_power", multilabel_power))
+    else:
+        record(_guarded("label_shuffle", lambda: label_shuffle(inputs, reference, config)))
+        record(_guarded("split_shift", lambda: split_shift(inputs, reference, config)))
+        record(_guarded("test_power", lambda: test_power(inputs, reference, config)))
     report.seconds = time.perf_counter() - start
     if config.fix:
         report.fix = fix_splits(str(cache_path), report.check("near_duplicates"), confirm=config.confirm_test)
@@ -101,7 +111,7 @@ def run_audit(cache_path: str | Path, *, config: AuditConfig | None = None, prog
 
 def _reference(inputs: AuditInputs, config: AuditConfig):
     try:
-        return fit_reference(inputs, config)
+        return (fit_multilabel_reference if inputs.task == "multilabel" else fit_reference)(inputs, config)
     except DataError as exc:
         return f"the reference head cannot be fitted ({one_line(exc)})"
 
