@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from headstart.cache.fingerprint import compute_fingerprint, compute_samples_sha256
-from headstart.cache.request import FeatureSetSpec, SamplesTable
+from headstart.cache.plan import FeatureSetSpec, SamplesTable
 from headstart.cache.schema import CHUNK_BYTES, EXTERNAL, FEATURE_DTYPES
 from headstart.cache.writer import CacheWriter
 from headstart.data.labelcodes import codes_from_array

@@ -17,19 +17,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from headstart.cache.schema import (
-    FEATURE_JSON_ATTRS,
-    FEATURES,
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    LABEL_MATRIX,
-    ROOT_PLAIN_ATTRS,
-    SAMPLE_FIELDS,
-    SAMPLES,
-    VALID,
-    staging_dir,
-)
-from headstart.cache.undo import journal_path
+from headstart.cache.schema import (FEATURE_JSON_ATTRS, FEATURES, FORMAT_NAME, FORMAT_VERSION, LABEL_MATRIX,
+                                    ROOT_PLAIN_ATTRS, SAMPLE_FIELDS, SAMPLES, VALID, journal_path, staging_dir)
 from headstart.errors import one_line
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"

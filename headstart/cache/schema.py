@@ -48,6 +48,7 @@ SET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-:+]*$")  # `:`/`+`: backbon
 
 STAGING_SUFFIX = ".parts"  # sibling folder holding an in-progress extraction (state.json, row journals)
 LOCK_SUFFIX = ".lock"  # sibling file flock-ed by the single writer
+JOURNAL_SUFFIX = ".journal"  # sibling undo journal of an in-place add (publish.py)
 STAGING_STATE = "state.json"
 STAGING_FORMAT = "headstart-staging"
 STAGING_VERSION = 2  # 2: rows written into set files with a row journal (1: npz parts)
@@ -75,3 +76,9 @@ def lock_path(path: str | Path) -> Path:
 def chunk_rows(dim: int, itemsize: int, n_rows: int) -> int:
     """Rows per chunk so that one chunk holds about CHUNK_BYTES."""
     return max(1, min(n_rows, CHUNK_BYTES // max(1, dim * itemsize)))
+
+
+def journal_path(path: str | Path) -> Path:
+    """The undo journal beside `path` while feature sets are added to it in place."""
+    path = Path(path)
+    return path.with_name(path.name + JOURNAL_SUFFIX)

@@ -20,7 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from headstart.cache.request import CacheRequest
+from headstart.cache.plan import CacheRequest
 from headstart.cache.schema import (LIBVER, SET_FEATURES, SET_VALID, chunk_rows, set_file_name, staging_dir)
 from headstart.cache.staging import StagingArea, copy_rows, disk_errors, read_rows, staged_conflict, write_rows
 from headstart.data.imagemeta import ImageMeta, meta_records

@@ -21,11 +21,10 @@ import torch
 
 from headstart.backbones.sanity import EmbeddingStats
 from headstart.backbones.weights import rebuild_attrs, torchvision_gflops
-from headstart.cache.lock import WriterLock
-from headstart.cache.request import CacheRequest, FeatureSetSpec, SamplesTable
+from headstart.cache.plan import CacheRequest, FeatureSetSpec, SamplesTable
 from headstart.cache.schema import lock_path
 from headstart.cache.stager import Stager, WriteBehind
-from headstart.cache.writer import CacheWriter, plan_for
+from headstart.cache.writer import CacheWriter, WriterLock, plan_for
 from headstart.data.dataset import build_dataset, manifest_hash
 from headstart.data.imagemeta import from_text
 from headstart.data.types import Dataset
