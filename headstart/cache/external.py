@@ -12,18 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from headstart.cache.fingerprint import compute_fingerprint, compute_samples_sha256
-from headstart.cache.plan import FeatureSetSpec, SamplesTable
+from headstart.cache.plan import FeatureSetSpec, SamplesTable, table_problems
 from headstart.cache.schema import CHUNK_BYTES, EXTERNAL, FEATURE_DTYPES
 from headstart.cache.writer import CacheWriter
 from headstart.data.labelcodes import codes_from_array
-from headstart.data.types import SPLITS
 from headstart.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -86,16 +84,6 @@ def _table(*, ids, labels, splits, classes, groups) -> SamplesTable:
         raise DataError(f"classes are {classes}; expected at least two distinct class names")
     groups = [""] * n if groups is None else ["" if g is None else str(g) for g in groups]
     splits = [str(s) for s in splits]
-    lengths = {"labels": len(labels), "splits": len(splits), "groups": len(groups)}
-    wrong = {k: v for k, v in lengths.items() if v != n}
-    if wrong:
-        raise DataError(f"{n} ids but {', '.join(f'{v} {k}' for k, v in wrong.items())}; expected one of each per id")
-    if len(set(ids)) != n:
-        repeats = sorted(i for i, count in Counter(ids).items() if count > 1)[:3]
-        raise DataError(f"sample ids repeat ({', '.join(repeats)}); expected unique ids")
-    unknown = sorted(set(splits) - set(SPLITS))
-    if unknown:
-        raise DataError(f"unknown split names {unknown}; expected each split to be one of {', '.join(SPLITS)}")
     matrix = np.asarray(labels)
     if matrix.ndim == 2 and matrix.shape[1] >= 2:
         if matrix.shape[1] != len(classes):
@@ -106,6 +94,10 @@ def _table(*, ids, labels, splits, classes, groups) -> SamplesTable:
     else:
         raw, label_index = None, _label_indices(labels, classes)
         task = "binary" if len(classes) == 2 else "multiclass"
+    problems = table_problems(ids=ids, labels=label_index if raw is None else raw, splits=splits, groups=groups,
+                              classes=classes, task=task, label_matrix=raw)
+    if problems:
+        raise DataError(problems[0])
     manifest = compute_samples_sha256(ids=ids, labels=label_index, splits=splits, groups=groups, classes=classes)
     if raw is not None:  # the raw codes are part of what the features were written for
         manifest = hashlib.sha256((manifest + "\n").encode() + raw.tobytes()).hexdigest()

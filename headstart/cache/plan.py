@@ -12,6 +12,8 @@ headstart cache. Another tool's HDF5 file, or a file that cannot be read as HDF5
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -22,6 +24,7 @@ from headstart.cache.fingerprint import FINGERPRINT_VERSION, fingerprint_differe
 from headstart.cache.header import CacheHeader, FileKind
 from headstart.cache.schema import FEATURE_DTYPES, SET_NAME_RE, staging_dir
 from headstart.cache.staging import staged_conflict
+from headstart.data.types import SPLITS
 from headstart.errors import CacheError, CacheMismatchError, ConfigError
 
 
@@ -92,25 +95,41 @@ class CacheRequest:
         return cls(Path(path), table, {spec.name: spec for spec in specs}, overwrite)
 
 
+def table_problems(*, ids: Sequence, labels: Sequence, splits: Sequence, groups: Sequence, classes: Sequence,
+                   task: str = "", label_matrix: np.ndarray | None = None) -> list[str]:
+    """What is wrong with a sample table, one line each (empty: nothing): the one rule that the writer, `verify`
+    and `write_features` apply (the first two to what they hold, the last to a user's arrays)."""
+    n = len(ids)
+    wrong = {k: len(v) for k, v in (("labels", labels), ("splits", splits), ("groups", groups)) if len(v) != n}
+    if wrong:
+        return [f"{n} ids but {', '.join(f'{v} {k}' for k, v in wrong.items())}; expected one of each per id"]
+    problems = []
+    repeats = sorted(i for i, count in Counter(str(i) for i in ids).items() if count > 1)
+    if repeats:
+        problems.append(f"sample ids repeat ({', '.join(repeats[:3])}); expected unique ids")
+    unknown = sorted({str(s) for s in splits} - set(SPLITS))
+    if unknown:
+        problems.append(f"unknown split names {unknown}; expected each split to be one of {', '.join(SPLITS)}")
+    if task == "multilabel":
+        m = label_matrix
+        if m is None or m.shape != (n, len(classes)):
+            problems.append(f"the label matrix is {None if m is None else m.shape}; expected ({n}, {len(classes)})")
+        elif not np.isin(m, (1, 0, -1, -2)).all():
+            problems.append("the label matrix holds values other than the codes 1, 0, -1, -2")
+    elif n and (min(labels) < 0 or max(labels) >= len(classes)):
+        problems.append(f"labels span {min(labels)}..{max(labels)}; expected indices 0..{len(classes) - 1} into "
+                        f"classes {list(classes)}")
+    return problems
+
+
 def _check_table(t: SamplesTable) -> None:
-    n = len(t.ids)
-    if n == 0:
-        raise ValueError("the samples table is empty")
-    for name in ("labels", "splits", "groups"):
-        if len(getattr(t, name)) != n:
-            raise ValueError(f"samples table has {n} ids but {len(getattr(t, name))} {name}")
-    if len(set(t.ids)) != n:
-        raise ValueError("sample ids must be unique")
-    labels = np.asarray(t.labels)
-    if t.task == "multilabel":
-        m = t.label_matrix
-        if m is None or m.dtype != np.int8 or m.shape != (n, len(t.classes)) or (labels != -1).any():
-            raise ValueError("a multilabel table needs an (N, L) int8 label_matrix, one column per class, labels -1")
-        if not np.isin(m, (1, 0, -1, -2)).all():
-            raise ValueError("label_matrix holds values other than the codes 1, 0, -1, -2")
-        return
-    if labels.min() < 0 or labels.max() >= len(t.classes):
-        raise ValueError(f"labels must index the {len(t.classes)} classes")
+    problems = table_problems(ids=t.ids, labels=t.labels, splits=t.splits, groups=t.groups, classes=t.classes,
+                              task=t.task, label_matrix=t.label_matrix)
+    if t.task == "multilabel" and not problems and (t.label_matrix.dtype != np.int8 or (np.asarray(t.labels) != -1)
+                                                    .any()):
+        problems.append("a multilabel table needs an int8 label_matrix and labels -1")
+    if not t.ids or problems:
+        raise ValueError(problems[0] if problems else "the samples table is empty")
 
 
 def _check_specs(specs: list[FeatureSetSpec], table: SamplesTable) -> None:

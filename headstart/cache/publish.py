@@ -97,7 +97,7 @@ def publish(request: CacheRequest, plan: Plan, files: dict[str, Path], *, stats:
             skipped: list[str], staging: Path, meta: dict[str, np.ndarray] | None = None) -> None:
     """Stamp the todo sets' files (`files`) complete, then add them to the cache file `plan` describes.
 
-    `meta`: the journaled /samples/meta columns (`Stager.assemble_meta`), written unless the file already has some."""
+    `meta`: the journaled /samples/meta columns (`StagingArea.meta_columns`), written unless the file already has some."""
     path = request.path
     for name, file in files.items():
         with disk_errors(path, file, staging):
@@ -142,27 +142,22 @@ def _in_place(path: Path, plan: Plan) -> bool:
 def _build(tmp: Path, request: CacheRequest, plan: Plan, files: dict[str, Path],
            meta: dict[str, np.ndarray] | None) -> None:
     with h5py.File(tmp, "w", libver=LIBVER) as dst:
-        if plan.action is Action.NEW_FILE:
-            _write_table(dst, request.table)
-        elif plan.action is Action.RESPLIT:
-            _write_table(dst, request.table)  # the new splits; features below are copied unchanged
+        if plan.action is not Action.ADD_SETS:
+            _write_table(dst, request.table)  # a re-split: the new splits; the kept sets are copied unchanged
+        if plan.action is not Action.NEW_FILE:
             with open_readonly(request.path) as src:
-                if META_PATH in src:  # same images, so the same metadata
+                if plan.action is Action.ADD_SETS:
+                    dst.attrs.update(src.attrs)
+                    src.copy(src[SAMPLES], dst, name=SAMPLES)
+                    dst.require_group(FEATURES)
+                    dst.require_group(VALID)
+                elif META_PATH in src:  # a re-split: same images, so the same metadata
                     src.copy(src[META_PATH], dst[SAMPLES], name=META)
-                for name, fingerprint in plan.restamp.items():
-                    src.copy(src[f"{FEATURES}/{name}"], dst[FEATURES], name=name)
-                    src.copy(src[f"{VALID}/{name}"], dst[VALID], name=name)
-                    dst[f"{FEATURES}/{name}"].attrs["fingerprint"] = fingerprint
-        else:
-            with open_readonly(request.path) as src:
-                for key, value in src.attrs.items():
-                    dst.attrs[key] = value
-                src.copy(src[SAMPLES], dst, name=SAMPLES)
-                dst.require_group(FEATURES)
-                dst.require_group(VALID)
                 for name in plan.keep:
-                    src.copy(src[f"{FEATURES}/{name}"], dst[FEATURES], name=name)
-                    src.copy(src[f"{VALID}/{name}"], dst[VALID], name=name)
+                    for group in (FEATURES, VALID):
+                        src.copy(src[f"{group}/{name}"], dst[group], name=name)
+                    if name in plan.restamp:  # a re-split: the set's fingerprint under the new manifest
+                        dst[f"{FEATURES}/{name}"].attrs["fingerprint"] = plan.restamp[name]
         _add(dst, plan, files, meta)
 
 
@@ -178,14 +173,10 @@ def _add(dst: h5py.File, plan: Plan, files: dict[str, Path], meta: dict[str, np.
 
 
 def _write_table(dst: h5py.File, t: SamplesTable) -> None:
-    dst.attrs["format"] = FORMAT_NAME
-    dst.attrs["format_version"] = FORMAT_VERSION
-    dst.attrs["manifest_hash"] = t.manifest_hash
-    dst.attrs["samples_sha256"] = compute_samples_sha256(
-        ids=t.ids, labels=t.labels, splits=t.splits, groups=t.groups, classes=t.classes
-    )
-    dst.attrs["created_by"] = f"headstart {headstart.__version__}"
-    dst.attrs["classes"] = json.dumps(list(t.classes))
+    dst.attrs.update({"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "manifest_hash": t.manifest_hash,
+                      "samples_sha256": compute_samples_sha256(ids=t.ids, labels=t.labels, splits=t.splits,
+                                                               groups=t.groups, classes=t.classes),
+                      "created_by": f"headstart {headstart.__version__}", "classes": json.dumps(list(t.classes))})
     if t.task:
         dst.attrs["task"] = t.task
     for key, value in t.attrs.items():
@@ -193,9 +184,8 @@ def _write_table(dst: h5py.File, t: SamplesTable) -> None:
     samples = dst.create_group(SAMPLES)
     text = h5py.string_dtype("utf-8")
     n = len(t)
-    for key, values, dtype in (
-        ("id", t.ids, text), ("label", t.labels, np.int64), ("split", t.splits, text), ("group", t.groups, text)
-    ):
+    for key, values, dtype in (("id", t.ids, text), ("label", t.labels, np.int64), ("split", t.splits, text),
+                               ("group", t.groups, text)):
         data = np.asarray(values, dtype=object if dtype is text else dtype)
         # HDF5 cannot checksum variable-length strings; root attr samples_sha256 covers the whole table
         checks = {} if dtype is text else {"chunks": (min(n, 65536),), "fletcher32": True}

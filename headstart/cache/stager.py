@@ -258,11 +258,6 @@ class Stager:
         self.close()
         return {name: self.set_path(name, self.rank) for name in self.todo}
 
-    def assemble_meta(self) -> dict[str, np.ndarray] | None:
-        """(N,) metadata columns from the journals (later records win); rows no record describes hold the missing
-        values. None when no record carries metadata."""
-        return self.staging.meta_columns()
-
     def close(self) -> None:
         for f in self._files.values():
             if f.id.valid:

@@ -220,7 +220,7 @@ class CacheWriter:
                            stager.staging.folder)
         files = stager.merge_ranks()
         publish(self.request, self.plan, files, stats=stats, skipped=skipped, staging=stager.staging.folder,
-                meta=stager.assemble_meta())
+                meta=stager.staging.meta_columns())
         stager.staging.discard()
 
     def _entered(self) -> Stager:
