@@ -53,9 +53,16 @@ def write_features(path: str | Path, *, features: Mapping[str, np.ndarray], labe
         raise ConfigError("no features given; pass features={'name': X} with X of shape (N, D)")
     if dtype not in FEATURE_DTYPES:
         raise ConfigError(f"dtype {dtype!r} is not supported; expected one of {', '.join(FEATURE_DTYPES)}")
-    keep = _valid(valid, n)
+    keep = np.ones(n, dtype=bool) if valid is None else np.asarray(valid)
+    if keep.shape != (n,) or keep.dtype.kind != "b":
+        raise DataError(f"valid is {keep.dtype} of shape {keep.shape}; expected {n} booleans, one per id")
     stored = {name: _stored(name, x, keep, dtype) for name, x in arrays.items()}
-    notes = _json_notes(source)
+    notes = dict(source or {})
+    try:
+        json.dumps(notes, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"source notes cannot be stored ({exc}); expected a JSON-able dict of strings and "
+                          "numbers") from None
     specs = [_spec(name, x, table=table, backbone=(backbones or {}).get(name, name), notes=notes)
              for name, x in stored.items()]
     stats = {s.name: {"device": EXTERNAL, "seconds": float(seconds or 0.0),
@@ -107,14 +114,10 @@ def _table(*, ids, labels, splits, classes, groups) -> SamplesTable:
 
 
 def _label_indices(labels: Sequence, classes: list[str]) -> list[int]:
-    """Class names or class indices -> indices into `classes`."""
+    """Class names or class indices -> indices into `classes` (their range is checked with the table's)."""
     values = np.asarray(labels)
     if values.dtype.kind in "iu" or (values.dtype.kind == "f" and np.all(np.mod(values, 1) == 0)):
-        index = values.astype(np.int64)
-        if len(index) and (index.min() < 0 or index.max() >= len(classes)):
-            raise DataError(f"labels span {index.min()}..{index.max()}; expected indices 0..{len(classes) - 1} "
-                            f"into classes {classes}, or class names")
-        return index.tolist()
+        return values.astype(np.int64).tolist()
     position = {name: i for i, name in enumerate(classes)}
     unknown = sorted({str(v) for v in values.tolist()} - set(position))
     if unknown:
@@ -145,31 +148,12 @@ def _stored(name: str, x: np.ndarray, keep: np.ndarray, dtype: str) -> np.ndarra
     return out
 
 
-def _valid(valid, n: int) -> np.ndarray:
-    if valid is None:
-        return np.ones(n, dtype=bool)
-    mask = np.asarray(valid)
-    if mask.shape != (n,) or mask.dtype.kind != "b":
-        raise DataError(f"valid is {mask.dtype} of shape {mask.shape}; expected {n} booleans, one per id")
-    return mask
-
-
-def _json_notes(source: Mapping | None) -> dict:
-    notes = dict(source or {})
-    try:
-        json.dumps(notes, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"source notes cannot be stored ({exc}); expected a JSON-able dict of strings and numbers") from None
-    return notes
-
-
 def _spec(name: str, x: np.ndarray, *, table: SamplesTable, backbone: str, notes: dict) -> FeatureSetSpec:
     # The content is the identity: hash exactly what will be stored, so equal input gives an equal fingerprint.
     content = hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
     prep = {EXTERNAL: notes}  # stands where image preprocessing is recorded for extracted sets
-    return FeatureSetSpec(
-        name=name, backbone=str(backbone), weights_tag=EXTERNAL, weights_sha256=content, preprocessing=prep,
-        dim=int(x.shape[1]), dtype=str(x.dtype),
-        fingerprint=compute_fingerprint(backbone=str(backbone), weights_tag=EXTERNAL, weights_sha256=content,
-                                        preprocessing=prep, manifest_hash=table.manifest_hash),
-    )
+    return FeatureSetSpec(name=name, backbone=str(backbone), weights_tag=EXTERNAL, weights_sha256=content,
+                          preprocessing=prep, dim=int(x.shape[1]), dtype=str(x.dtype),
+                          fingerprint=compute_fingerprint(backbone=str(backbone), weights_tag=EXTERNAL,
+                                                          weights_sha256=content, preprocessing=prep,
+                                                          manifest_hash=table.manifest_hash))

@@ -41,11 +41,10 @@ logger = logging.getLogger(__name__)
 
 
 class WriterLock:
-    """Context manager holding the exclusive write lock of one cache path."""
+    """Context manager holding the exclusive write lock of the cache at `target`."""
 
-    def __init__(self, lock_file: str | Path, *, target: str | Path):
-        self.lock_file = Path(lock_file)
-        self.target = Path(target)  # the cache path, for messages
+    def __init__(self, target: str | Path):
+        self.target, self.lock_file = Path(target), lock_path(target)
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -65,7 +64,8 @@ class WriterLock:
                 break
             os.close(fd)
         os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(_holder_info()).encode("utf-8"))
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv),
+                                 "since": _dt.datetime.now().astimezone().isoformat(timespec="seconds")}).encode())
         self._fd = fd
 
     def check_free(self) -> None:
@@ -103,35 +103,21 @@ class WriterLock:
         self.release()
 
 
-def _holder_info() -> dict:
-    return {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "command": " ".join(sys.argv),
-        "since": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-    }
-
-
 def _read_holder(fd: int) -> str:
     """Describe the lock holder from what it wrote; JSON only, never eval."""
     try:
-        raw = os.pread(fd, 65536, 0)
-        info = json.loads(raw.decode("utf-8"))
-        text = f"pid {info['pid']} on host {info['host']} since {info['since']}"
-        if info.get("command"):
-            text += f" ({info['command']})"
-        return text
+        info = json.loads(os.pread(fd, 65536, 0).decode("utf-8"))
+        return (f"pid {info['pid']} on host {info['host']} since {info['since']}"
+                + (f" ({info['command']})" if info.get("command") else ""))
     except (OSError, ValueError, KeyError, TypeError):
         return "another process (its lock file has no holder details yet)"
 
 
 def plan_for(request: CacheRequest) -> Plan:
     """Read what is at the cache path and what is staged next to it, and plan; raises the plan's refusal.
-
-    Read-only, so every rank of a torchrun job may call it; only the writer acts on the plan.
-    """
+    Read-only (but for rolling back an interrupted in-place add), so every rank of a torchrun job may call it."""
     if journal_path(request.path).exists():  # an in-place add died: roll the file back first (under the lock)
-        with WriterLock(lock_path(request.path), target=request.path):
+        with WriterLock(request.path):
             roll_back(request.path)
     table = request.table
     staged = StagingArea(staging_dir(request.path), n_rows=len(table), manifest_hash=table.manifest_hash).read_state()
@@ -143,11 +129,10 @@ def plan_for(request: CacheRequest) -> Plan:
 
 
 class CacheWriter:
-    """Adds feature sets to a cache file, resumably and atomically. Use as a context manager (holds the lock).
+    """Adds feature sets to a cache file, resumably and atomically; a context manager holding the lock.
 
-    Construction validates the request and plans without touching anything on disk; `todo` then names the sets
-    to extract. Entering takes the lock, plans again (another writer may have finished meanwhile) and prepares the
-    staging area. `rank` tags the part files under torchrun (None: a single process).
+    Construction validates and plans (`todo`: the sets to extract); entering takes the lock, plans again (another
+    writer may have finished meanwhile) and prepares the staging area. `rank`: a torchrun rank (None: one process).
     """
 
     def __init__(self, path: str | Path, table: SamplesTable, specs: list[FeatureSetSpec], *,
@@ -159,7 +144,7 @@ class CacheWriter:
         self.rank = rank
         self.plan = plan_for(self.request)
         self.stager: Stager | None = None  # set while entered
-        self._lock = WriterLock(lock_path(self.path), target=self.path)
+        self._lock = WriterLock(self.path)
 
     @property
     def todo(self) -> list[str]:
