@@ -7,7 +7,7 @@ computed elsewhere, and `verify_cache(path)` checks one end to end.
 from headstart.cache.external import write_features
 from headstart.cache.fingerprint import compute_fingerprint, compute_samples_sha256
 from headstart.cache.reader import FeatureCache, verify_cache
-from headstart.cache.request import CacheRequest, FeatureSetSpec, SamplesTable
+from headstart.cache.plan import CacheRequest, FeatureSetSpec, SamplesTable
 from headstart.cache.stager import Stager
 from headstart.cache.view import Cache, FeatureSet, open_cache
 from headstart.cache.writer import CacheWriter, plan_for

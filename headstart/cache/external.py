@@ -12,18 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from headstart.cache.fingerprint import compute_fingerprint, compute_samples_sha256
-from headstart.cache.request import FeatureSetSpec, SamplesTable
+from headstart.cache.plan import FeatureSetSpec, SamplesTable, table_problems
 from headstart.cache.schema import CHUNK_BYTES, EXTERNAL, FEATURE_DTYPES
 from headstart.cache.writer import CacheWriter
 from headstart.data.labelcodes import codes_from_array
-from headstart.data.types import SPLITS
 from headstart.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -55,9 +53,16 @@ def write_features(path: str | Path, *, features: Mapping[str, np.ndarray], labe
         raise ConfigError("no features given; pass features={'name': X} with X of shape (N, D)")
     if dtype not in FEATURE_DTYPES:
         raise ConfigError(f"dtype {dtype!r} is not supported; expected one of {', '.join(FEATURE_DTYPES)}")
-    keep = _valid(valid, n)
+    keep = np.ones(n, dtype=bool) if valid is None else np.asarray(valid)
+    if keep.shape != (n,) or keep.dtype.kind != "b":
+        raise DataError(f"valid is {keep.dtype} of shape {keep.shape}; expected {n} booleans, one per id")
     stored = {name: _stored(name, x, keep, dtype) for name, x in arrays.items()}
-    notes = _json_notes(source)
+    notes = dict(source or {})
+    try:
+        json.dumps(notes, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"source notes cannot be stored ({exc}); expected a JSON-able dict of strings and "
+                          "numbers") from None
     specs = [_spec(name, x, table=table, backbone=(backbones or {}).get(name, name), notes=notes)
              for name, x in stored.items()]
     stats = {s.name: {"device": EXTERNAL, "seconds": float(seconds or 0.0),
@@ -86,16 +91,6 @@ def _table(*, ids, labels, splits, classes, groups) -> SamplesTable:
         raise DataError(f"classes are {classes}; expected at least two distinct class names")
     groups = [""] * n if groups is None else ["" if g is None else str(g) for g in groups]
     splits = [str(s) for s in splits]
-    lengths = {"labels": len(labels), "splits": len(splits), "groups": len(groups)}
-    wrong = {k: v for k, v in lengths.items() if v != n}
-    if wrong:
-        raise DataError(f"{n} ids but {', '.join(f'{v} {k}' for k, v in wrong.items())}; expected one of each per id")
-    if len(set(ids)) != n:
-        repeats = sorted(i for i, count in Counter(ids).items() if count > 1)[:3]
-        raise DataError(f"sample ids repeat ({', '.join(repeats)}); expected unique ids")
-    unknown = sorted(set(splits) - set(SPLITS))
-    if unknown:
-        raise DataError(f"unknown split names {unknown}; expected each split to be one of {', '.join(SPLITS)}")
     matrix = np.asarray(labels)
     if matrix.ndim == 2 and matrix.shape[1] >= 2:
         if matrix.shape[1] != len(classes):
@@ -106,6 +101,10 @@ def _table(*, ids, labels, splits, classes, groups) -> SamplesTable:
     else:
         raw, label_index = None, _label_indices(labels, classes)
         task = "binary" if len(classes) == 2 else "multiclass"
+    problems = table_problems(ids=ids, labels=label_index if raw is None else raw, splits=splits, groups=groups,
+                              classes=classes, task=task, label_matrix=raw)
+    if problems:
+        raise DataError(problems[0])
     manifest = compute_samples_sha256(ids=ids, labels=label_index, splits=splits, groups=groups, classes=classes)
     if raw is not None:  # the raw codes are part of what the features were written for
         manifest = hashlib.sha256((manifest + "\n").encode() + raw.tobytes()).hexdigest()
@@ -115,14 +114,10 @@ def _table(*, ids, labels, splits, classes, groups) -> SamplesTable:
 
 
 def _label_indices(labels: Sequence, classes: list[str]) -> list[int]:
-    """Class names or class indices -> indices into `classes`."""
+    """Class names or class indices -> indices into `classes` (their range is checked with the table's)."""
     values = np.asarray(labels)
     if values.dtype.kind in "iu" or (values.dtype.kind == "f" and np.all(np.mod(values, 1) == 0)):
-        index = values.astype(np.int64)
-        if len(index) and (index.min() < 0 or index.max() >= len(classes)):
-            raise DataError(f"labels span {index.min()}..{index.max()}; expected indices 0..{len(classes) - 1} "
-                            f"into classes {classes}, or class names")
-        return index.tolist()
+        return values.astype(np.int64).tolist()
     position = {name: i for i, name in enumerate(classes)}
     unknown = sorted({str(v) for v in values.tolist()} - set(position))
     if unknown:
@@ -153,31 +148,12 @@ def _stored(name: str, x: np.ndarray, keep: np.ndarray, dtype: str) -> np.ndarra
     return out
 
 
-def _valid(valid, n: int) -> np.ndarray:
-    if valid is None:
-        return np.ones(n, dtype=bool)
-    mask = np.asarray(valid)
-    if mask.shape != (n,) or mask.dtype.kind != "b":
-        raise DataError(f"valid is {mask.dtype} of shape {mask.shape}; expected {n} booleans, one per id")
-    return mask
-
-
-def _json_notes(source: Mapping | None) -> dict:
-    notes = dict(source or {})
-    try:
-        json.dumps(notes, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"source notes cannot be stored ({exc}); expected a JSON-able dict of strings and numbers") from None
-    return notes
-
-
 def _spec(name: str, x: np.ndarray, *, table: SamplesTable, backbone: str, notes: dict) -> FeatureSetSpec:
     # The content is the identity: hash exactly what will be stored, so equal input gives an equal fingerprint.
     content = hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
     prep = {EXTERNAL: notes}  # stands where image preprocessing is recorded for extracted sets
-    return FeatureSetSpec(
-        name=name, backbone=str(backbone), weights_tag=EXTERNAL, weights_sha256=content, preprocessing=prep,
-        dim=int(x.shape[1]), dtype=str(x.dtype),
-        fingerprint=compute_fingerprint(backbone=str(backbone), weights_tag=EXTERNAL, weights_sha256=content,
-                                        preprocessing=prep, manifest_hash=table.manifest_hash),
-    )
+    return FeatureSetSpec(name=name, backbone=str(backbone), weights_tag=EXTERNAL, weights_sha256=content,
+                          preprocessing=prep, dim=int(x.shape[1]), dtype=str(x.dtype),
+                          fingerprint=compute_fingerprint(backbone=str(backbone), weights_tag=EXTERNAL,
+                                                          weights_sha256=content, preprocessing=prep,
+                                                          manifest_hash=table.manifest_hash))

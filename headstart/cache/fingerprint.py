@@ -1,17 +1,12 @@
 """Fingerprints: what a feature set was computed from, reduced to one comparable hash.
 
-A cached set is reused only when its fingerprint equals the request's, so any change of backbone, weights,
-preprocessing, provider (package version, model, pretrained tag), layer/pool tap, engine or the sample table
-(images, labels, splits) forces a refusal instead of silent reuse.
-
-One principle decides what is hashed: whatever can change a feature by more than float16 storage rounding (about
-1e-3 relative) is in the fingerprint. That is the backbone, its weights (for seeded random weights the seed and
-the sha256 of the drawn state), the preprocessing and decode path, the provider and its package version, the
-layer/pool tap, the engine and the compute precision (fp16/bf16 autocast moves features by ~1e-3, more than
-storage rounding). `parts` holds the parts beyond the five base fields; it is left out of the hash when empty.
-
-`FINGERPRINT_VERSION` 2 added the precision and the random-weight state; a set made under an older version is
-refused with a message that says so (its stored `fingerprint_version` is absent or lower), never reused.
+A cached set is reused only when its fingerprint equals the request's, so a change of what computed it, or of the
+sample table (images, labels, splits), forces a refusal instead of silent reuse. Whatever can change a feature by
+more than float16 storage rounding (about 1e-3 relative) is hashed: the backbone, its weights (for seeded random
+weights the seed and the sha256 of the drawn state), the preprocessing and decode path, the provider and its
+package version, the layer/pool tap, the engine and the compute precision (fp16/bf16 autocast moves features by
+~1e-3). `parts` holds the parts beyond the five base fields. A set made under an older `FINGERPRINT_VERSION` is
+refused with a message that says so, never reused.
 """
 
 from __future__ import annotations
@@ -36,26 +31,16 @@ def compute_fingerprint(
 ) -> str:
     """sha256 hex of the canonical JSON of everything that determines a feature set's values. `version` is the
     fingerprint version the set was made under (older ones are only recomputed to check stored attributes)."""
-    payload: dict = {
-        "fingerprint_version": int(version),
-        "backbone": backbone,
-        "weights_tag": weights_tag,
-        "weights_sha256": weights_sha256,
-        "preprocessing": preprocessing,
-        "manifest_hash": manifest_hash,
-    }
+    payload: dict = {"fingerprint_version": int(version), "backbone": backbone, "weights_tag": weights_tag,
+                     "weights_sha256": weights_sha256, "preprocessing": preprocessing, "manifest_hash": manifest_hash}
     if parts:
         payload["parts"] = dict(parts)
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
 
 
-# Stored attributes a fingerprint hashes; `fingerprint_parts` is absent on sets made before providers and engines.
-# `fingerprint_version` is absent on sets made before version 2 (they were version 1).
-IDENTITY_ATTRS = ("backbone", "weights", "weights_sha256", "preprocessing", "fingerprint_parts", "fingerprint_version")
-
-
 def set_fingerprint(attrs: Mapping, manifest_hash: str) -> str:
-    """The fingerprint of a feature set from its identity attributes as stored (`IDENTITY_ATTRS`).
+    """The fingerprint of a feature set from its stored identity attributes (`FeatureSetSpec.identity`);
+    `fingerprint_parts` is absent on sets made before providers, `fingerprint_version` on version-1 sets.
 
     The one mapping from stored names to `compute_fingerprint`, used to check a request, to re-stamp sets under new
     splits and by `verify`, so the three can never disagree. Raises KeyError, TypeError or ValueError when the
@@ -74,13 +59,9 @@ def stored_version(attrs: Mapping) -> int:
 
 def _flat(identity: Mapping) -> dict:
     """Identity attributes as one level of named parts: `fingerprint_parts` and `preprocessing` keys spread out."""
-    flat = {}
-    for key in ("backbone", "weights", "weights_sha256"):
-        flat[key] = identity.get(key)
-    for key, value in dict(identity.get("preprocessing") or {}).items():
-        flat[f"preprocessing.{key}"] = value
-    for key, value in dict(identity.get("fingerprint_parts") or {}).items():
-        flat[key] = value
+    flat = {key: identity.get(key) for key in ("backbone", "weights", "weights_sha256")}
+    flat.update({f"preprocessing.{k}": v for k, v in dict(identity.get("preprocessing") or {}).items()})
+    flat.update(dict(identity.get("fingerprint_parts") or {}))
     return flat
 
 
@@ -125,11 +106,6 @@ def compute_samples_sha256(
 ) -> str:
     """sha256 of the sample table as stored, so `verify` can detect damage to /samples (vlen strings carry no
     HDF5 checksum). Also usable as a manifest hash by callers that have nothing better."""
-    payload = {
-        "classes": list(classes),
-        "ids": [str(i) for i in ids],
-        "labels": [int(v) for v in labels],
-        "splits": [str(s) for s in splits],
-        "groups": [str(g) for g in groups],
-    }
+    payload = {"classes": list(classes), "ids": [str(i) for i in ids], "labels": [int(v) for v in labels],
+               "splits": [str(s) for s in splits], "groups": [str(g) for g in groups]}
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()

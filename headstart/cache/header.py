@@ -1,10 +1,9 @@
 """What is at a cache path: nothing, a folder, something unreadable, another tool's HDF5 file, or a headstart cache.
 
 `open_cache_file` classifies the file (`FileKind`) and, for a headstart cache, reads its header: root attributes,
-the sample table and each feature set's attributes. It never raises for what it finds; the reader turns a bad
-kind into its one-line error, and the planner decides from the kind whether --overwrite may replace the file.
-Files are opened without HDF5 file locking: writers never modify a published file in place (they rename a new
-one over it), so readers need no lock and never block a writer. Metadata is parsed as JSON only.
+the sample table and each feature set's attributes. It never raises for what it finds: the reader turns a bad kind
+into its one-line error, the planner decides from it whether --overwrite may replace the file. Metadata is parsed
+as JSON only.
 """
 
 from __future__ import annotations
@@ -17,19 +16,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from headstart.cache.schema import (
-    FEATURE_JSON_ATTRS,
-    FEATURES,
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    LABEL_MATRIX,
-    ROOT_PLAIN_ATTRS,
-    SAMPLE_FIELDS,
-    SAMPLES,
-    VALID,
-    staging_dir,
-)
-from headstart.cache.undo import journal_path
+from headstart.cache.schema import (FEATURE_JSON_ATTRS, FEATURES, FORMAT_NAME, FORMAT_VERSION, LABEL_MATRIX,
+                                    ROOT_PLAIN_ATTRS, SAMPLE_FIELDS, SAMPLES, VALID, journal_path, staging_dir)
 from headstart.errors import one_line
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -114,12 +102,9 @@ def open_cache_file(path: str | Path) -> tuple[CacheHeader, h5py.File | None]:
 
 
 def open_readonly(path: str | Path) -> h5py.File:
-    """Open `path` read-only without HDF5 file locking (see the module docstring).
-
-    HDF5 lets one process open a file twice only with the same locking flags, so when the caller's process already
-    holds the file open with the default flags (a notebook's own `h5py.File(path, "r")`), reuse those instead of
-    reporting a healthy file as unreadable.
-    """
+    """Open `path` read-only without HDF5 file locking: a published file is only replaced by a rename (or changed
+    in place under the undo journal, which readers refuse), so readers never block a writer. HDF5 opens a file
+    twice in one process only with the same flags, so a notebook's own `h5py.File(path, "r")` flags are reused."""
     try:
         return h5py.File(path, "r", locking=False)
     except OSError as exc:

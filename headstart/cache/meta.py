@@ -1,12 +1,8 @@
 """Per-image metadata in a cache: `/samples/meta/<field>`, one dataset of length N per field.
 
-The fields and their kinds are `headstart.data.imagemeta.META_FIELDS`:
-- string fields (`mode`, `format`, `view_position`, `manufacturer`, `photometric`): UTF-8 variable-length strings;
-- integer fields (`width`, `height`, `bit_depth`, `file_size`): int64, -1 when unknown;
-- float fields (`pixel_spacing_y`, `pixel_spacing_x`): float64, NaN when unknown;
-- `phash`: uint64 (64-bit DCT perceptual hash).
-A row with `width` <= 0 has no metadata (its image was skipped). Caches made before metadata existed have no
-`/samples/meta` group; readers treat that as "not recorded", never as damage.
+The fields, their dtypes and missing values are `headstart.data.imagemeta.META_FIELDS` (the table in
+docs/reference/formats.md). A row with `width` <= 0 has no metadata (its image was skipped); a cache made before
+metadata existed has no `/samples/meta`, which readers take as "not recorded", never as damage.
 """
 
 from __future__ import annotations
@@ -66,8 +62,7 @@ def read_meta(file: h5py.File, n_rows: int) -> MetaTable:
 
 
 def write_meta(file: h5py.File, columns: dict[str, np.ndarray]) -> None:
-    """Write metadata columns (from `headstart.data.imagemeta.meta_columns`) under /samples/meta of a file open
-    for writing; the cache writer calls this on its temporary file, before the rename that publishes it."""
+    """Write metadata columns (`headstart.data.imagemeta.meta_columns`) under /samples/meta of a writable file."""
     group = file.require_group(META_PATH)
     for name, values in columns.items():
         kind = META_FIELDS[name]

@@ -1,5 +1,7 @@
-"""The planner: given what is at the cache path and what is asked of it, decide what an extraction does.
+"""What an extraction asks of a cache file (`CacheRequest`: the sample table, the feature sets, --overwrite), and
+the planner, which decides from what is at the path what the extraction does.
 
+The request is plain data, validated once on construction, so the planner, the stager and the publisher trust it.
 `plan` is pure. It reads no file and writes none, so every decision (new file, add sets, re-split only, already
 done, or a refusal with a typed reason) is tested as a table in `tests/cache/test_plan.py`. The writer reads the
 header and the staging state, calls `plan`, raises `Plan.error()` on a refusal and carries out the rest.
@@ -10,17 +12,144 @@ headstart cache. Another tool's HDF5 file, or a file that cannot be read as HDF5
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from pathlib import Path
 
 import numpy as np
 
-from headstart.cache.fingerprint import fingerprint_differences, set_fingerprint
+from headstart.cache.fingerprint import FINGERPRINT_VERSION, fingerprint_differences, part_digests, set_fingerprint
 from headstart.cache.header import CacheHeader, FileKind
-from headstart.cache.request import CacheRequest, FeatureSetSpec
-from headstart.cache.schema import staging_dir
+from headstart.cache.schema import FEATURE_DTYPES, SET_NAME_RE, staging_dir
 from headstart.cache.staging import staged_conflict
-from headstart.errors import CacheError, CacheMismatchError
+from headstart.data.types import SPLITS
+from headstart.errors import CacheError, CacheMismatchError, ConfigError
+
+
+@dataclass
+class SamplesTable:
+    """The rows of the cache: one per image, in a fixed order that every feature set shares."""
+
+    ids: list[str]  # unique sample ids (path relative to DATA, or "train/00012" for npz rows)
+    labels: list[int]  # index into `classes`
+    splits: list[str]  # "train" | "val" | "test"
+    groups: list[str]  # patient id, "" when unknown
+    classes: list[str]  # class names; `labels` index into this
+    manifest_hash: str  # identifies images, labels and splits; part of every fingerprint
+    attrs: dict = field(default_factory=dict)  # extra JSON-able root metadata (source, split_config, duplicates)
+    task: str = ""  # binary | multiclass | multilabel (root attr `task`); "" for tables made before tasks
+    label_matrix: np.ndarray | None = None  # multilabel: (N, L) int8 raw codes, columns named by `classes`
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class FeatureSetSpec:
+    """One requested feature set: what computes it and how it is stored."""
+
+    name: str  # HDF5 name under /features: backbones.names.feature_set_name(backbone, layer, pool)
+    backbone: str  # registry name with its provider prefix ("resnet18", "timm:resnet18")
+    weights_tag: str  # "imagenet:<enum>", "random" or "file:<name>"
+    weights_sha256: str  # of the weights file; "" for random weights (their seed and state digest are in `parts`)
+    preprocessing: dict  # Preprocessing.to_dict()
+    dim: int  # feature dimension D
+    fingerprint: str  # compute_fingerprint(...) of the fields above plus the table's manifest hash
+    dtype: str = "float16"  # storage dtype: float16 halves the file; float32 on request
+    parts: dict = field(default_factory=dict)  # provider parts, layer/pool, engine, precision, random state (hashed)
+    attrs: dict = field(default_factory=dict)  # descriptive scalar attributes (layer, pool, provider...), not hashed
+    version: int = FINGERPRINT_VERSION  # the fingerprint version; older only when keeping an old set as it is
+
+    def identity(self) -> dict:
+        """The attributes the fingerprint is computed from, under their stored names (see `set_fingerprint`).
+        `fingerprint_parts` is stored only when there are parts, as sets made before them have none; the per-part
+        digests let `verify` name a part whose attribute changed after extraction."""
+        identity = {"backbone": self.backbone, "weights": self.weights_tag, "weights_sha256": self.weights_sha256,
+                    "preprocessing": self.preprocessing, "fingerprint_version": self.version}
+        if self.parts:
+            identity["fingerprint_parts"] = self.parts
+        identity["fingerprint_digests"] = part_digests(identity)
+        return identity
+
+    def staged_entry(self) -> dict:
+        """How the staging area's state.json describes this set; staged parts are resumed only when it matches."""
+        return {"fingerprint": self.fingerprint, "dim": self.dim, "dtype": self.dtype}
+
+
+@dataclass(frozen=True)
+class CacheRequest:
+    """One extraction's request of the cache at `path`. Construction checks the table and the specs."""
+
+    path: Path
+    table: SamplesTable
+    specs: dict[str, FeatureSetSpec]  # by set name, in request order
+    overwrite: bool = False  # replace sets or a headstart cache made for another request (never a foreign file)
+
+    @classmethod
+    def of(cls, path: str | Path, table: SamplesTable, specs: list[FeatureSetSpec], *,
+           overwrite: bool = False) -> "CacheRequest":
+        _check_table(table)
+        _check_specs(specs, table)
+        return cls(Path(path), table, {spec.name: spec for spec in specs}, overwrite)
+
+
+def table_problems(*, ids: Sequence, labels: Sequence, splits: Sequence, groups: Sequence, classes: Sequence,
+                   task: str = "", label_matrix: np.ndarray | None = None) -> list[str]:
+    """What is wrong with a sample table, one line each (empty: nothing): the one rule that the writer, `verify`
+    and `write_features` apply (the first two to what they hold, the last to a user's arrays)."""
+    n = len(ids)
+    wrong = {k: len(v) for k, v in (("labels", labels), ("splits", splits), ("groups", groups)) if len(v) != n}
+    if wrong:
+        return [f"{n} ids but {', '.join(f'{v} {k}' for k, v in wrong.items())}; expected one of each per id"]
+    problems = []
+    repeats = sorted(i for i, count in Counter(str(i) for i in ids).items() if count > 1)
+    if repeats:
+        problems.append(f"sample ids repeat ({', '.join(repeats[:3])}); expected unique ids")
+    unknown = sorted({str(s) for s in splits} - set(SPLITS))
+    if unknown:
+        problems.append(f"unknown split names {unknown}; expected each split to be one of {', '.join(SPLITS)}")
+    if task == "multilabel":
+        m = label_matrix
+        if m is None or m.shape != (n, len(classes)):
+            problems.append(f"the label matrix is {None if m is None else m.shape}; expected ({n}, {len(classes)})")
+        elif not np.isin(m, (1, 0, -1, -2)).all():
+            problems.append("the label matrix holds values other than the codes 1, 0, -1, -2")
+    elif n and (min(labels) < 0 or max(labels) >= len(classes)):
+        problems.append(f"labels span {min(labels)}..{max(labels)}; expected indices 0..{len(classes) - 1} into "
+                        f"classes {list(classes)}")
+    return problems
+
+
+def _check_table(t: SamplesTable) -> None:
+    problems = table_problems(ids=t.ids, labels=t.labels, splits=t.splits, groups=t.groups, classes=t.classes,
+                              task=t.task, label_matrix=t.label_matrix)
+    if t.task == "multilabel" and not problems and (t.label_matrix.dtype != np.int8 or (np.asarray(t.labels) != -1)
+                                                    .any()):
+        problems.append("a multilabel table needs an int8 label_matrix and labels -1")
+    if not t.ids or problems:
+        raise ValueError(problems[0] if problems else "the samples table is empty")
+
+
+def _check_specs(specs: list[FeatureSetSpec], table: SamplesTable) -> None:
+    if not specs:
+        raise ValueError("no feature sets requested")
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"feature set names repeat: {names}; give each -b a distinct name")
+    for spec in specs:
+        if not SET_NAME_RE.match(spec.name):
+            raise ConfigError(f"feature set name {spec.name!r} is not allowed; use letters, digits, '_', '-', '.', "
+                              "':' or '+' (no '/')")
+        if spec.dtype not in FEATURE_DTYPES:
+            raise ConfigError(f"feature dtype {spec.dtype!r} is not supported; use one of {', '.join(FEATURE_DTYPES)}")
+        if spec.dim <= 0:
+            raise ValueError(f"feature set {spec.name!r} has dim {spec.dim}")
+        if spec.fingerprint != set_fingerprint(spec.identity(), table.manifest_hash):
+            raise ValueError(
+                f"feature set {spec.name!r}: fingerprint does not match its fields and the table's manifest hash"
+            )
 
 
 class Action(Enum):

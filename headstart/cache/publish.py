@@ -1,12 +1,14 @@
 """The publisher (rank 0): put the finished set files' data into the cache file, atomically.
 
 A new cache, a re-split, or an add that replaces or drops a set builds the complete new file under a temporary
-name and renames it over the cache, so a reader or a crash sees the old complete file or the new one. Adding sets
-to a cache that keeps every set it has is done in place instead, so the kept sets' bytes are neither copied nor
-rewritten: the undo journal (`undo.py`) makes that as safe against a crash, and readers refuse the file while it
-exists. Either way each new set is copied, a chunk at a time, from its set file in the staging area, where its
-attributes were stamped first. The image metadata (/samples/meta) the file already has is kept; a file without it
-gets the journaled metadata.
+name and renames it over the cache, so a reader or a crash sees the old complete file or the new one. An add that
+keeps every set is done in place, so the kept sets' bytes are neither copied nor rewritten. HDF5 appends the new
+chunks at the end of the file and rewrites a little metadata inside it, so first the undo journal
+(`<cache>.journal`) saves the file's size and every byte outside the kept sets' chunks (O(N), independent of their
+size), fsync-ed; deleting it once the new sets are on disk is the commit. A writer that finds a journal rolls the
+file back byte for byte, and readers refuse a cache with one beside it. Each new set is copied a chunk at a time
+from its set file in the staging area, where its attributes were stamped first. The image metadata
+(/samples/meta) the file already has is kept; a file without it gets the journaled metadata.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import h5py
@@ -21,47 +25,90 @@ import numpy as np
 
 import headstart
 from headstart import io as durable
-from headstart.cache import undo
 from headstart.cache.fingerprint import compute_samples_sha256
 from headstart.cache.header import open_readonly
 from headstart.cache.meta import META, META_PATH, write_meta
-from headstart.cache.plan import Action, Plan
-from headstart.cache.request import CacheRequest, FeatureSetSpec, SamplesTable
-from headstart.cache.schema import (
-    FEATURE_JSON_ATTRS,
-    FEATURE_STAT_KEYS,
-    FEATURES,
-    FORMAT_NAME,
-    LABEL_MATRIX,
-    FORMAT_VERSION,
-    LIBVER,
-    MAX_SKIPPED_IDS_ATTR,
-    SAMPLES,
-    SET_FEATURES,
-    SET_VALID,
-    VALID,
-)
+from headstart.cache.plan import Action, CacheRequest, FeatureSetSpec, Plan, SamplesTable
+from headstart.cache.schema import (FEATURE_JSON_ATTRS, FEATURE_STAT_KEYS, FEATURES, FORMAT_NAME, FORMAT_VERSION,
+                                    LABEL_MATRIX, LIBVER, MAX_SKIPPED_IDS_ATTR, SAMPLES, SET_FEATURES, SET_VALID, VALID,
+                                    journal_path)
 from headstart.cache.staging import disk_errors
 
 logger = logging.getLogger(__name__)
+
+HEAD = struct.Struct("<8sQI")  # magic, header bytes, crc32 of header + saved bytes
+MAGIC = b"HSUNDO01"
+
+
+def write_journal(path: Path) -> None:
+    """Save what an in-place add may overwrite in `path`, durably, before it is opened for writing."""
+    size = path.stat().st_size
+    with h5py.File(path, "r", locking=False) as f:
+        kept = sorted((c.byte_offset, c.size) for ds in f[FEATURES].values() if ds.chunks
+                      for c in (ds.id.get_chunk_info(i) for i in range(ds.id.get_num_chunks())))
+    ranges, at = [], 0
+    for offset, length in kept:  # everything between the feature chunks
+        if offset > at:
+            ranges.append((at, offset - at))
+        at = max(at, offset + length)
+    if at < size:
+        ranges.append((at, size - at))
+    with open(path, "rb") as src:
+        saved = b"".join(os.pread(src.fileno(), length, offset) for offset, length in ranges)
+    head = json.dumps({"size": size, "ranges": ranges}).encode("utf-8")
+    body = head + saved
+    durable.write_chunks_atomic(journal_path(path), (HEAD.pack(MAGIC, len(head), zlib.crc32(body)), body))
+
+
+def roll_back(path: Path) -> bool:
+    """Undo an interrupted in-place add to `path` (True when there was one). A torn journal means the file was
+    not touched yet (it is written and fsync-ed first), so it is simply removed. Caller holds the writer lock."""
+    journal = journal_path(path)
+    if not journal.exists():
+        return False
+    data = journal.read_bytes()
+    if len(data) >= HEAD.size:
+        magic, n_head, crc = HEAD.unpack_from(data)
+        body = data[HEAD.size:]
+        if magic == MAGIC and zlib.crc32(body) == crc and len(body) >= n_head:
+            header = json.loads(body[:n_head].decode("utf-8"))
+            saved, at = memoryview(body)[n_head:], 0
+            with open(path, "r+b") as f:
+                f.truncate(header["size"])
+                for offset, length in header["ranges"]:
+                    os.pwrite(f.fileno(), saved[at:at + length], offset)
+                    at += length
+                f.flush()
+                os.fsync(f.fileno())
+            logger.warning("rolled %s back to before an interrupted add of feature sets (%s)", path, journal)
+    journal.unlink()
+    durable.fsync_dir(journal.parent)
+    return True
+
+
+def commit(path: Path) -> None:
+    """The in-place add is complete and on disk: drop the journal."""
+    durable.fsync_file(path)
+    journal_path(path).unlink()
+    durable.fsync_dir(path.parent)
 
 
 def publish(request: CacheRequest, plan: Plan, files: dict[str, Path], *, stats: dict[str, dict],
             skipped: list[str], staging: Path, meta: dict[str, np.ndarray] | None = None) -> None:
     """Stamp the todo sets' files (`files`) complete, then add them to the cache file `plan` describes.
 
-    `meta`: the journaled /samples/meta columns (`Stager.assemble_meta`), written unless the file already has some."""
+    `meta`: the journaled /samples/meta columns (`StagingArea.meta_columns`), written unless the file already has some."""
     path = request.path
     for name, file in files.items():
         with disk_errors(path, file, staging):
             _stamp_set(file, request.table, request.specs[name], stats.get(name, {}), skipped)
     if plan.action is Action.ADD_SETS and _in_place(path, plan):
         with disk_errors(path, path, staging):
-            undo.write_journal(path)
+            write_journal(path)
             try:
                 dst = h5py.File(path, "r+", libver=LIBVER, locking=False)
             except OSError as exc:  # this process holds it open read-only (HDF5 refuses): rebuild it instead
-                undo.journal_path(path).unlink()  # nothing was changed
+                journal_path(path).unlink()  # nothing was changed
                 logger.debug("cannot add to %s in place (%s); writing a new file", path, exc)
                 dst = None
             if dst is not None:
@@ -69,9 +116,9 @@ def publish(request: CacheRequest, plan: Plan, files: dict[str, Path], *, stats:
                     with dst:
                         _add(dst, plan, files, meta)
                 except BaseException:
-                    undo.roll_back(path)  # the file as it was; the staged sets are kept for a rerun
+                    roll_back(path)  # the file as it was; the staged sets are kept for a rerun
                     raise
-                undo.commit(path)
+                commit(path)
                 logger.info("added %s to %s in place", ", ".join(plan.todo), path)
                 return
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -95,27 +142,22 @@ def _in_place(path: Path, plan: Plan) -> bool:
 def _build(tmp: Path, request: CacheRequest, plan: Plan, files: dict[str, Path],
            meta: dict[str, np.ndarray] | None) -> None:
     with h5py.File(tmp, "w", libver=LIBVER) as dst:
-        if plan.action is Action.NEW_FILE:
-            _write_table(dst, request.table)
-        elif plan.action is Action.RESPLIT:
-            _write_table(dst, request.table)  # the new splits; features below are copied unchanged
+        if plan.action is not Action.ADD_SETS:
+            _write_table(dst, request.table)  # a re-split: the new splits; the kept sets are copied unchanged
+        if plan.action is not Action.NEW_FILE:
             with open_readonly(request.path) as src:
-                if META_PATH in src:  # same images, so the same metadata
+                if plan.action is Action.ADD_SETS:
+                    dst.attrs.update(src.attrs)
+                    src.copy(src[SAMPLES], dst, name=SAMPLES)
+                    dst.require_group(FEATURES)
+                    dst.require_group(VALID)
+                elif META_PATH in src:  # a re-split: same images, so the same metadata
                     src.copy(src[META_PATH], dst[SAMPLES], name=META)
-                for name, fingerprint in plan.restamp.items():
-                    src.copy(src[f"{FEATURES}/{name}"], dst[FEATURES], name=name)
-                    src.copy(src[f"{VALID}/{name}"], dst[VALID], name=name)
-                    dst[f"{FEATURES}/{name}"].attrs["fingerprint"] = fingerprint
-        else:
-            with open_readonly(request.path) as src:
-                for key, value in src.attrs.items():
-                    dst.attrs[key] = value
-                src.copy(src[SAMPLES], dst, name=SAMPLES)
-                dst.require_group(FEATURES)
-                dst.require_group(VALID)
                 for name in plan.keep:
-                    src.copy(src[f"{FEATURES}/{name}"], dst[FEATURES], name=name)
-                    src.copy(src[f"{VALID}/{name}"], dst[VALID], name=name)
+                    for group in (FEATURES, VALID):
+                        src.copy(src[f"{group}/{name}"], dst[group], name=name)
+                    if name in plan.restamp:  # a re-split: the set's fingerprint under the new manifest
+                        dst[f"{FEATURES}/{name}"].attrs["fingerprint"] = plan.restamp[name]
         _add(dst, plan, files, meta)
 
 
@@ -131,14 +173,10 @@ def _add(dst: h5py.File, plan: Plan, files: dict[str, Path], meta: dict[str, np.
 
 
 def _write_table(dst: h5py.File, t: SamplesTable) -> None:
-    dst.attrs["format"] = FORMAT_NAME
-    dst.attrs["format_version"] = FORMAT_VERSION
-    dst.attrs["manifest_hash"] = t.manifest_hash
-    dst.attrs["samples_sha256"] = compute_samples_sha256(
-        ids=t.ids, labels=t.labels, splits=t.splits, groups=t.groups, classes=t.classes
-    )
-    dst.attrs["created_by"] = f"headstart {headstart.__version__}"
-    dst.attrs["classes"] = json.dumps(list(t.classes))
+    dst.attrs.update({"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "manifest_hash": t.manifest_hash,
+                      "samples_sha256": compute_samples_sha256(ids=t.ids, labels=t.labels, splits=t.splits,
+                                                               groups=t.groups, classes=t.classes),
+                      "created_by": f"headstart {headstart.__version__}", "classes": json.dumps(list(t.classes))})
     if t.task:
         dst.attrs["task"] = t.task
     for key, value in t.attrs.items():
@@ -146,9 +184,8 @@ def _write_table(dst: h5py.File, t: SamplesTable) -> None:
     samples = dst.create_group(SAMPLES)
     text = h5py.string_dtype("utf-8")
     n = len(t)
-    for key, values, dtype in (
-        ("id", t.ids, text), ("label", t.labels, np.int64), ("split", t.splits, text), ("group", t.groups, text)
-    ):
+    for key, values, dtype in (("id", t.ids, text), ("label", t.labels, np.int64), ("split", t.splits, text),
+                               ("group", t.groups, text)):
         data = np.asarray(values, dtype=object if dtype is text else dtype)
         # HDF5 cannot checksum variable-length strings; root attr samples_sha256 covers the whole table
         checks = {} if dtype is text else {"chunks": (min(n, 65536),), "fletcher32": True}

@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 from headstart.backbones.names import DEFAULT_POOL, FINAL_LAYER
 from headstart.cache.fingerprint import (FINGERPRINT_VERSION, VERSION_NOTES, changed_parts, compute_samples_sha256,
                                          set_fingerprint, stored_version)
-from headstart.cache.header import FileKind, open_cache_file
+from headstart.cache.header import CacheHeader, FileKind, open_cache_file
+from headstart.cache.plan import table_problems
 from headstart.cache.schema import EXTERNAL, FEATURES, VALID, staging_dir
 from headstart.cache.staging import StagingArea
 from headstart.data.types import SPLITS
@@ -25,23 +26,17 @@ from headstart.errors import CacheError, one_line
 logger = logging.getLogger(__name__)
 
 
-class FeatureCache:
-    """A read-only view of one cache file: the sample table eagerly, feature sets on `load`."""
+class FeatureCache(CacheHeader):
+    """A read-only view of one cache file: its header (sample table, attributes) eagerly, feature sets on `load`."""
+
+    __hash__ = object.__hash__  # an open file, not a value: identity, not the header's fields, decides equality
+    __eq__ = object.__eq__
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        header, self._file = open_cache_file(self.path)
+        header, self._file = open_cache_file(path)
         if header.kind is not FileKind.CACHE:
             raise CacheError(header.message)
-        self.root_attrs: dict = header.root_attrs
-        self.format_version: int = header.format_version
-        self.classes: list[str] = header.classes
-        self.ids: np.ndarray = header.ids
-        self.labels: np.ndarray = header.labels
-        self.splits: np.ndarray = header.splits
-        self.groups: np.ndarray = header.groups
-        self.task: str = header.task  # binary | multiclass | multilabel
-        self.label_matrix: np.ndarray | None = header.label_matrix  # multilabel: (N, L) int8 raw codes
+        vars(self).update(vars(header))
         # plain feature sets; their cached views (extract --views/--tta: attribute view_of) are kept apart
         self.feature_sets: dict[str, dict] = {n: m for n, m in header.feature_sets.items() if not m.get("view_of")}
         self.view_sets: dict[str, dict] = {n: m for n, m in header.feature_sets.items() if m.get("view_of")}
@@ -69,7 +64,7 @@ class FeatureCache:
         if meta is None:
             option = "--views K" if kind == "views" else "--tta M"
             raise CacheError(f"feature set '{name}' in {self.path} has no cached {kind}; extract them with "
-                             f"`headstart extract DATA -o {self.path} -b {meta_backbone(self.feature_sets, name)} "
+                             f"`headstart extract DATA -o {self.path} -b {self.feature_sets.get(name, {}).get('backbone') or name} "
                              f"{option}` (the plain features are kept)")
         x, has = self.load(meta["name"])
         return x.reshape(len(x), int(meta["views"]), int(meta["view_dim"])), has
@@ -109,15 +104,13 @@ class FeatureCache:
         per_split = Counter(str(s) for s in self.splits)
         per_class: dict[str, dict[str, int]] = {}
         if self.label_matrix is not None:  # multilabel: the positives of each finding
-            for split in per_split:
-                rows = self.label_matrix[self.splits == split]
-                per_class[split] = {c: int(n) for c, n in zip(self.classes, (rows == 1).sum(axis=0))}
-        for split, label in zip(self.splits, self.labels):
-            if self.label_matrix is not None:
-                break
-            cls = self.classes[label] if 0 <= label < len(self.classes) else str(label)
-            per_class.setdefault(str(split), {}).setdefault(cls, 0)
-            per_class[str(split)][cls] += 1
+            per_class = {split: {c: int(n) for c, n in zip(self.classes, (self.label_matrix[self.splits == split] == 1)
+                                                          .sum(axis=0))} for split in per_split}
+        else:
+            for split, label in zip(self.splits, self.labels):
+                counts = per_class.setdefault(str(split), {})
+                cls = self.classes[label] if 0 <= label < len(self.classes) else str(label)
+                counts[cls] = counts.get(cls, 0) + 1
         sets = []
         for name, meta in self.feature_sets.items():
             extracted = meta.get("weights") != EXTERNAL  # sets made before taps existed read the final layer's default
@@ -137,16 +130,11 @@ class FeatureCache:
             entry.update(views=int(views["views"]) if views else 0, tta=int(tta["views"]) if tta else 0,
                          augment=views.get("augment") if views else None)
         return {
-            "path": str(self.path),
-            "format_version": self.format_version,
-            "size_bytes": self.path.stat().st_size if self.path.exists() else None,
-            "n_samples": self.n_samples,
-            "task": self.task,
-            "classes": self.classes,
-            "labels": self.classes if self.task == "multilabel" else None,
+            "path": str(self.path), "format_version": self.format_version,
+            "size_bytes": self.path.stat().st_size if self.path.exists() else None, "n_samples": self.n_samples,
+            "task": self.task, "classes": self.classes, "labels": self.classes if self.task == "multilabel" else None,
             "splits": {s: per_split[s] for s in [*SPLITS, *sorted(set(per_split) - set(SPLITS))] if per_split[s]},
-            "splits_by_class": per_class,
-            "feature_sets": sets,
+            "splits_by_class": per_class, "feature_sets": sets,
             "view_sets": [{"name": n, "of": m["view_of"], "kind": m.get("view_kind"), "views": m.get("views"),
                            "augment": m.get("augment"), "seed": m.get("view_seed"), "dim": m.get("view_dim"),
                            "dtype": m["dtype"], "complete": m["complete"], "rows": int(m["shape"][0]) - int(
@@ -174,8 +162,7 @@ READ_ROWS_BYTES = 8 << 20
 
 
 def set_engine(meta: dict) -> str | None:
-    """The engine that computed a set: its `engine` attribute; torch for extracted sets made before engines existed
-    (torch was the only one); None for features written by `write_features`."""
+    """The engine that computed a set; torch for sets made before engines existed, None for `write_features` sets."""
     if meta.get("engine"):
         return str(meta["engine"])
     return None if meta.get("weights") == EXTERNAL else "torch"
@@ -183,11 +170,7 @@ def set_engine(meta: dict) -> str | None:
 
 def _read_float32(ds, valid: np.ndarray) -> tuple[np.ndarray, int]:
     """The dataset as one float32 array, filled slice by slice, and its count of NaN/Inf values in valid rows.
-
-    Reading the whole float16 set and then converting it would hold both (1.5 copies of the float32 matrix) and
-    the finiteness check on `x[valid]` another copy; slices keep the peak at one copy plus a few MiB, which is
-    what a 100,000-row cache on a small machine needs (see benchmarks/memory.py).
-    """
+    Reading it whole, converting and checking `x[valid]` would hold 2.5 copies; slices keep the peak at one."""
     n, dim = ds.shape
     x = np.empty((n, dim), dtype=np.float32)
     step = max(1, READ_ROWS_BYTES // max(1, 4 * dim))
@@ -209,12 +192,9 @@ def staged_info(path: str | Path, *, n_rows: int, manifest_hash: str) -> dict | 
     if not staging.folder.is_dir():
         return None
     state = staging.read_state()
-    return {
-        "folder": str(staging.folder),
-        "sets": sorted(state["sets"]) if state else [],
-        "same_samples": staging.compatible(state),
-        "rows_staged": staging.staged_rows() if staging.compatible(state) else None,
-    }
+    return {"folder": str(staging.folder), "sets": sorted(state["sets"]) if state else [],
+            "same_samples": staging.compatible(state),
+            "rows_staged": staging.staged_rows() if staging.compatible(state) else None}
 
 
 def verify_cache(path: str | Path) -> list[str]:
@@ -235,25 +215,11 @@ def verify_cache(path: str | Path) -> list[str]:
 
 
 def _verify_samples(cache: FeatureCache, problems: list[str]) -> None:
-    n = cache.n_samples
-    for name, arr in (("label", cache.labels), ("split", cache.splits), ("group", cache.groups)):
-        if len(arr) != n:
-            problems.append(f"/samples/{name} has {len(arr)} rows, /samples/id has {n}")
-    if len(set(cache.ids.tolist())) != n:
-        problems.append(f"/samples/id holds {n - len(set(cache.ids.tolist()))} repeated ids")
     if not cache.classes:
         problems.append("root attribute 'classes' is missing or empty")
-    if cache.task == "multilabel":
-        m = cache.label_matrix
-        if m is None or m.shape != (n, len(cache.classes)):
-            problems.append(f"/samples/labels is {None if m is None else m.shape}; expected ({n}, {len(cache.classes)})")
-        elif not np.isin(m, (1, 0, -1, -2)).all():
-            problems.append("/samples/labels holds values other than the codes 1, 0, -1, -2")
-    elif len(cache.labels) and (cache.labels.min() < 0 or cache.labels.max() >= len(cache.classes)):
-        problems.append(f"labels outside 0..{len(cache.classes) - 1} (classes {cache.classes})")
-    bad_splits = sorted(set(cache.splits.tolist()) - set(SPLITS))
-    if bad_splits:
-        problems.append(f"unknown split names {bad_splits}; expected {list(SPLITS)}")
+    problems += [f"/samples: {p}" for p in table_problems(
+        ids=cache.ids, labels=cache.labels.tolist(), splits=cache.splits, groups=cache.groups, classes=cache.classes,
+        task=cache.task, label_matrix=cache.label_matrix)]
     stored = cache.root_attrs.get("samples_sha256")
     if stored and not problems:
         actual = compute_samples_sha256(ids=cache.ids, labels=cache.labels, splits=cache.splits, groups=cache.groups,
@@ -316,11 +282,6 @@ def _verify_set(cache: FeatureCache, name: str, problems: list[str]) -> None:
         problems.append(f"{where} was fingerprinted by an older headstart (fingerprint version {stored_version(meta)}, "
                         f"now {FINGERPRINT_VERSION}, which also hashes {added}); extract will not reuse it: re-extract "
                         f"it with --overwrite")
-
-
-def meta_backbone(sets: dict[str, dict], name: str) -> str:
-    """The backbone a set was extracted from (its name when unknown), for an error message's command."""
-    return str(sets.get(name, {}).get("backbone") or name)
 
 
 def _crop(preprocessing) -> str:

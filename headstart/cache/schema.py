@@ -36,11 +36,9 @@ FEATURE_JSON_ATTRS = ("preprocessing", "fingerprint_parts", "fingerprint_digests
 FEATURE_STAT_KEYS = ("device", "seconds", "images_per_second", "precision", "batch_size")
 
 # ~1 MiB per chunk: large enough that reads stream, small enough that one damaged chunk names a narrow row range.
-CHUNK_BYTES = 1 << 20
-# Measured on 1024 float16 resnet18 features (512-d, 1 MiB) with shuffle: gzip-1 saves 19% but reads 14x slower
-# (14 ms vs 1 ms per MiB), lzf saves 4%. Heads re-read the cache on every run, so features stay uncompressed;
+# Uncompressed: gzip-1 saved 19% but read 14x slower (lzf saved 4%), and heads re-read the cache on every run;
 # fletcher32 is always on so `verify` and `load` detect damage to the data itself.
-FEATURE_COMPRESSION: str | None = None
+CHUNK_BYTES = 1 << 20
 MAX_SKIPPED_IDS_ATTR = 1000  # skipped ids listed in the attribute; /valid/<name> is the complete record
 
 # HDF5 object names: a set name becomes a path component, so keep it to a safe alphabet.
@@ -48,6 +46,7 @@ SET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-:+]*$")  # `:`/`+`: backbon
 
 STAGING_SUFFIX = ".parts"  # sibling folder holding an in-progress extraction (state.json, row journals)
 LOCK_SUFFIX = ".lock"  # sibling file flock-ed by the single writer
+JOURNAL_SUFFIX = ".journal"  # sibling undo journal of an in-place add (publish.py)
 STAGING_STATE = "state.json"
 STAGING_FORMAT = "headstart-staging"
 STAGING_VERSION = 2  # 2: rows written into set files with a row journal (1: npz parts)
@@ -55,10 +54,14 @@ LIBVER = ("v108", "latest")  # 1.8 file format: dense attribute storage, readabl
 SET_FEATURES, SET_VALID = "/features", "/valid"  # the two datasets of a staged set file
 
 
+def _sibling(path: str | Path, suffix: str) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + suffix)
+
+
 def staging_dir(path: str | Path) -> Path:
     """Where a resumable extraction into `path` keeps its finished batches."""
-    path = Path(path)
-    return path.with_name(path.name + STAGING_SUFFIX)
+    return _sibling(path, STAGING_SUFFIX)
 
 
 def set_file_name(name: str, fingerprint: str) -> str:
@@ -68,10 +71,14 @@ def set_file_name(name: str, fingerprint: str) -> str:
 
 def lock_path(path: str | Path) -> Path:
     """The file a writer of `path` holds an exclusive flock on."""
-    path = Path(path)
-    return path.with_name(path.name + LOCK_SUFFIX)
+    return _sibling(path, LOCK_SUFFIX)
 
 
 def chunk_rows(dim: int, itemsize: int, n_rows: int) -> int:
     """Rows per chunk so that one chunk holds about CHUNK_BYTES."""
     return max(1, min(n_rows, CHUNK_BYTES // max(1, dim * itemsize)))
+
+
+def journal_path(path: str | Path) -> Path:
+    """The undo journal beside `path` while feature sets are added to it in place."""
+    return _sibling(path, JOURNAL_SUFFIX)

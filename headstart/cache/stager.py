@@ -1,11 +1,8 @@
 """The stager: what every rank does with the staging area of one request while an extraction runs.
 
-Rank 0 (the writer, holding the lock) gets a stager from `Stager.prepared`, which cleans and records the area and
-finds, from the row journals, the batches a previous run left (checked against the set files' checksums). The
-other ranks of a torchrun job get theirs from `Stager.joined` once rank 0 is done. Either way a stager reports the
-rows already written (resume), validates a batch and writes it into the set files, in place: memory is one batch,
-never (N, D). `read_rows` reads written rows back (screening); `merge_ranks` gathers the other ranks' rows into
-rank 0's set files before publishing. `WriteBehind` writes batches off the extraction loop's critical path.
+Rank 0 (the writer, holding the lock) gets one from `Stager.prepared`, the other ranks of a torchrun job from
+`Stager.joined`. A stager reports the rows already written (resume), and validates each batch and writes it into
+the set files in place: memory is one batch, never (N, D). `WriteBehind` takes the writes off the loop's path.
 """
 
 from __future__ import annotations
@@ -20,8 +17,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from headstart.cache.request import CacheRequest
-from headstart.cache.schema import (LIBVER, SET_FEATURES, SET_VALID, chunk_rows, set_file_name, staging_dir)
+from headstart.cache.plan import CacheRequest
+from headstart.cache.schema import LIBVER, SET_FEATURES, SET_VALID, chunk_rows, set_file_name, staging_dir
 from headstart.cache.staging import StagingArea, copy_rows, disk_errors, read_rows, staged_conflict, write_rows
 from headstart.data.imagemeta import ImageMeta, meta_records
 from headstart.errors import CacheError, CacheMismatchError
@@ -32,10 +29,8 @@ TOKEN = "token"  # root attribute of a set file: random, named by the journal re
 
 
 class Stager:
-    """Writes the batches of the `todo` sets of one request. Build it with `prepared` or `joined`.
-
-    `rank` names the journal and set files of a torchrun rank (None: a single process).
-    """
+    """Writes the batches of the `todo` sets of one request; `rank` names a torchrun rank's journal and set files
+    (None: a single process)."""
 
     def __init__(self, request: CacheRequest, todo: Sequence[str], *, rank: int | None = None):
         self.request = request
@@ -84,14 +79,11 @@ class Stager:
         staging, table = stager.staging, request.table
         state = staging.read_state()
         if stager.todo and (
-            state is None
+            state is None or any(name not in state["sets"] for name in stager.todo)
             or staged_conflict(state, stager.wanted, n_rows=len(table), manifest_hash=table.manifest_hash) is not None
-            or any(name not in state["sets"] for name in stager.todo)
         ):
-            raise CacheMismatchError(
-                f"{staging.folder} was not prepared for this request by the writer (rank 0); start every rank "
-                f"with the same command"
-            )
+            raise CacheMismatchError(f"{staging.folder} was not prepared for this request by the writer (rank 0); "
+                                     f"start every rank with the same command")
         stager.sets = state["sets"] if state else {}
         with stager._disk_errors(staging.folder):
             stager._open_own(tokens={}, keep=True)
@@ -195,10 +187,9 @@ class Stager:
             arr[~valid] = 0
             bad = int((~np.isfinite(arr[valid])).sum())
             if bad:
-                raise CacheError(
-                    f"backbone '{spec.backbone}' gave {bad} NaN/Inf feature values as {spec.dtype} in a batch starting "
-                    f"at image {table.ids[rows[0]]}; try --precision fp32 or --feature-dtype float32"
-                )
+                raise CacheError(f"backbone '{spec.backbone}' gave {bad} NaN/Inf feature values as {spec.dtype} in a "
+                                 f"batch starting at image {table.ids[rows[0]]}; try --precision fp32 or "
+                                 f"--feature-dtype float32")
             staged[name] = arr
         order = np.argsort(rows, kind="stable")
         with self._disk_errors(self.staging.folder):
@@ -257,11 +248,6 @@ class Stager:
                                  f"extracted; rerun the same command to resume")
         self.close()
         return {name: self.set_path(name, self.rank) for name in self.todo}
-
-    def assemble_meta(self) -> dict[str, np.ndarray] | None:
-        """(N,) metadata columns from the journals (later records win); rows no record describes hold the missing
-        values. None when no record carries metadata."""
-        return self.staging.meta_columns()
 
     def close(self) -> None:
         for f in self._files.values():

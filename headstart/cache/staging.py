@@ -59,12 +59,6 @@ class StagedConflict:
     staged: dict  # the conflicting state.json (set_name None) or that set's entry in it
 
 
-def same_table(state: dict | None, *, n_rows: int, manifest_hash: str) -> bool:
-    """True when `state` (state.json) describes batches staged for this sample table."""
-    return bool(state and state.get("version") == STAGING_VERSION and state.get("manifest_hash") == manifest_hash
-                and state.get("n_rows") == n_rows)
-
-
 def staged_conflict(state: dict | None, wanted: dict[str, dict], *, n_rows: int,
                     manifest_hash: str) -> StagedConflict | None:
     """Why the batches staged under `state` cannot be resumed for the `wanted` sets (name -> staged entry).
@@ -74,7 +68,8 @@ def staged_conflict(state: dict | None, wanted: dict[str, dict], *, n_rows: int,
     """
     if state is None:
         return None
-    if not same_table(state, n_rows=n_rows, manifest_hash=manifest_hash):
+    if (state.get("version"), state.get("manifest_hash"), state.get("n_rows")) != (STAGING_VERSION, manifest_hash,
+                                                                                   n_rows):
         return StagedConflict(None, state)
     for name, entry in wanted.items():
         staged = state["sets"].get(name)
@@ -117,7 +112,8 @@ class StagingArea:
 
     def compatible(self, state: dict | None) -> bool:
         """True when staged batches were made for this sample table and can be resumed."""
-        return same_table(state, n_rows=self.n_rows, manifest_hash=self.manifest_hash)
+        return state is not None and staged_conflict(state, {}, n_rows=self.n_rows,
+                                                     manifest_hash=self.manifest_hash) is None
 
     def write_state(self, sets: dict[str, dict]) -> None:
         self.folder.mkdir(exist_ok=True)
@@ -250,19 +246,10 @@ def disk_errors(cache: Path, where: Path, staging: Path) -> Iterator[None]:
         raise
     except OSError as exc:
         if durable.is_disk_full(exc) or _nearly_full(cache.parent):
-            raise CacheError(disk_full_message(cache, where, staging)) from None
-        raise CacheError(
-            f"could not write {where} ({exc}); {cache} is unchanged; fix the problem and rerun the same command to "
-            f"resume"
-        ) from None
-
-
-def disk_full_message(cache: Path, where: Path, staging: Path, needed: int | None = None) -> str:
-    need = f" (about {needed / 2**20:.0f} MiB needed)" if needed else ""
-    return (
-        f"disk full while writing {where}{need}; {cache} is unchanged and finished batches are kept in {staging}; "
-        f"free space and rerun the same command to resume"
-    )
+            raise CacheError(f"disk full while writing {where}; {cache} is unchanged and finished batches are kept in "
+                             f"{staging}; free space and rerun the same command to resume") from None
+        raise CacheError(f"could not write {where} ({exc}); {cache} is unchanged; fix the problem and rerun the same "
+                         f"command to resume") from None
 
 
 def _nearly_full(folder: Path) -> bool:

@@ -1,8 +1,8 @@
 """`open_cache(path)`: a cache as a read-only notebook object, with each split of a feature set as arrays.
 
-Built on `FeatureCache` (the checking reader), but it holds no HDF5 handle between calls: the header is read once
-on opening and each `arrays` call opens, reads and closes the file. A handle kept open without locking would make
-a later plain `h5py.File(path, "r")` in the same process fail ("file locking flag values don't match").
+Built on `FeatureCache` (the checking reader), but no HDF5 handle stays open between calls: each call opens, reads
+and closes the file, so a later plain `h5py.File(path, "r")` in the same process does not fail ("file locking flag
+values don't match").
 """
 
 from __future__ import annotations
@@ -36,11 +36,10 @@ class FeatureSet:
 
 
 class Cache:
-    """A headstart feature cache, read-only. Open it with `headstart.open_cache(path)`; also a context manager.
+    """A headstart feature cache, read-only (`headstart.open_cache(path)`); also a context manager.
 
-    `classes`, `splits` (rows per split), `feature_sets` and `samples` come from the header read on opening;
-    `arrays(name, split)` reads features. Nothing stays open between calls, so plain h5py may open the same file
-    at any time. Closing drops the last feature set kept in memory.
+    `classes`, `splits` (rows per split), `feature_sets` and `samples` are the header read on opening;
+    `arrays(name, split)` reads features. Closing drops the last feature set kept in memory.
     """
 
     def __init__(self, path: str | Path):
@@ -50,11 +49,13 @@ class Cache:
         with FeatureCache(self.path) as reader:  # raises the reader's one-line CacheError for a bad path
             self._take_header(reader)
 
-    # --- the header ------------------------------------------------------------------------------------------
     def _take_header(self, reader: FeatureCache) -> None:
         self.classes: list[str] = list(reader.classes)
-        self.feature_sets: dict[str, FeatureSet] = {name: _feature_set(meta)
-                                                     for name, meta in reader.feature_sets.items()}
+        self.feature_sets: dict[str, FeatureSet] = {
+            name: FeatureSet(name=name, backbone=meta.get("backbone"), weights=meta.get("weights"), dim=meta["dim"],
+                             dtype=meta["dtype"], complete=meta["complete"],
+                             n_skipped=int(meta.get("n_skipped", 0) or 0), attrs=dict(meta))
+            for name, meta in reader.feature_sets.items()}
         self.samples: dict[str, np.ndarray] = {"id": reader.ids, "label": reader.labels, "split": reader.splits,
                                                "group": reader.groups}
 
@@ -75,7 +76,6 @@ class Cache:
             self._take_header(reader)
             return reader.info()
 
-    # --- features --------------------------------------------------------------------------------------------
     def arrays(self, name: str, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`(X, y, ids)` of one split of feature set `name`: float32 (n, D), int64 class indices into `classes`,
         and the sample ids. Rows whose image failed extraction (`/valid/<name>` False) are dropped, with a warning
@@ -103,7 +103,6 @@ class Cache:
         self._memo = (key, X, valid)
         return X, valid
 
-    # --- lifetime --------------------------------------------------------------------------------------------
     def close(self) -> None:
         self._memo = None
         self._closed = True
@@ -126,16 +125,8 @@ class Cache:
 
 def open_cache(path: str | Path) -> Cache:
     """Open a headstart cache read-only: `.classes`, `.splits`, `.feature_sets`, `.arrays(name, split)`.
-
-    Raises CacheError, in one line, when the path is missing, is not a headstart cache or is damaged.
-    """
+    Raises CacheError, in one line, when the path is missing, is not a headstart cache or is damaged."""
     return Cache(path)
-
-
-def _feature_set(meta: dict) -> FeatureSet:
-    return FeatureSet(name=meta["name"], backbone=meta.get("backbone"), weights=meta.get("weights"), dim=meta["dim"],
-                      dtype=meta["dtype"], complete=meta["complete"], n_skipped=int(meta.get("n_skipped", 0) or 0),
-                      attrs=dict(meta))
 
 
 def _identity(path: Path) -> tuple:

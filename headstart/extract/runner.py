@@ -21,11 +21,9 @@ import torch
 
 from headstart.backbones.sanity import EmbeddingStats
 from headstart.backbones.weights import rebuild_attrs, torchvision_gflops
-from headstart.cache.lock import WriterLock
-from headstart.cache.request import CacheRequest, FeatureSetSpec, SamplesTable
-from headstart.cache.schema import lock_path
+from headstart.cache.plan import CacheRequest, FeatureSetSpec, SamplesTable
 from headstart.cache.stager import Stager, WriteBehind
-from headstart.cache.writer import CacheWriter, plan_for
+from headstart.cache.writer import CacheWriter, WriterLock, plan_for
 from headstart.data.dataset import build_dataset, manifest_hash
 from headstart.data.imagemeta import from_text
 from headstart.data.types import Dataset
@@ -119,7 +117,7 @@ def run_extract(*, data: str, output: str, config: ExtractConfig) -> ExtractResu
         check_device_resizable({m.name: m.backbone.preprocessing for m in models})
     workers, threads = decode_plan(config.workers, device, decode=config.decode)
     if job.is_main:  # another writer at work: say so before exporting or checking any engine
-        WriterLock(lock_path(out), target=out).check_free()
+        WriterLock(out).check_free()
     specs, probed = _settle_engines(models, out, table, dataset, config=config, device=device, amp_dtype=amp_dtype)
     if job.distributed:
         require_same_request({"data": data, "output": output, **asdict(config),

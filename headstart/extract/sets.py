@@ -24,7 +24,7 @@ from headstart.backbones.taps import TapOutput
 from headstart.backbones.types import Backbone
 from headstart.cache.fingerprint import compute_fingerprint, set_fingerprint
 from headstart.cache.header import FileKind, read_header
-from headstart.cache.request import FeatureSetSpec, SamplesTable
+from headstart.cache.plan import FeatureSetSpec, SamplesTable
 from headstart.cache.schema import staging_dir
 from headstart.cache.staging import StagingArea
 from headstart.errors import CacheMismatchError

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from headstart.cache.fingerprint import compute_fingerprint
-from headstart.cache.request import FeatureSetSpec, SamplesTable
+from headstart.cache.plan import FeatureSetSpec, SamplesTable
 from headstart.data.augment import MAX_TTA, TTA_CROPS, get_preset
 from headstart.errors import ConfigError
 from headstart.extract.preprocess import stack_channels_last

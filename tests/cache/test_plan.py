@@ -10,8 +10,7 @@ import pytest
 
 from headstart.cache.fingerprint import compute_samples_sha256
 from headstart.cache.header import CacheHeader, FileKind
-from headstart.cache.plan import MISMATCHES, Action, Refusal, plan
-from headstart.cache.request import CacheRequest, SamplesTable
+from headstart.cache.plan import MISMATCHES, Action, CacheRequest, Refusal, SamplesTable, plan
 from headstart.cache.schema import STAGING_FORMAT, STAGING_VERSION
 from headstart.errors import CacheError, CacheMismatchError
 from tests.cache.synthetic import make_spec, make_table

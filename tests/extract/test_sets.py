@@ -11,7 +11,7 @@ from headstart.backbones.taps import build_extractor
 from headstart.backbones.weights import rebuild_attrs, state_sha256
 from headstart.cache.fingerprint import (FINGERPRINT_VERSION, compute_fingerprint, fingerprint_differences,
                                          set_fingerprint)
-from headstart.cache.request import SamplesTable
+from headstart.cache.plan import SamplesTable
 from headstart.errors import CacheMismatchError
 from headstart.extract.sets import Stored, feature_spec, settle_engine
 

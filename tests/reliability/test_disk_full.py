@@ -18,9 +18,8 @@ import pytest
 
 from headstart import io as durable
 import headstart.cache.publish as publish_module
-from headstart.cache.schema import staging_dir
+from headstart.cache.schema import journal_path, staging_dir
 from headstart.cache.staging import StagingArea
-from headstart.cache.undo import journal_path
 from tests.reliability.conftest import (EXTRACT_OPTS, TALLY, assert_one_line_error, assert_same_features, features,
                                         invoke)
 

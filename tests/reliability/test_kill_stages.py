@@ -21,8 +21,7 @@ import numpy as np
 import pytest
 
 from headstart.cache import FeatureCache, verify_cache
-from headstart.cache.schema import lock_path, staging_dir
-from headstart.cache.undo import journal_path
+from headstart.cache.schema import journal_path, lock_path, staging_dir
 from tests.cache.synthetic import extract, make_spec, make_table
 from tests.reliability.conftest import REPO, TALLY
 
@@ -34,10 +33,10 @@ STAGES = {
     "new file: built, not renamed": ("headstart.io:replace_durably", "before", 2, "new"),
     "new file: published, staging not dropped": ("headstart.cache.staging:StagingArea.discard", "before", 1, "new"),
     "add: mid-loop": ("headstart.cache.staging:StagingArea.append", "before", 2, "add"),
-    "add: undo journal written, file untouched": ("headstart.cache.undo:write_journal", "after", 1, "add"),
+    "add: undo journal written, file untouched": ("headstart.cache.publish:write_journal", "after", 1, "add"),
     "add: set copied into the file, not committed": ("headstart.cache.publish:_add", "after", 1, "add"),
     "add: half the set copied in": ("headstart.cache.publish:_add", "half", 1, "add"),
-    "add: committed, staging not dropped": ("headstart.cache.undo:commit", "after", 1, "add"),
+    "add: committed, staging not dropped": ("headstart.cache.publish:commit", "after", 1, "add"),
 }
 
 CHILD = textwrap.dedent("""
