@@ -176,7 +176,7 @@ def run_curve(cache: str | Path, output: str | Path, *, feature_sets: Sequence[s
               heads: Sequence[str] = ("logreg",), sizes: Sequence[str] | None = None, repeats: int = 5,
               sweep: str = "quick", seed: int = 0, val_from_train: bool = False, metric: str = "auroc",
               target: float | None = None, select_metric: str = "auroc", threshold_rule: str = "youden",
-              class_weight: str = "balanced", device: str = "auto", n_boot: int = 1000,
+              class_weight: str = "balanced", device: str = "auto", n_boot: int = 1000, views: str = "off",
               config: CurveConfig | None = None, progress: bool = True) -> list[CurveResult]:
     """`headstart curve`: the test metric against labelled training images, per feature set x head in CACHE.
 
@@ -184,6 +184,8 @@ def run_curve(cache: str | Path, output: str | Path, *, feature_sets: Sequence[s
     `repeats` times, whole patients and stratified (repeat r with seed + r, as `run_finetune(train_size=...)`
     draws). Each draw sweeps the head, selects on val, thresholds on val and scores test once. Writes
     OUTPUT/curve_<set>_<head>/curve.json (points, a summary per size, the power-law fit) and returns them.
+    `views="on"` adds each curve's twin on the cached views (`extract --views K`), same draws, in
+    OUTPUT/curve_<set>_<head>-views/.
     """
     from headstart.studies.curve import CurveConfig, run_curve as curve
 

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 SWITCH = ("off", "on")
 TORCH_KINDS = ("linear", "mlp")  # heads that sample one view per row per epoch; the others take the view mean
+ROW_MODES = ("mean", "rows")  # the other heads: one row per image (the view mean), or K + 1 rows per image
+VIEW_ROWS: dict[str, str] = {"logreg": "mean", "knn": "mean"}  # the measured choice (module notes)
 
 
 def attach_views(cache, name: str, splits: dict[str, Rows], valid: np.ndarray, *, views: bool,
@@ -56,12 +58,22 @@ def attach_views(cache, name: str, splits: dict[str, Rows], valid: np.ndarray, *
     return out
 
 
-def for_head(head: str, splits: dict[str, Rows]) -> dict[str, Rows]:
-    """The rows a head trains on: torch heads keep the views (sampled per epoch), the others the view mean."""
+def for_head(head: str, splits: dict[str, Rows], *, mode: str | None = None) -> dict[str, Rows]:
+    """The rows a head trains on: torch heads keep the views (sampled per epoch); the others the view mean or
+    the views as extra rows (`mode`, default `VIEW_ROWS[head]`, else mean)."""
     train = splits["train"]
     if train.views is None or head in TORCH_KINDS:
         return splits
-    k = train.views.shape[1]
+    mode = mode or VIEW_ROWS.get(head, "mean")
+    if mode not in ROW_MODES:
+        raise ValueError(f"view row mode {mode!r} is unknown; expected one of {', '.join(ROW_MODES)}")
+    n, k, d = train.views.shape
+    if mode == "rows":  # every image's rows share its id and patient, so folds and carving keep them together
+        X = np.concatenate([train.X, train.views.reshape(n * k, d).astype(train.X.dtype, copy=False)])
+        rep = np.repeat(np.arange(n), k)  # views (n, K, D) flatten image-major
+        return {**splits, "train": Rows(X, np.concatenate([train.y, train.y[rep]]),
+                                        np.concatenate([train.ids, train.ids[rep]]),
+                                        np.concatenate([train.groups, train.groups[rep]]))}
     mean = (train.X + train.views.sum(axis=1)) / (k + 1)
     return {**splits, "train": dataclasses.replace(train, X=mean.astype(train.X.dtype), views=None)}
 

@@ -97,7 +97,7 @@ def _expect_curve(bound, tmp):
         "cache": str(tmp / "c.h5"), "output": str(tmp / "runs"), "feature_sets": ["resnet18"],
         "heads": ["knn", "logreg"], "sizes": ["k=1", "k=2", "10%"], "repeats": 2, "sweep": "default", "seed": 3,
         "val_from_train": True, "metric": "balanced_accuracy", "target": 0.9, "select_metric": "f1",
-        "threshold_rule": "sensitivity:0.9", "class_weight": "none", "device": "cpu", "n_boot": 20,
+        "threshold_rule": "sensitivity:0.9", "class_weight": "none", "device": "cpu", "n_boot": 20, "views": "on",
     }
     assert set(bound.signature.parameters) - set(bound.arguments) == {"config", "progress"}
 
@@ -200,7 +200,8 @@ CASES: dict[str, Case] = {
                                "--head", "logreg", "--sizes", "k=1,k=2", "--sizes", "10%", "--repeats", "2",
                                "--sweep", "default", "--seed", "3", "--val-from-train", "--metric",
                                "balanced_accuracy", "--target", "0.9", "--select-metric", "f1", "--threshold-rule",
-                               "sensitivity:0.9", "--class-weight", "none", "--device", "cpu", "--n-boot", "20"],
+                               "sensitivity:0.9", "--class-weight", "none", "--device", "cpu", "--n-boot", "20",
+                               "--views", "on"],
                   result=lambda tmp: [], expect=_expect_curve),
     "screen": Case("headstart.api:run_screen",
                    lambda tmp: ["screen", "DATA", "-o", str(tmp / "c.h5"), *EXTRACT_SHARED, "--keep", "2", "--head", "knn",
