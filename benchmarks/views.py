@@ -4,12 +4,11 @@ On a stratified subset of ../shared/data/kaggle_cxr_224 (default 600 images, wri
 `crop.kaggle_manifest`; the subset's val and test are carved by headstart, grouped by patient where the file
 names give one), with resnet18:
 1. extraction cost: the whole `run_extract` with K views and M test-time views as a ratio to a plain extract of
-   the same images (target for K = 4, M = 2: at most 0.8 x (K + 1)), and `--views K` for each --also-k. The
-   settings run side by side in each of --repeats rounds, in a rotated order, and each ratio is the median of the
-   rounds' ratios, so load from other jobs on a shared machine falls on all settings alike. Beside each ratio:
-   the backbone forwards per image it implies (1 + K per training row, 1 + M per val/test row), the floor of
-   the ratio when the forward is all the cost, and the ratio per forward (below 1: the views cost less than
-   the plain rows, because the decode is shared);
+   the same images (target for K = 4, M = 2: at most 0.8 x (K + 1)), and `--views K` for each --also-k, in
+   wall time and in the process's CPU time (`extraction` says how the runs interleave). Beside each ratio: the
+   backbone forwards per image it implies (1 + K per training row, 1 + M per val/test row), the floor of the
+   ratio when the forward is all the cost, and the CPU ratio per forward (below 1: a view costs less than a
+   plain row, because the decode is shared);
 2. head sweep time with views as a ratio to without (sum of the records' train seconds per head);
 3. test AUROC of the head best on val without views, with views, with views + TTA, all on the same splits,
    with paired DeLong tests (patient-clustered where groups are known).
@@ -42,13 +41,14 @@ from headstart.api import run_extract, run_heads  # noqa: E402
 from headstart.evaluation.paired import delong_test  # noqa: E402
 
 
-def extract(manifest: Path, cache: Path, args, k: int, m: int) -> float:
+def extract(manifest: Path, cache: Path, args, k: int, m: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process's threads) of one whole `run_extract`."""
     if cache.exists():
         cache.unlink()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     run_extract(manifest, cache, backbones=["resnet18"], weights=args.weights, device="cpu", seed=args.seed,
                 views=k, tta=m, augment=args.augment)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def forwards_per_image(cache: Path) -> float:
@@ -61,29 +61,43 @@ def forwards_per_image(cache: Path) -> float:
 
 
 def extraction(manifest: Path, folder: Path, args) -> dict:
-    """Every setting once per round, in a rotated order; each ratio is the median over rounds of setting/plain."""
-    settings = [(0, 0), (args.views, args.tta), *[(k, 0) for k in args.also_k]]
-    seconds: dict[tuple, list[float]] = {s: [] for s in settings}
+    """Each round runs plain, setting, plain, setting, ..., plain (settings in a rotated order), and each setting's
+    ratio is to the mean of the two plain runs around it; the reported ratio is the median over rounds. Wall
+    time on a machine shared with other jobs swings with their load, so the CPU time of the process (all its
+    threads: decode, augmentation, forward) is reported beside it: the work the command does."""
+    settings = [(args.views, args.tta), *[(k, 0) for k in args.also_k]]
+    ratios: dict[tuple, dict[str, list[float]]] = {s: {"wall": [], "cpu": []} for s in settings}
+    runs: list[dict] = []
+    plain_path = folder / "k0_m0.h5"
     for r in range(args.repeats):
-        order = settings[r % len(settings):] + settings[:r % len(settings)]
-        for k, m in order:
-            seconds[k, m].append(extract(manifest, folder / f"k{k}_m{m}.h5", args, k, m))
-            print(f"  round {r + 1}: --views {k} --tta {m}: {seconds[k, m][-1]:.1f} s (load {os.getloadavg()[0]:.1f})",
-                  flush=True)
-    plain = np.array(seconds[0, 0])
-    out = {"plain_s": seconds[0, 0], "settings": {}}
-    print(f"extract, {args.images} images, {args.repeats} rounds: plain median {np.median(plain):.1f} s")
-    print("| setting | median s | ratio to plain (median of rounds) | forwards / image (the ratio's floor when the "
-          "forward is all the cost) | ratio per forward | target |")
+        before = extract(manifest, plain_path, args, 0, 0)
+        runs.append({"round": r, "views": 0, "tta": 0, "wall": before[0], "cpu": before[1]})
+        for k, m in settings[r % len(settings):] + settings[:r % len(settings)]:
+            wall, cpu = extract(manifest, folder / f"k{k}_m{m}.h5", args, k, m)
+            after = extract(manifest, plain_path, args, 0, 0)
+            runs += [{"round": r, "views": k, "tta": m, "wall": wall, "cpu": cpu},
+                     {"round": r, "views": 0, "tta": 0, "wall": after[0], "cpu": after[1]}]
+            ratios[k, m]["wall"].append(wall / ((before[0] + after[0]) / 2))
+            ratios[k, m]["cpu"].append(cpu / ((before[1] + after[1]) / 2))
+            print(f"  round {r + 1}: --views {k} --tta {m}: {wall:.1f} s wall, {cpu:.1f} s CPU; plain around it "
+                  f"{before[0]:.1f} / {after[0]:.1f} s wall, {before[1]:.1f} / {after[1]:.1f} s CPU "
+                  f"(load {os.getloadavg()[0]:.1f})", flush=True)
+            before = after
+    plain = [x for x in runs if x["views"] == 0]
+    out = {"runs": runs, "settings": {}}
+    print(f"extract, {args.images} images, {args.repeats} rounds: plain median {np.median([x['wall'] for x in plain]):.1f}"
+          f" s wall, {np.median([x['cpu'] for x in plain]):.1f} s CPU")
+    print("| setting | ratio to plain, wall (median) | ratio, CPU time (median) | forwards / image (the ratio's floor "
+          "when the forward is all the cost) | CPU ratio per forward | target |")
     print("|---|---|---|---|---|---|")
-    for k, m in settings[1:]:
-        ratio = float(np.median(np.array(seconds[k, m]) / plain))
+    for k, m in settings:
+        wall, cpu = (float(np.median(ratios[k, m][t])) for t in ("wall", "cpu"))
         fwd = forwards_per_image(folder / f"k{k}_m{m}.h5")
         target = 0.8 * (k + 1) if (k, m) == (args.views, args.tta) else None
-        out["settings"][f"views{k}_tta{m}"] = {"seconds": seconds[k, m], "ratio": ratio, "forwards_per_image": fwd,
-                                                "ratio_per_forward": ratio / fwd, "target": target}
-        print(f"| --views {k} --tta {m} | {np.median(seconds[k, m]):.1f} | {ratio:.2f} | {fwd:.2f} "
-              f"| {ratio / fwd:.2f} | {f'<= {target:.1f}' if target else f'(K + 1 = {k + 1})'} |", flush=True)
+        out["settings"][f"views{k}_tta{m}"] = {"ratios": ratios[k, m], "ratio_wall": wall, "ratio_cpu": cpu,
+                                                "forwards_per_image": fwd, "target": target}
+        print(f"| --views {k} --tta {m} | {wall:.2f} | {cpu:.2f} | {fwd:.2f} | {cpu / fwd:.2f} "
+              f"| {f'<= {target:.1f}' if target else f'(K + 1 = {k + 1})'} |", flush=True)
     return out
 
 

@@ -57,14 +57,16 @@ def test_views_and_tta_runs_are_their_own_records_with_tta_averaged_probabilitie
             np.testing.assert_allclose(got, expected, atol=2e-3)
 
 
-def test_logreg_and_knn_train_on_the_view_mean_torch_heads_keep_the_views():
+def test_logreg_and_knn_train_on_view_rows_or_the_view_mean_torch_heads_keep_the_views():
     X = np.arange(12, dtype=np.float32).reshape(3, 4)
     V = np.stack([X + 1, X + 5], axis=1)  # (3, 2, 4)
     splits = {"train": Rows(X, np.array([0, 1, 0]), np.array(["a", "b", "c"]), np.array(["", "", ""]), views=V)}
     for head in ("logreg", "knn"):
-        train = for_head(head, splits)["train"]
+        train = for_head(head, splits, mode="mean")["train"]
         np.testing.assert_allclose(train.X, X + 2)  # (X + X+1 + X+5) / 3
         assert train.views is None
+        default = for_head(head, splits)["train"]  # the measured default: K + 1 rows per image
+        assert default.X.shape == (9, 4) and list(default.ids) == ["a", "b", "c", "a", "a", "b", "b", "c", "c"]
     assert for_head("mlp", splits)["train"].views is V
 
 
