@@ -187,7 +187,7 @@ def run_curve(cache: str | Path, output: str | Path, *, feature_sets: Sequence[s
               heads: Sequence[str] = ("logreg",), sizes: Sequence[str] | None = None, repeats: int = 5,
               sweep: str = "quick", seed: int = 0, val_from_train: bool = False, metric: str = "auroc",
               target: float | None = None, select_metric: str = "auroc", threshold_rule: str = "youden",
-              class_weight: str = "balanced", device: str = "auto", n_boot: int = 1000,
+              class_weight: str = "balanced", device: str = "auto", n_boot: int = 1000, views: str = "off",
               uncertain: str | Sequence[str] = "ignore", blank: str = "negative",
               config: CurveConfig | None = None, progress: bool = True) -> list[CurveResult]:
     """`headstart curve`: the test metric against labelled training images, per feature set x head in CACHE.
@@ -198,6 +198,8 @@ def run_curve(cache: str | Path, output: str | Path, *, feature_sets: Sequence[s
     OUTPUT/curve_<set>_<head>/curve.json (points, a summary per size, the power-law fit) and returns them.
     A multi-label cache is drawn per finding and ranked by macro AUROC, under `uncertain` / `blank` as in
     `run_heads`.
+    `views="on"` adds each curve's twin on the cached views (`extract --views K`), same draws, in
+    OUTPUT/curve_<set>_<head>-views/.
     """
     from headstart.studies.curve import CurveConfig, run_curve as curve
 

@@ -41,11 +41,14 @@ from headstart.evaluation import FIT_METRICS
 @device_option
 @click.option("--n-boot", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Bootstrap resamples behind each point's 95% intervals.")
+@click.option("--views", type=click.Choice(["off", "on"]), default="off", show_default=True,
+              help="on: each curve also trained on the cached views (extract --views K), on the same draws, in "
+                   "RUNS/curve_<set>_<head>-views/.")
 @label_policy_options
 def curve(cache_path: str, runs_dir: str, feature_sets: tuple[str, ...], heads: tuple[str, ...],
           sizes: tuple[str, ...], repeats: int, sweep: str, seed: int, val_from_train: bool, metric: str,
           target: float | None, select_metric: str, threshold_rule: str, class_weight: str, device: str,
-          n_boot: int, uncertain: tuple[str, ...], blank: str) -> None:
+          n_boot: int, views: str, uncertain: tuple[str, ...], blank: str) -> None:
     """Learning curve: test metric against labelled training images, for each feature set and head in CACHE.
 
     Each size is drawn --repeats times (whole patients, stratified by class); each draw sweeps the head,
@@ -61,7 +64,7 @@ def curve(cache_path: str, runs_dir: str, feature_sets: tuple[str, ...], heads: 
                         heads=list(heads) or ["logreg"], sizes=listed or None, repeats=repeats, sweep=sweep,
                         seed=seed, val_from_train=val_from_train, metric=metric, target=target,
                         select_metric=select_metric, threshold_rule=threshold_rule, class_weight=class_weight,
-                        device=device, n_boot=n_boot, uncertain=list(uncertain) or "ignore", blank=blank)
+                        device=device, n_boot=n_boot, views=views, uncertain=list(uncertain) or "ignore", blank=blank)
     for result in results:
         click.echo(curve_table(result.document))
         click.echo(f"-> {result.path}\n")

@@ -62,7 +62,8 @@ def labels_text(labels: float | None, fit: dict) -> str:
 
 
 def read_curves(runs_dir: str | os.PathLike) -> list[dict]:
-    """Every readable RUNS/*/curve.json (sorted by path), each with `path` added; others skipped with a warning."""
+    """Every readable RUNS/*/curve.json (sorted by path), each with `path` added (and "(views)" after the head of a
+    views twin); others skipped with a warning."""
     curves = []
     for path in sorted(Path(runs_dir).glob(f"*/{CURVE_NAME}")):
         try:
@@ -77,5 +78,7 @@ def read_curves(runs_dir: str | os.PathLike) -> list[dict]:
         except (OSError, ValueError, TypeError) as error:
             log.warning("skipping unreadable curve %s: %s", path, one_line(error))
             continue
+        if document.get("views") == "on":  # `curve --views on`'s twin: every label of the report tells it apart
+            document["head"] = f"{document['head']} (views)"
         curves.append({**document, "path": str(path)})
     return curves

@@ -22,7 +22,7 @@ from headstart.data import imagemeta, loading
 from headstart.data.types import ImageSource, Sample
 from headstart.device import decode_threads, default_workers
 from headstart.extract.device_decode import collate_mixed, jpeg_item
-from headstart.extract.preprocess import grey_band, stack_channels_last, to_uint8_tensor
+from headstart.extract.preprocess import stack_channels_last, to_uint8_tensor, view_base
 from headstart.extract.views import ViewPlan, stack_views, view_key
 
 
@@ -81,15 +81,18 @@ class DecodedImages(Dataset):
 
     def _crops(self, sample: Sample) -> tuple[dict, str]:
         img, meta = self.source.load_with_meta(sample, min_size=self.min_size)
-        crops = {key: to_uint8_tensor(img, prep) for key, prep in self.geometries.items()}
-        if self.views is not None:
-            crops.update(self._views(img, sample))
+        if self.views is None:
+            return {key: to_uint8_tensor(img, prep) for key, prep in self.geometries.items()}, imagemeta.to_text(meta)
+        bases = {key: view_base(img, prep) for key, prep in self.geometries.items()}
+        crops = {key: to_uint8_tensor(bases[key], prep) for key, prep in self.geometries.items()}
+        crops.update(self._views(bases, sample))
         return crops, imagemeta.to_text(meta)
 
-    def _views(self, img, sample: Sample) -> dict[str, list[torch.Tensor]]:
+    def _views(self, bases: dict, sample: Sample) -> dict[str, list[torch.Tensor]]:
         """Every geometry's crops of this row's views (an empty list for kinds the row's split does not get).
-        Views are drawn on the decoded image (its grey band when grey: a third of the work), then cropped as the
-        plain view is."""
+        Views are drawn on the geometry's `view_base` (the decode, or the plain view's downscale of it, in the
+        crop's mode: one band for a grey film), then cropped as the plain view is (backbones of one geometry
+        share them)."""
         from headstart.data.augment import tta_views, views
 
         plan = self.views
@@ -97,12 +100,10 @@ class DecodedImages(Dataset):
         out = {view_key(key, k): [] for key in self.geometries for k in plan.kinds}
         if kind is None:
             return out
-        band = grey_band(img)
-        base = band if band is not None else img
-        extra = (views(base, sample.id, plan.k, plan.seed, plan.preset) if kind == "views"
-                 else tta_views(base, plan.m))
         for key, prep in self.geometries.items():
-            out[view_key(key, kind)] = [to_uint8_tensor(v, prep) for v in extra]
+            drawn = (views(bases[key], sample.id, plan.k, plan.seed, plan.preset) if kind == "views"
+                     else tta_views(bases[key], plan.m))
+            out[view_key(key, kind)] = [to_uint8_tensor(v, prep) for v in drawn]
         return out
 
 

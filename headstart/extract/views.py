@@ -9,7 +9,8 @@ writer, the row journal, resume and in-place adds serve them unchanged:
 Their attributes say what they are (`view_of`, `view_kind`, `views`, `view_dim`, `augment`, `view_seed`), and the
 preset (with its parameters), K or M and the seed are fingerprint parts, so changing any of them re-extracts
 the views and never the plain set. Every view is derived from the one decode of its image
-(`extract.loader.DecodedImages`), then goes through the same crop and normalisation as the plain view.
+(`extract.loader.DecodedImages`), downscaled first as the plain view is when that makes it smaller
+(`extract.preprocess.view_base`), then goes through the same crop and normalisation as the plain view.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def view_specs(base: FeatureSetSpec, plan: ViewPlan, table: SamplesTable) -> lis
     specs = []
     for kind in plan.kinds:
         n = plan.count(kind)
-        view = {"kind": kind, "count": n, "seed": plan.seed}
+        # drawn on the decode, or on the plain view's resize of it when smaller (`extract.preprocess.view_base`)
+        view = {"kind": kind, "count": n, "seed": plan.seed, "drawn_on": "decode-or-plain-resize"}
         if kind == "views":
             view.update(preset=plan.preset, preset_params=get_preset(plan.preset).to_dict())
         else:

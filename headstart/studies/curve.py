@@ -10,7 +10,9 @@ repeats) and the power law fitted to the test metric (`studies.curve_fit`).
 
 A multi-label cache gets the same curve under its label policy (`uncertain`, `blank`, as `heads` takes them):
 draws are stratified by each finding's positives, each draw's config is selected on val macro AUROC, and the
-curve's metric is the test macro AUROC over the findings (`tasks.multilabel`).
+curve's metric is the test macro AUROC over the findings (`tasks.multilabel`). With `views="on"` every curve
+has a twin trained on the cached views (`heads --views on`, `heads.views`) on the same draws, in
+`RUNS/curve_<set>_<head>-views/`: a with/without-views pair at every size, where augmentation matters most.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from headstart.heads.registry import get_head
 from headstart.heads.registry import names as head_names
 from headstart.heads.sweep import get_sweep
 from headstart.heads.labels import TaskLabels, task_labels
+from headstart.heads.views import attach_views, for_head
 from headstart.io import write_bytes_atomic
 from headstart.evaluation.curve_doc import CURVE_FORMAT, CURVE_FORMAT_VERSION, CURVE_NAME
 from headstart.evaluation.curve_fit import FIT_METRICS, fit_power_law, mean_ci, standard_error
@@ -72,6 +75,7 @@ class CurveConfig:
     n_boot: int = 1000  # bootstrap resamples behind each point's 95% intervals
     uncertain: str | list[str] = "ignore"  # multi-label caches: how uncertain labels train (as `heads --uncertain`)
     blank: str = "negative"  # multi-label caches: a blank is a negative or unknown (as `heads --blank`)
+    views: str = "off"  # on: each curve also trained on the cached views, on the same draws (module notes)
 
     def validate(self) -> None:
         unknown = [h for h in self.heads if h not in head_names()]
@@ -88,6 +92,7 @@ class CurveConfig:
             (self.target is None or 0 < self.target < 1, f"--target {self.target} is invalid; expected a value of "
                                                          f"the metric between 0 and 1, e.g. 0.95"),
             (self.n_boot >= 1, f"n_boot is {self.n_boot}; expected at least 1"),
+            (self.views in ("off", "on"), f"--views {self.views!r} is invalid; expected off or on"),
         ]
         for ok, message in checks:
             if not ok:
@@ -143,11 +148,11 @@ def run_curve(*, cache_path: str | Path, runs_dir: str | Path, config: CurveConf
         fit = FitSettings(grid=grid, class_weight=class_weight_mode(config.class_weight), task=labels.task,
                           device=device)
         for name in names:
-            pools = _pools(cache, name, labels)
+            pools = _pools(cache, name, labels, views=config.views == "on")
             sizes = curve_sizes(config.sizes, n_train=len(pools.train.y), n_classes=pools.n_classes)
-            for head in config.heads:
+            for head, views in [(h, v) for h in config.heads for v in ("off", "on")[:1 + (config.views == "on")]]:
                 results.append(_curve(pools, head, sizes, fit=fit, config=config, runs_dir=Path(runs_dir),
-                                      progress=progress))
+                                      progress=progress, views=views))
     return results
 
 
@@ -164,13 +169,14 @@ def curve_draw(train: Rows, size: SizeSpec, *, repeat: int, seed: int, n_classes
     return draw_subsample(train.ids, key, train.groups, size, seed=seed + repeat, n_classes=n_classes)
 
 
-def curve_path(runs_dir: str | Path, feature_set: str, head: str) -> Path:
-    """RUNS/curve_<set>_<head>/curve.json, the set name in run-id characters."""
+def curve_path(runs_dir: str | Path, feature_set: str, head: str, views: str = "off") -> Path:
+    """RUNS/curve_<set>_<head>/curve.json (`-views` after the head for a views twin), the set name in run-id
+    characters."""
     safe = re.sub(r"[^A-Za-z0-9.\-]+", "-", feature_set)
-    return Path(runs_dir) / f"curve_{safe}_{head}" / CURVE_NAME
+    return Path(runs_dir) / f"curve_{safe}_{head}{'-views' if views == 'on' else ''}" / CURVE_NAME
 
 
-def _pools(cache: FeatureCache, name: str, labels: TaskLabels) -> _Pools:
+def _pools(cache: FeatureCache, name: str, labels: TaskLabels, *, views: bool = False) -> _Pools:
     """Each split's usable rows; multi-label train rows carry the training policy's targets and mask, val and
     test rows the scored ones (never an uncertain label), as `heads` reads them (heads.labels)."""
     X, valid = cache.load(name)
@@ -182,6 +188,9 @@ def _pools(cache: FeatureCache, name: str, labels: TaskLabels) -> _Pools:
         return Rows(X[keep], y[keep], cache.ids[keep], cache.groups[keep], mask=None if mask is None else mask[keep])
 
     train, val, test = rows("train"), rows("val"), rows("test")
+    if views:  # train's cached views ride along in Rows.views; each draw's `take` keeps its images' views
+        train = attach_views(cache, name, {"train": train, "val": val, "test": test}, valid, views=True,
+                             tta=False)["train"]
     two = labels.task.trainable(train.y, train.mask).any() if multilabel else len(np.unique(train.y)) >= 2
     if not two or not len(test.y):
         what = "a finding with both classes among the train rows" if multilabel else "train rows of two classes"
@@ -196,7 +205,7 @@ def _pools(cache: FeatureCache, name: str, labels: TaskLabels) -> _Pools:
 
 
 def _curve(pools: _Pools, head: str, sizes: list[SizeSpec], *, fit: FitSettings, config: CurveConfig,
-           runs_dir: Path, progress: bool) -> CurveResult:
+           runs_dir: Path, progress: bool, views: str = "off") -> CurveResult:
     notes: list[str] = []
     if not config.val_from_train and len(pools.val.y) == 0:
         raise DataError(f"feature set '{pools.feature_set}' has no val rows to select on; pass --val-from-train")
@@ -211,7 +220,7 @@ def _curve(pools: _Pools, head: str, sizes: list[SizeSpec], *, fit: FitSettings,
                              f"class(es) {', '.join(pools.dataset['classes'][i] for i in draw.missing)}")
             else:
                 try:
-                    points.append(_point(pools, head, draw, repeat=repeat, fit=fit, config=config))
+                    points.append(_point(pools, head, draw, repeat=repeat, fit=fit, config=config, views=views))
                 except DataError as error:  # e.g. too few images per class for cross-validation
                     notes.append(f"{size.label} repeat {repeat}: skipped, {one_line(error)}")
             bar.update(1)
@@ -224,14 +233,14 @@ def _curve(pools: _Pools, head: str, sizes: list[SizeSpec], *, fit: FitSettings,
                                    sigma=[standard_error(t) for t in tested], target=config.target)
     document = {
         "format": CURVE_FORMAT, "format_version": CURVE_FORMAT_VERSION, "feature_set": pools.feature_set,
-        "backbone": pools.backbone, "head": head, "metric": config.metric, "dataset": pools.dataset,
-        "config": {**asdict(config), "feature_sets": None, "heads": [head]},
+        "backbone": pools.backbone, "head": head, "views": views, "metric": config.metric, "dataset": pools.dataset,
+        "config": {**asdict(config), "feature_sets": None, "heads": [head], "views": views},
         "splits": {"train": len(pools.train.y), "val": len(pools.val.y), "test": len(pools.test.y)},
         "points": points, "summary": summary, "fit": fitted, "fit_reason": reason, "notes": notes,
         "timing": {"seconds": timer.seconds, "train_seconds": float(sum(p["train_seconds"] for p in points))},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": collect_versions(),
     }
-    path = curve_path(runs_dir, pools.feature_set, head)
+    path = curve_path(runs_dir, pools.feature_set, head, views)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(jsonable(document), indent=1, sort_keys=True, allow_nan=False) + "\n"
     write_bytes_atomic(path, text.encode("utf-8"))
@@ -239,11 +248,17 @@ def _curve(pools: _Pools, head: str, sizes: list[SizeSpec], *, fit: FitSettings,
     return CurveResult(path, pools.feature_set, head, document)
 
 
-def _point(pools: _Pools, head: str, draw: Draw, *, repeat: int, fit: FitSettings, config: CurveConfig) -> dict:
-    """Sweep on the draw, select on val (or by cross-validation inside it), finish as every run finishes."""
+def _point(pools: _Pools, head: str, draw: Draw, *, repeat: int, fit: FitSettings, config: CurveConfig,
+           views: str = "off") -> dict:
+    """Sweep on the draw (with its images' views when `views` is on), select on val (or by cross-validation
+    inside it), finish as every run finishes."""
     train = pools.train.take(draw.index)
+    if views == "off":
+        train.views = None
     select = pools.val.take(np.zeros(0, dtype=np.int64)) if config.val_from_train else pools.val
-    sweep = run_sweep(head, {"train": train, "val": select}, fit=fit, seed=draw.seed)
+    splits = for_head(head, {"train": train, "val": select})  # views: the view mean, extra rows or per epoch
+    train = splits["train"]
+    sweep = run_sweep(head, splits, fit=fit, seed=draw.seed)
     scores = [val_score(sweep.select_rows.y, c.val_proba, metric=config.select_metric,
                         threshold_rule=config.threshold_rule, task=fit.task, mask=sweep.select_rows.mask)
               for c in sweep.candidates]
@@ -260,7 +275,7 @@ def _point(pools: _Pools, head: str, draw: Draw, *, repeat: int, fit: FitSetting
                                          test.groups, test.mask)}
 
     outline = RunOutline(run_id=make_run_id("cached-head", pools.feature_set, head, draw.seed,
-                                            variant=f"train-{draw.size.slug}"),
+                                            variant=f"train-{draw.size.slug}{'-views' if views == 'on' else ''}"),
                          strategy="cached-head", backbone=pools.backbone, head=head, seed=draw.seed,
                          config=dict(cand.params), dataset=pools.dataset, timing={"train_seconds": seconds})
     final = FinalEvaluation(threshold_rule=config.threshold_rule, n_boot=config.n_boot,

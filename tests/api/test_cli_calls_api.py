@@ -97,7 +97,7 @@ def _expect_curve(bound, tmp):
         "cache": str(tmp / "c.h5"), "output": str(tmp / "runs"), "feature_sets": ["resnet18"],
         "heads": ["knn", "logreg"], "sizes": ["k=1", "k=2", "10%"], "repeats": 2, "sweep": "default", "seed": 3,
         "val_from_train": True, "metric": "balanced_accuracy", "target": 0.9, "select_metric": "f1",
-        "threshold_rule": "sensitivity:0.9", "class_weight": "none", "device": "cpu", "n_boot": 20,
+        "threshold_rule": "sensitivity:0.9", "class_weight": "none", "device": "cpu", "n_boot": 20, "views": "on",
         "uncertain": ["ones:Edema", "zeros"], "blank": "unknown",
     }
     assert set(bound.signature.parameters) - set(bound.arguments) == {"config", "progress"}
@@ -203,7 +203,8 @@ CASES: dict[str, Case] = {
                                "--sweep", "default", "--seed", "3", "--val-from-train", "--metric",
                                "balanced_accuracy", "--target", "0.9", "--select-metric", "f1", "--threshold-rule",
                                "sensitivity:0.9", "--class-weight", "none", "--device", "cpu", "--n-boot", "20",
-                               "--uncertain", "ones:Edema", "--uncertain", "zeros", "--blank", "unknown"],
+                               "--uncertain", "ones:Edema", "--uncertain", "zeros", "--blank", "unknown",
+                               "--views", "on"],
                   result=lambda tmp: [], expect=_expect_curve),
     "screen": Case("headstart.api:run_screen",
                    lambda tmp: ["screen", "DATA", "-o", str(tmp / "c.h5"), *EXTRACT_SHARED, "--keep", "2", "--head", "knn",

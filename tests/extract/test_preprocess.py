@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from headstart.backbones.types import Preprocessing
-from headstart.extract.preprocess import normalize_batch, resize_center_crop, stack_channels_last, to_uint8_tensor
+from headstart.extract.preprocess import (crop_geometry, normalize_batch, resize_center_crop, stack_channels_last,
+                                         to_uint8_tensor, view_base)
 
 
 def _prep(interpolation: str, input_size: int = 24, resize_size: int = 28) -> Preprocessing:
@@ -41,6 +42,23 @@ def test_grey_band_path_gives_the_plain_pixels(interpolation):
         fast = to_uint8_tensor(img, prep)
         assert fast.shape == (3, 24, 24) and fast.dtype == torch.uint8
         assert torch.equal(fast, _plain(img, prep)), img.mode
+
+
+@pytest.mark.parametrize("crop", ["center", "full", "pad"])
+@pytest.mark.parametrize("channels", [3, 1])
+def test_the_view_base_is_the_smaller_of_decode_and_resize_and_keeps_the_plain_pixels(crop, channels):
+    """Views are drawn on `view_base`: the plain view taken from it is the plain view of the decode itself."""
+    prep = replace(_prep("bilinear", input_size=12, resize_size=14), crop=crop, channels=channels,
+                   mean=(0.5,) * channels, std=(0.25,) * channels)
+    shrunk = 0
+    for img in _images(np.random.default_rng(3)):
+        base = view_base(img, prep)
+        new_w, new_h, _, _ = crop_geometry(*img.size, prep)
+        assert base.mode == "L" or (channels == 3 and img.mode == "RGB")
+        assert base.size in (img.size, (new_w, new_h)) and base.size[0] * base.size[1] <= img.size[0] * img.size[1]
+        shrunk += base.size != img.size
+        assert torch.equal(to_uint8_tensor(base, prep), to_uint8_tensor(img, prep)), (img.mode, img.size)
+    assert shrunk == len(_images(np.random.default_rng(3)))  # every test image is larger than 14 px
 
 
 def test_nearly_grey_rgb_is_not_taken_for_grey():

@@ -57,15 +57,42 @@ def test_views_and_tta_runs_are_their_own_records_with_tta_averaged_probabilitie
             np.testing.assert_allclose(got, expected, atol=2e-3)
 
 
-def test_logreg_and_knn_train_on_the_view_mean_torch_heads_keep_the_views():
+def test_logreg_and_knn_train_on_view_rows_or_the_view_mean_torch_heads_keep_the_views():
     X = np.arange(12, dtype=np.float32).reshape(3, 4)
     V = np.stack([X + 1, X + 5], axis=1)  # (3, 2, 4)
     splits = {"train": Rows(X, np.array([0, 1, 0]), np.array(["a", "b", "c"]), np.array(["", "", ""]), views=V)}
     for head in ("logreg", "knn"):
-        train = for_head(head, splits)["train"]
+        train = for_head(head, splits, mode="mean")["train"]
         np.testing.assert_allclose(train.X, X + 2)  # (X + X+1 + X+5) / 3
         assert train.views is None
+        default = for_head(head, splits)["train"]  # the measured default: K + 1 rows per image
+        assert default.X.shape == (9, 4) and list(default.ids) == ["a", "b", "c", "a", "a", "b", "b", "c", "c"]
     assert for_head("mlp", splits)["train"].views is V
+
+
+def test_views_as_extra_rows_keep_each_image_and_patient_in_one_fold():
+    from headstart.data.sampling import carve, kfold
+
+    rng = np.random.default_rng(0)
+    n, k = 40, 3
+    X = rng.normal(size=(n, 4)).astype(np.float32)
+    V = rng.normal(size=(n, k, 4)).astype(np.float32)
+    ids = np.array([f"img{i}" for i in range(n)])
+    groups = np.array([f"p{i // 2}" if i < 20 else "" for i in range(n)])  # patients of two images, then ungrouped
+    y = np.arange(n) % 2
+    train = for_head("logreg", {"train": Rows(X, y, ids, groups, views=V)}, mode="rows")["train"]
+    assert train.X.shape == (n * (k + 1), 4) and train.views is None
+    np.testing.assert_array_equal(train.X[:n], X)
+    np.testing.assert_array_equal(train.X[n + 2 * k + 1], V[2, 1])  # image-major: image 2, view 1
+    assert train.ids[n + 2 * k + 1] == "img2" and train.groups[n + 2 * k + 1] == "p1" and train.y[n + 2 * k + 1] == 0
+    fold = kfold(train.ids, train.groups, train.y, k=4, seed=(0,))
+    held = np.zeros(len(train.y), dtype=bool)
+    held[carve(train.ids, train.groups, train.y, n=len(train.y) // 5, seed=(1,))] = True
+    for key in (train.ids, np.where(train.groups != "", train.groups, train.ids)):  # by image, then by patient
+        for unit in np.unique(key):
+            assert len(np.unique(fold[key == unit])) == 1 and len(np.unique(held[key == unit])) == 1
+    with pytest.raises(ValueError, match="rows"):
+        for_head("knn", {"train": Rows(X, y, ids, groups, views=V)}, mode="sum")
 
 
 def test_torch_views_equal_to_the_plain_rows_change_nothing_and_real_views_do():
