@@ -8,7 +8,7 @@ split holding most of its images (ties: train, then val, then test), which moves
 The test split changes only with confirmation (`--yes`): a group with an image in test either pulls train images
 into test or takes test images out, and test is the one split whose membership a comparison must be able to
 trust. Without it the fix is refused with the count of test images it would move, and nothing is written.
-`headstart.cache.resplit.publish_splits` publishes the splits through the cache's re-split path.
+`headstart.cache.writer.publish_splits` publishes the splits through the cache's re-split path.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from headstart.cache.reader import FeatureCache
-from headstart.cache.resplit import publish_splits
+from headstart.cache.writer import publish_splits
 from headstart.data.types import SPLITS
 
 

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from headstart.cache.reader import FeatureCache
-from headstart.cache.resplit import publish_splits
+from headstart.cache.writer import publish_splits
 from headstart.cache.schema import staging_dir
 from headstart.cli import cli
 from headstart.errors import CacheError
