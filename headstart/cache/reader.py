@@ -45,13 +45,6 @@ class FeatureCache(CacheHeader):
     def n_samples(self) -> int:
         return len(self.ids)
 
-    def require_single_label(self, what: str) -> None:
-        """Refuse, in one line, a multi-label cache where only binary / multi-class is implemented yet."""
-        if self.task == "multilabel":
-            raise CacheError(f"{self.path} is a multi-label cache ({len(self.classes)} findings); multi-label "
-                             f"{what}: not yet supported (the cache is fine: keep it, `headstart cache info` shows it)")
-
-    # ------------------------------------------------------------------------------------------------------
     def views_of(self, name: str, kind: str) -> dict | None:
         """The attributes of set `name`'s complete view set of `kind` ("views" or "tta"), or None."""
         meta = self.view_sets.get(f"{name}.{kind}")

@@ -79,12 +79,6 @@ class Dataset:
     def task(self) -> str:
         return task_of(self.classes, multilabel=getattr(self.source, "multilabel", False))
 
-    def require_single_label(self, what: str) -> None:
-        """Refuse, in one line, multi-label data where only binary / multi-class is implemented yet."""
-        if self.task == "multilabel":
-            raise DataError(f"{self.source.root} is multi-label ({len(self.classes)} findings); multi-label "
-                            f"{what}: not yet supported (`headstart extract` caches it)")
-
 
 def task_of(classes: list[str], *, multilabel: bool) -> str:
     """`binary`, `multiclass` or `multilabel`: the cache's root attribute `task` and every record's `dataset.task`."""

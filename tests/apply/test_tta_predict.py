@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from headstart.cli import cli
 from tests.apply.conftest import read_table, record_vs_table
 from tests.reliability.conftest import assert_one_line_error
+from tests.cli_run import invoke
 
 EXTRACT = ["--weights", "random", "--image-size", "32", "--batch-size", "16", "--workers", "0", "--engine", "torch",
            "--feature-dtype", "float32"]
 
-
-def invoke(*args: str):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    assert "Traceback" not in result.output, result.output
-    return result
 
 
 @pytest.fixture(scope="module")

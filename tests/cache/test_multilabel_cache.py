@@ -10,7 +10,7 @@ from headstart.cache import write_features
 from headstart.cache.dataset import dataset_with_cache_splits
 from headstart.cache.reader import FeatureCache, verify_cache
 from headstart.data.sources import load_source
-from headstart.errors import CacheError, CacheMismatchError
+from headstart.errors import CacheMismatchError
 from tests.data.multilabel_files import make_nih
 
 
@@ -36,13 +36,11 @@ def test_splits_from_a_multilabel_cache(tmp_path):
         dataset_with_cache_splits(root, tmp_path / "other.h5")
 
 
-def test_verify_flags_a_bad_code_and_single_label_commands_refuse(tmp_path):
+def test_verify_flags_a_bad_code(tmp_path):
     root = make_nih(tmp_path / "nih", n_patients=3)
     _cache_for(root, tmp_path / "c.h5")
     with FeatureCache(tmp_path / "c.h5") as cache:
         assert cache.task == "multilabel" and cache.label_matrix.shape == (9, 14)
-        with pytest.raises(CacheError, match="multi-label curve: not yet supported"):
-            cache.require_single_label("curve")
     with h5py.File(tmp_path / "c.h5", "r+") as f:
         data = f["samples/labels"][...]
         data[0, 0] = 5

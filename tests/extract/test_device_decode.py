@@ -12,13 +12,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image, ImageOps
 
-from headstart.cli import cli
 from headstart.extract.config import ExtractConfig
 from headstart.extract.device_decode import device_decodable, read_jpeg_header
 from headstart.extract.runner import run_extract
+from tests.cli_run import invoke
 
 # Phantoms are decoded by the same libjpeg-turbo either way and torch's uint8 antialiased bilinear resize
 # follows PIL's, so rows agree to ~1e-6 in cosine here (measured); real full-size JPEGs, which PIL draft-decodes
@@ -52,11 +51,6 @@ def read_set(path: Path) -> tuple[list[str], np.ndarray, dict]:
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
-
-def invoke(*args: str):
-    result = CliRunner().invoke(cli, list(args))
-    assert "Traceback" not in result.output, result.output
-    return result
 
 
 def error_lines(output: str) -> list[str]:

@@ -10,19 +10,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from headstart.cli import cli
 from headstart.extract.config import ExtractConfig
 from headstart.extract.runner import run_extract
+from tests.cli_run import invoke
 
 BASE = ["--weights", "random", "--image-size", "32", "--batch-size", "8", "--workers", "0"]
 
-
-def invoke(*args: str):
-    result = CliRunner().invoke(cli, list(args))
-    assert "Traceback" not in result.output, result.output
-    return result
 
 
 def sha256(path: Path) -> str:

@@ -9,19 +9,13 @@ import logging
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from headstart.cli import cli
 from headstart.data.sources import load_source
 from tests.data.multilabel_files import CHEXPERT_FINDINGS, NIH_FINDINGS, chexpert_rows, make_nih, write_chexpert
+from tests.cli_run import invoke
 
 BASE = ["--weights", "random", "--image-size", "32", "--batch-size", "16", "--workers", "0"]
 
-
-def invoke(*args: str):
-    result = CliRunner().invoke(cli, list(args))
-    assert "Traceback" not in result.output, result.output
-    return result
 
 
 def test_nih_folder_to_multilabel_cache(tmp_path):
@@ -45,9 +39,9 @@ def test_nih_folder_to_multilabel_cache(tmp_path):
     assert "task: multilabel" in text and "findings: Atelectasis" in text
     assert invoke("cache", "verify", str(out)).exit_code == 0
 
-    heads = invoke("heads", str(out), "-o", str(tmp_path / "runs"))
-    assert heads.exit_code == 1 and "multi-label heads: not yet supported" in heads.output
-    assert len(heads.output.strip().splitlines()) == 1
+    heads = invoke("heads", str(out), "-o", str(tmp_path / "runs"))  # 30 images: no val, too few for folds
+    errors = [line for line in heads.output.splitlines() if line.startswith("Error")]
+    assert heads.exit_code == 1 and len(errors) == 1 and "cross-validation cannot replace val" in errors[0]
 
 
 def test_chexpert_folder_keeps_uncertain_and_blank(tmp_path):
@@ -92,9 +86,9 @@ def test_nih_shared_sample_extracts(tmp_path, shared_data, caplog):
     assert all(len({s for g2, s in zip(groups, splits) if g2 == g}) == 1 for g in set(groups))
 
 
-def test_finetune_refuses_multilabel_data_in_one_line(tmp_path):
+def test_finetune_on_too_little_multilabel_data_fails_in_one_line(tmp_path):
     root = make_nih(tmp_path / "nih", n_patients=4)
     r = invoke("finetune", str(root), "-o", str(tmp_path / "runs"), "-b", "resnet18", "--weights", "random",
                "--epochs", "1", "--image-size", "32")
     errors = [line for line in r.output.splitlines() if line.startswith("Error")]
-    assert r.exit_code == 1 and len(errors) == 1 and "multi-label finetune: not yet supported" in errors[0]
+    assert r.exit_code == 1 and len(errors) == 1 and "val split(s) of the data set are empty" in errors[0]

@@ -8,20 +8,14 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 from headstart.backbones.types import Preprocessing
-from headstart.cli import cli
 from headstart.data.augment import tta_views, views
 from headstart.extract.preprocess import normalize_batch, to_uint8_tensor, view_base
+from tests.cli_run import invoke
 
 BASE = ["--weights", "random", "--image-size", "32", "--batch-size", "8", "--workers", "0", "--engine", "torch"]
 
-
-def invoke(*args: str):
-    result = CliRunner().invoke(cli, list(args))
-    assert "Traceback" not in result.output, result.output
-    return result
 
 
 @pytest.fixture(scope="module")

@@ -5,18 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
 
-from headstart.cli import cli
+from tests.cli_run import invoke
 
 EXTRACT = ["--weights", "random", "--image-size", "32", "--batch-size", "16", "--workers", "0", "--engine", "torch"]
 CURVE = ["--sizes", "50%", "--repeats", "2", "--n-boot", "20", "--sweep", "quick"]
 
-
-def invoke(*args: str):
-    result = CliRunner().invoke(cli, list(args))
-    assert "Traceback" not in result.output, result.output
-    return result
 
 
 @pytest.fixture(scope="module")
