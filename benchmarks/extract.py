@@ -80,7 +80,7 @@ def make_manifest(paths: list[Path], root: Path) -> Path:
     for i, src in enumerate(paths):
         link = root / f"img{i:05d}{src.suffix}"
         if not link.exists():
-            os.symlink(src, link)
+            os.symlink(src.resolve(), link)  # a relative HEADSTART_DATA must not dangle
         lines.append(f"{link.name},{src.parent.name}")
     (root / "manifest.csv").write_text("\n".join(lines) + "\n")
     return root / "manifest.csv"
