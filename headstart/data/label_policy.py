@@ -134,3 +134,18 @@ def _check(raw: np.ndarray, names: Sequence[str], policy: LabelPolicy | None) ->
     if policy is not None and len(policy.uncertain) != len(names):
         raise ValueError(f"policy covers {len(policy.uncertain)} findings, labels have {len(names)}")
     return raw
+
+
+def policy_variant(policy: dict | None) -> str | None:
+    """The run-id part that keeps runs under another label policy apart from the default one (U-Ignore, blank
+    negative, which adds nothing), e.g. `u-ones`, `u-ignore-ones-Edema` (make_run_id turns + into -), `blank-unknown`."""
+    if not policy:
+        return None
+    parts = []
+    per_label = policy.get("uncertain_per_label") or {}
+    if policy.get("uncertain") != "ignore" or per_label:
+        parts.append("u-" + "+".join([policy["uncertain"]] + [f"{rule}-{name}" for name, rule in
+                                                               sorted(per_label.items())]))
+    if policy.get("blank") != "negative":
+        parts.append(f"blank-{policy['blank']}")
+    return "-".join(parts) or None

@@ -25,7 +25,7 @@ from headstart.evaluation.metrics import compute_metrics
 from headstart.evaluation.selection import larger_is_better, val_score
 from headstart.finetune.config import FinetuneConfig
 from headstart.finetune.labels import LabelPlan, decode, label_plan
-from headstart.heads.labels import policy_variant
+from headstart.data.label_policy import policy_variant
 
 MULTILABEL_SELECT = ("auroc", "auprc", "loss")  # macro over the findings, or the masked val loss
 

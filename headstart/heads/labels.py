@@ -47,18 +47,3 @@ def task_labels(cache, config) -> TaskLabels:
     policy = parse_policy(config.uncertain, config.blank, names).describe(names)
     return TaskLabels(task=make_task("multilabel", names), y=np.asarray(task.y), mask=np.asarray(task.mask),
                       eval_y=truth.astype(np.float32), eval_mask=scored, policy=policy)
-
-
-def policy_variant(policy: dict | None) -> str | None:
-    """The run-id part that keeps runs under another label policy apart from the default one (U-Ignore, blank
-    negative, which adds nothing), e.g. `u-ones`, `u-ignore-ones-Edema` (make_run_id turns + into -), `blank-unknown`."""
-    if not policy:
-        return None
-    parts = []
-    per_label = policy.get("uncertain_per_label") or {}
-    if policy.get("uncertain") != "ignore" or per_label:
-        parts.append("u-" + "+".join([policy["uncertain"]] + [f"{rule}-{name}" for name, rule in
-                                                               sorted(per_label.items())]))
-    if policy.get("blank") != "negative":
-        parts.append(f"blank-{policy['blank']}")
-    return "-".join(parts) or None

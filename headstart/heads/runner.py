@@ -42,8 +42,8 @@ from headstart.heads.registry import names as head_names
 from headstart.heads.sweep import get_sweep
 from headstart.heads.views import SWITCH, attach_views, for_head, tta_proba, variant
 from headstart.precision import HEAD_PRECISIONS
-from headstart.data.label_policy import BLANK_RULES
-from headstart.heads.labels import TaskLabels, policy_variant, task_labels
+from headstart.data.label_policy import BLANK_RULES, policy_variant
+from headstart.heads.labels import TaskLabels, task_labels
 from headstart.tasks.core import Task
 from headstart.tasks.factory import task_for_classes
 
