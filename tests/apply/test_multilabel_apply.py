@@ -162,3 +162,31 @@ def test_predict_on_labelled_nih_images_equals_the_record_and_scores_as_evaluati
                 compared += 1
     assert compared > len(test["ids"])  # several trained findings per row
     assert set(result.metrics["per_label"]) == set(names) and result.metrics["auroc"] is not None
+
+
+def test_a_multilabel_finetune_run_exports_a_sigmoid_graph_equal_to_predict(ml_run, tmp_path):
+    """A fine-tuned multi-label network (the whole backbone and its L-output head) exports like a head does: its
+    graph ends in one sigmoid per finding, the card names the findings, and the graph's probabilities are the
+    run's own on new images."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    record = headstart.run_finetune(ml_run["root"] / "data" / "m.csv", tmp_path / "ft", backbone="resnet18",
+                                    weights="random", epochs=1, image_size=32, workers=0, n_boot=20, device="cpu",
+                                    labels=FINDINGS, splits_from=ml_run["cache"])
+    run = tmp_path / "ft" / record.run_id
+    model = tmp_path / "ft.onnx"
+    result = invoke("export", str(run), "-o", str(model))
+    assert result.exit_code == 0, result.output
+    card = read_card(tmp_path / "ft.json")
+    assert card["task"] == "multilabel" and card["link"] == "sigmoid" and card["findings"] == FINDINGS
+    ours, theirs = tmp_path / "run.csv", tmp_path / "model.csv"
+    for source, out in ((run, ours), (model, theirs)):
+        result = invoke("predict", str(source), str(ml_run["new"]), "-o", str(out), *BASE[-2:])
+        assert result.exit_code == 0, result.output
+    a, b = read_table(ours), read_table(theirs)
+    trained = [f for f in FINDINGS if a[0][f"proba_{f}"] != ""]
+    assert trained, "the fine-tune left every finding out"
+    for finding in trained:
+        pa, pb = _columns(a, f"proba_{finding}"), _columns(b, f"proba_{finding}")
+        assert np.all((pa >= 0) & (pa <= 1))
+        np.testing.assert_allclose(pb, pa, atol=1e-4)
