@@ -221,15 +221,18 @@ def run_screen(data: str | Path, output: str | Path, *, backbones: Sequence[str]
                group_pattern: str | None = None, seed: int = 0, on_bad_image: str = "fail", overwrite: bool = False,
                keep: int = 1, head: str = "logreg", sweep: str = "quick", fraction: float = 0.1,
                min_images: int = 200, n_boot: int = 1000, uncertain: str | Sequence[str] = "ignore",
-               blank: str = "negative", config: ScreenConfig | None = None) -> ScreenResult:
+               blank: str = "negative", labels: Sequence[str] = (), label_column: str | None = None,
+               label_sep: str | None = None, path_column: str | None = None, group_column: str | None = None,
+               split_column: str | None = None, projection: str = "all", allow_missing: bool = False,
+               config: ScreenConfig | None = None) -> ScreenResult:
     """`headstart screen`: successive halving over `backbones`, then the survivors extracted fully into OUTPUT.
 
-    Takes every option of `run_extract` with the same meaning. Round 1 extracts every candidate on `fraction` of
-    train+val (at least `min_images`; whole patients, stratified), sweeps `head` and ranks by val AUROC with
-    bootstrap intervals; the bottom half, and any whose interval lies below the leader's, drop out; the subset
-    doubles until `keep` remain. Rows staged in a round are reused, never forwarded twice. Writes
-    OUTPUT.screen.json and returns the rounds and survivors. Multi-label data ranks by val macro AUROC under
-    `uncertain` / `blank` as in `run_heads`.
+    Takes every option of `run_extract` but the views', with the same meaning (the CSV reader's included).
+    Round 1 extracts every candidate on `fraction` of train+val (at least `min_images`; whole patients,
+    stratified), sweeps `head` and ranks by val AUROC with bootstrap intervals; the bottom half, and any whose
+    interval lies below the leader's, drop out; the subset doubles until `keep` remain. Rows staged in a round
+    are reused, never forwarded twice. Writes OUTPUT.screen.json and returns the rounds and survivors.
+    Multi-label data ranks by val macro AUROC under `uncertain` / `blank` as in `run_heads`.
     """
     from headstart.studies.screen import ScreenConfig, run_screen as screen
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from headstart.cli import Command
-from headstart.cli.options import extract_options, label_policy_options
+from headstart.cli.options import extract_options, label_policy_options, source_options
 from headstart.heads import HEADS, SWEEP_NAMES
 
 
@@ -16,6 +16,7 @@ from headstart.heads import HEADS, SWEEP_NAMES
 @click.option("-b", "--backbone", "backbones", multiple=True, required=True,
               help="Candidate backbone (repeat: -b A -b B -b C). See `headstart backbones`.")
 @extract_options
+@source_options
 @click.option("--keep", type=click.IntRange(min=1), default=1, show_default=True,
               help="Survivors to extract on all rows.")
 @click.option("--head", type=click.Choice(HEADS), default="logreg", show_default=True,
@@ -32,7 +33,7 @@ def screen(data: str, output: str, backbones: tuple[str, ...], engine: str, trus
            image_size: int | None, crop: str, batch_size: int, device: str, precision: str, decode: str, workers: int | None,
            feature_dtype: str, val_fraction: float, test_fraction: float, group_pattern: str | None, seed: int, on_bad_image: str,
            overwrite: bool, keep: int, head: str, sweep: str, fraction: float, min_images: int, n_boot: int,
-           uncertain: tuple[str, ...], blank: str) -> None:
+           uncertain: tuple[str, ...], blank: str, **source) -> None:
     """Race the candidate backbones on growing subsets of DATA; extract only the survivors into OUTPUT.
 
     Round 1 extracts every candidate on a tenth of train+val (one decode per image), sweeps the head and ranks
@@ -50,7 +51,7 @@ def screen(data: str, output: str, backbones: tuple[str, ...], engine: str, trus
         workers=workers, feature_dtype=feature_dtype,
         val_fraction=val_fraction, test_fraction=test_fraction, group_pattern=group_pattern, seed=seed,
         on_bad_image=on_bad_image, overwrite=overwrite, keep=keep, head=head, sweep=sweep, fraction=fraction,
-        min_images=min_images, n_boot=n_boot, uncertain=list(uncertain) or "ignore", blank=blank,
+        min_images=min_images, n_boot=n_boot, uncertain=list(uncertain) or "ignore", blank=blank, **source,
     )
     click.echo(screen_table(result.document))
     click.echo(f"rounds: {result.screen_path}")

@@ -114,7 +114,7 @@ def _screen_result(tmp):
 def _expect_screen(bound, tmp):
     expected = _extract_call(tmp)
     expected.update(keep=2, head="knn", sweep="default", fraction=0.2, min_images=50, n_boot=30, uncertain="ignore",
-                    blank="negative")
+                    blank="negative", **SOURCE_DEFAULTS)
     assert bound.arguments == expected
     assert set(bound.signature.parameters) - set(bound.arguments) == {"config"}
 

@@ -191,15 +191,17 @@ def test_drop_decisions(standings, keep, final, survivors, reasons):
         assert reasons[d["backbone"]] in d["reason"]
 
 
-def test_multilabel_data_is_ranked_by_val_macro_auroc(tmp_path, candidates):
-    """An NIH folder where Effusion brightens the image and Atelectasis does not: the planted (brightness)
-    candidate wins on val macro AUROC over the findings with both classes, each round's score is that macro."""
+@pytest.mark.parametrize("layout", ["nih", "csv"])
+def test_multilabel_data_is_ranked_by_val_macro_auroc(tmp_path, candidates, layout):
+    """An NIH folder (or the same images in a CSV read with extract's `--labels`), where Effusion brightens the
+    image and Atelectasis does not: the planted (brightness) candidate wins on val macro AUROC over the findings
+    with both classes, each round's score is that macro."""
     from tests.data.multilabel_files import NIH_FINDINGS, NIH_HEADER
 
     root = tmp_path / "nih"
     (root / "images").mkdir(parents=True)
     rng = np.random.default_rng(0)
-    lines = [NIH_HEADER]
+    lines, csv_lines = [NIH_HEADER], ["path,Effusion,Atelectasis,group"]
     for p in range(1, 151):
         for k in range(2):
             name = f"{p:08d}_{k:03d}.png"
@@ -208,9 +210,14 @@ def test_multilabel_data_is_ranked_by_val_macro_auroc(tmp_path, candidates):
             pixels = np.clip(rng.normal(level, 20, size=(16, 16)), 0, 255).astype(np.uint8)
             Image.fromarray(pixels, mode="L").save(root / "images" / name)
             lines.append(f"{name},{'|'.join(found) or 'No Finding'},{k},{p},40,M,PA,2500,2048,0.143,0.143")
+            csv_lines.append(f"images/{name},{int('Effusion' in found)},{int('Atelectasis' in found)},p{p}")
     (root / "Data_Entry_2017_v2020.csv").write_text("\n".join(lines) + "\n")
+    source, reader = str(root), []
+    if layout == "csv":
+        source, reader = str(tmp_path / "m.csv"), ["--labels", "Effusion,Atelectasis"]
+        (tmp_path / "m.csv").write_text("\n".join(csv_lines).replace("images/", "nih/images/") + "\n")
     out = tmp_path / "c.h5"
-    args = ["screen", str(root), "-o", str(out), "-b", "noise-a", "-b", "planted", "-b", "noise-b", "--weights",
+    args = ["screen", source, *reader, "-o", str(out), "-b", "noise-a", "-b", "planted", "-b", "noise-b", "--weights",
             "random", "--image-size", "16", "--batch-size", "32", "--workers", "0", "--device", "cpu",
             "--val-fraction", "0.3", "--engine", "torch", "--min-images", "100", "--n-boot", "100"]
     result = CliRunner().invoke(cli, args)
@@ -220,7 +227,7 @@ def test_multilabel_data_is_ranked_by_val_macro_auroc(tmp_path, candidates):
     assert "planted                  val macro AUROC" in result.output
     for entry in doc["rounds"]:
         scores = {r["backbone"]: r["val_auroc"] for r in entry["results"]}
-        # two findings carry labels (the other twelve have no positive and are left out): the macro is the mean
+        # two findings carry labels (NIH's other twelve have no positive and are left out): the macro is the mean
         # of Effusion (readable from brightness) and Atelectasis (not), so it sits near (1 + 0.5) / 2 for planted
         assert 0.6 < scores["planted"] < 0.9
         assert all(abs(v - 0.5) < 0.2 for k, v in scores.items() if k != "planted")
