@@ -2,13 +2,17 @@
 
 With a val split, every config is fitted on train and predicts val (one batched model, warm-started path or
 neighbour search per head). With an empty val split (`cv_sweep`, `applied_model`):
-- every config predicts out of fold in a k-fold cross-validation on train, stratified by class and grouped by
-  patient with the sampler's rule (`data.sampling`: a blank group is a patient of its own, and never turns
-  grouping off for the others);
+- every config predicts out of fold in a k-fold cross-validation on train, stratified by class (multi-label: per
+  finding, `heads.cv_strata`) and grouped by patient with the sampler's rule (`data.sampling`: a blank group is
+  a patient of its own, and never turns grouping off for the others);
+- multi-label: a finding some fold's head left out (one class in that fold's train part) is not scored in the
+  selection: only complete out-of-fold columns are (`heads.cv_strata.complete_findings`), and the sweep's
+  `findings` (the record's `selection_findings`) names the findings scored and why the others were not;
 - a torch head early-stops on an inner split of its training fold (whole patients, 1/5 of it), never on the
   fold it then predicts, so the out-of-fold scores that choose the config are not optimistic;
 - the chosen config is fitted once more, on train minus a held-out 1/5 of train (whole patients, stratified);
-  a torch head early-stops on that hold-out, and the threshold is chosen on that model's predictions of it.
+  a torch head early-stops on that hold-out, and the threshold (one per finding for multi-label) is chosen on
+  that model's predictions of it; the hold-out is stratified by the same key as the folds.
   That model is the one tested and saved, so its threshold was chosen for it, on rows it never trained on.
 """
 
@@ -20,9 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from headstart.data.sampling import carve, kfold, units_per_stratum
+from headstart.data.sampling import carve, kfold
 from headstart.errors import DataError
 from headstart.evaluation.timing import Timer
+from headstart.heads.cv_strata import complete_findings, cv_strata
 from headstart.heads.protocol import Candidate, FitSettings, Rows, expand, full_proba  # noqa: F401 - re-exported
 from headstart.heads.registry import get_head
 
@@ -42,6 +47,7 @@ class Sweep:
     seconds: float
     selection: str  # "val" or "cv-<k>fold"
     select_rows: Rows  # rows the candidates' val_proba belong to
+    findings: dict | None = None  # multi-label CV: {"scored": [...], "not_scored": {finding: reason}}
 
 
 def run_sweep(head: str, splits: dict[str, Rows], *, fit: FitSettings, seed: int) -> Sweep:
@@ -63,8 +69,8 @@ def run_sweeps(head: str, splits: dict[str, Rows], *, fit: FitSettings, seeds: S
 
 def run_sweep_cv(head: str, train: Rows, *, fit: FitSettings, seed: int) -> Sweep:
     with Timer(device=fit.device) as timer:
-        candidates, folds = cv_sweep(head, train, fit=fit, seed=seed)
-    return Sweep(candidates, timer.seconds, f"cv-{folds}fold", train)
+        candidates, folds, findings = cv_sweep(head, train, fit=fit, seed=seed)
+    return Sweep(candidates, timer.seconds, f"cv-{folds}fold", train, findings)
 
 
 def fit_sweep(head: str, train: Rows, val: Rows, *, fit: FitSettings, seed: int, params: list[dict] | None = None,
@@ -88,28 +94,38 @@ def fit_sweeps(head: str, train: Rows, val: Rows, *, fit: FitSettings, seeds: Se
     return get_head(head).fit_sweeps(train, val, fit=fit, seeds=seeds, params=params, stop_split=stop_split)
 
 
-def cv_sweep(head: str, train: Rows, *, fit: FitSettings, seed: int) -> tuple[list[Candidate], int]:
-    """Out-of-fold val probabilities for every config of a grouped, stratified k-fold on train (module doc);
-    the selected config is fitted again afterwards (`applied_model`)."""
-    folds = min(CV_FOLDS, int(units_per_stratum(train.ids, train.groups, train.y).min()))
-    if folds < 2:  # every fold's training part needs each class
-        raise DataError("val is empty and a class has only one train patient (or ungrouped image), so "
-                        "cross-validation cannot replace val; add a val split or more train rows of that class")
-    fold_of = kfold(train.ids, train.groups, train.y, k=folds, seed=(seed, _FOLD_STREAM))
+def cv_sweep(head: str, train: Rows, *, fit: FitSettings,
+             seed: int) -> tuple[list[Candidate], int, dict | None]:
+    """Out-of-fold val probabilities for every config of a grouped, stratified k-fold on train (module doc), the
+    fold count, and for multi-label which findings the out-of-fold columns score; the selected config is fitted
+    again afterwards (`applied_model`)."""
+    strata = cv_strata(train.ids, train.groups, train.y, train.mask, fit.task)
+    folds = min(CV_FOLDS, strata.most_folds)
+    if folds < 2:  # every fold's training part needs each (stratified) class
+        raise DataError(strata.reason)
+    fold_of = kfold(train.ids, train.groups, strata.key, k=folds, seed=(seed, _FOLD_STREAM))
     log.warning("val split is empty: selecting the config by %d-fold stratified cross-validation on train, grouped "
                 "by patient (an ungrouped image is a patient of its own), then fitting it on train minus a held-out "
                 "fifth, on which the threshold is chosen", folds)
     params = fit.grid.configs(head)
     oof = [np.zeros((len(train.y), fit.n_classes), dtype=np.float32) for _ in params]
+    left_out = []  # multi-label: (L,) findings each fold's head did not train (NaN probabilities)
     for f in range(folds):
         held_idx = np.flatnonzero(fold_of == f)
         if not len(held_idx):  # possible only when a few patients hold most rows
             continue
         fold = fit_sweep(head, train.take(np.flatnonzero(fold_of != f)), train.take(held_idx), fit=fit, seed=seed,
-                         stop_split=lambda rows, f=f: _held_out(rows, seed=(seed, _STOP_STREAM, f)))
+                         stop_split=lambda rows, f=f: _held_out(rows, fit, seed=(seed, _STOP_STREAM, f)))
         for i, cand in enumerate(fold):
             oof[i][held_idx] = cand.val_proba
-    return [Candidate(p, proba, None) for p, proba in zip(params, oof)], folds
+        left_out.append(np.isnan(np.asarray(fold[0].val_proba, dtype=np.float64)).any(axis=0))
+    if fit.task.kind != "multilabel":
+        return [Candidate(p, proba, None) for p, proba in zip(params, oof)], folds, None
+    findings = complete_findings(oof, left_out, train.y, train.mask, fit.task)
+    if findings["not_scored"]:
+        log.warning("cross-validation scores %d of %d findings; not scored: %s", len(findings["scored"]),
+                    len(fit.task.names), "; ".join(f"{k} ({v})" for k, v in findings["not_scored"].items()))
+    return [Candidate(p, proba, None) for p, proba in zip(params, oof)], folds, findings
 
 
 @dataclass
@@ -128,7 +144,7 @@ def applied_model(head: str, sweep: Sweep, cand: Candidate, train: Rows, *, fit:
     if cand.estimator is not None:
         return Applied(cand, sweep.select_rows, 0.0)
     with Timer(device=fit.device) as timer:
-        held = _held_out(train, seed=(seed, _HOLD_STREAM))
+        held = _held_out(train, fit, seed=(seed, _HOLD_STREAM))
         if not len(held):
             raise DataError("val is empty and train's patients cannot be split to hold some out for the threshold "
                             "(one patient holds most rows); add a val split")
@@ -137,6 +153,8 @@ def applied_model(head: str, sweep: Sweep, cand: Candidate, train: Rows, *, fit:
     return Applied(final, train.take(held), timer.seconds)
 
 
-def _held_out(rows: Rows, *, seed: tuple[int, ...]) -> np.ndarray:
-    """Positions of about HELD_OUT of `rows`: whole patients, stratified by class (empty when impossible)."""
-    return carve(rows.ids, rows.groups, rows.y, n=round(HELD_OUT * len(rows.y)), seed=seed)
+def _held_out(rows: Rows, fit: FitSettings, *, seed: tuple[int, ...]) -> np.ndarray:
+    """Positions of about HELD_OUT of `rows`: whole patients, stratified as the folds are (class, or per finding;
+    `heads.cv_strata`); empty when impossible."""
+    key = cv_strata(rows.ids, rows.groups, rows.y, rows.mask, fit.task).key
+    return carve(rows.ids, rows.groups, key, n=round(HELD_OUT * len(rows.y)), seed=seed)

@@ -277,6 +277,8 @@ def _record_config(job: _Job, sweep: Sweep, cand: Candidate, scores: list[float]
         "threshold_rule": job.fit.task.record_rule(config.threshold_rule),
         "class_weight": config.class_weight,
         "selection": sweep.selection,
+        # multi-label CV: the findings whose out-of-fold columns scored the configs, and why the others did not
+        **({"selection_findings": sweep.findings} if sweep.findings is not None else {}),
         "fit_shared_across_seeds": reused or (not kind.seeded and sweep.selection == "val"),
         "sweep_scores": [{**c.params, config.select_metric: s} for c, s in zip(sweep.candidates, scores)],
         "views": config.views,  # heads --views: torch heads sample a view per row and epoch, the others the mean

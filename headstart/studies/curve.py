@@ -9,7 +9,8 @@ threshold on val and scores test once (`evaluation.selection` and `evaluation.fi
 repeats) and the power law fitted to the test metric (`studies.curve_fit`).
 
 A multi-label cache gets the same curve under its label policy (`uncertain`, `blank`, as `heads` takes them):
-draws are stratified by each finding's positives, each draw's config is selected on val macro AUROC, and the
+draws are stratified by each finding's positives, each draw's config is selected on val macro AUROC (with
+`val_from_train`: out-of-fold macro AUROC over the findings every fold trained, `heads.cv_strata`), and the
 curve's metric is the test macro AUROC over the findings (`tasks.multilabel`). With `views="on"` every curve
 has a twin trained on the cached views (`heads --views on`, `heads.views`) on the same draws, in
 `RUNS/curve_<set>_<head>-views/`: a with/without-views pair at every size, where augmentation matters most.
@@ -142,9 +143,6 @@ def run_curve(*, cache_path: str | Path, runs_dir: str | Path, config: CurveConf
         if labels.task.kind == "multilabel" and config.select_metric not in ("auroc", "auprc"):
             raise ConfigError(f"--select-metric {config.select_metric} is not defined for a multi-label cache; "
                               "expected auroc or auprc (macro over the findings)")
-        if labels.task.kind == "multilabel" and config.val_from_train:  # heads.fitting.cv_sweep folds by class
-            raise ConfigError("--val-from-train is not available on a multi-label cache yet (its cross-validation "
-                              "stratifies by class); drop it to select each draw on the val split")
         fit = FitSettings(grid=grid, class_weight=class_weight_mode(config.class_weight), task=labels.task,
                           device=device)
         for name in names:
@@ -282,6 +280,7 @@ def _point(pools: _Pools, head: str, draw: Draw, *, repeat: int, fit: FitSetting
                             device=fit.device if get_head(head).on_device else "cpu", write=False, task=fit.task)
     record = finish_run(predict, outline=outline, final=final, runs_dir=".")
     return {**draw.describe(), "repeat": repeat, "selected": dict(cand.params), "selection": sweep.selection,
+            **({"selection_findings": sweep.findings} if sweep.findings is not None else {}),
             "threshold": record.threshold, "train_seconds": seconds,
             "metrics": {split: record.metrics[split] for split in ("val", "test")}}
 

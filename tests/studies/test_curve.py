@@ -194,10 +194,27 @@ def test_multilabel_curve_refuses_what_it_cannot_do_in_one_line(tmp_path):
     from tests.heads.multilabel_cache import make_multilabel_cache
 
     cache = make_multilabel_cache(tmp_path / "ml.h5", n=100)
-    with pytest.raises(ConfigError, match="--val-from-train is not available on a multi-label cache"):
-        run_curve(cache_path=cache, runs_dir=tmp_path / "runs", progress=False,
-                  config=CurveConfig(sizes=["50%"], val_from_train=True, device="cpu"))
     with pytest.raises(ConfigError, match="--select-metric f1 is not defined for a multi-label cache"):
         run_curve(cache_path=cache, runs_dir=tmp_path / "runs", progress=False,
                   config=CurveConfig(sizes=["50%"], select_metric="f1", device="cpu"))
     assert not (tmp_path / "runs").exists()
+
+
+def test_multilabel_curve_val_from_train_selects_by_cross_validation_per_draw(tmp_path):
+    """`curve --val-from-train` on a multi-label cache: each draw selects by per-finding cross-validation inside
+    it (out-of-fold macro AUROC), names the findings that selection scored, and never reads val."""
+    from tests.heads.multilabel_cache import FINDINGS, make_multilabel_cache
+
+    cache = make_multilabel_cache(tmp_path / "ml.h5", n=300, rare_in_train=True)
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(cli, ["curve", str(cache), "-o", str(runs), "--sizes", "50%", "--repeats", "2",
+                                      "--n-boot", "20", "--val-from-train", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((runs / "curve_feat_logreg" / "curve.json").read_text())
+    assert len(doc["points"]) == 3 and doc["config"]["val_from_train"]
+    for p in doc["points"]:
+        assert p["selection"].startswith("cv-")
+        chosen = p["selection_findings"]
+        assert set(chosen["scored"]) | set(chosen["not_scored"]) == set(FINDINGS) and chosen["scored"]
+        assert 0.15 * p["n_train"] <= p["metrics"]["val"]["n"] <= 0.25 * p["n_train"]  # the held-out fifth
+        assert p["metrics"]["test"]["auroc"] > 0.6
