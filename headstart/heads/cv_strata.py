@@ -40,6 +40,7 @@ class Strata:
     key: np.ndarray  # (N,) class index, or (N, S) 0/1 columns of the stratified findings
     most_folds: int  # folds whose training parts still hold every stratified class (0: none can be stratified)
     reason: str  # why cross-validation is impossible when most_folds < 2: what is missing, and what to do
+    limit: str = ""  # multi-label: the stratified finding that sets most_folds (for the log line)
 
 
 def cv_strata(ids: np.ndarray, groups: np.ndarray, y: np.ndarray, mask: np.ndarray | None, task: Task) -> Strata:
@@ -62,7 +63,10 @@ def cv_strata(ids: np.ndarray, groups: np.ndarray, y: np.ndarray, mask: np.ndarr
     if not stratified.any():
         return Strata(pos, 0, reason)
     rarer = np.where((pos_units <= neg_units)[None, :], pos, neg)
-    return Strata(rarer[:, stratified], int(units[stratified].min()), reason)
+    j = int(np.flatnonzero(stratified)[np.argmin(units[stratified])])
+    rarer_class = "positive" if pos_units[j] <= neg_units[j] else "negative"
+    limit = f"{task.names[j]}: {int(units[j])} patients with a {rarer_class} label"
+    return Strata(rarer[:, stratified], int(units[stratified].min()), reason, limit)
 
 
 def complete_findings(oof: list[np.ndarray], left_out: list[np.ndarray], y: np.ndarray, mask: np.ndarray | None,

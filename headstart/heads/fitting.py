@@ -106,7 +106,8 @@ def cv_sweep(head: str, train: Rows, *, fit: FitSettings,
     fold_of = kfold(train.ids, train.groups, strata.key, k=folds, seed=(seed, _FOLD_STREAM))
     log.warning("val split is empty: selecting the config by %d-fold stratified cross-validation on train, grouped "
                 "by patient (an ungrouped image is a patient of its own), then fitting it on train minus a held-out "
-                "fifth, on which the threshold is chosen", folds)
+                "fifth, on which the threshold is chosen%s", folds,
+                f" (folds limited by {strata.limit})" if strata.limit and folds < CV_FOLDS else "")
     params = fit.grid.configs(head)
     oof = [np.zeros((len(train.y), fit.n_classes), dtype=np.float32) for _ in params]
     left_out = []  # multi-label: (L,) findings each fold's head did not train (NaN probabilities)
