@@ -69,27 +69,24 @@ class FeatureCache(CacheHeader):
             have = ", ".join(sorted(self.feature_sets)) or "none"
             raise CacheError(f"feature set '{name}' is not in {self.path} (available: {have}); "
                              f"extract it with `headstart extract DATA -o {self.path} -b {name}`")
+        where, n = f"feature set '{name}' in {self.path}", self.n_samples
         if not meta["complete"]:
-            raise CacheError(f"feature set '{name}' in {self.path} is incomplete; rerun `headstart extract` with the "
-                             f"same options to finish it")
+            raise CacheError(f"{where} is incomplete; rerun `headstart extract` with the same options to finish it")
         if self._file is None:
             raise CacheError(f"{self.path} is closed; open a new FeatureCache to load '{name}'")
-        n = self.n_samples
         try:
             ds = self._file[FEATURES][name]
             valid = np.asarray(self._file[VALID][name][()], dtype=bool)
             if len(ds.shape) != 2 or ds.shape[0] != n or valid.shape != (n,):
-                raise CacheError(f"feature set '{name}' in {self.path} has shape {ds.shape} for {n} samples; "
-                                 f"re-extract it with --overwrite")
+                raise CacheError(f"{where} has shape {ds.shape} for {n} samples; re-extract it with --overwrite")
             x, bad = _read_float32(ds, valid)
         except CacheError:
             raise
         except Exception as exc:  # noqa: BLE001 - fletcher32 mismatch, missing /valid, damaged chunk index
-            raise CacheError(f"feature set '{name}' in {self.path} cannot be read ({one_line(exc)}); its data is "
-                             f"damaged, re-extract it with --overwrite") from None
+            raise CacheError(f"{where} cannot be read ({one_line(exc)}); its data is damaged, re-extract it with "
+                             f"--overwrite") from None
         if bad:
-            raise CacheError(f"feature set '{name}' in {self.path} contains {bad} NaN/Inf values; "
-                             f"re-extract with --overwrite")
+            raise CacheError(f"{where} contains {bad} NaN/Inf values; re-extract with --overwrite")
         return x, valid
 
     def info(self) -> dict:

@@ -20,7 +20,7 @@ import numpy as np
 
 from headstart.cache.plan import CacheRequest
 from headstart.cache.schema import LIBVER, SET_FEATURES, SET_VALID, chunk_rows, set_file_name, staging_dir
-from headstart.cache.staging import StagingArea, copy_rows, disk_errors, read_rows, staged_conflict, staged_key
+from headstart.cache.staging import StagingArea, disk_errors, staged_conflict, staged_key
 from headstart.data.imagemeta import ImageMeta, meta_records
 from headstart.errors import CacheError, CacheMismatchError
 
@@ -106,8 +106,7 @@ class Stager:
             ranks = {b.rank for b in batches if name in b.sets} | {self.rank}
             for rank in sorted(ranks):
                 path = self.set_path(name, rank)
-                token, rows = _verified(path, (n, spec.dim), spec.dtype,
-                                        [b for b in batches if b.rank == rank and name in b.sets])
+                token, rows = _verified(path, (n, spec.dim), spec.dtype, batches)
                 if token is None and repair:
                     path.unlink(missing_ok=True)  # damaged, or not the file the journal names: start it again
                 if rank == self.rank and token is not None:
@@ -216,7 +215,7 @@ class Stager:
             if not len(take):
                 continue
             with self._rank_file(name, rank) as f:
-                x[take], valid[take] = read_rows(f[SET_FEATURES], rows[take]), read_rows(f[SET_VALID], rows[take])
+                x[take], valid[take] = _read_rows(f[SET_FEATURES], rows[take]), _read_rows(f[SET_VALID], rows[take])
             found[take] = True
         if not found.all():
             raise CacheError(f"{int((~found).sum())} rows of feature set '{name}' were never written to "
@@ -233,7 +232,7 @@ class Stager:
                 if rank == self.rank or not rows.any():
                     continue
                 with self._rank_file(name, rank) as other:
-                    copy_rows(other, own, rows)
+                    _copy_rows(other, own, rows)
             own.flush()
             missing = int((~self._written(name)).sum())
             if missing:
@@ -259,8 +258,8 @@ class Stager:
 
 
 def _verified(path: Path, shape: tuple[int, int], dtype: str, batches: list) -> tuple[str | None, np.ndarray]:
-    """(token, rows) of a set file: the rows its journal records name, when every chunk holding them passes its
-    checksum; (None, no rows) when the file is missing, damaged or of another shape."""
+    """(token, rows) of a set file: the rows the journal records naming its (random, so unique) token hold, when
+    every chunk holding them passes its checksum; (None, no rows) when the file is missing, damaged or misshapen."""
     rows = np.zeros(shape[0], dtype=bool)
     try:
         with h5py.File(path, "r", locking=False) as f:
@@ -278,6 +277,20 @@ def _verified(path: Path, shape: tuple[int, int], dtype: str, batches: list) -> 
             logger.warning("set file %s is damaged (%s); its rows will be extracted again", path, exc)
         return None, np.zeros(shape[0], dtype=bool)
     return token, rows
+
+
+def _read_rows(ds, rows: np.ndarray) -> np.ndarray:
+    """Rows of a dataset in the order given (repeats allowed); h5py reads a sorted selection of distinct rows."""
+    distinct, where = np.unique(rows, return_inverse=True)
+    return ds[distinct][where]
+
+
+def _copy_rows(src, dst, rows: np.ndarray) -> None:
+    """Copy the `rows` (bool mask) of both datasets of one set file into another, a chunk of rows at a time."""
+    rows = np.flatnonzero(rows)
+    for take in np.split(rows, np.flatnonzero(np.diff(rows // dst[SET_FEATURES].chunks[0])) + 1):
+        for key in (SET_FEATURES, SET_VALID):
+            dst[key][take] = src[key][take]
 
 
 class WriteBehind:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from headstart import io as durable
-from headstart.cache.schema import SET_FEATURES, SET_VALID, STAGING_FORMAT, STAGING_STATE, STAGING_VERSION
+from headstart.cache.schema import STAGING_FORMAT, STAGING_STATE, STAGING_VERSION
 from headstart.data.imagemeta import meta_columns, record_columns
 from headstart.errors import CacheError
 
@@ -198,20 +198,6 @@ def _read_journal(file: Path, rank: int, out: list[Batch], n_rows: int) -> int:
         out.append(Batch(rank, rows.astype(np.int64), sets, meta))
         at += RECORD.size + n_head + n_body
     return at
-
-
-def read_rows(ds, rows: np.ndarray) -> np.ndarray:
-    """Rows of a dataset in the order given (repeats allowed); h5py reads a sorted selection of distinct rows."""
-    distinct, where = np.unique(rows, return_inverse=True)
-    return ds[distinct][where]
-
-
-def copy_rows(src, dst, rows: np.ndarray) -> None:
-    """Copy the `rows` (bool mask) of both datasets of one set file into another, a chunk of rows at a time."""
-    rows = np.flatnonzero(rows)
-    for take in np.split(rows, np.flatnonzero(np.diff(rows // dst[SET_FEATURES].chunks[0])) + 1):
-        for key in (SET_FEATURES, SET_VALID):
-            dst[key][take] = src[key][take]
 
 
 @contextmanager
