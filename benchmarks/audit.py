@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 
 from headstart.cache import CacheWriter, FeatureSetSpec, SamplesTable, compute_fingerprint, compute_samples_sha256
-from headstart.cache.meta import write_meta
+from headstart.cache.publish import write_meta
 from headstart.data.imagemeta import ImageMeta, meta_columns
 
 DATA = Path(os.environ.get("HEADSTART_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
@@ -115,7 +115,7 @@ def decode_overhead(n: int = 200) -> str:
 
 def real_baseline() -> str:
     """The metadata-only baseline on the unmodified shared set (no features needed: metadata and splits only)."""
-    from headstart.cache.meta import MetaTable
+    from headstart.cache.header import MetaTable
     from headstart.data.dataset import build_dataset
     from headstart.data.types import SplitConfig
     from headstart.studies.audit.config import AuditConfig

@@ -4,6 +4,11 @@
 the sample table and each feature set's attributes. It never raises for what it finds: the reader turns a bad kind
 into its one-line error, the planner decides from it whether --overwrite may replace the file. Metadata is parsed
 as JSON only.
+
+Per-image metadata (`/samples/meta/<field>`, one dataset of length N per field; the fields, dtypes and missing
+values are `headstart.data.imagemeta.META_FIELDS`) is read on demand by `read_meta`. A row with `width` <= 0 has
+none (its image was skipped); a cache made before metadata existed has no group, which means "not recorded",
+never damage.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ import h5py
 import numpy as np
 
 from headstart.cache.schema import (FEATURE_JSON_ATTRS, FEATURES, FORMAT_NAME, FORMAT_VERSION, LABEL_MATRIX,
-                                    ROOT_PLAIN_ATTRS, SAMPLE_FIELDS, SAMPLES, VALID, journal_path, staging_dir)
+                                    META_PATH, ROOT_PLAIN_ATTRS, SAMPLE_FIELDS, SAMPLES, VALID, journal_path,
+                                    staging_dir)
+from headstart.data.imagemeta import META_FIELDS, NUMPY_DTYPES
 from headstart.errors import one_line
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -90,11 +97,9 @@ def open_cache_file(path: str | Path) -> tuple[CacheHeader, h5py.File | None]:
     header = CacheHeader(path, FileKind.CACHE)
     try:
         _read_into(header, file, attrs)
-    except _Damaged as exc:
-        header.found, header.advice = str(exc), "re-extract it with --overwrite"
     except Exception as exc:  # noqa: BLE001 - damaged metadata surfaces as any h5py/numpy error
-        header.kind, header.found = FileKind.DAMAGED, f"{path} is damaged: {one_line(exc)}"
-        header.advice = "re-extract it with --overwrite"
+        header.kind, header.advice = FileKind.DAMAGED, "re-extract it with --overwrite"
+        header.found = str(exc) if isinstance(exc, _Damaged) else f"{path} is damaged: {one_line(exc)}"
     if header.kind is not FileKind.CACHE:
         file.close()
         return header, None
@@ -156,21 +161,17 @@ def _read_into(header: CacheHeader, f: h5py.File, attrs: dict) -> None:
                                                      f"this one reads up to {FORMAT_VERSION})")
         header.advice = "upgrade headstart"
         return
-    for group in (SAMPLES, FEATURES, VALID):
-        if group not in f:
-            raise _Damaged(f"{path} has no /{group} group; it is damaged")
-    for key in SAMPLE_FIELDS:
-        if key not in f[SAMPLES]:
-            raise _Damaged(f"{path} has no /{SAMPLES}/{key}; it is damaged")
+    missing = [f"/{group} group" for group in (SAMPLES, FEATURES, VALID) if group not in f] or [
+        f"/{SAMPLES}/{key}" for key in SAMPLE_FIELDS if key not in f[SAMPLES]]
+    if missing:
+        raise _Damaged(f"{path} has no {missing[0]}; it is damaged")
     header.root_attrs = {k: (v if k in ROOT_PLAIN_ATTRS else _json(v, f"root attribute {k!r} of {path}"))
                          for k, v in attrs.items()}
     header.format_version = version
     header.classes = list(header.root_attrs.get("classes", []))
     samples = f[SAMPLES]
-    header.ids = _strings(samples["id"])
+    header.ids, header.splits, header.groups = (_strings(samples[key][()]) for key in ("id", "split", "group"))
     header.labels = np.asarray(samples["label"][()], dtype=np.int64)
-    header.splits = _strings(samples["split"])
-    header.groups = _strings(samples["group"])
     if LABEL_MATRIX in samples:
         header.label_matrix = np.asarray(samples[LABEL_MATRIX][()], dtype=np.int8)
     header.task = str(header.root_attrs.get("task") or ("multilabel" if header.label_matrix is not None else
@@ -200,5 +201,54 @@ def _json(value, what: str):
         raise _Damaged(f"{what} is not valid JSON; the cache metadata is damaged") from None
 
 
-def _strings(ds) -> np.ndarray:
-    return np.array([s.decode("utf-8", "replace") if isinstance(s, bytes) else str(s) for s in ds[()]], dtype=object)
+def _strings(values) -> np.ndarray:
+    return np.array([s.decode("utf-8", "replace") if isinstance(s, bytes) else str(s) for s in values], dtype=object)
+
+
+@dataclass
+class MetaTable:
+    """The metadata columns a cache holds, and what was wrong with the ones that could not be used."""
+
+    columns: dict[str, np.ndarray] = field(default_factory=dict)  # field -> (N,) array, only well-formed fields
+    problems: list[str] = field(default_factory=list)  # one line per damaged or malformed field
+    present: bool = False  # False: the cache predates metadata (no /samples/meta group)
+
+    def has(self, *names: str) -> bool:
+        return all(name in self.columns for name in names)
+
+    def recorded_rows(self) -> np.ndarray:
+        """Rows that carry metadata (their image was decoded): width > 0."""
+        width = self.columns.get("width")
+        return np.zeros(0, dtype=bool) if width is None else width > 0
+
+
+def read_meta(file: h5py.File, n_rows: int) -> MetaTable:
+    """Read every `/samples/meta/<field>` of an open cache file; unknown fields are ignored, bad ones reported."""
+    group = file.get(META_PATH)
+    if group is None:
+        return MetaTable()
+    table = MetaTable(present=True)
+    for name, kind in META_FIELDS.items():
+        if name not in group:
+            continue
+        where = f"/{META_PATH}/{name}"
+        try:
+            raw = group[name][()]
+        except Exception as exc:  # noqa: BLE001 - a damaged chunk surfaces as any h5py error
+            table.problems.append(f"{where} cannot be read ({type(exc).__name__}); re-extract to record it again")
+            continue
+        if raw.ndim != 1 or raw.shape[0] != n_rows:
+            table.problems.append(f"{where} has shape {raw.shape}, expected ({n_rows},); re-extract to record it again")
+        elif kind == "str":
+            table.columns[name] = _strings(raw)
+        elif raw.dtype.kind in "iuf":
+            table.columns[name] = np.asarray(raw, dtype=NUMPY_DTYPES[kind])
+        else:  # strings or compound data where numbers belong
+            table.problems.append(f"{where} holds {raw.dtype} values, expected {kind}; re-extract to record it again")
+    return table
+
+
+def read_cache_meta(path, n_rows: int) -> MetaTable:
+    """`read_meta` on a cache file by path (its own read-only handle; open it with FeatureCache first to validate)."""
+    with open_readonly(path) as file:
+        return read_meta(file, n_rows)

@@ -219,13 +219,14 @@ def plan(existing: CacheHeader, request: CacheRequest, staged: dict | None = Non
     if request.overwrite:
         return replace(decided, discard_staging=True,
                        notes=(*decided.notes, f"--overwrite: discarding the partial extraction in {folder}"))
-    if conflict.set_name is None:
+    name, staged = conflict
+    if name is None:
         return refuse(Refusal.STAGED_OTHER_DATA,
                       f"{folder} holds a partial extraction for a different data set or splits; {STAGED_HINT}")
-    spec = request.specs[conflict.set_name]
+    spec = request.specs[name]
     return refuse(Refusal.STAGED_SET,
                   f"a partial extraction of feature set '{spec.name}' in {folder} has fingerprint "
-                  f"{str(conflict.staged.get('fingerprint'))[:12]}... ({conflict.staged.get('dtype')}), this request "
+                  f"{str(staged.get('fingerprint'))[:12]}... ({staged.get('dtype')}), this request "
                   f"has {spec.fingerprint[:12]}... ({spec.dtype}); {STAGED_HINT}")
 
 

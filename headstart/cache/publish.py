@@ -27,12 +27,12 @@ import headstart
 from headstart import io as durable
 from headstart.cache.fingerprint import compute_samples_sha256
 from headstart.cache.header import open_readonly
-from headstart.cache.meta import META, META_PATH, write_meta
 from headstart.cache.plan import Action, CacheRequest, FeatureSetSpec, Plan, SamplesTable
 from headstart.cache.schema import (FEATURE_JSON_ATTRS, FEATURE_STAT_KEYS, FEATURES, FORMAT_NAME, FORMAT_VERSION,
-                                    LABEL_MATRIX, LIBVER, MAX_SKIPPED_IDS_ATTR, SAMPLES, SET_FEATURES, SET_VALID, VALID,
-                                    journal_path)
+                                    LABEL_MATRIX, LIBVER, MAX_SKIPPED_IDS_ATTR, META, META_PATH, SAMPLES, SET_FEATURES,
+                                    SET_VALID, VALID, journal_path)
 from headstart.cache.staging import disk_errors
+from headstart.data.imagemeta import META_FIELDS, NUMPY_DTYPES
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +47,10 @@ def write_journal(path: Path) -> None:
         kept = sorted((c.byte_offset, c.size) for ds in f[FEATURES].values() if ds.chunks
                       for c in (ds.id.get_chunk_info(i) for i in range(ds.id.get_num_chunks())))
     ranges, at = [], 0
-    for offset, length in kept:  # everything between the feature chunks
+    for offset, length in [*kept, (size, 0)]:  # everything between the feature chunks, and after the last one
         if offset > at:
             ranges.append((at, offset - at))
         at = max(at, offset + length)
-    if at < size:
-        ranges.append((at, size - at))
     with open(path, "rb") as src:
         saved = b"".join(os.pread(src.fileno(), length, offset) for offset, length in ranges)
     head = json.dumps({"size": size, "ranges": ranges}).encode("utf-8")
@@ -110,8 +108,7 @@ def publish(request: CacheRequest, plan: Plan, files: dict[str, Path], *, stats:
             except OSError as exc:  # this process holds it open read-only (HDF5 refuses): rebuild it instead
                 journal_path(path).unlink()  # nothing was changed
                 logger.debug("cannot add to %s in place (%s); writing a new file", path, exc)
-                dst = None
-            if dst is not None:
+            else:
                 try:
                     with dst:
                         _add(dst, plan, files, meta)
@@ -172,6 +169,19 @@ def _add(dst: h5py.File, plan: Plan, files: dict[str, Path], meta: dict[str, np.
     dst.flush()
 
 
+def write_meta(file: h5py.File, columns: dict[str, np.ndarray]) -> None:
+    """Write metadata columns (`headstart.data.imagemeta.meta_columns`) under /samples/meta of a writable file."""
+    group = file.require_group(META_PATH)
+    for name, values in columns.items():
+        kind = META_FIELDS[name]
+        if name in group:
+            del group[name]
+        if kind == "str":
+            group.create_dataset(name, data=[str(v) for v in values], dtype=h5py.string_dtype("utf-8"))
+        else:
+            group.create_dataset(name, data=np.asarray(values, dtype=NUMPY_DTYPES[kind]))
+
+
 def _write_table(dst: h5py.File, t: SamplesTable) -> None:
     dst.attrs.update({"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "manifest_hash": t.manifest_hash,
                       "samples_sha256": compute_samples_sha256(ids=t.ids, labels=t.labels, splits=t.splits,
@@ -214,16 +224,12 @@ def _stamp_set(file: Path, table: SamplesTable, spec: FeatureSetSpec, stat: dict
         for key, value in spec.attrs.items():  # layer, pool, provider...: descriptive, HDF5 has no None
             if value is not None and key not in ds.attrs:
                 ds.attrs[key] = str(value) if isinstance(value, str) else value
-        ds.attrs["fingerprint"] = spec.fingerprint
-        ds.attrs["versions"] = json.dumps(versions, sort_keys=True)
-        for key in FEATURE_STAT_KEYS:
-            default = "" if key in ("device", "precision") else 0
-            value = stat.get(key, default)
-            ds.attrs[key] = value if value is not None else default
+        ds.attrs.update(fingerprint=spec.fingerprint, versions=json.dumps(versions, sort_keys=True))
+        for key in FEATURE_STAT_KEYS:  # "" or 0 where the loop recorded none
+            ds.attrs[key] = stat[key] if stat.get(key) is not None else "" if key in ("device", "precision") else 0
         for key, value in stat.items():  # extra scalar timings the extraction loop chose to record
             if key not in FEATURE_STAT_KEYS and isinstance(value, (int, float, str, bool)):
                 ds.attrs[key] = str(value) if isinstance(value, str) else value  # h5py refuses str subclasses
-        ds.attrs["complete"] = True
-        ds.attrs["n_skipped"] = len(skipped_ids)
-        ds.attrs["skipped_ids"] = json.dumps(skipped_ids[:MAX_SKIPPED_IDS_ATTR])
+        ds.attrs.update(complete=True, n_skipped=len(skipped_ids),
+                        skipped_ids=json.dumps(skipped_ids[:MAX_SKIPPED_IDS_ATTR]))
     durable.fsync_file(file)

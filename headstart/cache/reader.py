@@ -69,27 +69,24 @@ class FeatureCache(CacheHeader):
             have = ", ".join(sorted(self.feature_sets)) or "none"
             raise CacheError(f"feature set '{name}' is not in {self.path} (available: {have}); "
                              f"extract it with `headstart extract DATA -o {self.path} -b {name}`")
+        where, n = f"feature set '{name}' in {self.path}", self.n_samples
         if not meta["complete"]:
-            raise CacheError(f"feature set '{name}' in {self.path} is incomplete; rerun `headstart extract` with the "
-                             f"same options to finish it")
+            raise CacheError(f"{where} is incomplete; rerun `headstart extract` with the same options to finish it")
         if self._file is None:
             raise CacheError(f"{self.path} is closed; open a new FeatureCache to load '{name}'")
-        n = self.n_samples
         try:
             ds = self._file[FEATURES][name]
             valid = np.asarray(self._file[VALID][name][()], dtype=bool)
             if len(ds.shape) != 2 or ds.shape[0] != n or valid.shape != (n,):
-                raise CacheError(f"feature set '{name}' in {self.path} has shape {ds.shape} for {n} samples; "
-                                 f"re-extract it with --overwrite")
+                raise CacheError(f"{where} has shape {ds.shape} for {n} samples; re-extract it with --overwrite")
             x, bad = _read_float32(ds, valid)
         except CacheError:
             raise
         except Exception as exc:  # noqa: BLE001 - fletcher32 mismatch, missing /valid, damaged chunk index
-            raise CacheError(f"feature set '{name}' in {self.path} cannot be read ({one_line(exc)}); its data is "
-                             f"damaged, re-extract it with --overwrite") from None
+            raise CacheError(f"{where} cannot be read ({one_line(exc)}); its data is damaged, re-extract it with "
+                             f"--overwrite") from None
         if bad:
-            raise CacheError(f"feature set '{name}' in {self.path} contains {bad} NaN/Inf values; "
-                             f"re-extract with --overwrite")
+            raise CacheError(f"{where} contains {bad} NaN/Inf values; re-extract with --overwrite")
         return x, valid
 
     def info(self) -> dict:
@@ -100,28 +97,22 @@ class FeatureCache(CacheHeader):
             per_class = {split: {c: int(n) for c, n in zip(self.classes, (self.label_matrix[self.splits == split] == 1)
                                                           .sum(axis=0))} for split in per_split}
         else:
-            for split, label in zip(self.splits, self.labels):
-                counts = per_class.setdefault(str(split), {})
-                cls = self.classes[label] if 0 <= label < len(self.classes) else str(label)
-                counts[cls] = counts.get(cls, 0) + 1
+            names = [self.classes[y] if 0 <= y < len(self.classes) else str(y) for y in self.labels]
+            for (split, cls), count in Counter(zip(map(str, self.splits), names)).items():
+                per_class.setdefault(split, {})[cls] = count
         sets = []
         for name, meta in self.feature_sets.items():
-            extracted = meta.get("weights") != EXTERNAL  # sets made before taps existed read the final layer's default
-            sets.append({
-                "name": name, "backbone": meta.get("backbone"),
-                "layer": meta.get("layer", FINAL_LAYER if extracted else None),
-                "pool": meta.get("pool", DEFAULT_POOL if extracted else None), "engine": set_engine(meta),
-                "crop": _crop(meta.get("preprocessing")) if extracted else None,  # extract --crop
-                "engine_version": meta.get("engine_version"), "weights": meta.get("weights"),
-                "weights_sha256": meta.get("weights_sha256"), "dim": meta["dim"], "dtype": meta["dtype"],
-                "complete": meta["complete"], "fingerprint": meta.get("fingerprint"), "device": meta.get("device"),
-                "precision": meta.get("precision"), "seconds": meta.get("seconds"),
-                "images_per_second": meta.get("images_per_second"), "n_skipped": meta.get("n_skipped", 0),
-            })
-        for entry in sets:  # extract --views/--tta: K, M and the preset of each set's cached views
-            views, tta = self.views_of(entry["name"], "views"), self.views_of(entry["name"], "tta")
-            entry.update(views=int(views["views"]) if views else 0, tta=int(tta["views"]) if tta else 0,
-                         augment=views.get("augment") if views else None)
+            # sets made before taps, engines and --crop existed: the final layer's default pool, torch, center crop
+            extracted, prep = meta.get("weights") != EXTERNAL, meta.get("preprocessing")
+            prep = prep if isinstance(prep, dict) else {}
+            views, tta = self.views_of(name, "views"), self.views_of(name, "tta")  # extract --views K, --tta M
+            derived = {"layer": meta.get("layer", FINAL_LAYER if extracted else None),
+                       "pool": meta.get("pool", DEFAULT_POOL if extracted else None),
+                       "engine": str(meta["engine"]) if meta.get("engine") else "torch" if extracted else None,
+                       "crop": str(prep.get("crop", "center")) if extracted else None,  # extract --crop
+                       "n_skipped": meta.get("n_skipped", 0), "views": int(views["views"]) if views else 0,
+                       "tta": int(tta["views"]) if tta else 0, "augment": views.get("augment") if views else None}
+            sets.append({key: derived[key] if key in derived else meta.get(key) for key in SET_INFO_KEYS})
         return {
             "path": str(self.path), "format_version": self.format_version,
             "size_bytes": self.path.stat().st_size if self.path.exists() else None, "n_samples": self.n_samples,
@@ -133,8 +124,8 @@ class FeatureCache(CacheHeader):
                            "dtype": m["dtype"], "complete": m["complete"], "rows": int(m["shape"][0]) - int(
                                m.get("n_skipped", 0)), "fingerprint": m.get("fingerprint"),
                            "seconds": m.get("seconds")} for n, m in self.view_sets.items()],
-            "staged": staged_info(self.path, n_rows=self.n_samples,
-                                  manifest_hash=str(self.root_attrs.get("manifest_hash"))),
+            "staged": StagingArea(staging_dir(self.path), n_rows=self.n_samples,
+                                  manifest_hash=str(self.root_attrs.get("manifest_hash"))).info(),
         }
 
     def close(self) -> None:
@@ -149,16 +140,13 @@ class FeatureCache(CacheHeader):
         self.close()
 
 
+# `cache info --json`: each feature set's keys, in this order
+SET_INFO_KEYS = ("name", "backbone", "layer", "pool", "engine", "crop", "engine_version", "weights", "weights_sha256",
+                 "dim", "dtype", "complete", "fingerprint", "device", "precision", "seconds", "images_per_second",
+                 "n_skipped", "views", "tta", "augment")
 # float32 bytes converted (and checked) per slice of rows while loading a set: small, because freed slices stay
 # in the allocator's heap (32 MiB slices left 80 MiB there on a 100,000 x 1,024 cache, benchmarks/memory.py)
 READ_ROWS_BYTES = 8 << 20
-
-
-def set_engine(meta: dict) -> str | None:
-    """The engine that computed a set; torch for sets made before engines existed, None for `write_features` sets."""
-    if meta.get("engine"):
-        return str(meta["engine"])
-    return None if meta.get("weights") == EXTERNAL else "torch"
 
 
 def _read_float32(ds, valid: np.ndarray) -> tuple[np.ndarray, int]:
@@ -177,17 +165,6 @@ def _read_float32(ds, valid: np.ndarray) -> tuple[np.ndarray, int]:
         if not np.isfinite(x[start:stop]).all():  # rare: only then copy out the valid rows to count
             bad += int((~np.isfinite(x[start:stop][valid[start:stop]])).sum())
     return x, bad
-
-
-def staged_info(path: str | Path, *, n_rows: int, manifest_hash: str) -> dict | None:
-    """What an in-progress (or interrupted) extraction into `path` has staged, or None."""
-    staging = StagingArea(staging_dir(path), n_rows=n_rows, manifest_hash=manifest_hash)
-    if not staging.folder.is_dir():
-        return None
-    state = staging.read_state()
-    return {"folder": str(staging.folder), "sets": sorted(state["sets"]) if state else [],
-            "same_samples": staging.compatible(state),
-            "rows_staged": staging.staged_rows() if staging.compatible(state) else None}
 
 
 def verify_cache(path: str | Path) -> list[str]:
@@ -234,8 +211,7 @@ def _verify_set(cache: FeatureCache, name: str, problems: list[str]) -> None:
         logger.warning("%s has no fletcher32 checksums; data damage cannot be detected", where)
     valid = None
     try:
-        v = cache._file[VALID][name]
-        valid = np.asarray(v[()], dtype=bool)
+        valid = np.asarray(cache._file[VALID][name][()], dtype=bool)
         if valid.shape != (n,):
             problems.append(f"/valid/{name} has shape {valid.shape}, expected ({n},)")
             valid = None
@@ -275,8 +251,3 @@ def _verify_set(cache: FeatureCache, name: str, problems: list[str]) -> None:
         problems.append(f"{where} was fingerprinted by an older headstart (fingerprint version {stored_version(meta)}, "
                         f"now {FINGERPRINT_VERSION}, which also hashes {added}); extract will not reuse it: re-extract "
                         f"it with --overwrite")
-
-
-def _crop(preprocessing) -> str:
-    """The plain view's crop a set was extracted with; sets made before `--crop` existed used `center`."""
-    return str(preprocessing.get("crop", "center")) if isinstance(preprocessing, dict) else "center"

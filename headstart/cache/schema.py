@@ -20,6 +20,8 @@ ROOT_PLAIN_ATTRS = ("format", "format_version", "manifest_hash", "samples_sha256
 
 SAMPLES = "samples"  # group: one row per image, in table order
 SAMPLE_FIELDS = ("id", "label", "split", "group")  # datasets inside /samples
+META = "meta"  # group /samples/meta: one (N,) dataset per image metadata field (header.read_meta)
+META_PATH = f"{SAMPLES}/{META}"
 # Multi-label caches (root attr task = "multilabel"): /samples/labels (N, L) int8 holds the raw codes (1 positive,
 # 0 negative, -1 uncertain, -2 blank; headstart.data.labelcodes), its columns named by root attr `labels` (JSON
 # list, equal to `classes`); /samples/label is -1 in every row (no single class). Root attr `label_codes` (JSON)

@@ -12,6 +12,7 @@ import os
 import secrets
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import h5py
@@ -19,7 +20,7 @@ import numpy as np
 
 from headstart.cache.plan import CacheRequest
 from headstart.cache.schema import LIBVER, SET_FEATURES, SET_VALID, chunk_rows, set_file_name, staging_dir
-from headstart.cache.staging import StagingArea, copy_rows, disk_errors, read_rows, staged_conflict, write_rows
+from headstart.cache.staging import StagingArea, disk_errors, staged_conflict, staged_key
 from headstart.data.imagemeta import ImageMeta, meta_records
 from headstart.errors import CacheError, CacheMismatchError
 
@@ -30,19 +31,18 @@ TOKEN = "token"  # root attribute of a set file: random, named by the journal re
 
 class Stager:
     """Writes the batches of the `todo` sets of one request; `rank` names a torchrun rank's journal and set files
-    (None: a single process)."""
+    (None or 0: a single process, or rank 0)."""
 
     def __init__(self, request: CacheRequest, todo: Sequence[str], *, rank: int | None = None):
         self.request = request
         self.todo = list(todo)
-        self.rank = rank
+        self.rank = rank or 0
         self.wanted = {name: request.specs[name].staged_entry() for name in self.todo}
         n = len(request.table)
         self.staging = StagingArea(staging_dir(request.path), n_rows=n, manifest_hash=request.table.manifest_hash,
                                    rank=rank)
         self.sets: dict[str, dict] = dict(self.wanted)  # every set state.json describes
-        self.done = {name: np.zeros(n, dtype=bool) for name in self.todo}  # rows written, per set
-        self.sources: dict[str, dict[int, np.ndarray]] = {}  # set -> rank -> rows verified in that rank's file
+        self.sources: dict[str, dict[int, np.ndarray]] = {}  # set -> rank -> rows written (verified) in its file
         self._files: dict[str, h5py.File] = {}  # this rank's open set files
 
     @classmethod
@@ -58,11 +58,10 @@ class Stager:
             state = None
         if not stager.todo:
             return stager
-        old = state["sets"] if state else {}
+        old = state["sets"] if state else {}  # state is None or made for this table: a set is kept if it matches
         for name, entry in stager.wanted.items():
-            same = name in old and staged_conflict(state, {name: entry}, n_rows=len(request.table),
-                                                   manifest_hash=request.table.manifest_hash) is None
-            entry["file"] = old[name]["file"] if same and "file" in old[name] else set_file_name(name, entry['fingerprint'])
+            same = staged_key(old.get(name, {})) == staged_key(entry) and "file" in old[name]
+            entry["file"] = old[name]["file"] if same else set_file_name(name, entry["fingerprint"])
         stager.sets = {**old, **stager.wanted}
         with stager._disk_errors(staging.folder):
             staging.write_state(stager.sets)
@@ -104,17 +103,15 @@ class Stager:
         self.sources = {}
         for name in self.todo:
             spec = self.request.specs[name]
-            ranks = {b.rank for b in batches if name in b.sets} | {self.rank or 0}
+            ranks = {b.rank for b in batches if name in b.sets} | {self.rank}
             for rank in sorted(ranks):
                 path = self.set_path(name, rank)
-                token, rows = _verified(path, (n, spec.dim), spec.dtype,
-                                        [b for b in batches if b.rank == rank and name in b.sets])
+                token, rows = _verified(path, (n, spec.dim), spec.dtype, batches)
                 if token is None and repair:
                     path.unlink(missing_ok=True)  # damaged, or not the file the journal names: start it again
-                if rank == (self.rank or 0) and token is not None:
+                if rank == self.rank and token is not None:
                     tokens[name] = token
                 self.sources.setdefault(name, {})[rank] = rows
-                self.done[name] |= rows
         if self.staging.folder.is_dir() and self.todo:
             self._open_own(tokens)
 
@@ -138,16 +135,18 @@ class Stager:
 
     def rescan(self) -> None:
         """Re-read the journals, so `done_mask` sees rows the other ranks wrote."""
-        for name in self.todo:
-            self.done[name][:] = False
         self._scan(repair=False)
 
     def done_mask(self) -> np.ndarray:
         """(N,) bool: rows already written for every set still to do; extraction skips them."""
         mask = np.ones(len(self.request.table), dtype=bool)
         for name in self.todo:
-            mask &= self.done[name]
+            mask &= self._written(name)
         return mask
+
+    def _written(self, name: str) -> np.ndarray:
+        """(N,) bool: rows of set `name` written by any rank."""
+        return np.any([np.zeros(len(self.request.table), dtype=bool), *self.sources.get(name, {}).values()], axis=0)
 
     def leftover(self) -> list[str]:
         """Sets a previous run staged that this request does not extract; publishing drops them."""
@@ -195,16 +194,14 @@ class Stager:
         with self._disk_errors(self.staging.folder):
             for name, arr in staged.items():
                 f = self._files[name]
-                write_rows(f[SET_FEATURES], rows[order], arr[order])
-                write_rows(f[SET_VALID], rows[order], masks[name][order])
+                f[SET_FEATURES][rows[order]] = arr[order]  # h5py writes a selection in increasing row order
+                f[SET_VALID][rows[order]] = masks[name][order]
                 f.flush()
                 os.fsync(f.id.get_vfd_handle())
             self.staging.append(rows, {k: str(f.attrs[TOKEN]) for k, f in self._files.items()},
                                 None if meta is None else meta_records(meta))
-        own = self.rank or 0
         for name in self.todo:
-            self.done[name][rows] = True
-            self.sources.setdefault(name, {}).setdefault(own, np.zeros(len(table), dtype=bool))[rows] = True
+            self.sources.setdefault(name, {}).setdefault(self.rank, np.zeros(len(table), dtype=bool))[rows] = True
 
     def read_rows(self, name: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(features (n, D), valid (n,)) of written `rows` of a todo set, in the order given, from whichever rank's
@@ -217,13 +214,8 @@ class Stager:
             take = np.flatnonzero(have[rows] & ~found)
             if not len(take):
                 continue
-            f = self._files[name] if rank == (self.rank or 0) else h5py.File(self.set_path(name, rank), "r",
-                                                                               locking=False)
-            try:
-                x[take], valid[take] = read_rows(f[SET_FEATURES], rows[take]), read_rows(f[SET_VALID], rows[take])
-            finally:
-                if f is not self._files.get(name):
-                    f.close()
+            with self._rank_file(name, rank) as f:
+                x[take], valid[take] = _read_rows(f[SET_FEATURES], rows[take]), _read_rows(f[SET_VALID], rows[take])
             found[take] = True
         if not found.all():
             raise CacheError(f"{int((~found).sum())} rows of feature set '{name}' were never written to "
@@ -237,17 +229,23 @@ class Stager:
         for name in self.todo:
             own = self._files[name]
             for rank, rows in self.sources.get(name, {}).items():
-                if rank == (self.rank or 0) or not rows.any():
+                if rank == self.rank or not rows.any():
                     continue
-                with h5py.File(self.set_path(name, rank), "r", locking=False) as other:
-                    copy_rows(other, own, rows)
+                with self._rank_file(name, rank) as other:
+                    _copy_rows(other, own, rows)
             own.flush()
-            missing = int((~self.done[name]).sum())
+            missing = int((~self._written(name)).sum())
             if missing:
                 raise CacheError(f"cannot finish {path}: {missing} of {n} images of feature set '{name}' were never "
                                  f"extracted; rerun the same command to resume")
         self.close()
         return {name: self.set_path(name, self.rank) for name in self.todo}
+
+    def _rank_file(self, name: str, rank: int):
+        """This rank's open set file of `name` (left open), or another rank's, opened read-only for a `with`."""
+        if rank == self.rank:
+            return nullcontext(self._files[name])
+        return h5py.File(self.set_path(name, rank), "r", locking=False)
 
     def close(self) -> None:
         for f in self._files.values():
@@ -260,8 +258,8 @@ class Stager:
 
 
 def _verified(path: Path, shape: tuple[int, int], dtype: str, batches: list) -> tuple[str | None, np.ndarray]:
-    """(token, rows) of a set file: the rows its journal records name, when every chunk holding them passes its
-    checksum; (None, no rows) when the file is missing, damaged or of another shape."""
+    """(token, rows) of a set file: the rows the journal records naming its (random, so unique) token hold, when
+    every chunk holding them passes its checksum; (None, no rows) when the file is missing, damaged or misshapen."""
     rows = np.zeros(shape[0], dtype=bool)
     try:
         with h5py.File(path, "r", locking=False) as f:
@@ -279,6 +277,20 @@ def _verified(path: Path, shape: tuple[int, int], dtype: str, batches: list) -> 
             logger.warning("set file %s is damaged (%s); its rows will be extracted again", path, exc)
         return None, np.zeros(shape[0], dtype=bool)
     return token, rows
+
+
+def _read_rows(ds, rows: np.ndarray) -> np.ndarray:
+    """Rows of a dataset in the order given (repeats allowed); h5py reads a sorted selection of distinct rows."""
+    distinct, where = np.unique(rows, return_inverse=True)
+    return ds[distinct][where]
+
+
+def _copy_rows(src, dst, rows: np.ndarray) -> None:
+    """Copy the `rows` (bool mask) of both datasets of one set file into another, a chunk of rows at a time."""
+    rows = np.flatnonzero(rows)
+    for take in np.split(rows, np.flatnonzero(np.diff(rows // dst[SET_FEATURES].chunks[0])) + 1):
+        for key in (SET_FEATURES, SET_VALID):
+            dst[key][take] = src[key][take]
 
 
 class WriteBehind:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from headstart import io as durable
-from headstart.cache.schema import SET_FEATURES, SET_VALID, STAGING_FORMAT, STAGING_STATE, STAGING_VERSION
+from headstart.cache.schema import STAGING_FORMAT, STAGING_STATE, STAGING_VERSION
 from headstart.data.imagemeta import meta_columns, record_columns
 from headstart.errors import CacheError
 
@@ -51,17 +51,10 @@ class Batch:
     meta: np.ndarray | None  # the rows' image metadata records (`imagemeta.meta_records`), or None
 
 
-@dataclass(frozen=True)
-class StagedConflict:
-    """Staged batches that belong to another request."""
-
-    set_name: str | None  # the set staged with another fingerprint, dim or dtype; None: another sample table
-    staged: dict  # the conflicting state.json (set_name None) or that set's entry in it
-
-
 def staged_conflict(state: dict | None, wanted: dict[str, dict], *, n_rows: int,
-                    manifest_hash: str) -> StagedConflict | None:
-    """Why the batches staged under `state` cannot be resumed for the `wanted` sets (name -> staged entry).
+                    manifest_hash: str) -> tuple[str | None, dict] | None:
+    """Why the batches staged under `state` cannot be resumed for the `wanted` sets (name -> staged entry): (the
+    set staged with another fingerprint, dim or dtype, its entry), or (None, state) for another sample table.
 
     The one staging compatibility rule: the planner refuses (or, with --overwrite, discards) on a conflict, and a
     joining rank requires none. Sets staged but not wanted, or wanted but not yet staged, are no conflict.
@@ -70,15 +63,15 @@ def staged_conflict(state: dict | None, wanted: dict[str, dict], *, n_rows: int,
         return None
     if (state.get("version"), state.get("manifest_hash"), state.get("n_rows")) != (STAGING_VERSION, manifest_hash,
                                                                                    n_rows):
-        return StagedConflict(None, state)
+        return None, state
     for name, entry in wanted.items():
         staged = state["sets"].get(name)
-        if staged is not None and _staged_key(staged) != _staged_key(entry):
-            return StagedConflict(name, staged)
+        if staged is not None and staged_key(staged) != staged_key(entry):
+            return name, staged
     return None
 
 
-def _staged_key(entry: dict) -> tuple:
+def staged_key(entry: dict) -> tuple:
     return entry.get("fingerprint"), entry.get("dim"), entry.get("dtype")
 
 
@@ -149,12 +142,17 @@ class StagingArea:
                     os.truncate(file, end)
         return out
 
-    def staged_rows(self) -> int:
-        """How many distinct rows the journals cover, for `cache info`."""
+    def info(self) -> dict | None:
+        """What an in-progress (or interrupted) extraction has staged, for `cache info`; None when nothing is."""
+        if not self.folder.is_dir():
+            return None
+        state = self.read_state()
+        same = self.compatible(state)
         seen = np.zeros(self.n_rows, dtype=bool)
-        for batch in self.batches():
+        for batch in self.batches() if same else ():
             seen[batch.rows] = True
-        return int(seen.sum())
+        return {"folder": str(self.folder), "sets": sorted(state["sets"]) if state else [], "same_samples": same,
+                "rows_staged": int(seen.sum()) if same else None}
 
     def meta_columns(self) -> dict[str, np.ndarray] | None:
         """(N,) metadata columns from the journals (later records win); rows no record describes hold the missing
@@ -202,38 +200,6 @@ def _read_journal(file: Path, rank: int, out: list[Batch], n_rows: int) -> int:
     return at
 
 
-def _runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
-    """(position, first row, stop row) of each run of consecutive sorted rows."""
-    cuts = np.flatnonzero(np.diff(rows) != 1) + 1
-    starts = np.concatenate(([0], cuts)) if len(rows) else np.zeros(0, dtype=np.int64)
-    ends = np.concatenate((cuts, [len(rows)])) if len(rows) else starts
-    return [(int(a), int(rows[a]), int(rows[b - 1]) + 1) for a, b in zip(starts, ends)]
-
-
-def write_rows(ds, rows: np.ndarray, values: np.ndarray) -> None:
-    for at, first, stop in _runs(rows):
-        ds[first:stop] = values[at:at + stop - first]
-
-
-def read_rows(ds, rows: np.ndarray) -> np.ndarray:
-    order = np.argsort(rows, kind="stable")
-    out = np.empty((len(rows), *ds.shape[1:]), dtype=ds.dtype)
-    ordered = rows[order]
-    for at, first, stop in _runs(ordered):
-        out[order[at:at + stop - first]] = ds[first:stop]
-    return out
-
-
-def copy_rows(src, dst, rows: np.ndarray) -> None:
-    """Copy the `rows` (bool mask) of both datasets of one set file into another, a chunk of rows at a time."""
-    step = dst[SET_FEATURES].chunks[0]
-    for start in np.unique(np.flatnonzero(rows) // step) * step:
-        stop = min(len(rows), start + step)
-        take = np.flatnonzero(rows[start:stop]) + start
-        for key in (SET_FEATURES, SET_VALID):
-            write_rows(dst[key], take, read_rows(src[key], take))
-
-
 @contextmanager
 def disk_errors(cache: Path, where: Path, staging: Path) -> Iterator[None]:
     """Turn out-of-space and other I/O failures while writing `where` into one-line CacheErrors.
@@ -242,8 +208,6 @@ def disk_errors(cache: Path, where: Path, staging: Path) -> Iterator[None]:
     """
     try:
         yield
-    except CacheError:
-        raise
     except OSError as exc:
         if durable.is_disk_full(exc) or _nearly_full(cache.parent):
             raise CacheError(f"disk full while writing {where}; {cache} is unchanged and finished batches are kept in "

@@ -50,12 +50,7 @@ class WriterLock:
     def acquire(self) -> None:
         while True:
             fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                busy = self._busy(fd)
-                os.close(fd)
-                raise busy from None
+            self._flock(fd)
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.lock_file).st_ino
             except FileNotFoundError:
@@ -76,15 +71,25 @@ class WriterLock:
             fd = os.open(self.lock_file, os.O_RDWR)
         except FileNotFoundError:
             return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise self._busy(fd) from None
-        finally:
-            os.close(fd)  # closing drops the probe's lock
+        self._flock(fd)
+        os.close(fd)  # closing drops the probe's lock
 
-    def _busy(self, fd: int) -> CacheError:
-        return CacheError(f"{self.target} is being written by {_read_holder(fd)}; wait for it to finish")
+    def _flock(self, fd: int) -> None:
+        """Take the flock on `fd`; when another process holds it, close `fd` and raise the one-line refusal naming
+        the holder from what it wrote in the lock file (JSON only, never eval)."""
+        try:
+            return fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass
+        try:
+            info = json.loads(os.pread(fd, 65536, 0).decode("utf-8"))
+            holder = (f"pid {info['pid']} on host {info['host']} since {info['since']}"
+                      + (f" ({info['command']})" if info.get("command") else ""))
+        except (OSError, ValueError, KeyError, TypeError):
+            holder = "another process (its lock file has no holder details yet)"
+        finally:
+            os.close(fd)
+        raise CacheError(f"{self.target} is being written by {holder}; wait for it to finish")
 
     def release(self) -> None:
         if self._fd is None:
@@ -101,16 +106,6 @@ class WriterLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-def _read_holder(fd: int) -> str:
-    """Describe the lock holder from what it wrote; JSON only, never eval."""
-    try:
-        info = json.loads(os.pread(fd, 65536, 0).decode("utf-8"))
-        return (f"pid {info['pid']} on host {info['host']} since {info['since']}"
-                + (f" ({info['command']})" if info.get("command") else ""))
-    except (OSError, ValueError, KeyError, TypeError):
-        return "another process (its lock file has no holder details yet)"
 
 
 def plan_for(request: CacheRequest) -> Plan:

@@ -22,7 +22,7 @@ from torch import nn
 
 from headstart.backbones.registry import check_name, create_model
 from headstart.backbones.weights import torchvision_gflops
-from headstart.cache.dataset import dataset_with_cache_splits
+from headstart.cache.view import dataset_with_cache_splits
 from headstart.data.dataset import build_dataset, manifest_hash
 from headstart.data.draws import draw_samples, parse_size
 from headstart.data.types import Dataset, Sample, SplitConfig

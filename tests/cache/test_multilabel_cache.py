@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from headstart.cache import write_features
-from headstart.cache.dataset import dataset_with_cache_splits
+from headstart.cache.view import dataset_with_cache_splits
 from headstart.cache.reader import FeatureCache, verify_cache
 from headstart.data.sources import load_source
 from headstart.errors import CacheMismatchError

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from headstart.cache.meta import read_meta
+from headstart.cache.header import read_meta
 from headstart.data.decode import decode_with_meta
 from headstart.data.imagemeta import META_FIELDS, MISSING, meta_columns
 from headstart.data.synthetic import make_manifest_csv, make_npz

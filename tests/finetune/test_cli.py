@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from headstart.cli import cli
-from headstart.cache.dataset import dataset_with_cache_splits
+from headstart.cache.view import dataset_with_cache_splits
 from headstart.data.dataset import build_dataset
 from headstart.data.types import SplitConfig
 from headstart.errors import CacheMismatchError

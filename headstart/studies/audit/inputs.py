@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from headstart.cache.meta import MetaTable, read_cache_meta
+from headstart.cache.header import MetaTable, read_cache_meta
 from headstart.cache.reader import FeatureCache
 from headstart.data.label_policy import evaluation_targets
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from headstart.cache.meta import MetaTable
+from headstart.cache.header import MetaTable
 from headstart.studies.audit.config import AuditConfig
 from headstart.studies.audit.inputs import AuditInputs
 from headstart.studies.audit.leakage import patient_leakage
