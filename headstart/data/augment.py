@@ -8,7 +8,7 @@ one by the jitter alone.
 A view costs two passes over the pixels, whatever the preset: the rotation, the random resized crop, the flip
 and the plain view's resize and crop are one affine map, applied as one bilinear warp (PIL's `transform`, or
 `grid_sample` on a tensor); brightness and contrast are one map of pixel values (a lookup table on a PIL
-image). Version 1 ran them as torchvision ops, one pass each, then resized and cropped: 2.5x the time, for
+image). Version 1 ran them as torchvision ops, one pass each, then resized and cropped: 1.4x the CPU time, for
 pixels that differ by interpolation rounding and by the contrast pivot (now the mean of the output crop).
 Every warp here enlarges or keeps the scale (the crop is resized up to the image's size, and extraction draws
 views on `extract.preprocess.view_base`, already at the plain view's scale), so bilinear needs no antialias.
