@@ -22,7 +22,7 @@ from headstart.data import imagemeta, loading
 from headstart.data.types import ImageSource, Sample
 from headstart.device import decode_threads, default_workers
 from headstart.extract.device_decode import collate_mixed, jpeg_item
-from headstart.extract.preprocess import stack_channels_last, to_uint8_tensor, view_base
+from headstart.extract.preprocess import crop_tensor, plain_frame, stack_channels_last, to_uint8_tensor, view_base
 from headstart.extract.views import ViewPlan, stack_views, view_key
 
 
@@ -92,7 +92,7 @@ class DecodedImages(Dataset):
         """Every geometry's crops of this row's views (an empty list for kinds the row's split does not get).
         Views are drawn on the geometry's `view_base` (the decode, or the plain view's downscale of it, in the
         crop's mode: one band for a grey film), then cropped as the plain view is (backbones of one geometry
-        share them)."""
+        share them), each in one warp straight into the plain crop (`extract.preprocess.plain_frame`)."""
         from headstart.data.augment import tta_views, views
 
         plan = self.views
@@ -101,9 +101,10 @@ class DecodedImages(Dataset):
         if kind is None:
             return out
         for key, prep in self.geometries.items():
-            drawn = (views(bases[key], sample.id, plan.k, plan.seed, plan.preset) if kind == "views"
-                     else tta_views(bases[key], plan.m))
-            out[view_key(key, kind)] = [to_uint8_tensor(v, prep) for v in drawn]
+            frame = plain_frame(bases[key], prep)  # each view is warped straight into its plain crop
+            drawn = (views(bases[key], sample.id, plan.k, plan.seed, plan.preset, **frame) if kind == "views"
+                     else tta_views(bases[key], plan.m, **frame))
+            out[view_key(key, kind)] = [crop_tensor(v, prep) for v in drawn]
         return out
 
 

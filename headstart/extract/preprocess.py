@@ -95,17 +95,41 @@ def view_base(img: Image.Image, prep: Preprocessing) -> Image.Image:
     return src.resize((new_w, new_h), _PIL_INTERPOLATION.get(prep.interpolation, Image.Resampling.BILINEAR))
 
 
+def plain_frame(img: Image.Image, prep: Preprocessing) -> dict:
+    """The region of `img` its plain view resamples, as `box` and `size` for `data.augment` (the resize of
+    `crop_geometry`, then its crop; the box reaches outside the image where `pad` letterboxes): a view warped
+    straight into it is the plain view of the whole warped view, in one pass."""
+    w, h = img.size
+    new_w, new_h, left, top = crop_geometry(w, h, prep)
+    sx, sy, size = w / new_w, h / new_h, prep.input_size
+    return {"box": (left * sx, top * sy, (left + size) * sx, (top + size) * sy), "size": (size, size)}
+
+
 def to_uint8_tensor(img: Image.Image, prep: Preprocessing) -> torch.Tensor:
     """PIL image -> (C, input_size, input_size) uint8 tensor, channels-last in memory (see the module notes).
 
     C is `prep.channels`: 3 (RGB) or 1, the grayscale plane a torchxrayvision model reads. A grey original gives
     its own band (never three equal channels averaged back); a colour image its luma (`convert("L")`).
     """
-    src = crop_source(img, prep)
-    arr = np.asarray(resize_center_crop(src, prep), dtype=np.uint8)
-    # a writable copy: one band spread to the backbone's channels, or the RGB pixels
+    return crop_tensor(resize_center_crop(crop_source(img, prep), prep), prep)
+
+
+def crop_tensor(crop: Image.Image, prep: Preprocessing) -> torch.Tensor:
+    """An `input_size` square already in `crop_source`'s mode (one band or RGB) -> (C, S, S) uint8 tensor,
+    channels-last in memory: a writable copy, one band spread to the backbone's channels, or the RGB pixels."""
+    arr = np.asarray(crop, dtype=np.uint8)
     arr = np.repeat(arr[:, :, None], prep.channels, axis=2) if arr.ndim == 2 else arr.copy()
     return torch.from_numpy(arr).permute(2, 0, 1)
+
+
+def augmented_tensor(img: Image.Image, prep: Preprocessing, preset, generator: torch.Generator) -> torch.Tensor:
+    """One random view of `img` (`data.augment.augment`) in `prep`'s plain geometry, as `to_uint8_tensor` gives
+    the plain view: drawn on `view_base(img)` and warped straight into the plain crop, as extraction's views
+    are, so a fine-tune and a cached head see the same augmentation."""
+    from headstart.data.augment import augment
+
+    base = view_base(img, prep)
+    return crop_tensor(augment(base, preset, generator, **plain_frame(base, prep)), prep)
 
 
 def stack_channels_last(images: list[torch.Tensor]) -> torch.Tensor:

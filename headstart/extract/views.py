@@ -28,6 +28,9 @@ from headstart.extract.preprocess import stack_channels_last
 
 VIEW_KINDS = ("views", "tta")  # set-name suffixes; `views` for train rows, `tta` for val and test rows
 _SPLITS_OF = {"views": ("train",), "tta": ("val", "test")}
+# How a view's pixels are made, in the view sets' fingerprints: 2 warps each view straight into its plain crop in
+# one pass (`data.augment`); caches of version 1 (unversioned: five passes, other rounding) re-extract their views
+VIEW_PIXELS = 2
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,8 @@ def view_specs(base: FeatureSetSpec, plan: ViewPlan, table: SamplesTable) -> lis
     for kind in plan.kinds:
         n = plan.count(kind)
         # drawn on the decode, or on the plain view's resize of it when smaller (`extract.preprocess.view_base`)
-        view = {"kind": kind, "count": n, "seed": plan.seed, "drawn_on": "decode-or-plain-resize"}
+        view = {"kind": kind, "count": n, "seed": plan.seed, "drawn_on": "decode-or-plain-resize",
+                "pixels": VIEW_PIXELS}
         if kind == "views":
             view.update(preset=plan.preset, preset_params=get_preset(plan.preset).to_dict())
         else:

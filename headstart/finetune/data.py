@@ -18,10 +18,10 @@ from torch.utils.data import Dataset as TorchDataset
 
 from headstart.backbones.types import Preprocessing
 from headstart.data import loading
-from headstart.data.augment import augment as augment_view, get_preset
+from headstart.data.augment import get_preset
 from headstart.data.types import ImageSource, Sample
 from headstart.errors import DataError
-from headstart.extract.preprocess import to_uint8_tensor
+from headstart.extract.preprocess import augmented_tensor, to_uint8_tensor
 from headstart.finetune.config import AugmentConfig
 
 
@@ -53,8 +53,8 @@ class SplitImages(TorchDataset):
 
         def decode() -> torch.Tensor:
             img = self.source.load(sample, min_size=self.prep.resize_size)
-            if self.preset is not None and seed >= 0:  # the view at the original size, then the plain crop
-                img = augment_view(img, self.preset, torch.Generator().manual_seed(seed))
+            if self.preset is not None and seed >= 0:  # the view and its plain crop in one warp, as extraction's
+                return augmented_tensor(img, self.prep, self.preset, torch.Generator().manual_seed(seed))
             return to_uint8_tensor(img, self.prep)
 
         image, error = loading.decode_or_error(sample, decode)

@@ -109,3 +109,25 @@ def test_bad_names_and_counts_are_one_line_errors():
         get_preset("strong")
     with pytest.raises(ConfigError, match="--views -1 is invalid"):
         views(_image(), "a", -1, 0, "light")
+
+
+def test_the_fused_warp_keeps_the_properties_of_the_separate_ops():
+    """One warp + one LUT per view: the size asked for, deterministic per generator, rotation/crop and
+    brightness/contrast each change the pixels, no flip unless the preset says so."""
+    img = _image(64, 64)
+    frame = {"box": (4.0, 4.0, 60.0, 60.0), "size": (32, 32)}
+    one = augment(img, "light", view_generator("a", 0, 0), **frame)
+    assert one.size == (32, 32) and one.mode == "L"
+    assert np.array_equal(np.asarray(one), np.asarray(augment(img, "light", view_generator("a", 0, 0), **frame)))
+    plain = np.asarray(img.resize((32, 32), Image.Resampling.BILINEAR, box=frame["box"]), dtype=np.float64)
+    geometric = Preset(crop_scale=(0.8, 0.8), rotation_degrees=10.0)
+    moved = np.asarray(augment(img, geometric, view_generator("a", 1, 0), **frame), dtype=np.float64)
+    assert np.abs(moved - plain).mean() > 2  # rotation and crop move the structure
+    tone = Preset(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), rotation_degrees=0.0, brightness=0.3, contrast=0.3)
+    toned = [np.asarray(augment(img, tone, view_generator("a", v, 0)), dtype=np.float64) for v in range(6)]
+    arr = np.asarray(img, dtype=np.float64)
+    assert np.ptp([t.mean() for t in toned]) > 3 and np.ptp([t.std() for t in toned]) > 1  # both factors applied
+    assert all(np.corrcoef(t.ravel(), arr.ravel())[0, 1] > 0.99 for t in toned)  # a map of values, no geometry
+    w = img.size[0]
+    assert all(np.asarray(v, dtype=np.float64)[:, : w // 3].mean() > np.asarray(v, dtype=np.float64)[:, -w // 3:].mean()
+               for v in views(img, "a", 20, 0, "medium"))  # never mirrored
