@@ -1,18 +1,22 @@
 """augment() per view, old (main@887450d data/augment.py: torchvision ops, then the plain resize/crop) vs new (one warp + LUT).
 
-    PYTHONPATH=. .venv/bin/python benchmarks/augment_micro.py [N images]   (needs /work/main at the old commit)
+    PYTHONPATH=. .venv/bin/python benchmarks/augment_micro.py [N images]   (the old module comes from git: 887450d)
 """
-import glob, importlib.util, time, sys
+import glob, importlib.util, os, subprocess, tempfile, time, sys
 import numpy as np, torch
 from PIL import Image
 from headstart.backbones.types import Preprocessing
 from headstart.extract.preprocess import view_base, to_uint8_tensor, plain_frame, crop_tensor
 import headstart.data.augment as new
-spec = importlib.util.spec_from_file_location("old_augment", "/work/main/headstart/data/augment.py")
+_old_src = subprocess.run(["git", "show", "887450d:headstart/data/augment.py"], check=True, capture_output=True,
+                          text=True, cwd=os.path.dirname(os.path.abspath(__file__))).stdout
+_old_file = os.path.join(tempfile.mkdtemp(), "old_augment.py")
+open(_old_file, "w").write(_old_src)
+spec = importlib.util.spec_from_file_location("old_augment", _old_file)
 old = importlib.util.module_from_spec(spec); sys.modules["old_augment"] = old; spec.loader.exec_module(old)
 torch.set_num_threads(1)
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 100
-fs = sorted(glob.glob('/work/shared/data/kaggle_cxr_224/train/*/*'))[:N]
+fs = sorted(glob.glob(os.environ.get('HEADSTART_DATA', '../shared/data') + '/kaggle_cxr_224/train/*/*'))[:N]
 prep = Preprocessing()
 bases = []
 for f in fs:
