@@ -225,15 +225,18 @@ def publish_splits(path: str | Path, splits: Sequence[str], *, note: dict | None
     if staging_dir(path).exists():
         raise CacheError(f"{staging_dir(path)} holds an unfinished extraction; rerun that `headstart extract` command "
                          f"to finish it before changing the splits of {path}")
-    samples = [Sample(id=str(i), label=int(y), split=str(s), group=str(g))
-               for i, y, s, g in zip(header.ids, header.labels, splits, header.groups)]
+    codes = header.label_matrix if header.task == "multilabel" else None
+    # a multi-label row hashes as extraction hashes it (data.types.Sample: label 0 and its raw codes)
+    samples = [Sample(id=str(i), label=int(y) if codes is None else 0, split=str(s), group=str(g),
+                      labels=() if codes is None else tuple(int(c) for c in codes[k]))
+               for k, (i, y, s, g) in enumerate(zip(header.ids, header.labels, splits, header.groups))]
     attrs = {k: v for k, v in header.root_attrs.items() if k not in ROOT_PLAIN_ATTRS and k != "classes"}
     if note is not None:
         attrs["resplit"] = note
-    table = SamplesTable(ids=[s.id for s in samples], labels=[s.label for s in samples],
+    table = SamplesTable(ids=[s.id for s in samples], labels=[int(y) for y in header.labels],
                          splits=[s.split for s in samples], groups=[s.group for s in samples],
                          classes=list(header.classes), manifest_hash=manifest_hash(samples, list(header.classes)),
-                         attrs=attrs)
+                         attrs=attrs, task=header.task, label_matrix=codes)
     specs = [_kept_spec(path, meta, table.manifest_hash) for meta in header.feature_sets.values() if meta["complete"]]
     if not specs:
         raise CacheError(f"{path} has no complete feature set to keep; extract one first (`headstart extract`)")

@@ -47,3 +47,21 @@ def test_verify_flags_a_bad_code(tmp_path):
         del f["samples/labels"]
         f["samples"].create_dataset("labels", data=data)
     assert any("other than the codes" in p for p in verify_cache(tmp_path / "c.h5"))
+
+
+def test_new_splits_on_a_multilabel_cache_keep_its_codes_and_features(tmp_path):
+    """`audit --fix` re-splits through `publish_splits`: on a multi-label cache the raw codes, the task and the
+    features stay as they were and only the splits change (it used to fail on the table's -1 labels)."""
+    from headstart.cache.writer import publish_splits
+
+    root = make_nih(tmp_path / "nih", n_patients=4)
+    path = tmp_path / "c.h5"
+    splits = _cache_for(root, path)
+    before = FeatureCache(path)
+    moved = ["test" if i == 0 else s for i, s in enumerate(splits)]
+    assert moved != splits and publish_splits(path, moved, note={"why": "test"})
+    after = FeatureCache(path)
+    assert verify_cache(path) == []
+    assert after.task == "multilabel" and list(after.splits) == moved
+    np.testing.assert_array_equal(after.label_matrix, before.label_matrix)
+    np.testing.assert_array_equal(after.load("f")[0], before.load("f")[0])
