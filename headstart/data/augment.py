@@ -40,11 +40,10 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, TypeVar
 
-import numpy as np
-
 from headstart.errors import ConfigError
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 Image = TypeVar("Image")  # a PIL image or a (..., C, H, W) tensor: every view returns the type it was given
@@ -203,12 +202,16 @@ def _crop_box(h: int, w: int, scale: tuple[float, float], ratio: tuple[float, fl
 def _affine(sx: float, sy: float, tx: float, ty: float) -> np.ndarray:
     """The 3 x 3 map (x, y) -> (sx * x + tx, sy * y + ty), in continuous pixel coordinates (pixel i spans [i, i+1),
     PIL's convention for `resize` and `transform`)."""
+    import numpy as np
+
     return np.array([[sx, 0.0, tx], [0.0, sy, ty], [0.0, 0.0, 1.0]])
 
 
 def _rotation(angle: float, w: int, h: int) -> np.ndarray:
     """The map from a view rotated by `angle` degrees (counter-clockwise, about the centre: PIL's `rotate`) back
     to the image."""
+    import numpy as np
+
     a = math.radians(angle)
     cos, sin = math.cos(a), math.sin(a)
     cx, cy = w / 2, h / 2
@@ -217,6 +220,8 @@ def _rotation(angle: float, w: int, h: int) -> np.ndarray:
 
 def _frame(box: Box | None, size: tuple[int, int]) -> np.ndarray:
     """The map from the output's pixels to the view's: `box` of the view stretched over `size` (None: all of it)."""
+    import numpy as np
+
     if box is None:
         return np.eye(3)
     x0, y0, x1, y1 = box
@@ -226,6 +231,8 @@ def _frame(box: Box | None, size: tuple[int, int]) -> np.ndarray:
 def _warp(image, matrix: np.ndarray, size: tuple[int, int]):
     """`image` resampled (bilinear, black outside) at `size`: output point p reads the image at `matrix @ p`. The
     identity is no resampling at all."""
+    import numpy as np
+
     if size == _size(image)[::-1] and np.allclose(matrix, np.eye(3), rtol=0.0, atol=1e-9):
         return image
     if not _is_tensor(image):
@@ -255,6 +262,8 @@ def _tone(image, brightness: float, contrast: float):
     """Brightness then contrast in one pass: v -> c * (b * v - m) + m, clipped, where m is the mean of the
     brightened view (the contrast pivot, as torchvision's `adjust_contrast`, over all channels). On a PIL image
     it is a 256-entry lookup table per band (m from the histogram: no pass over the pixels but the table's)."""
+    import numpy as np
+
     if brightness == 1.0 and contrast == 1.0:
         return image
     if _is_tensor(image):

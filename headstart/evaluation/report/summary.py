@@ -101,8 +101,11 @@ class DatasetGroup:
 
 def label_policy(config: dict) -> str:
     """A multi-label run's uncertainty policy and blank rule, e.g. `U-Ones, blank negative` (empty when the config
-    names none: single-label runs), so runs under U-Ones and U-Zeros read apart in every table."""
-    policy = config.get("label_policy") if isinstance(config.get("label_policy"), dict) else config
+    names none: single-label runs, whose fine-tune config still carries the unused --uncertain / --blank
+    defaults), so runs under U-Ones and U-Zeros read apart in every table."""
+    policy = config.get("label_policy")
+    if not isinstance(policy, dict):
+        return ""
     uncertain, blank = policy.get("uncertain"), policy.get("blank")
     parts = [f"U-{str(uncertain).capitalize()}"] if isinstance(uncertain, str) and uncertain else []
     if policy.get("uncertain_per_label"):
