@@ -227,9 +227,9 @@ def publish_splits(path: str | Path, splits: Sequence[str], *, note: dict | None
                          f"to finish it before changing the splits of {path}")
     codes = header.label_matrix if header.task == "multilabel" else None
     # a multi-label row hashes as extraction hashes it (data.types.Sample: label 0 and its raw codes)
-    samples = [Sample(id=str(i), label=int(y) if codes is None else 0, split=str(s), group=str(g),
-                      labels=() if codes is None else tuple(int(c) for c in codes[k]))
-               for k, (i, y, s, g) in enumerate(zip(header.ids, header.labels, splits, header.groups))]
+    raw = [()] * len(header.ids) if codes is None else [tuple(row) for row in codes.tolist()]
+    samples = [Sample(id=str(i), label=int(y) if codes is None else 0, split=str(s), group=str(g), labels=r)
+               for i, y, s, g, r in zip(header.ids, header.labels, splits, header.groups, raw)]
     attrs = {k: v for k, v in header.root_attrs.items() if k not in ROOT_PLAIN_ATTRS and k != "classes"}
     if note is not None:
         attrs["resplit"] = note
